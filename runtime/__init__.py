@@ -1,0 +1,1 @@
+"""slimserve runtime: sandboxes and the worker that runs inside each one."""

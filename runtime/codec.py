@@ -1,0 +1,145 @@
+"""Request decoding and response encoding inside a sandbox.
+
+Two conventions live here:
+
+* ``decode_body``/``encode_result`` serve pickled callables: JSON becomes Python
+  objects, ``text/*`` becomes ``str``, anything else stays ``bytes``; results are
+  serialised by the Accept type (JSON by default, numpy values become lists and
+  numbers, ``bytes`` and ``str`` pass through).
+* ``default_input_fn``/``default_output_fn`` are SageMaker's default handlers for
+  framework containers: JSON, CSV and NPY in and out, arrays in the middle.
+"""
+from __future__ import annotations
+
+import io
+import json
+
+JSON = "application/json"
+CSV = "text/csv"
+NPY = "application/x-npy"
+OCTET = "application/octet-stream"
+
+
+class UnsupportedMediaType(Exception):
+    """The body or the Accept type is one the handler cannot deal with."""
+
+
+class OutputError(Exception):
+    """The model returned a value that cannot be serialised as asked."""
+
+
+def media_type(value: str | None) -> str:
+    """``'application/json; charset=utf-8'`` -> ``'application/json'``."""
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def _wants(accept: str | None) -> str:
+    mt = media_type(accept)
+    return "" if mt in ("", "*/*") else mt
+
+
+def decode_body(body: bytes, content_type: str | None):
+    mt = media_type(content_type)
+    if mt == JSON or mt.endswith("+json"):
+        try:
+            return json.loads(body) if body else None
+        except ValueError as exc:
+            raise UnsupportedMediaType(f"request body is not valid JSON: {exc}") from None
+    if mt.startswith("text/"):
+        return body.decode("utf-8", errors="replace")
+    return body
+
+
+def _jsonable(obj):
+    """Fallback for ``json.dumps``: numpy arrays, scalars and other array-likes."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, (bytes, bytearray)):
+        return obj.decode("utf-8", errors="replace")
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def encode_result(value, accept: str | None) -> tuple[bytes, str]:
+    """Serialise a callable's return value; returns (body, content type)."""
+    try:
+        return _encode(value, accept)
+    except (TypeError, ValueError) as exc:
+        raise OutputError(
+            f"the model returned a {type(value).__name__} that cannot be serialised"
+            f" as {_wants(accept) or JSON}: {exc}"
+        ) from None
+
+
+def _encode(value, accept: str | None) -> tuple[bytes, str]:
+    want = _wants(accept)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value), want or OCTET
+    if isinstance(value, str):
+        return value.encode(), want or "text/plain; charset=utf-8"
+    if want in ("", JSON) or want.endswith("+json"):
+        return json.dumps(value, default=_jsonable).encode(), JSON
+    if want == CSV:
+        return _to_csv(value), CSV
+    if want == NPY:
+        return _to_npy(value), NPY
+    raise UnsupportedMediaType(f"cannot serialise {type(value).__name__} as {want}")
+
+
+def _to_csv(value) -> bytes:
+    import numpy as np
+
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        arr = arr.reshape(1, 1)
+    elif arr.ndim == 1:
+        arr = arr.reshape(-1, 1) if arr.size else arr.reshape(0, 1)
+    buf = io.StringIO()
+    np.savetxt(buf, arr, delimiter=",", fmt="%s")
+    return buf.getvalue().encode()
+
+
+def _to_npy(value) -> bytes:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(value), allow_pickle=False)
+    return buf.getvalue()
+
+
+# --- SageMaker framework-container default handlers -------------------------
+
+def default_input_fn(body: bytes, content_type: str | None):
+    import numpy as np
+
+    mt = media_type(content_type) or JSON
+    if mt == JSON:
+        return np.asarray(json.loads(body))
+    if mt == CSV:
+        text = body.decode("utf-8")
+        return np.atleast_2d(np.genfromtxt(io.StringIO(text), delimiter=",", dtype=float))
+    if mt == NPY:
+        return np.load(io.BytesIO(body), allow_pickle=False)
+    raise UnsupportedMediaType(
+        f"content type {mt} is not supported by the default input_fn (use {JSON}, {CSV} or {NPY})"
+    )
+
+
+def default_predict_fn(data, model):
+    return model.predict(data) if hasattr(model, "predict") else model(data)
+
+
+def default_output_fn(prediction, accept: str | None):
+    want = _wants(accept) or JSON
+    if want == JSON:
+        return json.dumps(prediction, default=_jsonable).encode(), JSON
+    if want == CSV:
+        return _to_csv(prediction), CSV
+    if want == NPY:
+        return _to_npy(prediction), NPY
+    raise UnsupportedMediaType(
+        f"accept type {want} is not supported by the default output_fn (use {JSON}, {CSV} or {NPY})"
+    )

@@ -1,0 +1,68 @@
+"""Process-level protections a sandbox applies to itself before loading user code.
+
+Each function returns a short string naming what is now in force, or raises
+``OSError`` saying why it could not be done; the worker reports the outcome to
+the gateway so ``describe`` and ``doctor`` can show it.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+
+CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
+
+# Environment that hides accelerators and pins math libraries to one thread:
+# a sandbox is CPU-only and serves one invocation at a time.
+SANDBOX_ENV = {
+    "CUDA_VISIBLE_DEVICES": "",
+    "HIP_VISIBLE_DEVICES": "",
+    "ROCR_VISIBLE_DEVICES": "",
+    "NVIDIA_VISIBLE_DEVICES": "none",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+
+_libc = None
+
+
+def _libc_call(name: str, *args) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(_libc, name)(*args) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def die_with_parent() -> str:
+    """SIGKILL this process when the gateway dies, so no sandbox outlives it."""
+    parent = os.getppid()
+    _libc_call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the gateway died before prctl took effect
+        os._exit(1)
+    return "pdeathsig"
+
+
+def join_cgroup(procs_file: str) -> str:
+    with open(procs_file, "w") as fh:
+        fh.write(str(os.getpid()))
+    return "cgroup"
+
+
+def leave_network() -> str:
+    """Move into a fresh network namespace: only a loopback, and it is down."""
+    _libc_call("unshare", CLONE_NEWNET)
+    return "netns"
+
+
+def cap_address_space(limit_bytes: int) -> str:
+    resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+    return "rlimit_as"

@@ -1,0 +1,292 @@
+"""The embedded default backend: one OS process per sandbox.
+
+Protections, strongest available first:
+  * memory: a per-sandbox cgroup (v2 or v1) capped at the tier, so the kernel
+    OOM-kills a sandbox that allocates past it; where no cgroup can be made,
+    RLIMIT_AS (tier + headroom for address space that is mapped but never
+    touched) plus an RSS watchdog that kills at the tier;
+  * network: a fresh network namespace (loopback only, down) where unshare works;
+  * accelerators: hidden through the *_VISIBLE_DEVICES variables;
+  * files: a private temp dir (TMPDIR and cwd), removed with the sandbox;
+  * lifetime: PR_SET_PDEATHSIG, so sandboxes die with the gateway.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from . import cgroups, isolation, protocol
+from .sandbox import (
+    DEAD_HANDLE, EXITED, LOAD_FAILED, OUT_OF_MEMORY, TIMEOUT,
+    Backend, InvokeRequest, InvokeResult, Listener, Sandbox, SandboxSpec, StartError, State,
+)
+
+PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+RLIMIT_HEADROOM_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class ProcessBackendConfig:
+    work_dir: str                     # per-sandbox temp dirs are made under it
+    cgroup_mode: str = "auto"         # auto | v2 | v1 | none
+    network_isolation: bool = True
+    start_timeout_s: float = 120.0    # spawn + bundle load
+    watchdog_interval_s: float = 0.2  # RSS checks where no cgroup caps memory
+    python: str = sys.executable
+    instance: str = "default"         # names this gateway's cgroup subtree
+
+
+def oom_message(memory_mb: int, while_loading: bool = False) -> str:
+    what = "loading the model" if while_loading else "the model"
+    return (f"{what} exceeded its memory tier of {memory_mb} MB and was stopped;"
+            f" deploy it with a larger memory size")
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+class ProcessSandbox(Sandbox):
+    def __init__(self, spec, listeners, proc, reader, writer, cgroup, tmp_dir):
+        super().__init__(spec, listeners)
+        self.proc = proc
+        self._reader = reader
+        self._writer = writer
+        self.cgroup: cgroups.Cgroup | None = cgroup
+        self.tmp_dir = tmp_dir
+        self.killed_by_watchdog = False
+        self._ps = None
+        self._monitor = asyncio.get_running_loop().create_task(self._watch_exit())
+
+    async def _watch_exit(self) -> None:
+        await self.proc.wait()
+        if self.state in (State.IDLE, State.STARTING):
+            await self.destroy(f"exited while idle ({self._exit_text()})")
+
+    def _exit_text(self) -> str:
+        code = self.proc.returncode
+        if code is None:
+            return "still running"
+        return f"killed by {_signal_name(code)}" if code < 0 else f"exit code {code}"
+
+    def memory_bytes(self) -> int:
+        if self.cgroup is not None:
+            return self.cgroup.usage_bytes()
+        try:
+            if self._ps is None:
+                self._ps = psutil.Process(self.proc.pid)
+            return self._ps.memory_info().rss
+        except psutil.Error:
+            return 0
+
+    async def invoke(self, request: InvokeRequest, timeout_s: float) -> InvokeResult:
+        if self.state is not State.IDLE:
+            return InvokeResult(False, error_kind=DEAD_HANDLE, message=f"sandbox {self.id} is {self.state.value}")
+        self._move(State.BUSY)
+        header = {
+            "op": "invoke",
+            "content_type": request.content_type,
+            "accept": request.accept,
+            "custom_attributes": request.custom_attributes,
+        }
+        t0 = time.perf_counter()
+        try:
+            self._writer.write(protocol.encode(header, request.body))
+            await self._writer.drain()
+            reply, payload = await asyncio.wait_for(protocol.recv_async(self._reader), timeout_s)
+        except asyncio.TimeoutError:
+            await self.destroy("invocation timed out")
+            return InvokeResult(
+                False, error_kind=TIMEOUT, model_ms=(time.perf_counter() - t0) * 1000.0, original_status=0,
+                message=f"the model did not answer within {timeout_s:g} s; its sandbox was stopped and will be replaced",
+            )
+        except (protocol.ProtocolError, ConnectionError, OSError):
+            elapsed = (time.perf_counter() - t0) * 1000.0
+            kind, message = await self._death_cause()
+            await self.destroy(message)
+            return InvokeResult(False, error_kind=kind, model_ms=elapsed, message=message, original_status=500)
+        if reply.get("fatal"):
+            await self.destroy(reply.get("error_kind") or "fatal")
+        else:
+            self._move(State.IDLE)
+        return InvokeResult(
+            ok=bool(reply.get("ok")),
+            body=payload,
+            content_type=reply.get("content_type"),
+            custom_attributes=reply.get("custom_attributes"),
+            model_ms=float(reply.get("model_ms", 0.0)),
+            error_kind=reply.get("error_kind"),
+            message=self._out_of_memory_text() if reply.get("error_kind") == OUT_OF_MEMORY else reply.get("message", ""),
+            original_status=reply.get("original_status"),
+        )
+
+    def _out_of_memory_text(self) -> str:
+        return oom_message(self.spec.memory_mb)
+
+    async def _death_cause(self) -> tuple[str, str]:
+        try:
+            await asyncio.wait_for(self.proc.wait(), 2.0)
+        except asyncio.TimeoutError:
+            pass
+        oom = self.killed_by_watchdog or (self.cgroup is not None and self.cgroup.oom_kills() > 0)
+        if oom:
+            return OUT_OF_MEMORY, self._out_of_memory_text()
+        return EXITED, f"the model process exited during the invocation ({self._exit_text()})"
+
+    async def destroy(self, reason: str = "destroyed") -> None:
+        if self.state is State.DEAD:
+            return
+        self.death_reason = reason
+        try:
+            self._writer.close()
+        except Exception:  # noqa: BLE001 - the transport may already be gone
+            pass
+        if self.proc.returncode is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5.0)
+        except asyncio.TimeoutError:
+            pass
+        if self.cgroup is not None:
+            await asyncio.to_thread(self.cgroup.remove)
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self._mark_dead(reason)
+
+
+class ProcessBackend(Backend):
+    name = "process"
+
+    def __init__(self, config: ProcessBackendConfig, listeners: list[Listener] | None = None):
+        self.config = config
+        self.listeners = list(listeners or []) + [self._on_event]
+        self.cgroup_support = cgroups.detect(config.cgroup_mode, config.instance)
+        self._netns_probe: str | None = None
+        self._sandboxes: dict[str, ProcessSandbox] = {}
+        self._watchdog: asyncio.Task | None = None
+
+    async def open(self) -> None:
+        cgroups.sweep_orphans(self.cgroup_support)
+        if self.cgroup_support.base is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._rss_watchdog())
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for sb in list(self._sandboxes.values()):
+            await sb.destroy("backend closed")
+
+    def protections(self) -> dict:
+        cg = self.cgroup_support
+        return {
+            "memory": {
+                "mechanism": f"cgroup {cg.version}" if cg.version else "rlimit_as+rss_watchdog",
+                "enforced_by_kernel": cg.version is not None,
+                "detail": cg.reason,
+            },
+            "network": {"mechanism": "netns" if self.config.network_isolation else "none",
+                        "detail": "checked per sandbox; see describe"},
+            "gpu": {"mechanism": "hidden (CUDA/HIP/ROCR_VISIBLE_DEVICES empty)"},
+            "tmp": {"mechanism": "private temp dir per sandbox"},
+        }
+
+    async def start(self, spec: SandboxSpec) -> ProcessSandbox:
+        cfg = self.config
+        tmp_dir = Path(cfg.work_dir) / spec.sandbox_id
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        limit = spec.memory_mb << 20
+        cgroup = None
+        if self.cgroup_support.base is not None:
+            cgroup = await asyncio.to_thread(cgroups.Cgroup, self.cgroup_support, spec.sandbox_id, limit)
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        argv = [cfg.python, "-m", "runtime.worker", "--fd", str(child_sock.fileno()),
+                "--bundle", spec.bundle_dir, "--kind", spec.bundle_kind]
+        if cgroup is not None:
+            argv += ["--cgroup-procs", cgroup.procs_file]
+        else:
+            argv += ["--rlimit-bytes", str(limit + RLIMIT_HEADROOM_BYTES)]
+        if cfg.network_isolation:
+            argv.append("--no-network")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLIMSERVE_"))}
+        env.update(isolation.SANDBOX_ENV)
+        env.update(spec.env)
+        env.update(TMPDIR=str(tmp_dir), PYTHONPATH=os.pathsep.join(
+            p for p in (PROJECT_ROOT, env.get("PYTHONPATH", "")) if p))
+        t0 = time.perf_counter()
+        with open(spec.log_path, "ab", buffering=0) as log:
+            log.write(f"--- sandbox {spec.sandbox_id} starting ({spec.memory_mb} MB) ---\n".encode())
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                    cwd=str(tmp_dir), pass_fds=(child_sock.fileno(),), start_new_session=True,
+                )
+            except OSError as exc:
+                parent_sock.close()
+                child_sock.close()
+                if cgroup is not None:
+                    cgroup.remove()
+                raise StartError(LOAD_FAILED, f"cannot start a sandbox process: {exc}") from None
+            finally:
+                child_sock.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+        sb = ProcessSandbox(spec, self.listeners, proc, reader, writer, cgroup, tmp_dir)
+        self._sandboxes[sb.id] = sb
+        try:
+            hello, _ = await asyncio.wait_for(protocol.recv_async(reader), cfg.start_timeout_s)
+        except asyncio.TimeoutError:
+            await sb.destroy("start timed out")
+            raise StartError(LOAD_FAILED, f"the model did not finish loading within {cfg.start_timeout_s:g} s") from None
+        except (protocol.ProtocolError, ConnectionError):
+            kind, message = await sb._death_cause()
+            await sb.destroy(message)
+            if kind == OUT_OF_MEMORY:
+                raise StartError(OUT_OF_MEMORY, oom_message(spec.memory_mb, while_loading=True)) from None
+            raise StartError(LOAD_FAILED, f"the sandbox exited while loading the model ({sb._exit_text()});"
+                                          f" see the endpoint's logs") from None
+        if hello.get("op") != "ready":
+            await sb.destroy(hello.get("message", "load failed"))
+            kind = hello.get("kind", LOAD_FAILED)
+            if kind == OUT_OF_MEMORY:
+                raise StartError(OUT_OF_MEMORY, oom_message(spec.memory_mb, while_loading=True))
+            raise StartError(kind, f"the model failed to load: {hello.get('message', 'unknown error')}")
+        sb.info.update(
+            pid=hello.get("pid"),
+            protections=hello.get("protections", {}),
+            start_ms=(time.perf_counter() - t0) * 1000.0,
+            load_ms=hello.get("load_ms"),
+            path="fresh",
+        )
+        sb._move(State.IDLE)
+        return sb
+
+    def _on_event(self, event: str, sb: Sandbox) -> None:
+        if event == "destroyed":
+            self._sandboxes.pop(sb.id, None)
+
+    async def _rss_watchdog(self) -> None:
+        """Where no cgroup caps memory, kill a sandbox whose RSS passes its tier."""
+        while True:
+            await asyncio.sleep(self.config.watchdog_interval_s)
+            for sb in list(self._sandboxes.values()):
+                if sb.alive and sb.memory_bytes() > sb.spec.memory_mb << 20:
+                    sb.killed_by_watchdog = True
+                    try:
+                        os.killpg(sb.proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass

@@ -1,0 +1,70 @@
+"""Wire format between the gateway and a sandbox worker.
+
+One frame = 8-byte header (two big-endian uint32: JSON-header length, payload
+length), then the JSON header, then the raw payload bytes.  The payload carries
+request and response bodies untouched, so a 6 MB body is never re-encoded.
+
+Messages (the ``op`` field of the header):
+  worker -> gateway  ``ready``   {init_ms, protections}     once, after the bundle loaded
+                     ``failed``  {kind, message}            instead of ``ready``
+                     ``result``  {ok, model_ms, content_type, custom_attributes,
+                                  error_kind, message, original_status}
+  gateway -> worker  ``invoke``  {content_type, accept, custom_attributes}
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+
+_HEAD = struct.Struct("!II")
+MAX_HEADER = 1 << 20
+MAX_PAYLOAD = 1 << 30
+
+
+class ProtocolError(Exception):
+    """The peer closed the channel or sent something that is not a frame."""
+
+
+def encode(header: dict, payload: bytes = b"") -> bytes:
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return _HEAD.pack(len(head), len(payload)) + head + payload
+
+
+def _check(hlen: int, plen: int) -> None:
+    if hlen > MAX_HEADER or plen > MAX_PAYLOAD:
+        raise ProtocolError(f"frame too large: header {hlen} B, payload {plen} B")
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise ProtocolError("channel closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_blocking(sock: socket.socket) -> tuple[dict, bytes]:
+    hlen, plen = _HEAD.unpack(_recv_exact(sock, _HEAD.size))
+    _check(hlen, plen)
+    header = json.loads(_recv_exact(sock, hlen))
+    payload = _recv_exact(sock, plen) if plen else b""
+    return header, payload
+
+
+def send_blocking(sock: socket.socket, header: dict, payload: bytes = b"") -> None:
+    sock.sendall(encode(header, payload))
+
+
+async def recv_async(reader: asyncio.StreamReader) -> tuple[dict, bytes]:
+    try:
+        hlen, plen = _HEAD.unpack(await reader.readexactly(_HEAD.size))
+        _check(hlen, plen)
+        header = json.loads(await reader.readexactly(hlen))
+        payload = await reader.readexactly(plen) if plen else b""
+    except asyncio.IncompleteReadError as exc:
+        raise ProtocolError("channel closed") from exc
+    return header, payload

@@ -1,0 +1,155 @@
+"""The sandbox interface every backend implements, and its lifecycle.
+
+States (one place, checked on every move):
+
+    STARTING --ready--> IDLE --invoke--> BUSY --result--> IDLE
+        \\                 \\                \\
+         `------------------`----------------`--> DEAD   (destroy, crash, timeout)
+
+A sandbox handle is safe to misuse: ``invoke`` on a sandbox that is not IDLE
+returns a ``dead`` result instead of doing harm, ``destroy`` is idempotent, and
+listeners hear ``created`` first and ``destroyed`` last.
+"""
+from __future__ import annotations
+
+import abc
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    DEAD = "dead"
+
+
+_ALLOWED = {
+    State.STARTING: {State.IDLE, State.DEAD},
+    State.IDLE: {State.BUSY, State.DEAD},
+    State.BUSY: {State.IDLE, State.DEAD},
+    State.DEAD: set(),
+}
+
+# Error kinds a sandbox reports; the gateway maps each to a SageMaker error.
+MODEL_RAISED = "model_raised"
+BAD_OUTPUT = "bad_output"
+UNSUPPORTED_MEDIA = "unsupported_media"
+OUT_OF_MEMORY = "out_of_memory"
+EXITED = "exited"
+TIMEOUT = "timeout"
+LOAD_FAILED = "load_failed"
+DEAD_HANDLE = "dead"
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    sandbox_id: str
+    endpoint: str
+    variant: str
+    memory_mb: int
+    bundle_dir: str
+    bundle_kind: str
+    log_path: str
+    env: dict = field(default_factory=dict)
+
+
+@dataclass
+class InvokeRequest:
+    body: bytes
+    content_type: str | None = None
+    accept: str | None = None
+    custom_attributes: str | None = None
+
+
+@dataclass
+class InvokeResult:
+    ok: bool
+    body: bytes = b""
+    content_type: str | None = None
+    custom_attributes: str | None = None
+    model_ms: float = 0.0          # run time measured inside the sandbox (or by the gateway if it died)
+    error_kind: str | None = None
+    message: str = ""
+    original_status: int | None = None
+
+
+class StartError(Exception):
+    """A sandbox could not be started or could not load its bundle."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+Listener = Callable[[str, "Sandbox"], None]
+
+
+class Sandbox(abc.ABC):
+    def __init__(self, spec: SandboxSpec, listeners: list[Listener]):
+        self.spec = spec
+        self.state = State.STARTING
+        self.created_at = time.time()
+        self.info: dict = {}          # backend facts: pid, protections, start breakdown
+        self.death_reason: str | None = None
+        self._listeners = list(listeners)
+        self._emit("created")
+
+    @property
+    def id(self) -> str:
+        return self.spec.sandbox_id
+
+    def _emit(self, event: str) -> None:
+        for listener in self._listeners:
+            listener(event, self)
+
+    def _move(self, new: State) -> None:
+        if new not in _ALLOWED[self.state]:
+            raise RuntimeError(f"sandbox {self.id}: illegal move {self.state.value} -> {new.value}")
+        self.state = new
+        self._emit(new.value if new is not State.DEAD else "destroyed")
+
+    def _mark_dead(self, reason: str) -> bool:
+        """Move to DEAD once; returns False if already dead."""
+        if self.state is State.DEAD:
+            return False
+        self.death_reason = reason
+        self._move(State.DEAD)
+        return True
+
+    @property
+    def alive(self) -> bool:
+        return self.state is not State.DEAD
+
+    @abc.abstractmethod
+    async def invoke(self, request: InvokeRequest, timeout_s: float) -> InvokeResult:
+        """Run one invocation. Model faults come back as a failed result, never raised."""
+
+    @abc.abstractmethod
+    async def destroy(self, reason: str = "destroyed") -> None:
+        """Stop the sandbox and free what it holds. Idempotent."""
+
+    @abc.abstractmethod
+    def memory_bytes(self) -> int:
+        """Memory the sandbox holds now, as its cap counts it."""
+
+
+class Backend(abc.ABC):
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def start(self, spec: SandboxSpec) -> Sandbox:
+        """Start a sandbox and wait until its bundle is loaded; raises StartError."""
+
+    @abc.abstractmethod
+    def protections(self) -> dict:
+        """What this backend enforces on this machine, and why anything is missing."""
+
+    async def open(self) -> None:
+        """Start background work (watchdogs, orphan sweeps)."""
+
+    async def close(self) -> None:
+        """Stop background work; sandboxes are destroyed by their owners first."""

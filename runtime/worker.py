@@ -1,0 +1,120 @@
+"""The process inside a sandbox: protect itself, load a bundle, serve invocations.
+
+Started by a backend as ``python -m runtime.worker --fd N ...`` with one end of
+a socket pair on fd N.  It applies its protections first (die with the
+gateway, join the cgroup, leave the network, cap its address space where no
+cgroup caps it), then loads the bundle, reports ``ready`` (or ``failed``), and
+answers one ``invoke`` at a time until the channel closes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+import traceback
+
+from . import isolation, protocol
+
+
+def _apply_protections(args) -> dict:
+    applied, missing = [], {}
+    steps = [("pdeathsig", isolation.die_with_parent, ())]
+    if args.cgroup_procs:
+        steps.append(("cgroup", isolation.join_cgroup, (args.cgroup_procs,)))
+    if args.no_network:
+        steps.append(("netns", isolation.leave_network, ()))
+    if args.rlimit_bytes:
+        steps.append(("rlimit_as", isolation.cap_address_space, (args.rlimit_bytes,)))
+    for name, fn, fargs in steps:
+        try:
+            applied.append(fn(*fargs))
+        except OSError as exc:
+            missing[name] = exc.strerror or str(exc)
+    if args.cgroup_procs and "cgroup" in missing:
+        # The memory cap is the promise of a tier: refuse to run without it.
+        raise SystemExit(f"slimserve worker: cannot join cgroup: {missing['cgroup']}")
+    return {"applied": applied, "missing": missing}
+
+
+def _error_result(kind: str, exc: BaseException, original_status: int = 500, **extra) -> dict:
+    return {
+        "op": "result",
+        "ok": False,
+        "error_kind": kind,
+        "message": f"{type(exc).__name__}: {exc}",
+        "original_status": original_status,
+        **extra,
+    }
+
+
+def serve(sock: socket.socket, handler) -> None:
+    from .bundle import InvocationContext
+    from .codec import OutputError, UnsupportedMediaType
+
+    while True:
+        try:
+            header, body = protocol.recv_blocking(sock)
+        except protocol.ProtocolError:
+            return
+        ctx = InvocationContext(
+            content_type=header.get("content_type"),
+            accept=header.get("accept"),
+            custom_attributes=header.get("custom_attributes"),
+        )
+        payload = b""
+        t0 = time.perf_counter()
+        try:
+            payload, content_type = handler.invoke(body, ctx)
+            reply = {"op": "result", "ok": True, "content_type": content_type}
+        except MemoryError as exc:
+            reply = _error_result("out_of_memory", exc, fatal=True)
+        except UnsupportedMediaType as exc:
+            reply = _error_result("unsupported_media", exc, 415)
+        except OutputError as exc:
+            reply = _error_result("bad_output", exc)
+        except Exception as exc:  # noqa: BLE001 - the model's own exception, reported to the caller
+            reply = _error_result("model_raised", exc)
+            traceback.print_exc()
+        reply["model_ms"] = (time.perf_counter() - t0) * 1000.0
+        reply["custom_attributes"] = ctx.response_custom_attributes
+        protocol.send_blocking(sock, reply, payload)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="slimserve-worker")
+    ap.add_argument("--fd", type=int, required=True)
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--kind", required=True)
+    ap.add_argument("--cgroup-procs", default="")
+    ap.add_argument("--no-network", action="store_true")
+    ap.add_argument("--rlimit-bytes", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    t_start = time.perf_counter()
+    sock = socket.socket(fileno=args.fd)
+    protections = _apply_protections(args)
+    t_protected = time.perf_counter()
+    try:
+        from . import bundle
+
+        handler = bundle.load(args.bundle, args.kind)
+    except BaseException as exc:  # noqa: BLE001 - any failure to load is reported, not raised
+        traceback.print_exc()
+        kind = "out_of_memory" if isinstance(exc, MemoryError) else "load_failed"
+        protocol.send_blocking(sock, {"op": "failed", "kind": kind, "message": f"{type(exc).__name__}: {exc}"})
+        sys.exit(1)
+    t_loaded = time.perf_counter()
+    protocol.send_blocking(sock, {
+        "op": "ready",
+        "pid": os.getpid(),
+        "protections": protections,
+        "protect_ms": (t_protected - t_start) * 1000.0,
+        "load_ms": (t_loaded - t_protected) * 1000.0,
+    })
+    serve(sock, handler)
+
+
+if __name__ == "__main__":
+    main()
