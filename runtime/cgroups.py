@@ -106,6 +106,7 @@ class Cgroup:
             (self.path / "memory.limit_in_bytes").write_text(str(limit_bytes))
             self._write_optional("memory.memsw.limit_in_bytes", str(limit_bytes))
             self._write_optional("memory.swappiness", "0")
+            self._write_optional("memory.move_charge_at_immigrate", "3")   # bring pages charged before joining
 
     def _write_optional(self, fname: str, value: str) -> None:
         try:

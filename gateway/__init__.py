@@ -1,0 +1,1 @@
+"""slimserve gateway: HTTP, routing, pools, policy, metering and state."""

@@ -1,0 +1,130 @@
+"""The gateway: wires settings, state, backend, pools, meter, scaler and HTTP.
+
+Start-up and shutdown are paired step by step.  Shutdown follows the usual
+order: stop accepting connections, let in-flight requests finish (their usage
+records are committed before their responses), cancel background loops, write
+the last provisioned-concurrency checkpoint, then release sandboxes and state.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+
+import psutil
+from aiohttp import web
+
+from runtime.process_backend import ProcessBackend, ProcessBackendConfig
+
+from . import errors
+from .admission import HostBudget
+from .clock import Clock
+from .config import Settings
+from .endpoints import EndpointService
+from .http_admin import AdminApi, ensure_token
+from .http_runtime import RuntimeApi
+from .meter import Meter
+from .metrics import Metrics
+from .policy import FixedKeepAlive
+from .pools import PoolManager
+from .scaler import Scaler
+from .store import Store
+
+log = logging.getLogger("slimserve.gateway")
+
+
+def host_budget_mb(settings: Settings) -> int:
+    if settings.memory_budget_mb:
+        return int(settings.memory_budget_mb)
+    return int(psutil.virtual_memory().total * settings.memory_budget_fraction) >> 20
+
+
+def make_backend(settings: Settings):
+    instance = hashlib.sha1(str(settings.state_dir.resolve()).encode()).hexdigest()[:12]
+    if settings.backend == "process":
+        return ProcessBackend(ProcessBackendConfig(
+            work_dir=str(settings.sandboxes_dir), cgroup_mode=settings.cgroup_mode,
+            network_isolation=settings.network_isolation, start_timeout_s=settings.start_timeout_s,
+            instance=instance,
+        ))
+    raise ValueError(f"unknown backend {settings.backend!r} (available: process)")
+
+
+class Gateway:
+    def __init__(self, settings: Settings, clock: Clock | None = None, policy=None):
+        self.settings = settings
+        self.clock = clock or Clock()
+        self.policy = policy or FixedKeepAlive(settings.keep_alive_s)
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+        self._scaler_task: asyncio.Task | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        s = self.settings
+        for d in (s.state_dir, s.logs_dir, s.bundles_dir, s.sandboxes_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.token = ensure_token(s.token_path)
+        self.store = Store(s.db_path)
+        await self.store.open()
+        self.budget = HostBudget(host_budget_mb(s))
+        self.backend = make_backend(s)
+        self.manager = PoolManager(self.backend, self.budget, self.clock, s.logs_dir)
+        self.backend.listeners.append(self.manager.on_sandbox_event)
+        await self.backend.open()
+        self.metrics = Metrics(self.manager)
+        self.meter = Meter(self.store, [self.metrics.observe])
+        await self.meter.start()
+        self.endpoints = EndpointService(s, self.store, self.manager)
+        await self.endpoints.load()
+        self.scaler = Scaler(self.manager, self.policy, self.meter, self.clock,
+                             s.reaper_interval_s, s.provisioned_checkpoint_s)
+        self._scaler_task = asyncio.get_running_loop().create_task(self.scaler.run())
+
+        admin = AdminApi(self, self.token)
+        runtime_api = RuntimeApi(self)
+        app = web.Application(middlewares=[admin.middleware, _internal_errors])
+        app.add_routes(runtime_api.routes() + admin.routes() + [web.get("/metrics", self._metrics)])
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.invocation_timeout_s + 5)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, s.host, s.port)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+        log.info("slimserve gateway on %s (backend %s, budget %d MB)", self.url, s.backend, self.budget.capacity_mb)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        resp = web.Response(body=self.metrics.render())
+        resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+        return resp
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()        # stop accepting, finish in-flight requests
+            self.runner = None
+        if self._scaler_task is not None:
+            self._scaler_task.cancel()
+            try:
+                await self._scaler_task
+            except asyncio.CancelledError:
+                pass
+            await self.scaler.checkpoint(final=True)
+        await self.meter.stop()
+        await self.manager.close()
+        await self.backend.close()
+        await self.store.close()
+
+
+@web.middleware
+async def _internal_errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except errors.ApiError as exc:
+        return exc.response("-")
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the caller gets a SageMaker-shaped 500, the gateway keeps serving
+        log.exception("unhandled error on %s", request.path)
+        return errors.internal(f"internal error: {type(exc).__name__}").response("-")

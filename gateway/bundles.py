@@ -1,0 +1,112 @@
+"""Bundle storage on the gateway side: unpack, check statically, keep per version.
+
+The gateway never unpickles or imports a bundle itself (that runs user code);
+it checks what can be checked without running it -- the pickle stream is
+well-formed, inference.py compiles and defines model_fn, requirements are
+installed -- and leaves the real load to a sandbox.
+"""
+from __future__ import annotations
+
+import ast
+import pickletools
+import shutil
+import tarfile
+from pathlib import Path
+
+from runtime import bundle as rb
+
+
+class BundleRejected(ValueError):
+    """The uploaded bundle cannot be served; the message says why."""
+
+
+def detect_format(path: Path) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if head[:2] == b"\x1f\x8b":
+        return "tar.gz"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    if head[:1] == b"\x80":
+        return "pickle"
+    raise BundleRejected(
+        "bundle is neither a pickle (.pkl) nor a tar archive (model.tar.gz); "
+        "for a model directory, deploy the directory itself or its model.tar.gz"
+    )
+
+
+def unpack(upload: Path, dest: Path) -> str:
+    """Put the bundle at ``upload`` into the empty directory ``dest``; returns its kind."""
+    dest.mkdir(parents=True, exist_ok=False)
+    try:
+        fmt = detect_format(upload)
+        if fmt == "pickle":
+            shutil.move(str(upload), dest / rb.PICKLE_FILE)
+        else:
+            try:
+                with tarfile.open(upload, "r:*") as tar:
+                    tar.extractall(dest, filter="data")
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise BundleRejected(f"cannot unpack the model archive: {exc}") from None
+            _hoist_single_dir(dest)
+        kind = check(dest)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return kind
+
+
+def _hoist_single_dir(dest: Path) -> None:
+    """An archive of ``model/`` rather than of its contents: use the inner directory."""
+    entries = list(dest.iterdir())
+    if len(entries) == 1 and entries[0].is_dir() and entries[0].name != "code":
+        inner = entries[0]
+        for child in list(inner.iterdir()):
+            shutil.move(str(child), dest / child.name)
+        inner.rmdir()
+
+
+def check(bundle_dir: Path) -> str:
+    script = bundle_dir / "code" / "inference.py"
+    if script.exists():
+        _check_inference(script)
+        try:
+            rb.check_requirements(bundle_dir)
+        except rb.BundleError as exc:
+            raise BundleRejected(str(exc)) from None
+        return rb.SAGEMAKER
+    pkl = bundle_dir / rb.PICKLE_FILE
+    if pkl.exists():
+        _check_pickle(pkl)
+        return rb.PICKLE
+    raise BundleRejected(
+        "the archive has neither code/inference.py (SageMaker layout) nor model.pkl (a pickled callable)"
+    )
+
+
+def _check_inference(script: Path) -> None:
+    try:
+        tree = ast.parse(script.read_bytes(), filename="code/inference.py")
+    except SyntaxError as exc:
+        raise BundleRejected(f"code/inference.py line {exc.lineno}: {exc.msg}") from None
+    names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    names |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    if "model_fn" not in names:
+        raise BundleRejected("code/inference.py does not define model_fn(model_dir)")
+
+
+def _check_pickle(path: Path) -> None:
+    try:
+        with open(path, "rb") as fh:
+            for _ in pickletools.genops(fh):
+                pass
+    except Exception as exc:  # noqa: BLE001 - any parse failure means a broken file
+        raise BundleRejected(f"model.pkl is not a valid pickle: {exc}") from None
+
+
+def pack_directory(src: Path, out: Path) -> Path:
+    """Client side: a model directory as model.tar.gz with its contents at the top."""
+    with tarfile.open(out, "w:gz") as tar:
+        for child in sorted(Path(src).iterdir()):
+            tar.add(child, arcname=child.name)
+    return out

@@ -1,0 +1,301 @@
+"""``slimserve``: the gateway and its client commands.
+
+Client commands find the gateway with --url / SLIMSERVE_URL and the admin
+token with --state-dir / SLIMSERVE_TOKEN.  Errors go to stderr in one line and
+the exit code is non-zero.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .client import DEFAULT_STATE_DIR, Client, ClientError
+from .config import MEMORY_TIERS_MB, Settings
+from .model import InvalidSpec, parse_tags
+
+
+def _fmt_time(ts) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z" \
+        if ts else "-"
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _client(args) -> Client:
+    return Client(args.url, state_dir=args.state_dir)
+
+
+# --- serve ---------------------------------------------------------------------
+async def _serve(settings: Settings) -> None:
+    from .app import Gateway
+
+    gw = Gateway(settings)
+    await gw.start()
+    print(f"slimserve gateway listening on {gw.url} (state in {settings.state_dir})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("slimserve: shutting down (finishing in-flight requests)", file=sys.stderr, flush=True)
+    await gw.stop()
+
+
+def cmd_serve(args) -> int:
+    import uvloop
+
+    settings = Settings(
+        state_dir=Path(args.state_dir or DEFAULT_STATE_DIR), host=args.host, port=args.port,
+        backend=args.backend, invocation_timeout_s=args.timeout, memory_budget_mb=args.memory_budget_mb,
+        memory_budget_fraction=args.memory_budget_fraction, keep_alive_s=args.keep_alive,
+        cgroup_mode=args.cgroup, network_isolation=not args.allow_network,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    uvloop.run(_serve(settings))
+    return 0
+
+
+# --- client commands ---------------------------------------------------------------
+def cmd_deploy(args) -> int:
+    info = _client(args).deploy(args.name, args.bundle, memory_mb=args.memory,
+                                max_concurrency=args.max_concurrency, provisioned=args.provisioned,
+                                tags=parse_tags(args.tag))
+    _print_describe(info, args.format)
+    return 0
+
+
+def cmd_update(args) -> int:
+    info = _client(args).update(args.name, args.bundle, memory_mb=args.memory,
+                                max_concurrency=args.max_concurrency, provisioned=args.provisioned,
+                                tags=parse_tags(args.tag))
+    _print_describe(info, args.format)
+    return 0
+
+
+def cmd_invoke(args) -> int:
+    if args.file:
+        body = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    else:
+        body = (args.data or "").encode()
+    hdrs, data = _client(args).invoke_raw(args.name, body, content_type=args.content_type, accept=args.accept,
+                                         custom_attributes=args.custom_attributes)
+    sys.stdout.buffer.write(data)
+    if data and not data.endswith(b"\n") and sys.stdout.isatty():
+        sys.stdout.write("\n")
+    return 0
+
+
+def cmd_endpoints(args) -> int:
+    eps = _client(args).endpoints()
+    if args.format == "json":
+        print(json.dumps(eps, indent=2))
+        return 0
+    rows = []
+    for e in eps:
+        for v in e["variants"]:
+            pool = v.get("pool") or {}
+            states = pool.get("states", {})
+            rows.append({"name": e["name"], "variant": v["name"], "memory_mb": v["memory_mb"],
+                         "max_conc": v["max_concurrency"], "provisioned": v["provisioned"],
+                         "idle": states.get("idle", 0), "busy": states.get("busy", 0),
+                         "cold_starts": pool.get("cold_starts", 0),
+                         "tags": ",".join(f"{k}={val}" for k, val in e["tags"].items())})
+    print(_table(rows, ["name", "variant", "memory_mb", "max_conc", "provisioned", "idle", "busy",
+                        "cold_starts", "tags"]) if rows else "no endpoints")
+    return 0
+
+
+def _print_describe(info: dict, fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(info, indent=2))
+        return
+    print(f"endpoint     {info['name']}  ({info['status']})")
+    print(f"created      {_fmt_time(info['created'])}   updated {_fmt_time(info['updated'])}")
+    if info["tags"]:
+        print("tags         " + ", ".join(f"{k}={v}" for k, v in info["tags"].items()))
+    if info.get("last_failure"):
+        print(f"last failure {info['last_failure']}")
+    for v in info["variants"]:
+        pool = v.get("pool") or {}
+        print(f"variant      {v['name']}: {v['memory_mb']} MB, max concurrency {v['max_concurrency']},"
+              f" provisioned {v['provisioned']}, bundle {v['bundle_kind']} v{v['bundle_version']}")
+        print(f"  pool       in flight {pool.get('in_flight', 0)}, cold starts {pool.get('cold_starts', 0)},"
+              f" states {pool.get('states', {})}")
+        for sb in pool.get("sandboxes", []):
+            prot = sb.get("protections") or {}
+            print(f"  sandbox    {sb['id']} {sb['state']} pid {sb['pid']} path {sb['start_path']}"
+                  f" start {sb['start_ms'] or 0:.1f} ms, memory {sb['memory_bytes'] >> 20}/"
+                  f"{sb['memory_cap_bytes'] >> 20} MB, protections {','.join(prot.get('applied', []))}"
+                  + (f" missing {prot.get('missing')}" if prot.get("missing") else ""))
+
+
+def cmd_describe(args) -> int:
+    _print_describe(_client(args).describe(args.name), args.format)
+    return 0
+
+
+def cmd_delete(args) -> int:
+    _client(args).delete(args.name)
+    print(f"deleted {args.name}")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    sys.stdout.write(_client(args).logs(args.name, tail=args.tail))
+    return 0
+
+
+USAGE_COLS = ["start", "endpoint", "variant", "memory_mb", "billed_ms", "model_ms", "overhead_ms",
+              "cold_start", "init_ms", "status"]
+
+
+def cmd_usage(args) -> int:
+    rows = _client(args).usage(endpoint=args.endpoint, limit=args.limit, kind=args.kind)
+    if args.format == "json":
+        print(json.dumps(rows, indent=1))
+        return 0
+    if args.kind == "provisioned":
+        cols = ["start", "endpoint", "variant", "memory_mb", "sandboxes", "billed_ms"]
+    else:
+        cols = USAGE_COLS
+    shown = []
+    for r in rows:
+        r = dict(r, start=_fmt_time(r["start"]))
+        for k in ("model_ms", "overhead_ms", "init_ms"):
+            if k in r:
+                r[k] = f"{r[k]:.3f}"
+        shown.append(r)
+    print(_table(shown, cols) if shown else "no usage records")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    if args.url or not args.local:
+        try:
+            rep = _client(args).doctor()
+        except ClientError as exc:
+            if exc.code != "ConnectionError" and exc.code != "NoToken":
+                raise
+            rep = None
+    else:
+        rep = None
+    if rep is None:
+        from .doctor import report
+
+        rep = report(Settings(state_dir=Path(args.state_dir or DEFAULT_STATE_DIR), cgroup_mode=args.cgroup))
+        rep["source"] = "this machine (no gateway reached)"
+    if args.format == "json":
+        print(json.dumps(rep, indent=2))
+        return 0
+    print(f"backend: {rep['backend']}" + (f"  [{rep['source']}]" if rep.get("source") else ""))
+    for key, val in rep.items():
+        if isinstance(val, dict):
+            mark = "ok  " if val.get("ok") else "MISSING"
+            print(f"  {mark:7} {key:18} {val.get('mechanism', '')} {val['detail']}".rstrip())
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slimserve", description="Self-hosted serverless model inference.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def client_cmd(name, help_text, fn):
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.add_argument("--url", default=None, help="gateway URL (default $SLIMSERVE_URL or http://127.0.0.1:8080)")
+        sp.add_argument("--state-dir", default=None, help="where to find admin-token (default ./.slimserve)")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    s = sub.add_parser("serve", help="run the gateway", description="Run the gateway.")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    s.add_argument("--backend", default="process", choices=["process"])
+    s.add_argument("--timeout", type=float, default=60.0, help="invocation timeout in seconds (default 60)")
+    s.add_argument("--memory-budget-mb", type=int, default=None, help="host memory sandboxes may reserve")
+    s.add_argument("--memory-budget-fraction", type=float, default=0.8,
+                   help="fraction of RAM sandboxes may reserve when --memory-budget-mb is unset (default 0.8)")
+    s.add_argument("--keep-alive", type=float, default=600.0, help="idle keep-alive in seconds (default 600)")
+    s.add_argument("--cgroup", default="auto", choices=["auto", "v2", "v1", "none"])
+    s.add_argument("--allow-network", action="store_true", help="do not put sandboxes in a network namespace")
+    s.set_defaults(fn=cmd_serve)
+
+    d = client_cmd("deploy", "deploy a bundle to a new endpoint", cmd_deploy)
+    d.add_argument("name")
+    d.add_argument("bundle", help=".pkl file, model.tar.gz, or a model directory with code/inference.py")
+    d.add_argument("--memory", type=int, required=True, choices=MEMORY_TIERS_MB, metavar="MB",
+                   help="memory size: " + ", ".join(map(str, MEMORY_TIERS_MB)))
+    d.add_argument("--max-concurrency", type=int, default=None, help="1-200 (default 20)")
+    d.add_argument("--provisioned", type=int, default=None, help="sandboxes kept warm always (default 0)")
+    d.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    d.add_argument("--format", choices=["table", "json"], default="table")
+
+    u = client_cmd("update", "change an endpoint's bundle or settings without dropping requests", cmd_update)
+    u.add_argument("name")
+    u.add_argument("bundle", nargs="?", default=None)
+    u.add_argument("--memory", type=int, default=None, choices=MEMORY_TIERS_MB, metavar="MB")
+    u.add_argument("--max-concurrency", type=int, default=None)
+    u.add_argument("--provisioned", type=int, default=None)
+    u.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    u.add_argument("--format", choices=["table", "json"], default="table")
+
+    i = client_cmd("invoke", "invoke an endpoint and print the answer", cmd_invoke)
+    i.add_argument("name")
+    src = i.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="request body as a string")
+    src.add_argument("--file", help="request body from a file ('-' for stdin)")
+    i.add_argument("--content-type", default="application/json")
+    i.add_argument("--accept", default=None)
+    i.add_argument("--custom-attributes", default=None)
+
+    e = client_cmd("endpoints", "list endpoints", cmd_endpoints)
+    e.add_argument("--format", choices=["table", "json"], default="table")
+    ds = client_cmd("describe", "describe an endpoint and its sandboxes", cmd_describe)
+    ds.add_argument("name")
+    ds.add_argument("--format", choices=["table", "json"], default="table")
+    dl = client_cmd("delete", "delete an endpoint", cmd_delete)
+    dl.add_argument("name")
+    lg = client_cmd("logs", "show an endpoint's sandbox stdout and stderr", cmd_logs)
+    lg.add_argument("name")
+    lg.add_argument("--tail", type=int, default=200)
+    us = client_cmd("usage", "print usage records", cmd_usage)
+    us.add_argument("--endpoint", default=None)
+    us.add_argument("--limit", type=int, default=None, help="only the last N records")
+    us.add_argument("--kind", choices=["invocation", "provisioned"], default="invocation")
+    us.add_argument("--format", choices=["table", "json"], default="table")
+    dr = client_cmd("doctor", "which sandbox protections are in force here", cmd_doctor)
+    dr.add_argument("--local", action="store_true", help="check this machine without asking a gateway")
+    dr.add_argument("--cgroup", default="auto", choices=["auto", "v2", "v1", "none"])
+    dr.add_argument("--format", choices=["table", "json"], default="table")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ClientError as exc:
+        print(f"slimserve: {exc}", file=sys.stderr)
+        return 1
+    except (InvalidSpec, FileNotFoundError, OSError) as exc:
+        print(f"slimserve: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""A small Python client for the admin and runtime APIs (standard library only).
+
+    from gateway.client import Client
+    c = Client("http://127.0.0.1:8080")
+    c.deploy("fraud", fn, memory_mb=2048)
+    c.invoke("fraud", {"amount": 12.5})
+
+``deploy`` takes a callable or an object with ``predict`` (pickled here with
+cloudpickle), a ``.pkl`` file, a ``model.tar.gz``, or a model directory in the
+SageMaker layout (packed here as model.tar.gz).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import sysconfig
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_STATE_DIR = ".slimserve"
+
+
+class ClientError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{code}: {message}" if code else message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def find_token(token: str | None = None, state_dir: str | os.PathLike | None = None) -> str | None:
+    if token:
+        return token
+    if os.environ.get("SLIMSERVE_TOKEN"):
+        return os.environ["SLIMSERVE_TOKEN"]
+    path = Path(state_dir or os.environ.get("SLIMSERVE_STATE_DIR") or DEFAULT_STATE_DIR) / "admin-token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _user_module(obj):
+    """The module to pickle by value: user code that a sandbox could not import by name."""
+    target = obj if callable(obj) and hasattr(obj, "__module__") and not hasattr(obj, "predict") else type(obj)
+    mod = sys.modules.get(getattr(target, "__module__", None) or "")
+    path = getattr(mod, "__file__", None)
+    if mod is None or mod.__name__ == "__main__" or not path:
+        return None
+    installed = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")}
+    if any(str(Path(path).resolve()).startswith(str(Path(p).resolve())) for p in installed):
+        return None
+    return mod
+
+
+def pickle_model(obj) -> bytes:
+    import cloudpickle
+
+    mod = _user_module(obj)
+    if mod is not None:
+        cloudpickle.register_pickle_by_value(mod)
+    try:
+        return cloudpickle.dumps(obj)
+    finally:
+        if mod is not None:
+            cloudpickle.unregister_pickle_by_value(mod)
+
+
+def bundle_bytes(model) -> bytes:
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if path.is_dir():
+            from .bundles import pack_directory
+
+            with tempfile.TemporaryDirectory() as tmp:
+                return pack_directory(path, Path(tmp) / "model.tar.gz").read_bytes()
+        if path.is_file():
+            return path.read_bytes()
+        raise FileNotFoundError(f"bundle {path} does not exist")
+    return pickle_model(model)
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None,
+                 state_dir: str | os.PathLike | None = None, timeout: float = 300.0):
+        self.url = (url or os.environ.get("SLIMSERVE_URL") or DEFAULT_URL).rstrip("/")
+        self.token = find_token(token, state_dir)
+        self.timeout = timeout
+
+    # --- transport ----------------------------------------------------------
+    def _request(self, method: str, path: str, query=None, body: bytes | None = None,
+                 headers: dict | None = None, admin: bool = True) -> tuple[int, dict, bytes]:
+        url = self.url + path
+        if query:
+            url += "?" + urllib.parse.urlencode(
+                [(k, v) for k, vs in query.items() if vs is not None
+                 for v in (vs if isinstance(vs, (list, tuple)) else [vs])])
+        hdrs = dict(headers or {})
+        if admin:
+            if not self.token:
+                raise ClientError(0, "NoToken", "no admin token: pass --state-dir or set SLIMSERVE_TOKEN")
+            hdrs["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(url, data=body, method=method, headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as exc:
+            data = exc.read()
+            try:
+                doc = json.loads(data)
+            except ValueError:
+                doc = {}
+            code = doc.get("error") or exc.headers.get("x-amzn-ErrorType", "").split(":")[0] or str(exc.code)
+            message = doc.get("message") or doc.get("Message") or data.decode(errors="replace") or exc.reason
+            raise ClientError(exc.code, code, message) from None
+        except urllib.error.URLError as exc:
+            raise ClientError(0, "ConnectionError", f"cannot reach the gateway at {self.url}: {exc.reason}") from None
+
+    def _json(self, method, path, **kw):
+        return json.loads(self._request(method, path, **kw)[2] or b"null")
+
+    # --- admin ----------------------------------------------------------------
+    def deploy(self, name: str, model, memory_mb: int, max_concurrency: int | None = None,
+               provisioned: int | None = None, tags: dict | None = None) -> dict:
+        return self._json("PUT", f"/admin/endpoints/{name}", body=bundle_bytes(model),
+                          headers={"Content-Type": "application/octet-stream"},
+                          query=dict(memory_mb=memory_mb, max_concurrency=max_concurrency, provisioned=provisioned,
+                                     tag=[f"{k}={v}" for k, v in (tags or {}).items()]))
+
+    def update(self, name: str, model=None, memory_mb: int | None = None, max_concurrency: int | None = None,
+               provisioned: int | None = None, tags: dict | None = None) -> dict:
+        body = bundle_bytes(model) if model is not None else None
+        return self._json("PATCH", f"/admin/endpoints/{name}", body=body,
+                          headers={"Content-Type": "application/octet-stream"},
+                          query=dict(memory_mb=memory_mb, max_concurrency=max_concurrency, provisioned=provisioned,
+                                     tag=[f"{k}={v}" for k, v in (tags or {}).items()]))
+
+    def endpoints(self) -> list[dict]:
+        return self._json("GET", "/admin/endpoints")
+
+    def describe(self, name: str) -> dict:
+        return self._json("GET", f"/admin/endpoints/{name}")
+
+    def delete(self, name: str) -> dict:
+        return self._json("DELETE", f"/admin/endpoints/{name}")
+
+    def logs(self, name: str, tail: int = 200) -> str:
+        return self._request("GET", f"/admin/endpoints/{name}/logs", query={"tail": tail})[2].decode()
+
+    def usage(self, endpoint: str | None = None, since: float | None = None, until: float | None = None,
+              limit: int | None = None, kind: str = "invocation") -> list[dict]:
+        return self._json("GET", "/admin/usage",
+                          query=dict(endpoint=endpoint, since=since, until=until, limit=limit, kind=kind))
+
+    def doctor(self) -> dict:
+        return self._json("GET", "/admin/doctor")
+
+    # --- runtime --------------------------------------------------------------
+    def invoke_raw(self, name: str, body: bytes, content_type: str = "application/json",
+                   accept: str | None = None, custom_attributes: str | None = None) -> tuple[dict, bytes]:
+        headers = {"Content-Type": content_type}
+        if accept:
+            headers["Accept"] = accept
+        if custom_attributes:
+            headers["X-Amzn-SageMaker-Custom-Attributes"] = custom_attributes
+        _, hdrs, data = self._request("POST", f"/endpoints/{name}/invocations", body=body,
+                                      headers=headers, admin=False)
+        return hdrs, data
+
+    def invoke(self, name: str, payload):
+        """Send ``payload`` as JSON and decode a JSON answer."""
+        hdrs, data = self.invoke_raw(name, json.dumps(payload).encode())
+        ctype = {k.lower(): v for k, v in hdrs.items()}.get("content-type", "")
+        return json.loads(data) if ctype.startswith("application/json") else data
+
+
+__all__ = ["Client", "ClientError", "find_token", "pickle_model"]

@@ -1,0 +1,54 @@
+"""Gateway settings: one dataclass, built by the CLI and passed in."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MEMORY_TIERS_MB = (1024, 2048, 3072, 4096, 5120, 6144)
+MAX_CONCURRENCY_RANGE = (1, 200)
+DEFAULT_MAX_CONCURRENCY = 20
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+DEFAULT_VARIANT = "AllTraffic"
+
+
+@dataclass
+class Settings:
+    state_dir: Path = Path(".slimserve")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    backend: str = "process"
+    invocation_timeout_s: float = 60.0
+    start_timeout_s: float = 120.0
+    # Fraction of host RAM that live sandboxes (each counted at its tier) may reserve.
+    memory_budget_fraction: float = 0.8
+    memory_budget_mb: int | None = None          # overrides the fraction when set
+    keep_alive_s: float = 600.0                  # the fixed keep-alive policy's window
+    reaper_interval_s: float = 5.0               # how often the reaper applies policy
+    provisioned_checkpoint_s: float = 10.0       # how often provisioned wall time is written
+    cgroup_mode: str = "auto"
+    network_isolation: bool = True
+    validate_on_deploy: bool = True              # load a new bundle once before accepting it
+    account_id: str = "123456789012"
+    region: str = "us-east-1"
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "slimserve.db"
+
+    @property
+    def token_path(self) -> Path:
+        return self.state_dir / "admin-token"
+
+    @property
+    def bundles_dir(self) -> Path:
+        return self.state_dir / "bundles"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        return self.state_dir / "sandboxes"

@@ -1,0 +1,203 @@
+"""The admin API, used by the CLI and the Python client.
+
+All routes live under /admin and need ``Authorization: Bearer <token>``, the
+token the gateway wrote to ``<state-dir>/admin-token`` at first start.
+
+  GET    /admin/endpoints                      list
+  PUT    /admin/endpoints/{name}?memory_mb=..  deploy; body = .pkl or model.tar.gz
+  PATCH  /admin/endpoints/{name}?...           update settings and/or bundle (body optional)
+  GET    /admin/endpoints/{name}               describe
+  DELETE /admin/endpoints/{name}               delete
+  GET    /admin/endpoints/{name}/logs?tail=N   sandbox stdout/stderr
+  GET    /admin/usage?endpoint=&since=&until=&limit=&kind=invocation|provisioned
+  GET    /admin/doctor                         protections in force
+
+Errors: ``{"error": CODE, "message": ...}`` with 400, 401, 404 or 409.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+
+from .bundles import BundleRejected
+from .config import DEFAULT_MAX_CONCURRENCY, DEFAULT_VARIANT
+from .endpoints import Conflict, NotFound
+from .model import InvalidSpec, VariantSpec, parse_tags
+
+MAX_BUNDLE_BYTES = 16 << 30
+
+
+def ensure_token(path: Path) -> str:
+    """Read the admin token, creating it (mode 0600) on first start."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+def _int_arg(q, name: str, default=None):
+    raw = q.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidSpec(f"{name} must be an integer, not {raw!r}") from None
+
+
+def _float_arg(q, name: str):
+    raw = q.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidSpec(f"{name} must be a number (Unix seconds), not {raw!r}") from None
+
+
+class AdminApi:
+    def __init__(self, gw, token: str):
+        self.gw = gw
+        self.token = token
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/admin/endpoints", self.list),
+            web.put("/admin/endpoints/{name}", self.deploy),
+            web.patch("/admin/endpoints/{name}", self.update),
+            web.get("/admin/endpoints/{name}", self.describe),
+            web.delete("/admin/endpoints/{name}", self.delete),
+            web.get("/admin/endpoints/{name}/logs", self.logs),
+            web.get("/admin/usage", self.usage),
+            web.get("/admin/doctor", self.doctor),
+        ]
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        if not request.path.startswith("/admin"):
+            return await handler(request)
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:] if auth.startswith("Bearer ") else ""
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            return _error(401, "Unauthorized", "missing or wrong admin token (see <state-dir>/admin-token)")
+        try:
+            return await handler(request)
+        except InvalidSpec as exc:
+            return _error(400, "ValidationError", str(exc))
+        except BundleRejected as exc:
+            return _error(400, "BundleRejected", str(exc))
+        except NotFound as exc:
+            return _error(404, "NotFound", str(exc))
+        except Conflict as exc:
+            return _error(409, "Conflict", str(exc))
+
+    async def _save_upload(self, request: web.Request) -> Path | None:
+        if not request.body_exists:
+            return None
+        uploads = self.gw.settings.state_dir / "uploads"
+        uploads.mkdir(parents=True, exist_ok=True)
+        path = uploads / f"upload-{uuid.uuid4().hex}"
+        size = 0
+        with open(path, "wb") as fh:
+            async for chunk in request.content.iter_chunked(1 << 20):
+                size += len(chunk)
+                if size > MAX_BUNDLE_BYTES:
+                    fh.close()
+                    path.unlink()
+                    raise InvalidSpec(f"bundle exceeds {MAX_BUNDLE_BYTES} bytes")
+                fh.write(chunk)
+        if size == 0:
+            path.unlink()
+            return None
+        return path
+
+    async def list(self, request):
+        return web.json_response([self.gw.endpoints.describe(s.name) for s in self.gw.endpoints.list()])
+
+    async def deploy(self, request):
+        q = request.query
+        memory = _int_arg(q, "memory_mb")
+        if memory is None:
+            raise InvalidSpec("memory_mb is required")
+        variant = VariantSpec(
+            name=q.get("variant") or DEFAULT_VARIANT, memory_mb=memory,
+            max_concurrency=_int_arg(q, "max_concurrency", DEFAULT_MAX_CONCURRENCY),
+            provisioned=_int_arg(q, "provisioned", 0),
+        )
+        upload = await self._save_upload(request)
+        try:
+            await self.gw.endpoints.deploy(request.match_info["name"], upload, variant, parse_tags(q.getall("tag", [])))
+        finally:
+            if upload is not None and upload.exists():
+                upload.unlink()
+        return web.json_response(self.gw.endpoints.describe(request.match_info["name"]), status=201)
+
+    async def update(self, request):
+        q = request.query
+        upload = await self._save_upload(request)
+        try:
+            await self.gw.endpoints.update(
+                request.match_info["name"], upload, memory_mb=_int_arg(q, "memory_mb"),
+                max_concurrency=_int_arg(q, "max_concurrency"), provisioned=_int_arg(q, "provisioned"),
+                tags=parse_tags(q.getall("tag", [])), variant_name=q.get("variant"),
+            )
+        finally:
+            if upload is not None and upload.exists():
+                upload.unlink()
+        return web.json_response(self.gw.endpoints.describe(request.match_info["name"]))
+
+    async def describe(self, request):
+        return web.json_response(self.gw.endpoints.describe(request.match_info["name"]))
+
+    async def delete(self, request):
+        name = request.match_info["name"]
+        await self.gw.endpoints.delete(name)
+        return web.json_response({"deleted": name})
+
+    async def logs(self, request):
+        name = request.match_info["name"]
+        self.gw.endpoints.get(name)
+        tail = _int_arg(request.query, "tail", 200)
+        path = self.gw.manager.log_path(name)
+        text = _tail(path, tail) if path.exists() else ""
+        return web.Response(text=text, content_type="text/plain")
+
+    async def usage(self, request):
+        q = request.query
+        args = dict(endpoint=q.get("endpoint") or None, since=_float_arg(q, "since"),
+                    until=_float_arg(q, "until"), limit=_int_arg(q, "limit"))
+        if q.get("kind", "invocation") == "provisioned":
+            rows = await self.gw.store.query_provisioned(**args)
+        else:
+            rows = await self.gw.store.query_usage(**args)
+        return web.Response(body=json.dumps(rows).encode(), content_type="application/json")
+
+    async def doctor(self, request):
+        from .doctor import report
+
+        return web.json_response(report(self.gw.settings, self.gw.backend))
+
+
+def _tail(path: Path, lines: int) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        block = min(size, max(4096, lines * 200))
+        fh.seek(size - block)
+        data = fh.read()
+    text = data.decode("utf-8", errors="replace").splitlines()
+    return "\n".join(text[-lines:]) + ("\n" if text else "")

@@ -1,0 +1,336 @@
+"""Warm pools: one per (endpoint, variant, bundle version), and the manager that
+owns them, the backend and the host memory budget.
+
+A request takes the most recently used idle sandbox, or starts one (a cold
+start).  Admission happens first: past the variant's MaxConcurrency the
+request is throttled at once; a cold start that does not fit the host budget
+evicts idle sandboxes of other endpoints (LRU first) or is throttled.
+
+An update swaps in a new pool and drains the old one: its idle sandboxes go at
+once, its busy ones finish their request and are then destroyed, so no
+in-flight request is dropped.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.sandbox import Backend, Sandbox, SandboxSpec, StartError, State
+
+from .admission import Candidate, HostBudget, choose_evictions
+from .clock import Clock
+from .model import VariantSpec
+from .policy import ArrivalLog, History, IdleSandbox
+
+log = logging.getLogger("slimserve.pools")
+
+
+class Throttled(Exception):
+    pass
+
+
+class NotReady(Exception):
+    pass
+
+
+class StartFailed(Exception):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class Admission:
+    """In-flight requests of one variant, shared by its pool generations."""
+
+    def __init__(self, max_concurrency: int):
+        self.max_concurrency = max_concurrency
+        self.in_flight = 0
+
+
+@dataclass
+class Lease:
+    sandbox: Sandbox
+    pool: "VariantPool"
+    cold: bool
+    init_ms: float = 0.0
+
+
+class VariantPool:
+    def __init__(self, manager: "PoolManager", endpoint: str, spec: VariantSpec, admission: Admission):
+        self.manager = manager
+        self.endpoint = endpoint
+        self.spec = spec
+        self.admission = admission
+        self.idle: list[Sandbox] = []             # most recently used last
+        self.idle_since: dict[str, float] = {}
+        self.last_used: dict[str, float] = {}
+        self.live: dict[str, Sandbox] = {}
+        self.starting = 0
+        self.arrivals = ArrivalLog()
+        self.draining = False
+        self.cold_starts = 0
+        self.last_failure: str | None = None
+        self._background: set[asyncio.Task] = set()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.endpoint, self.spec.name)
+
+    def history(self) -> History:
+        return History(provisioned=self.spec.provisioned, arrivals=tuple(self.arrivals.arrivals),
+                       last_arrival=self.arrivals.last, in_flight=self.admission.in_flight)
+
+    def idle_view(self) -> list[IdleSandbox]:
+        return [IdleSandbox(sb.id, self.idle_since[sb.id]) for sb in self.idle]
+
+    # --- the request path -------------------------------------------------
+    async def acquire(self) -> Lease:
+        if self.draining:
+            raise NotReady(f"endpoint {self.endpoint} is being updated or deleted; retry")
+        adm = self.admission
+        if adm.in_flight >= adm.max_concurrency:
+            raise Throttled(
+                f"endpoint {self.endpoint} variant {self.spec.name} is at its MaxConcurrency of {adm.max_concurrency}"
+            )
+        adm.in_flight += 1
+        self.arrivals.add(self.manager.clock.now())
+        try:
+            while self.idle:
+                sb = self.idle.pop()
+                self.idle_since.pop(sb.id, None)
+                if sb.state is State.IDLE:
+                    return Lease(sb, self, cold=False)
+            t0 = self.manager.clock.now()
+            sb = await self._start_sandbox()
+            self.cold_starts += 1
+            return Lease(sb, self, cold=True, init_ms=(self.manager.clock.now() - t0) * 1000.0)
+        except BaseException:
+            adm.in_flight -= 1
+            raise
+
+    async def release(self, lease: Lease) -> None:
+        self.admission.in_flight -= 1
+        sb = lease.sandbox
+        now = self.manager.clock.now()
+        self.last_used[sb.id] = now
+        if sb.state is State.IDLE and not self.draining:
+            self.idle.append(sb)
+            self.idle_since[sb.id] = now
+        elif sb.alive:
+            await sb.destroy("pool drained")
+
+    # --- sandbox lifecycle --------------------------------------------------
+    async def _start_sandbox(self) -> Sandbox:
+        mgr = self.manager
+        sid = f"sb-{uuid.uuid4().hex[:12]}"
+        if not await mgr.make_room(self.endpoint, sid, self.spec.memory_mb):
+            raise Throttled(
+                f"host memory budget ({mgr.budget.capacity_mb} MB) is full and no idle sandbox can be evicted"
+            )
+        spec = SandboxSpec(
+            sandbox_id=sid, endpoint=self.endpoint, variant=self.spec.name, memory_mb=self.spec.memory_mb,
+            bundle_dir=self.spec.bundle_dir, bundle_kind=self.spec.bundle_kind,
+            log_path=str(mgr.log_path(self.endpoint)),
+        )
+        self.starting += 1
+        mgr.owner[sid] = self
+        try:
+            sb = await mgr.backend.start(spec)
+        except StartError as exc:
+            mgr.budget.release(sid)
+            mgr.owner.pop(sid, None)
+            self.last_failure = exc.message
+            raise StartFailed(exc.kind, exc.message) from None
+        except BaseException:
+            mgr.budget.release(sid)
+            mgr.owner.pop(sid, None)
+            raise
+        finally:
+            self.starting -= 1
+        if not sb.alive:     # died between ready and here
+            raise StartFailed("exited", sb.death_reason or "sandbox died after start")
+        self.live[sid] = sb
+        self.last_failure = None
+        return sb
+
+    def forget(self, sb: Sandbox) -> None:
+        """Called when a sandbox is destroyed, whoever destroyed it."""
+        self.live.pop(sb.id, None)
+        self.idle_since.pop(sb.id, None)
+        self.last_used.pop(sb.id, None)
+        if sb in self.idle:
+            self.idle.remove(sb)
+
+    def take_idle(self, ids: list[str]) -> list[Sandbox]:
+        """Remove these idle sandboxes from the pool so no request can take them."""
+        wanted = set(ids)
+        taken = [sb for sb in self.idle if sb.id in wanted]
+        for sb in taken:
+            self.idle.remove(sb)
+            self.idle_since.pop(sb.id, None)
+        return taken
+
+    async def reap(self, ids: list[str], reason: str = "keep-alive expired") -> int:
+        taken = self.take_idle(ids)
+        for sb in taken:
+            await sb.destroy(reason)
+        return len(taken)
+
+    def prewarm(self, count: int) -> None:
+        """Start ``count`` sandboxes in the background and park them idle."""
+        for _ in range(count):
+            task = asyncio.get_running_loop().create_task(self._prewarm_one())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _prewarm_one(self) -> None:
+        try:
+            sb = await self._start_sandbox()
+        except (StartFailed, Throttled) as exc:
+            log.warning("pre-warm of %s/%s failed: %s", self.endpoint, self.spec.name, exc)
+            return
+        if self.draining:
+            await sb.destroy("pool drained")
+            return
+        now = self.manager.clock.now()
+        self.idle.insert(0, sb)
+        self.idle_since[sb.id] = now
+        self.last_used[sb.id] = now
+
+    def evictable(self) -> list[Candidate]:
+        """Idle sandboxes beyond the provisioned floor, as eviction candidates."""
+        spare = max(0, len(self.live) - self.spec.provisioned)
+        by_age = sorted(self.idle, key=lambda sb: self.last_used.get(sb.id, 0.0))
+        return [Candidate(sb.id, self.endpoint, self.last_used.get(sb.id, 0.0), self.spec.memory_mb)
+                for sb in by_age[:spare]]
+
+    async def drain(self) -> None:
+        self.draining = True
+        for task in list(self._background):
+            task.cancel()
+        idle, self.idle = self.idle, []
+        self.idle_since.clear()
+        for sb in idle:
+            await sb.destroy("pool drained")
+
+    async def close(self) -> None:
+        await self.drain()
+        for sb in list(self.live.values()):
+            await sb.destroy("gateway stopping")
+
+    def snapshot(self) -> dict:
+        states: dict[str, int] = {}
+        sandboxes = []
+        for sb in self.live.values():
+            states[sb.state.value] = states.get(sb.state.value, 0) + 1
+            sandboxes.append({
+                "id": sb.id, "state": sb.state.value, "pid": sb.info.get("pid"),
+                "start_path": sb.info.get("path"), "start_ms": sb.info.get("start_ms"),
+                "load_ms": sb.info.get("load_ms"), "protections": sb.info.get("protections"),
+                "memory_bytes": sb.memory_bytes(), "memory_cap_bytes": sb.spec.memory_mb << 20,
+            })
+        states["starting"] = self.starting
+        return {
+            "endpoint": self.endpoint, "variant": self.spec.name, "memory_mb": self.spec.memory_mb,
+            "bundle_version": self.spec.bundle_version, "draining": self.draining,
+            "in_flight": self.admission.in_flight, "max_concurrency": self.admission.max_concurrency,
+            "provisioned": self.spec.provisioned, "cold_starts": self.cold_starts,
+            "states": states, "sandboxes": sandboxes, "last_failure": self.last_failure,
+        }
+
+
+class PoolManager:
+    def __init__(self, backend: Backend, budget: HostBudget, clock: Clock, logs_dir: Path):
+        self.backend = backend
+        self.budget = budget
+        self.clock = clock
+        self.logs_dir = Path(logs_dir)
+        self.current: dict[tuple[str, str], VariantPool] = {}
+        self.retired: set[VariantPool] = set()
+        self.owner: dict[str, VariantPool] = {}      # sandbox id -> pool, for lifecycle events
+
+    def log_path(self, endpoint: str) -> Path:
+        return self.logs_dir / f"{endpoint}.log"
+
+    def on_sandbox_event(self, event: str, sb: Sandbox) -> None:
+        if event != "destroyed":
+            return
+        self.budget.release(sb.id)
+        pool = self.owner.pop(sb.id, None)
+        if pool is not None:
+            pool.forget(sb)
+            if pool in self.retired and not pool.live and not pool.starting:
+                self.retired.discard(pool)
+
+    def pool(self, endpoint: str, variant: str) -> VariantPool | None:
+        return self.current.get((endpoint, variant))
+
+    def pools(self) -> list[VariantPool]:
+        return list(self.current.values())
+
+    async def configure(self, endpoint: str, variants: list[VariantSpec]) -> None:
+        """Make the pools of ``endpoint`` match ``variants``; changed pools drain."""
+        wanted = {v.name: v for v in variants}
+        for key in [k for k in self.current if k[0] == endpoint and k[1] not in wanted]:
+            await self._retire(self.current.pop(key))
+        for name, spec in wanted.items():
+            old = self.current.get((endpoint, name))
+            if old is not None and old.spec == spec:
+                continue
+            admission = old.admission if old is not None else Admission(spec.max_concurrency)
+            admission.max_concurrency = spec.max_concurrency
+            if old is not None and _same_sandboxes(old.spec, spec):
+                old.spec = spec            # only counts or weights changed: keep the warm sandboxes
+                continue
+            self.current[(endpoint, name)] = VariantPool(self, endpoint, spec, admission)
+            if old is not None:
+                await self._retire(old)
+
+    async def remove(self, endpoint: str) -> None:
+        for key in [k for k in self.current if k[0] == endpoint]:
+            await self._retire(self.current.pop(key))
+
+    async def _retire(self, pool: VariantPool) -> None:
+        self.retired.add(pool)
+        await pool.drain()
+        if not pool.live and not pool.starting:
+            self.retired.discard(pool)
+
+    async def make_room(self, requester: str, key: str, mb: int) -> bool:
+        """Reserve ``mb`` for sandbox ``key``, evicting other endpoints' idle sandboxes if needed."""
+        if self.budget.reserve(key, mb):
+            return True
+        candidates = [c for p in self.current.values() for c in p.evictable()]
+        victims = choose_evictions(candidates, mb, self.budget.free_mb, requester)
+        if victims is None:
+            return False
+        by_pool: dict[VariantPool, list[str]] = {}
+        for c in candidates:
+            if c.sandbox_id in victims:
+                by_pool.setdefault(self.owner[c.sandbox_id], []).append(c.sandbox_id)
+        doomed = [sb for pool, ids in by_pool.items() for sb in pool.take_idle(ids)]
+        for sb in doomed:          # release now, synchronously, so nobody else takes the room
+            self.budget.release(sb.id)
+        ok = self.budget.reserve(key, mb)
+        for sb in doomed:
+            await sb.destroy("evicted for host memory")
+        return ok
+
+    async def close(self) -> None:
+        for pool in list(self.current.values()) + list(self.retired):
+            await pool.close()
+        self.current.clear()
+        self.retired.clear()
+
+    def snapshot(self) -> list[dict]:
+        return [p.snapshot() for p in self.current.values()] + [p.snapshot() for p in self.retired]
+
+
+def _same_sandboxes(a: VariantSpec, b: VariantSpec) -> bool:
+    """Whether sandboxes started for ``a`` can serve ``b`` unchanged."""
+    return (a.memory_mb, a.bundle_dir, a.bundle_kind, a.bundle_version) == (
+        b.memory_mb, b.bundle_dir, b.bundle_kind, b.bundle_version)
