@@ -27,7 +27,7 @@ from .meter import Meter
 from .metrics import Metrics
 from .policy import FixedKeepAlive
 from .pools import PoolManager
-from .scaler import Scaler
+from .scaler import ProvisionedMeter, Scaler
 from .store import Store
 
 log = logging.getLogger("slimserve.gateway")
@@ -72,7 +72,8 @@ class Gateway:
         await self.store.open()
         self.budget = HostBudget(host_budget_mb(s))
         self.backend = make_backend(s)
-        self.manager = PoolManager(self.backend, self.budget, self.clock, s.logs_dir)
+        self.provisioned = ProvisionedMeter(self.clock)
+        self.manager = PoolManager(self.backend, self.budget, self.clock, s.logs_dir, self.provisioned.change)
         self.backend.listeners.append(self.manager.on_sandbox_event)
         await self.backend.open()
         self.metrics = Metrics(self.manager)
@@ -81,12 +82,12 @@ class Gateway:
         self.endpoints = EndpointService(s, self.store, self.manager)
         await self.endpoints.load()
         self.scaler = Scaler(self.manager, self.policy, self.meter, self.clock,
-                             s.reaper_interval_s, s.provisioned_checkpoint_s)
+                             s.reaper_interval_s, s.provisioned_checkpoint_s, self.provisioned)
         self._scaler_task = asyncio.get_running_loop().create_task(self.scaler.run())
 
         admin = AdminApi(self, self.token)
         runtime_api = RuntimeApi(self)
-        app = web.Application(middlewares=[admin.middleware, _internal_errors])
+        app = web.Application(middlewares=[_internal_errors, admin.middleware])
         app.add_routes(runtime_api.routes() + admin.routes() + [web.get("/metrics", self._metrics)])
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.invocation_timeout_s + 5)
         await self.runner.setup()
@@ -110,9 +111,10 @@ class Gateway:
                 await self._scaler_task
             except asyncio.CancelledError:
                 pass
-            await self.scaler.checkpoint(final=True)
-        await self.meter.stop()
         await self.manager.close()
+        if self._scaler_task is not None:
+            await self.scaler.checkpoint()
+        await self.meter.stop()
         await self.backend.close()
         await self.store.close()
 

@@ -33,6 +33,10 @@ class ClientError(Exception):
         self.message = message
 
 
+def _q(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
+
+
 def find_token(token: str | None = None, state_dir: str | os.PathLike | None = None) -> str | None:
     if token:
         return token
@@ -127,7 +131,7 @@ class Client:
     # --- admin ----------------------------------------------------------------
     def deploy(self, name: str, model, memory_mb: int, max_concurrency: int | None = None,
                provisioned: int | None = None, tags: dict | None = None) -> dict:
-        return self._json("PUT", f"/admin/endpoints/{name}", body=bundle_bytes(model),
+        return self._json("PUT", f"/admin/endpoints/{_q(name)}", body=bundle_bytes(model),
                           headers={"Content-Type": "application/octet-stream"},
                           query=dict(memory_mb=memory_mb, max_concurrency=max_concurrency, provisioned=provisioned,
                                      tag=[f"{k}={v}" for k, v in (tags or {}).items()]))
@@ -135,7 +139,7 @@ class Client:
     def update(self, name: str, model=None, memory_mb: int | None = None, max_concurrency: int | None = None,
                provisioned: int | None = None, tags: dict | None = None) -> dict:
         body = bundle_bytes(model) if model is not None else None
-        return self._json("PATCH", f"/admin/endpoints/{name}", body=body,
+        return self._json("PATCH", f"/admin/endpoints/{_q(name)}", body=body,
                           headers={"Content-Type": "application/octet-stream"},
                           query=dict(memory_mb=memory_mb, max_concurrency=max_concurrency, provisioned=provisioned,
                                      tag=[f"{k}={v}" for k, v in (tags or {}).items()]))
@@ -144,13 +148,13 @@ class Client:
         return self._json("GET", "/admin/endpoints")
 
     def describe(self, name: str) -> dict:
-        return self._json("GET", f"/admin/endpoints/{name}")
+        return self._json("GET", f"/admin/endpoints/{_q(name)}")
 
     def delete(self, name: str) -> dict:
-        return self._json("DELETE", f"/admin/endpoints/{name}")
+        return self._json("DELETE", f"/admin/endpoints/{_q(name)}")
 
     def logs(self, name: str, tail: int = 200) -> str:
-        return self._request("GET", f"/admin/endpoints/{name}/logs", query={"tail": tail})[2].decode()
+        return self._request("GET", f"/admin/endpoints/{_q(name)}/logs", query={"tail": tail})[2].decode()
 
     def usage(self, endpoint: str | None = None, since: float | None = None, until: float | None = None,
               limit: int | None = None, kind: str = "invocation") -> list[dict]:
@@ -168,7 +172,7 @@ class Client:
             headers["Accept"] = accept
         if custom_attributes:
             headers["X-Amzn-SageMaker-Custom-Attributes"] = custom_attributes
-        _, hdrs, data = self._request("POST", f"/endpoints/{name}/invocations", body=body,
+        _, hdrs, data = self._request("POST", f"/endpoints/{_q(name)}/invocations", body=body,
                                       headers=headers, admin=False)
         return hdrs, data
 

@@ -244,7 +244,8 @@ class VariantPool:
 
 
 class PoolManager:
-    def __init__(self, backend: Backend, budget: HostBudget, clock: Clock, logs_dir: Path):
+    def __init__(self, backend: Backend, budget: HostBudget, clock: Clock, logs_dir: Path,
+                 on_provisioned=None):
         self.backend = backend
         self.budget = budget
         self.clock = clock
@@ -252,6 +253,8 @@ class PoolManager:
         self.current: dict[tuple[str, str], VariantPool] = {}
         self.retired: set[VariantPool] = set()
         self.owner: dict[str, VariantPool] = {}      # sandbox id -> pool, for lifecycle events
+        # told (key, count, memory_mb) whenever a variant's provisioned concurrency starts, changes or ends
+        self.on_provisioned = on_provisioned or (lambda key, count, mb: None)
 
     def log_path(self, endpoint: str) -> Path:
         return self.logs_dir / f"{endpoint}.log"
@@ -281,6 +284,8 @@ class PoolManager:
             old = self.current.get((endpoint, name))
             if old is not None and old.spec == spec:
                 continue
+            if old is None or (old.spec.provisioned, old.spec.memory_mb) != (spec.provisioned, spec.memory_mb):
+                self.on_provisioned((endpoint, name), spec.provisioned, spec.memory_mb)
             admission = old.admission if old is not None else Admission(spec.max_concurrency)
             admission.max_concurrency = spec.max_concurrency
             if old is not None and _same_sandboxes(old.spec, spec):
@@ -295,6 +300,8 @@ class PoolManager:
             await self._retire(self.current.pop(key))
 
     async def _retire(self, pool: VariantPool) -> None:
+        if self.current.get(pool.key) is None:
+            self.on_provisioned(pool.key, 0, pool.spec.memory_mb)
         self.retired.add(pool)
         await pool.drain()
         if not pool.live and not pool.starting:

@@ -20,28 +20,32 @@ log = logging.getLogger("slimserve.scaler")
 
 
 class ProvisionedMeter:
-    """Turns provisioned concurrency into wall-time records, one per checkpoint."""
+    """Provisioned concurrency as wall-time records.
+
+    The pool manager reports every change of a variant's provisioned count
+    (``change``); ``checkpoint`` cuts the open intervals at ``now`` so that a
+    crash loses at most one checkpoint interval of provisioned time.
+    """
 
     def __init__(self, clock: Clock):
         self.clock = clock
-        self._since: dict[tuple[str, str], tuple[float, int, int]] = {}   # key -> (wall start, count, mb)
+        self._open: dict[tuple[str, str], tuple[float, int, int]] = {}   # key -> (wall start, count, mb)
+        self._closed: list[ProvisionedRecord] = []
 
-    def checkpoint(self, pools, final: bool = False) -> list[ProvisionedRecord]:
+    def change(self, key: tuple[str, str], count: int, memory_mb: int) -> None:
         now = self.clock.wall()
-        out = []
-        seen = set()
-        for pool in pools:
-            key = pool.key
-            seen.add(key)
-            prev = self._since.get(key)
-            if prev is not None:
-                out.extend(self._record(key, prev, now))
-            if pool.spec.provisioned > 0 and not final:
-                self._since[key] = (now, pool.spec.provisioned, pool.spec.memory_mb)
-            else:
-                self._since.pop(key, None)
-        for key in [k for k in self._since if k not in seen]:     # endpoint deleted or variant removed
-            out.extend(self._record(key, self._since.pop(key), now))
+        prev = self._open.pop(key, None)
+        if prev is not None:
+            self._closed.extend(self._record(key, prev, now))
+        if count > 0:
+            self._open[key] = (now, count, memory_mb)
+
+    def checkpoint(self) -> list[ProvisionedRecord]:
+        now = self.clock.wall()
+        out, self._closed = self._closed, []
+        for key, prev in list(self._open.items()):
+            out.extend(self._record(key, prev, now))
+            self._open[key] = (now, prev[1], prev[2])
         return out
 
     @staticmethod
@@ -56,14 +60,14 @@ class ProvisionedMeter:
 
 class Scaler:
     def __init__(self, manager: PoolManager, policy, meter: Meter, clock: Clock,
-                 interval_s: float, checkpoint_s: float):
+                 interval_s: float, checkpoint_s: float, provisioned: ProvisionedMeter):
         self.manager = manager
         self.policy = policy
         self.meter = meter
         self.clock = clock
         self.interval_s = interval_s
         self.checkpoint_s = checkpoint_s
-        self.provisioned = ProvisionedMeter(clock)
+        self.provisioned = provisioned
         self._last_checkpoint = clock.now()
         self.reaped = 0
 
@@ -82,9 +86,9 @@ class Scaler:
         if now - self._last_checkpoint >= self.checkpoint_s:
             await self.checkpoint()
 
-    async def checkpoint(self, final: bool = False) -> None:
+    async def checkpoint(self) -> None:
         self._last_checkpoint = self.clock.now()
-        await self.meter.record_provisioned(self.provisioned.checkpoint(self.manager.pools(), final))
+        await self.meter.record_provisioned(self.provisioned.checkpoint())
 
     async def run(self) -> None:
         while True:

@@ -67,12 +67,13 @@ class ProcessSandbox(Sandbox):
         self.cgroup: cgroups.Cgroup | None = cgroup
         self.tmp_dir = tmp_dir
         self.killed_by_watchdog = False
+        self.oom_killed = False          # latched before the cgroup is removed
         self._ps = None
         self._monitor = asyncio.get_running_loop().create_task(self._watch_exit())
 
     async def _watch_exit(self) -> None:
         await self.proc.wait()
-        if self.state in (State.IDLE, State.STARTING):
+        if self.state is State.IDLE:      # STARTING and BUSY: the start or invoke path reports the death
             await self.destroy(f"exited while idle ({self._exit_text()})")
 
     def _exit_text(self) -> str:
@@ -140,10 +141,14 @@ class ProcessSandbox(Sandbox):
             await asyncio.wait_for(self.proc.wait(), 2.0)
         except asyncio.TimeoutError:
             pass
-        oom = self.killed_by_watchdog or (self.cgroup is not None and self.cgroup.oom_kills() > 0)
-        if oom:
+        self._latch_oom()
+        if self.oom_killed:
             return OUT_OF_MEMORY, self._out_of_memory_text()
         return EXITED, f"the model process exited during the invocation ({self._exit_text()})"
+
+    def _latch_oom(self) -> None:
+        if self.killed_by_watchdog or (self.cgroup is not None and self.cgroup.oom_kills() > 0):
+            self.oom_killed = True
 
     async def destroy(self, reason: str = "destroyed") -> None:
         if self.state is State.DEAD:
@@ -165,6 +170,7 @@ class ProcessSandbox(Sandbox):
         except asyncio.TimeoutError:
             pass
         if self.cgroup is not None:
+            self._latch_oom()
             await asyncio.to_thread(self.cgroup.remove)
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
         self._mark_dead(reason)

@@ -1,0 +1,100 @@
+"""Test helpers: a real gateway in a subprocess, and small model bundles."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTEN_RE = re.compile(r"listening on (http://[\d.]+:\d+)")
+
+
+class GatewayProcess:
+    """``slimserve serve`` on an ephemeral port with its own state dir."""
+
+    def __init__(self, state_dir: Path, *extra: str):
+        self.state_dir = Path(state_dir)
+        self.extra = list(extra)
+        self.proc: subprocess.Popen | None = None
+        self.url: str | None = None
+        self.output: list[str] = []
+
+    def start(self, timeout: float = 30.0) -> "GatewayProcess":
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--port", "0", "--state-dir", str(self.state_dir),
+             *self.extra],
+            cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        found = threading.Event()
+
+        def pump():
+            for line in self.proc.stdout:
+                self.output.append(line)
+                m = LISTEN_RE.search(line)
+                if m and not found.is_set():
+                    self.url = m.group(1)
+                    found.set()
+            found.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not found.wait(timeout) or self.url is None:
+            self.stop()
+            raise RuntimeError("gateway did not start:\n" + "".join(self.output))
+        return self
+
+    def client(self):
+        from gateway.client import Client
+
+        return Client(self.url, state_dir=self.state_dir)
+
+    def boto(self, retries: int = 0):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "sagemaker-runtime", endpoint_url=self.url, region_name="us-east-1",
+            aws_access_key_id="test", aws_secret_access_key="test",
+            config=Config(retries={"total_max_attempts": retries + 1, "mode": "standard"},
+                          read_timeout=120, connect_timeout=10, max_pool_connections=64),
+        )
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+
+def make_state_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="slimserve-test-"))
+
+
+def remove_state_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+    """Poll ``predicate`` (a test-only convenience; the product waits on events)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
