@@ -1,0 +1,61 @@
+"""``kill -9`` of the gateway loses no usage record and leaves no sandbox behind."""
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+
+from tests import models
+from tests.helpers import wait_until
+
+
+def test_kill9_loses_no_usage_record(fresh_gateway):
+    gw = fresh_gateway()
+    gw.client().deploy("ledger", models.echo, memory_mb=1024, max_concurrency=50)
+    boto = gw.boto()
+    answered: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client_loop():
+        while not stop.is_set():
+            try:
+                r = boto.invoke_endpoint(EndpointName="ledger", Body=b"1", ContentType="application/json")
+                r["Body"].read()
+            except Exception:  # noqa: BLE001 - the gateway is killed under us: expected
+                return
+            with lock:
+                answered.append(r["ResponseMetadata"]["RequestId"])
+
+    with ThreadPoolExecutor(6) as ex:
+        futs = [ex.submit(client_loop) for _ in range(6)]
+        assert wait_until(lambda: len(answered) >= 200, timeout=60)
+        gw.kill9()
+        stop.set()
+        for f in futs:
+            f.result()
+
+    with lock:
+        got = list(answered)
+    db = sqlite3.connect(gw.state_dir / "slimserve.db")
+    ids = [row[0] for row in db.execute("SELECT request_id FROM usage WHERE endpoint = 'ledger'")]
+    counts = {}
+    for rid in ids:
+        counts[rid] = counts.get(rid, 0) + 1
+    assert len(got) >= 200
+    missing = [rid for rid in got if rid not in counts]
+    doubled = [rid for rid, n in counts.items() if n > 1]
+    assert missing == [] and doubled == []
+
+    # the sandboxes died with the gateway (PR_SET_PDEATHSIG), none is left running
+    def orphans():
+        return [p for p in psutil.process_iter(["cmdline"])
+                if "runtime.worker" in " ".join(p.info["cmdline"] or []) and str(gw.state_dir) in
+                " ".join(p.info["cmdline"] or [])]
+    assert wait_until(lambda: not orphans(), timeout=10)
+
+    # and a restarted gateway serves the endpoint again, adding to the same ledger
+    gw2 = fresh_gateway()
+    r = gw2.boto().invoke_endpoint(EndpointName="ledger", Body=b"2", ContentType="application/json")
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert len(gw2.client().usage(endpoint="ledger")) == len(ids) + 1

@@ -1,0 +1,174 @@
+"""Pure policy and admission functions, and the scaler applying them under a fake clock."""
+import pytest
+
+from gateway.admission import Candidate, HostBudget, choose_evictions
+from gateway.clock import FakeClock
+from gateway.model import VariantSpec
+from gateway.policy import Decision, FixedKeepAlive, History, IdleSandbox, sandboxes_to_start, select_reaps
+from gateway.pools import PoolManager, Throttled
+from gateway.scaler import ProvisionedMeter, Scaler
+from tests.fakes import FakeBackend
+
+
+def test_fixed_keep_alive_ignores_traffic_and_keeps_provisioned():
+    p = FixedKeepAlive(600)
+    assert p.decide(History(), 0.0) == Decision(600, 0, 0)
+    assert p.decide(History(provisioned=3, arrivals=(1.0, 2.0), last_arrival=2.0), 5.0) == Decision(600, 3, 3)
+
+
+def test_select_reaps_expired_oldest_first_and_respects_floor():
+    idle = [IdleSandbox("a", 0.0), IdleSandbox("b", 100.0), IdleSandbox("c", 500.0)]
+    d = Decision(keep_alive_s=600, min_warm=0, target_warm=0)
+    assert select_reaps(idle, 3, d, 599.0) == []
+    assert select_reaps(idle, 3, d, 600.0) == ["a"]
+    assert select_reaps(idle, 3, d, 1100.0) == ["a", "b", "c"]
+    assert select_reaps(idle, 3, Decision(600, 2, 2), 1100.0) == ["a"]
+    assert select_reaps(idle, 5, Decision(600, 2, 2), 1100.0) == ["a", "b", "c"]   # 2 busy stay
+
+
+def test_sandboxes_to_start():
+    assert sandboxes_to_start(Decision(600, 2, 2), alive=0, starting=0) == 2
+    assert sandboxes_to_start(Decision(600, 2, 2), alive=1, starting=1) == 0
+    assert sandboxes_to_start(Decision(600, 0, 0), alive=3, starting=0) == 0
+
+
+def test_choose_evictions_lru_other_endpoints_only():
+    cands = [Candidate("a1", "a", 10.0, 1024), Candidate("b1", "b", 5.0, 2048), Candidate("c1", "c", 1.0, 1024)]
+    assert choose_evictions(cands, 1024, 1024, "x") == []
+    assert choose_evictions(cands, 1024, 0, "x") == ["c1"]
+    assert choose_evictions(cands, 2048, 0, "x") == ["c1", "b1"]
+    assert choose_evictions(cands, 2048, 0, "c") == ["b1"]           # never its own endpoint
+    assert choose_evictions(cands, 8192, 0, "x") is None
+
+
+def test_host_budget_reservations():
+    b = HostBudget(2048)
+    assert b.reserve("x", 1024) and b.reserve("y", 1024)
+    assert not b.reserve("z", 1)
+    b.release("x")
+    b.release("x")                       # idempotent
+    assert b.free_mb == 1024
+
+
+@pytest.fixture
+def rig(tmp_path):
+    clock = FakeClock()
+    backend = FakeBackend()
+    prov = ProvisionedMeter(clock)
+    manager = PoolManager(backend, HostBudget(4096), clock, tmp_path, prov.change)
+    backend.listeners.append(manager.on_sandbox_event)
+
+    class Meter:
+        records = []
+
+        async def record_provisioned(self, recs):
+            self.records.extend(recs)
+
+    meter = Meter()
+    scaler = Scaler(manager, FixedKeepAlive(600), meter, clock, interval_s=5, checkpoint_s=60, provisioned=prov)
+    return clock, backend, manager, scaler, meter
+
+
+def _variant(**kw):
+    return VariantSpec(**{"memory_mb": 1024, "bundle_kind": "pickle", "bundle_dir": "/x", "bundle_version": 1, **kw})
+
+
+async def test_reaper_reaps_after_keep_alive_under_fake_clock(rig):
+    clock, backend, manager, scaler, _ = rig
+    await manager.configure("ep", [_variant()])
+    pool = manager.pool("ep", "AllTraffic")
+    lease = await pool.acquire()
+    assert lease.cold
+    await pool.release(lease)
+    clock.advance(599)
+    await scaler.tick()
+    assert len(pool.live) == 1
+    lease = await pool.acquire()          # warm, and its idle clock restarts
+    assert not lease.cold
+    await pool.release(lease)
+    clock.advance(599)
+    await scaler.tick()
+    assert len(pool.live) == 1
+    clock.advance(1)
+    await scaler.tick()
+    assert pool.live == {} and scaler.reaped == 1
+    assert backend.started[0].state.value == "dead"
+
+
+async def test_provisioned_floor_is_kept_warm_and_replaced(rig):
+    clock, backend, manager, scaler, meter = rig
+    await manager.configure("ep", [_variant(provisioned=2)])
+    pool = manager.pool("ep", "AllTraffic")
+    await scaler.tick()
+    await _settle()
+    assert len(pool.live) == 2 and len(pool.idle) == 2
+    clock.advance(10_000)
+    await scaler.tick()
+    await _settle()
+    assert len(pool.live) == 2                      # never reaped below the floor
+    await pool.idle[0].destroy("crashed")           # one dies: the next tick replaces it
+    assert len(pool.live) == 1
+    await scaler.tick()
+    await _settle()
+    assert len(pool.live) == 2
+    # wall time is metered: two sandboxes for the 10,000 s that passed
+    assert sum(r.billed_ms for r in meter.records) == 2 * 10_000 * 1000
+
+
+async def test_max_concurrency_throttles_and_frees(rig):
+    _, _, manager, _, _ = rig
+    await manager.configure("ep", [_variant(max_concurrency=2)])
+    pool = manager.pool("ep", "AllTraffic")
+    a, b = await pool.acquire(), await pool.acquire()
+    with pytest.raises(Throttled):
+        await pool.acquire()
+    await pool.release(a)
+    c = await pool.acquire()
+    assert not c.cold and c.sandbox is a.sandbox      # most recently used idle sandbox
+    await pool.release(b)
+    await pool.release(c)
+
+
+async def test_update_drains_old_generation_without_dropping_in_flight(rig):
+    _, backend, manager, _, _ = rig
+    await manager.configure("ep", [_variant()])
+    old = manager.pool("ep", "AllTraffic")
+    idle = await old.acquire()
+    busy = await old.acquire()
+    await old.release(idle)
+    await manager.configure("ep", [_variant(bundle_version=2)])
+    new = manager.pool("ep", "AllTraffic")
+    assert new is not old and old.draining
+    assert not idle.sandbox.alive              # idle sandboxes of the old bundle go at once
+    assert busy.sandbox.alive                  # the busy one finishes its request ...
+    await old.release(busy)
+    assert not busy.sandbox.alive              # ... and then goes
+    assert old not in manager.retired
+    # a settings-only change keeps warm sandboxes
+    lease = await new.acquire()
+    await new.release(lease)
+    await manager.configure("ep", [_variant(bundle_version=2, max_concurrency=5)])
+    assert manager.pool("ep", "AllTraffic") is new and lease.sandbox.alive
+    assert new.admission.max_concurrency == 5
+
+
+async def test_budget_eviction_through_the_manager(rig):
+    _, _, manager, _, _ = rig
+    manager.budget.capacity_mb = 2048
+    for name in ("a", "b", "c"):
+        await manager.configure(name, [_variant()])
+    leases = {}
+    for name in ("a", "b"):
+        leases[name] = await manager.pool(name, "AllTraffic").acquire()
+        await manager.pool(name, "AllTraffic").release(leases[name])
+    lease_c = await manager.pool("c", "AllTraffic").acquire()
+    assert not leases["a"].sandbox.alive and leases["b"].sandbox.alive
+    assert manager.budget.used_mb == 2048
+    await manager.pool("c", "AllTraffic").release(lease_c)
+
+
+async def _settle():
+    import asyncio
+
+    for _ in range(5):
+        await asyncio.sleep(0)
