@@ -1,0 +1,77 @@
+"""The ``slimserve`` command line against a real gateway."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gateway.client import pickle_model
+from tests import models
+from tests.helpers import ROOT
+
+
+def run(gw, *args, check=True, stdin=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SLIMSERVE_URL=gw.url)
+    proc = subprocess.run([sys.executable, "-m", "gateway.cli", *args, "--state-dir", str(gw.state_dir)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, input=stdin, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"slimserve {' '.join(args)} failed: {proc.stderr}")
+    return proc
+
+
+def test_cli_round_trip(gateway, tmp_path):
+    pkl = tmp_path / "echo.pkl"
+    pkl.write_bytes(pickle_model(models.echo))
+    out = run(gateway, "deploy", "cli-echo", str(pkl), "--memory", "1024", "--tag", "team=cli").stdout
+    assert "cli-echo" in out and "team=cli" in out
+    assert json.loads(run(gateway, "invoke", "cli-echo", "--data", '{"k": 1}').stdout) == {"echo": {"k": 1}}
+    body = tmp_path / "body.json"
+    body.write_text("[3]")
+    assert json.loads(run(gateway, "invoke", "cli-echo", "--file", str(body)).stdout) == {"echo": [3]}
+    assert json.loads(run(gateway, "invoke", "cli-echo", "--file", "-", stdin="7").stdout) == {"echo": 7}
+
+    usage = json.loads(run(gateway, "usage", "--format", "json", "--endpoint", "cli-echo").stdout)
+    assert len(usage) == 3 and usage[0]["cold_start"] is True and usage[1]["cold_start"] is False
+    assert {"endpoint", "variant", "memory_mb", "start", "billed_ms", "model_ms", "overhead_ms",
+            "cold_start", "init_ms", "status"} <= set(usage[0])
+    table = run(gateway, "usage", "--endpoint", "cli-echo").stdout
+    assert table.splitlines()[0].split()[:3] == ["START", "ENDPOINT", "VARIANT"] and len(table.splitlines()) == 4
+
+    eps = json.loads(run(gateway, "endpoints", "--format", "json").stdout)
+    assert "cli-echo" in [e["name"] for e in eps]
+    desc = run(gateway, "describe", "cli-echo").stdout
+    assert "sandbox" in desc and "path fresh" in desc and "cgroup" in desc
+    assert "starting (1024 MB)" in run(gateway, "logs", "cli-echo").stdout
+    run(gateway, "update", "cli-echo", "--max-concurrency", "3")
+    assert json.loads(run(gateway, "describe", "cli-echo", "--format", "json").stdout)[
+        "variants"][0]["max_concurrency"] == 3
+    assert "deleted cli-echo" in run(gateway, "delete", "cli-echo").stdout
+
+
+def test_cli_errors_are_one_line_on_stderr_with_nonzero_exit(gateway, tmp_path):
+    p = run(gateway, "invoke", "missing-endpoint", "--data", "1", check=False)
+    assert p.returncode != 0 and p.stdout == ""
+    assert p.stderr.strip().count("\n") == 0 and "missing-endpoint" in p.stderr
+    p = run(gateway, "deploy", "x", str(tmp_path / "nope.pkl"), "--memory", "1024", check=False)
+    assert p.returncode != 0 and "does not exist" in p.stderr
+    p = run(gateway, "deploy", "x", "y.pkl", "--memory", "1000", check=False)
+    assert p.returncode == 2 and "1024" in p.stderr
+
+
+def test_cli_doctor(gateway):
+    rep = json.loads(run(gateway, "doctor", "--format", "json").stdout)
+    assert rep["memory_cap"]["ok"] in (True, False) and rep["memory_cap"]["mechanism"]
+    assert {"network_isolation", "gpu_hidden", "private_tmp"} <= set(rep)
+    if os.geteuid() == 0:
+        assert rep["network_isolation"]["ok"] is True
+    table = run(gateway, "doctor").stdout
+    assert "memory_cap" in table and "network_isolation" in table
+
+
+@pytest.mark.parametrize("cmd", ["serve", "deploy", "invoke", "endpoints", "describe", "delete", "logs",
+                                 "usage", "doctor", "update"])
+def test_help_everywhere(cmd):
+    p = subprocess.run([sys.executable, "-m", "gateway.cli", cmd, "--help"], capture_output=True, text=True,
+                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert p.returncode == 0 and "usage: slimserve" in p.stdout
