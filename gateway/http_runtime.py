@@ -98,8 +98,11 @@ class RuntimeApi:
         except NotReady as exc:
             api_error = errors.not_ready(str(exc))
         except StartFailed as exc:
-            api_error = errors.model_error(exc.kind if exc.kind == sbx.OUT_OF_MEMORY else sbx.LOAD_FAILED,
-                                           exc.message, 500, self.log_stream(name))
+            if exc.kind == sbx.SPAWN_FAILED:
+                api_error = errors.unavailable(exc.message)
+            else:
+                    api_error = errors.model_error(exc.kind if exc.kind == sbx.OUT_OF_MEMORY else sbx.LOAD_FAILED,
+                                               exc.message, 500, self.log_stream(name))
         finally:
             if lease is not None:
                 await lease.pool.release(lease)
@@ -132,7 +135,8 @@ class RuntimeApi:
 
 
 def _kind(err: errors.ApiError) -> str:
-    return {"ThrottlingException": "throttled", "ModelNotReadyException": "not_ready"}.get(err.code, err.code)
+    return {"ThrottlingException": "throttled", "ModelNotReadyException": "not_ready",
+            "ServiceUnavailable": "unavailable"}.get(err.code, err.code)
 
 
 def _ok(result: sbx.InvokeResult, headers: dict) -> web.Response:

@@ -26,7 +26,7 @@ import psutil
 
 from . import cgroups, isolation, protocol
 from .sandbox import (
-    DEAD_HANDLE, EXITED, LOAD_FAILED, OUT_OF_MEMORY, TIMEOUT,
+    DEAD_HANDLE, EXITED, LOAD_FAILED, OUT_OF_MEMORY, SPAWN_FAILED, TIMEOUT,
     Backend, InvokeRequest, InvokeResult, Listener, Sandbox, SandboxSpec, StartError, State,
 )
 
@@ -247,7 +247,7 @@ class ProcessBackend(Backend):
                 child_sock.close()
                 if cgroup is not None:
                     cgroup.remove()
-                raise StartError(LOAD_FAILED, f"cannot start a sandbox process: {exc}") from None
+                raise StartError(SPAWN_FAILED, f"cannot start a sandbox process: {exc}") from None
             finally:
                 child_sock.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent_sock)

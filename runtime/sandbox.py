@@ -41,6 +41,7 @@ OUT_OF_MEMORY = "out_of_memory"
 EXITED = "exited"
 TIMEOUT = "timeout"
 LOAD_FAILED = "load_failed"
+SPAWN_FAILED = "spawn_failed"     # the host could not start a sandbox at all (not the model's fault)
 DEAD_HANDLE = "dead"
 
 
