@@ -8,6 +8,7 @@ usage record is durable.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 from aiohttp import web
@@ -18,6 +19,8 @@ from . import errors
 from .model import UsageRecord
 from .pools import NotReady, StartFailed, Throttled
 from .router import UnknownVariant, pick_variant
+
+log = logging.getLogger("slimserve.runtime_api")
 
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 TARGET_VARIANT = "X-Amzn-SageMaker-Target-Variant"
@@ -103,6 +106,9 @@ class RuntimeApi:
             else:
                     api_error = errors.model_error(exc.kind if exc.kind == sbx.OUT_OF_MEMORY else sbx.LOAD_FAILED,
                                                exc.message, 500, self.log_stream(name))
+        except Exception as exc:  # noqa: BLE001 - a gateway bug still gets a record and a 500
+            log.exception("invocation of %s failed inside the gateway", name)
+            api_error = errors.internal(f"internal error: {type(exc).__name__}: {exc}")
         finally:
             if lease is not None:
                 await lease.pool.release(lease)
@@ -136,7 +142,7 @@ class RuntimeApi:
 
 def _kind(err: errors.ApiError) -> str:
     return {"ThrottlingException": "throttled", "ModelNotReadyException": "not_ready",
-            "ServiceUnavailable": "unavailable"}.get(err.code, err.code)
+            "ServiceUnavailable": "unavailable", "InternalFailure": "internal"}.get(err.code, err.code)
 
 
 def _ok(result: sbx.InvokeResult, headers: dict) -> web.Response:

@@ -99,30 +99,23 @@ class Store:
 
     # --- usage ------------------------------------------------------------
     async def insert_usage(self, records: list[UsageRecord]) -> None:
-        await self._run(self._insert_usage, records)
+        await self._run(self._insert, "usage", USAGE_FIELDS, records)
 
-    def _insert_usage(self, records: list[UsageRecord]) -> None:
-        cols = ", ".join(USAGE_FIELDS)
-        marks = ", ".join("?" for _ in USAGE_FIELDS)
-        rows = [tuple(getattr(r, f) for f in USAGE_FIELDS) for r in records]
+    async def insert_provisioned(self, records: list[ProvisionedRecord]) -> None:
+        await self._run(self._insert, "provisioned_usage", PROVISIONED_FIELDS, records)
+
+    def _insert(self, table: str, cols: list[str], records) -> None:
+        """All of ``records`` in one transaction: one fsync, all or nothing."""
+        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
+        rows = [tuple(getattr(r, c) for c in cols) for r in records]
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(f"INSERT INTO usage ({cols}) VALUES ({marks})", rows)
+            conn.executemany(sql, rows)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-
-    async def insert_provisioned(self, records: list[ProvisionedRecord]) -> None:
-        await self._run(self._insert_provisioned, records)
-
-    def _insert_provisioned(self, records: list[ProvisionedRecord]) -> None:
-        cols = ", ".join(PROVISIONED_FIELDS)
-        marks = ", ".join("?" for _ in PROVISIONED_FIELDS)
-        rows = [tuple(getattr(r, f) for f in PROVISIONED_FIELDS) for r in records]
-        with self._conn:
-            self._conn.executemany(f"INSERT INTO provisioned_usage ({cols}) VALUES ({marks})", rows)
 
     async def query_usage(self, endpoint: str | None = None, since: float | None = None,
                           until: float | None = None, limit: int | None = None) -> list[dict]:
