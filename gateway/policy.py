@@ -9,7 +9,7 @@ Times are in seconds on the gateway's monotonic clock.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -63,16 +63,13 @@ def sandboxes_to_start(decision: Decision, alive: int, starting: int) -> int:
     return max(0, decision.target_warm - alive - starting)
 
 
-@dataclass
 class ArrivalLog:
     """Bounded per-variant record of arrivals, the raw material of ``History``."""
 
-    maxlen: int = 256
-    arrivals: deque = field(default_factory=deque)
-    last: float | None = None
+    def __init__(self, maxlen: int = 256):
+        self.arrivals: deque[float] = deque(maxlen=maxlen)
+        self.last: float | None = None
 
     def add(self, t: float) -> None:
         self.arrivals.append(t)
-        if len(self.arrivals) > self.maxlen:
-            self.arrivals.popleft()
         self.last = t
