@@ -15,6 +15,8 @@ import psutil
 from aiohttp import web
 
 from runtime.process_backend import ProcessBackend, ProcessBackendConfig
+from runtime.zygote import DEFAULT_PRELOAD
+from runtime.zygotes import ZygoteConfig
 
 from . import errors
 from .admission import HostBudget
@@ -46,6 +48,9 @@ def make_backend(settings: Settings):
             work_dir=str(settings.sandboxes_dir), cgroup_mode=settings.cgroup_mode,
             network_isolation=settings.network_isolation, start_timeout_s=settings.start_timeout_s,
             instance=instance,
+            zygotes=ZygoteConfig(enabled=settings.zygotes, stems=settings.zygote_stems,
+                                 preload=tuple(dict.fromkeys(DEFAULT_PRELOAD + tuple(settings.zygote_preload))),
+                                 log_path=str(settings.logs_dir / "_zygotes.log")),
         ))
     raise ValueError(f"unknown backend {settings.backend!r} (available: process)")
 

@@ -61,6 +61,8 @@ def cmd_serve(args) -> int:
         backend=args.backend, invocation_timeout_s=args.timeout, memory_budget_mb=args.memory_budget_mb,
         memory_budget_fraction=args.memory_budget_fraction, keep_alive_s=args.keep_alive,
         cgroup_mode=args.cgroup, network_isolation=not args.allow_network,
+        zygotes=not args.no_zygotes,
+        zygote_preload=tuple(m for m in (args.preload or "").split(",") if m),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     uvloop.run(_serve(settings))
@@ -231,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-alive", type=float, default=600.0, help="idle keep-alive in seconds (default 600)")
     s.add_argument("--cgroup", default="auto", choices=["auto", "v2", "v1", "none"])
     s.add_argument("--allow-network", action="store_true", help="do not put sandboxes in a network namespace")
+    s.add_argument("--no-zygotes", action="store_true",
+                   help="start every sandbox as a fresh interpreter instead of forking it from a zygote")
+    s.add_argument("--preload", default="", metavar="MOD,MOD",
+                   help="modules the base zygote imports besides numpy, scikit-learn, pandas, onnxruntime, torch")
     s.set_defaults(fn=cmd_serve)
 
     d = client_cmd("deploy", "deploy a bundle to a new endpoint", cmd_deploy)

@@ -161,6 +161,13 @@ class Client:
         return self._json("GET", "/admin/usage",
                           query=dict(endpoint=endpoint, since=since, until=until, limit=limit, kind=kind))
 
+    def scale_in(self, name: str) -> dict:
+        """Stop the endpoint's idle sandboxes now, down to its provisioned floor."""
+        return self._json("POST", f"/admin/endpoints/{_q(name)}/scale-in")
+
+    def zygotes(self) -> dict:
+        return self._json("GET", "/admin/zygotes")
+
     def doctor(self) -> dict:
         return self._json("GET", "/admin/doctor")
 

@@ -28,6 +28,9 @@ class Settings:
     cgroup_mode: str = "auto"
     network_isolation: bool = True
     validate_on_deploy: bool = True              # load a new bundle once before accepting it
+    zygotes: bool = True                         # fork sandboxes from pre-warmed interpreters
+    zygote_stems: int = 2                        # processes each zygote keeps forked ahead of demand
+    zygote_preload: tuple[str, ...] = ()         # modules the base zygote imports besides the defaults
     account_id: str = "123456789012"
     region: str = "us-east-1"
     max_payload_bytes: int = MAX_PAYLOAD_BYTES

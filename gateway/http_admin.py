@@ -9,6 +9,8 @@ token the gateway wrote to ``<state-dir>/admin-token`` at first start.
   GET    /admin/endpoints/{name}               describe
   DELETE /admin/endpoints/{name}               delete
   GET    /admin/endpoints/{name}/logs?tail=N   sandbox stdout/stderr
+  POST   /admin/endpoints/{name}/scale-in      stop idle sandboxes now (down to the provisioned floor)
+  GET    /admin/zygotes                        the zygotes that fork sandboxes, and their state
   GET    /admin/usage?endpoint=&since=&until=&limit=&kind=invocation|provisioned
   GET    /admin/doctor                         protections in force
 
@@ -82,6 +84,8 @@ class AdminApi:
             web.get("/admin/endpoints/{name}", self.describe),
             web.delete("/admin/endpoints/{name}", self.delete),
             web.get("/admin/endpoints/{name}/logs", self.logs),
+            web.post("/admin/endpoints/{name}/scale-in", self.scale_in),
+            web.get("/admin/zygotes", self.zygotes),
             web.get("/admin/usage", self.usage),
             web.get("/admin/doctor", self.doctor),
         ]
@@ -175,6 +179,20 @@ class AdminApi:
         path = self.gw.manager.log_path(name)
         text = _tail(path, tail) if path.exists() else ""
         return web.Response(text=text, content_type="text/plain")
+
+    async def scale_in(self, request):
+        name = request.match_info["name"]
+        spec = self.gw.endpoints.get(name)
+        stopped = 0
+        for v in spec.variants:
+            pool = self.gw.manager.pool(name, v.name)
+            if pool is not None:
+                stopped += await pool.reap([c.sandbox_id for c in pool.evictable()], "scaled in by the operator")
+        return web.json_response({"endpoint": name, "stopped": stopped})
+
+    async def zygotes(self, request):
+        zy = getattr(self.gw.backend, "zygotes", None)
+        return web.json_response(zy.snapshot() if zy is not None else {"enabled": False})
 
     async def usage(self, request):
         q = request.query

@@ -8,6 +8,7 @@ usage record is durable.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 
@@ -127,6 +128,7 @@ class RuntimeApi:
             error_kind=None if api_error is None else api_error.fields.get("ErrorKind", _kind(api_error)),
             bytes_in=len(body), bytes_out=len(result.body) if result is not None and result.ok else 0,
             sandbox_id=lease.sandbox.id if lease is not None else None,
+            **_cold_start_detail(lease, model_ms),
         )
         try:
             await gw.meter.record(rec)
@@ -138,6 +140,17 @@ class RuntimeApi:
         if result.custom_attributes:
             headers_out[CUSTOM_ATTRIBUTES] = result.custom_attributes
         return _ok(result, headers_out)
+
+
+def _cold_start_detail(lease, model_ms: float) -> dict:
+    """Where a cold start's time went: the sandbox's own phases, the gateway's share, and the first predict."""
+    if lease is None or not lease.cold:
+        return {}
+    info = lease.sandbox.info
+    phases = {k: round(v, 3) for k, v in info.get("timings", {}).items() if isinstance(v, (int, float))}
+    phases["first_predict_ms"] = round(model_ms, 3)
+    phases["total_ms"] = round(lease.init_ms, 3)
+    return {"start_path": info.get("path"), "init_detail": json.dumps(phases, sort_keys=True)}
 
 
 def _kind(err: errors.ApiError) -> str:

@@ -3,6 +3,8 @@ meter's listeners); gauges about sandboxes are read from pool snapshots at
 scrape time, so they cannot drift from the pools themselves."""
 from __future__ import annotations
 
+import json
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
@@ -29,7 +31,10 @@ class Metrics:
                                           "Gateway time besides model run and cold start",
                                           ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.model_setup = Histogram("slimserve_model_setup_seconds", "Cold start: sandbox start and model load",
-                                     ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+                                     ["endpoint", "path"], buckets=LATENCY_BUCKETS, registry=r)
+        self.setup_phase = Histogram("slimserve_cold_start_phase_seconds",
+                                     "Cold start phases (fork, cgroup, netns, load, first predict) by start path",
+                                     ["path", "phase"], buckets=LATENCY_BUCKETS, registry=r)
         r.register(_PoolCollector(self))
 
     def observe(self, rec: UsageRecord) -> None:
@@ -40,8 +45,12 @@ class Metrics:
             self.model_latency.labels(rec.endpoint).observe(rec.model_ms / 1000.0)
         self.overhead_latency.labels(rec.endpoint).observe(rec.overhead_ms / 1000.0)
         if rec.cold_start:
+            path = rec.start_path or "unknown"
             self.cold_starts.labels(rec.endpoint, rec.variant).inc()
-            self.model_setup.labels(rec.endpoint).observe(rec.init_ms / 1000.0)
+            self.model_setup.labels(rec.endpoint, path).observe(rec.init_ms / 1000.0)
+            for phase, ms in json.loads(rec.init_detail or "{}").items():
+                if phase.endswith("_ms") and phase != "total_ms":
+                    self.setup_phase.labels(path, phase[:-3]).observe(ms / 1000.0)
 
     def request_rejected(self, code: str) -> None:
         self.rejected.labels(code).inc()

@@ -116,6 +116,8 @@ class UsageRecord:
     bytes_in: int = 0
     bytes_out: int = 0
     sandbox_id: str | None = None
+    start_path: str | None = None   # cold starts: fresh, zygote or model-zygote
+    init_detail: str | None = None  # cold starts: JSON of the phases of init_ms, in ms
 
     @staticmethod
     def bill(model_ms: float) -> int:

@@ -230,7 +230,8 @@ class VariantPool:
             sandboxes.append({
                 "id": sb.id, "state": sb.state.value, "pid": sb.info.get("pid"),
                 "start_path": sb.info.get("path"), "start_ms": sb.info.get("start_ms"),
-                "load_ms": sb.info.get("load_ms"), "protections": sb.info.get("protections"),
+                "load_ms": sb.info.get("load_ms"), "timings": sb.info.get("timings", {}),
+                "protections": sb.info.get("protections"),
                 "memory_bytes": sb.memory_bytes(), "memory_cap_bytes": sb.spec.memory_mb << 20,
             })
         states["starting"] = self.starting
@@ -304,6 +305,8 @@ class PoolManager:
             self.on_provisioned(pool.key, 0, pool.spec.memory_mb)
         self.retired.add(pool)
         await pool.drain()
+        if not any(p.spec.bundle_dir == pool.spec.bundle_dir for p in self.current.values()):
+            await self.backend.release_bundle(pool.spec.bundle_dir)
         if not pool.live and not pool.starting:
             self.retired.discard(pool)
 

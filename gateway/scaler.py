@@ -80,6 +80,8 @@ class Scaler:
             ids = select_reaps(pool.idle_view(), len(pool.live), decision, now)
             if ids:
                 self.reaped += await pool.reap(ids)
+                if not pool.live and not pool.starting:    # the pool went cold: so does its model zygote
+                    await self.manager.backend.release_bundle(pool.spec.bundle_dir)
             missing = sandboxes_to_start(decision, len(pool.live), pool.starting)
             if missing:
                 pool.prewarm(missing)

@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS usage (
     error_kind TEXT,
     bytes_in INTEGER NOT NULL DEFAULT 0,
     bytes_out INTEGER NOT NULL DEFAULT 0,
-    sandbox_id TEXT
+    sandbox_id TEXT,
+    start_path TEXT,
+    init_detail TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_endpoint_start ON usage (endpoint, start);
 CREATE TABLE IF NOT EXISTS provisioned_usage (
@@ -59,7 +61,16 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
+    _add_missing_columns(conn)
     return conn
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Ledgers written by an older version gain the newer (nullable) columns."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(usage)")}
+    for col in ("start_path", "init_detail"):
+        if col not in have:
+            conn.execute(f"ALTER TABLE usage ADD COLUMN {col} TEXT")
 
 
 class Store:

@@ -89,30 +89,60 @@ def detect(mode: str = "auto", instance: str = "default") -> CgroupSupport:
     return CgroupSupport(None, None, "; ".join(errors))
 
 
+def set_memory_limit(path: Path, version: str, limit_bytes: int) -> None:
+    """Cap a cgroup's memory at ``limit_bytes`` with no swap.  Writing a limit is
+    cheap; it is moving a process *into* a cgroup that can stall for an RCU grace
+    period, which is why zygote stems join theirs ahead of demand."""
+    path = Path(path)
+    if version == "v2":
+        (path / "memory.max").write_text(str(limit_bytes))
+        _write_optional(path / "memory.swap.max", "0")
+        _write_optional(path / "memory.oom.group", "1")
+        return
+    # v1 insists memsw >= limit at every step: lower the limit first, or raise memsw first.
+    limit, memsw = path / "memory.limit_in_bytes", path / "memory.memsw.limit_in_bytes"
+    current = int(limit.read_text())
+    order = [(limit, limit_bytes), (memsw, limit_bytes)] if limit_bytes <= current else \
+        [(memsw, limit_bytes), (limit, limit_bytes)]
+    for fname, value in order:
+        if fname is limit:
+            fname.write_text(str(value))
+        else:
+            _write_optional(fname, str(value))
+    _write_optional(path / "memory.swappiness", "0")
+
+
+def make_and_join(base: Path, version: str, name: str) -> Path:
+    """Create a cgroup (no limit yet) and move this process into it."""
+    path = Path(base) / name
+    path.mkdir(exist_ok=True)
+    (path / "cgroup.procs").write_text(str(os.getpid()))
+    return path
+
+
+def _write_optional(path: Path, value: str) -> None:
+    try:
+        path.write_text(value)
+    except OSError:
+        pass
+
+
 class Cgroup:
     """One sandbox's cgroup.  ``remove`` is idempotent."""
 
-    def __init__(self, support: CgroupSupport, name: str, limit_bytes: int):
+    def __init__(self, support: CgroupSupport, name: str, limit_bytes: int, create: bool = True):
         assert support.base is not None
         self.version = support.version
         self.path = support.base / name
         self.limit_bytes = limit_bytes
-        self.path.mkdir(exist_ok=True)
-        if self.version == "v2":
-            (self.path / "memory.max").write_text(str(limit_bytes))
-            self._write_optional("memory.swap.max", "0")
-            self._write_optional("memory.oom.group", "1")
-        else:
-            (self.path / "memory.limit_in_bytes").write_text(str(limit_bytes))
-            self._write_optional("memory.memsw.limit_in_bytes", str(limit_bytes))
-            self._write_optional("memory.swappiness", "0")
-            self._write_optional("memory.move_charge_at_immigrate", "3")   # bring pages charged before joining
+        if create:
+            self.path.mkdir(exist_ok=True)
+            set_memory_limit(self.path, self.version, limit_bytes)
 
-    def _write_optional(self, fname: str, value: str) -> None:
-        try:
-            (self.path / fname).write_text(value)
-        except OSError:
-            pass
+    @classmethod
+    def adopt(cls, support: CgroupSupport, name: str, limit_bytes: int) -> "Cgroup":
+        """A cgroup that a sandbox made and capped itself (a zygote stem's)."""
+        return cls(support, name, limit_bytes, create=False)
 
     @property
     def procs_file(self) -> str:
@@ -195,3 +225,30 @@ def sweep_orphans(support: CgroupSupport) -> int:
             except OSError:
                 pass
     return removed
+
+
+def remove_empty(support: CgroupSupport, prefix: str) -> int:
+    """Remove this gateway's cgroups named ``prefix*`` that no process is in any more
+    (the cgroups of zygote stems that died before they were given a sandbox)."""
+    if support.base is None:
+        return 0
+    removed = 0
+    for child in support.base.glob(prefix + "*"):
+        try:
+            if not (child / "cgroup.procs").read_text().strip():
+                child.rmdir()
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def remove_base(support: CgroupSupport) -> None:
+    """At shutdown: remove this gateway's (now empty) cgroup subtree."""
+    if support.base is None:
+        return
+    remove_empty(support, "")
+    try:
+        support.base.rmdir()
+    except OSError:
+        pass

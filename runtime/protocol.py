@@ -68,3 +68,45 @@ async def recv_async(reader: asyncio.StreamReader) -> tuple[dict, bytes]:
     except asyncio.IncompleteReadError as exc:
         raise ProtocolError("channel closed") from exc
     return header, payload
+
+
+def send_with_fds(sock: socket.socket, header: dict, fds: list[int], payload: bytes = b"") -> None:
+    """A frame whose first bytes carry open file descriptors (SCM_RIGHTS)."""
+    data = encode(header, payload)
+    sent = socket.send_fds(sock, [data], list(fds))
+    if sent < len(data):
+        sock.sendall(data[sent:])
+
+
+def recv_with_fds(sock: socket.socket, maxfds: int = 8) -> tuple[dict, bytes, list[int]]:
+    head, fds, _flags, _addr = socket.recv_fds(sock, _HEAD.size, maxfds)
+    if not head:
+        raise ProtocolError("channel closed")
+    if len(head) < _HEAD.size:
+        head += _recv_exact(sock, _HEAD.size - len(head))
+    hlen, plen = _HEAD.unpack(head)
+    _check(hlen, plen)
+    header = json.loads(_recv_exact(sock, hlen))
+    payload = _recv_exact(sock, plen) if plen else b""
+    return header, payload, list(fds)
+
+
+async def recv_sock_async(sock: socket.socket) -> dict:
+    """One frame's header from a non-blocking socket, on the running loop (payload dropped)."""
+    loop = asyncio.get_running_loop()
+
+    async def exact(n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = await loop.sock_recv(sock, n - len(buf))
+            if not chunk:
+                raise ProtocolError("channel closed")
+            buf += chunk
+        return bytes(buf)
+
+    hlen, plen = _HEAD.unpack(await exact(_HEAD.size))
+    _check(hlen, plen)
+    header = json.loads(await exact(hlen))
+    if plen:
+        await exact(plen)
+    return header

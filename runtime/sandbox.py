@@ -149,6 +149,9 @@ class Backend(abc.ABC):
     def protections(self) -> dict:
         """What this backend enforces on this machine, and why anything is missing."""
 
+    async def release_bundle(self, bundle_dir: str) -> None:
+        """No pool serves this bundle any more: drop what was kept warm for it (a model zygote)."""
+
     async def open(self) -> None:
         """Start background work (watchdogs, orphan sweeps)."""
 

@@ -18,24 +18,57 @@ import traceback
 from . import isolation, protocol
 
 
-def _apply_protections(args) -> dict:
-    applied, missing = [], {}
-    steps = [("pdeathsig", isolation.die_with_parent, ())]
-    if args.cgroup_procs:
-        steps.append(("cgroup", isolation.join_cgroup, (args.cgroup_procs,)))
-    if args.no_network:
+def protect(cgroup_procs: str = "", no_network: bool = False, rlimit_bytes: int = 0,
+            pdeathsig: bool = True) -> tuple[dict, dict]:
+    """Apply the sandbox's protections to this process, before any user code runs.
+
+    Returns (protections, timings): what was applied and what is missing (with
+    the reason), and how long each step took in ms.  Refuses to go on without
+    the cgroup it was given: the memory cap is the promise of a tier.
+    """
+    applied, missing, timings = [], {}, {}
+    steps = []
+    if pdeathsig:
+        steps.append(("pdeathsig", isolation.die_with_parent, ()))
+    if cgroup_procs:
+        steps.append(("cgroup", isolation.join_cgroup, (cgroup_procs,)))
+    if no_network:
         steps.append(("netns", isolation.leave_network, ()))
-    if args.rlimit_bytes:
-        steps.append(("rlimit_as", isolation.cap_address_space, (args.rlimit_bytes,)))
+    if rlimit_bytes:
+        steps.append(("rlimit_as", isolation.cap_address_space, (rlimit_bytes,)))
     for name, fn, fargs in steps:
+        t0 = time.perf_counter()
         try:
             applied.append(fn(*fargs))
         except OSError as exc:
             missing[name] = exc.strerror or str(exc)
-    if args.cgroup_procs and "cgroup" in missing:
-        # The memory cap is the promise of a tier: refuse to run without it.
+        timings[f"{name}_ms"] = (time.perf_counter() - t0) * 1000.0
+    if cgroup_procs and "cgroup" in missing:
         raise SystemExit(f"slimserve worker: cannot join cgroup: {missing['cgroup']}")
-    return {"applied": applied, "missing": missing}
+    return {"applied": applied, "missing": missing}, timings
+
+
+def load_and_serve(sock: socket.socket, bundle_dir: str, kind: str, protections: dict, timings: dict,
+                   handler=None) -> None:
+    """Load the bundle (unless ``handler`` is already loaded), report, then serve."""
+    t0 = time.perf_counter()
+    if handler is None:
+        try:
+            from . import bundle
+
+            handler = bundle.load(bundle_dir, kind)
+        except BaseException as exc:  # noqa: BLE001 - any failure to load is reported, not raised
+            traceback.print_exc()
+            kind = "out_of_memory" if isinstance(exc, MemoryError) else "load_failed"
+            protocol.send_blocking(sock, {"op": "failed", "kind": kind, "message": f"{type(exc).__name__}: {exc}"})
+            sys.exit(1)
+    protocol.send_blocking(sock, {
+        "op": "ready",
+        "pid": os.getpid(),
+        "protections": protections,
+        "timings": dict(timings, load_ms=(time.perf_counter() - t0) * 1000.0),
+    })
+    serve(sock, handler)
 
 
 def _error_result(kind: str, exc: BaseException, original_status: int = 500, **extra) -> dict:
@@ -91,29 +124,9 @@ def main(argv=None) -> None:
     ap.add_argument("--no-network", action="store_true")
     ap.add_argument("--rlimit-bytes", type=int, default=0)
     args = ap.parse_args(argv)
-
-    t_start = time.perf_counter()
     sock = socket.socket(fileno=args.fd)
-    protections = _apply_protections(args)
-    t_protected = time.perf_counter()
-    try:
-        from . import bundle
-
-        handler = bundle.load(args.bundle, args.kind)
-    except BaseException as exc:  # noqa: BLE001 - any failure to load is reported, not raised
-        traceback.print_exc()
-        kind = "out_of_memory" if isinstance(exc, MemoryError) else "load_failed"
-        protocol.send_blocking(sock, {"op": "failed", "kind": kind, "message": f"{type(exc).__name__}: {exc}"})
-        sys.exit(1)
-    t_loaded = time.perf_counter()
-    protocol.send_blocking(sock, {
-        "op": "ready",
-        "pid": os.getpid(),
-        "protections": protections,
-        "protect_ms": (t_protected - t_start) * 1000.0,
-        "load_ms": (t_loaded - t_protected) * 1000.0,
-    })
-    serve(sock, handler)
+    protections, timings = protect(args.cgroup_procs, args.no_network, args.rlimit_bytes)
+    load_and_serve(sock, args.bundle, args.kind, protections, timings)
 
 
 if __name__ == "__main__":

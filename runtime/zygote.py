@@ -1,0 +1,291 @@
+"""A zygote: a process that holds an interpreter with libraries (and maybe a model)
+already imported, and hands out copies of itself as sandboxes.
+
+Cold starts are the cost of a fresh interpreter importing numpy and scikit-learn
+(about a second here); a fork of a process that already holds them is a few
+milliseconds.  To take even the fork off the request path, a zygote keeps a
+few *stem* processes forked ahead of demand.  A stem waits for an assignment;
+on one it joins its sandbox's cgroup, leaves the network, takes its channel and
+log, loads the bundle (unless the zygote already holds the model) and serves.
+
+Stems are forked twice so that their parent is the gateway (a child
+subreaper), not the zygote: a zygote that dies takes none of its sandboxes with
+it, and PR_SET_PDEATHSIG still ties every sandbox to the gateway's life.
+
+A zygote is single-threaded when it forks: thread-pool variables are pinned to
+one thread before anything is imported, and a fork is refused if the process
+has grown a thread anyway (a forked child would inherit locks held by threads
+that do not exist in it).
+
+Protocol on the control channel (``runtime.protocol`` frames), one request at
+a time from the gateway:
+  ``assign``  {role: "sandbox"|"zygote", ...setup}  + fds [channel, log]
+              -> {ok, pid, fork_ms, stem}          the process took the assignment
+  ``ping``    -> {ok, pid, stems, modules}
+A model zygote is a stem assigned the ``zygote`` role: it loads the bundle and
+then runs this same loop on the control channel it was given.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import os
+import random
+import select
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+
+from . import cgroups, isolation, protocol
+
+DEFAULT_PRELOAD = ("numpy", "scipy", "pandas", "sklearn", "sklearn.ensemble", "sklearn.linear_model",
+                   "onnxruntime", "torch", "cloudpickle")
+REPARENT_TIMEOUT_S = 2.0
+REFILL_QUIET_S = 0.05
+
+
+class ForkRefused(Exception):
+    pass
+
+
+def thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
+def preload(modules) -> list[str]:
+    loaded = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except Exception:  # noqa: BLE001 - a library that is not installed is simply not preloaded
+            pass
+    return loaded
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _reseed() -> None:
+    """Copies of one process share its random state; give each its own."""
+    random.seed()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed()
+
+
+class Zygote:
+    def __init__(self, control: socket.socket, gateway_pid: int, stems: int, handler=None,
+                 bundle: tuple[str, str] | None = None, cgroup_base: str = "", cgroup_version: str = ""):
+        self.control = control
+        self.gateway_pid = gateway_pid
+        self.target_stems = stems
+        self.cgroup_base = cgroup_base        # where stems make (and join) their own cgroups ahead of demand
+        self.cgroup_version = cgroup_version
+        self.handler = handler            # a model zygote's loaded bundle
+        self.bundle = bundle
+        self.stems: list[tuple[int, socket.socket, str]] = []     # (pid, socket, cgroup name)
+
+    # --- stems ----------------------------------------------------------------
+    def make_stem(self) -> tuple[int, socket.socket]:
+        if thread_count() != 1:
+            raise ForkRefused(f"zygote has {thread_count()} threads; forking now could deadlock the copy")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:                                   # intermediate: fork once more and leave
+            try:
+                if os.fork() == 0:
+                    ours.detach()
+                    self._stem_main(theirs)            # never returns
+            finally:
+                os._exit(0)
+        theirs.close()
+        os.waitpid(pid, 0)
+        try:
+            hello, _ = protocol.recv_blocking(ours)
+        except protocol.ProtocolError:
+            ours.close()
+            raise ForkRefused("stem died before it was adopted by the gateway") from None
+        return hello["pid"], ours, hello.get("cgroup", "")
+
+    def _stem_main(self, sock: socket.socket) -> None:
+        try:
+            # Forget the zygote's sockets without letting Python close them later by
+            # number (the numbers will be reused), then close every fd but our own.
+            self.control.detach()
+            for _, other, _ in self.stems:
+                other.detach()
+            self.stems = []
+            _close_fds_except({sock.fileno()})
+            deadline = time.monotonic() + REPARENT_TIMEOUT_S
+            while os.getppid() != self.gateway_pid:     # until the intermediate has exited
+                if time.monotonic() > deadline:
+                    os._exit(3)                         # the gateway is not our subreaper: give up
+                time.sleep(0.0002)
+            isolation.die_with_parent()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            cgroup = ""
+            if self.cgroup_base:     # joining a cgroup can stall on an RCU grace period: do it now, not on demand
+                cgroup = f"stem-{os.getpid()}"
+                cgroups.make_and_join(self.cgroup_base, self.cgroup_version, cgroup)
+            protocol.send_blocking(sock, {"pid": os.getpid(), "cgroup": cgroup})
+            header, _, fds = protocol.recv_with_fds(sock)
+            self._take_assignment(sock, header, fds, cgroup)
+        except BaseException:  # noqa: BLE001 - a stem must never return into the zygote's loop
+            traceback.print_exc()
+        os._exit(1)
+
+    def _take_assignment(self, zsock: socket.socket, setup: dict, fds: list[int], cgroup: str) -> None:
+        from .worker import load_and_serve, protect
+
+        t0 = time.perf_counter()
+        if cgroup:                                   # the cap comes before anything else
+            cgroups.set_memory_limit(os.path.join(self.cgroup_base, cgroup), self.cgroup_version,
+                                     setup["memory_limit_bytes"])
+        limit_ms = (time.perf_counter() - t0) * 1000.0
+        channel_fd, log_fd = fds
+        os.setsid()
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        zsock.close()
+        protections, timings = protect("", setup.get("no_network", False),
+                                       setup.get("rlimit_bytes", 0), pdeathsig=False)
+        protections["applied"][:0] = ["pdeathsig"] + (["cgroup"] if cgroup else [])
+        timings["cgroup_ms"] = limit_ms
+        os.environ.update(setup.get("env", {}))
+        tmp = setup.get("tmp_dir")
+        if tmp:
+            os.chdir(tmp)
+            tempfile.tempdir = None
+        _reseed()
+        channel = socket.socket(fileno=channel_fd)
+        if setup.get("role") == "zygote":
+            self._become_model_zygote(channel, setup, protections, timings)
+        else:
+            load_and_serve(channel, setup["bundle"], setup["kind"], protections, timings, handler=self.handler)
+        os._exit(0)
+
+    def _become_model_zygote(self, control: socket.socket, setup: dict, protections: dict, timings: dict) -> None:
+        from . import bundle
+
+        t0 = time.perf_counter()
+        try:
+            handler = bundle.load(setup["bundle"], setup["kind"])
+        except BaseException as exc:  # noqa: BLE001 - reported to the gateway, which keeps the base path
+            traceback.print_exc()
+            protocol.send_blocking(control, {"op": "failed", "message": f"{type(exc).__name__}: {exc}"})
+            return
+        gc.collect()
+        gc.freeze()
+        timings["load_ms"] = (time.perf_counter() - t0) * 1000.0
+        zy = Zygote(control, self.gateway_pid, self.target_stems, handler, (setup["bundle"], setup["kind"]),
+                    self.cgroup_base, self.cgroup_version)
+        protocol.send_blocking(control, {"op": "ready", "pid": os.getpid(), "threads": thread_count(),
+                                         "protections": protections, "timings": timings})
+        zy.loop()
+
+    # --- serving the gateway -----------------------------------------------------
+    def _pending(self, wait_s: float) -> bool:
+        return bool(select.select([self.control], [], [], wait_s)[0])
+
+    def loop(self) -> None:
+        while True:
+            self.stems = [stem for stem in self.stems if _alive(stem[1])]
+            # Refill only once the gateway has been quiet for a moment: a fork right after an
+            # assignment would compete for the CPU with the sandbox's first response.
+            if len(self.stems) < self.target_stems and not self._pending(REFILL_QUIET_S):
+                try:
+                    self.stems.append(self.make_stem())
+                except ForkRefused:
+                    traceback.print_exc()
+                    time.sleep(0.05)
+                continue
+            try:
+                header, _, fds = protocol.recv_with_fds(self.control)
+            except protocol.ProtocolError:
+                return                                      # the gateway closed the channel
+            try:
+                reply = self.handle(header, fds)
+            except ForkRefused as exc:
+                reply = {"ok": False, "message": str(exc)}
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            protocol.send_blocking(self.control, reply)
+
+    def handle(self, header: dict, fds: list[int]) -> dict:
+        op = header.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid(), "stems": len(self.stems), "threads": thread_count(),
+                    "modules": sorted(m for m in sys.modules if "." not in m)}
+        if op != "assign":
+            return {"ok": False, "message": f"unknown op {op!r}"}
+        t0 = time.perf_counter()
+        from_stem = bool(self.stems)
+        pid, sock, cgroup = self.stems.pop(0) if self.stems else self.make_stem()
+        fork_ms = (time.perf_counter() - t0) * 1000.0
+        try:
+            protocol.send_with_fds(sock, header, fds)
+        except OSError:
+            sock.close()
+            raise ForkRefused("the stem died before it took its assignment") from None
+        sock.close()
+        return {"ok": True, "pid": pid, "cgroup": cgroup, "fork_ms": fork_ms, "stem": from_stem}
+
+
+def _alive(sock: socket.socket) -> bool:
+    """A waiting stem never writes; a readable socket means it closed (died)."""
+    if select.select([sock], [], [], 0)[0]:
+        sock.close()
+        return False
+    return True
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="slimserve-zygote")
+    ap.add_argument("--fd", type=int, required=True, help="control channel to the gateway")
+    ap.add_argument("--gateway-pid", type=int, required=True)
+    ap.add_argument("--stems", type=int, default=2, help="processes kept forked ahead of demand")
+    ap.add_argument("--preload", default=",".join(DEFAULT_PRELOAD))
+    ap.add_argument("--cgroup-base", default="", help="directory under which stems make their cgroups")
+    ap.add_argument("--cgroup-version", default="")
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    isolation.die_with_parent()
+    control = socket.socket(fileno=args.fd)
+    t0 = time.perf_counter()
+    loaded = preload([m for m in args.preload.split(",") if m])
+    gc.collect()
+    gc.freeze()          # keep the collector from touching (and so copying) inherited objects
+    threads = thread_count()
+    protocol.send_blocking(control, {"op": "ready", "pid": os.getpid(), "preloaded": loaded,
+                                     "threads": threads, "preload_ms": (time.perf_counter() - t0) * 1000.0})
+    if threads != 1:
+        print(f"slimserve zygote: {threads} threads after preloading {loaded}; refusing to fork", file=sys.stderr)
+        return
+    Zygote(control, args.gateway_pid, args.stems, cgroup_base=args.cgroup_base,
+           cgroup_version=args.cgroup_version).loop()
+
+
+if __name__ == "__main__":
+    main()

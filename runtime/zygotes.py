@@ -1,0 +1,258 @@
+"""The gateway's side of zygotes: start and supervise them, ask them for sandboxes.
+
+* ``AdoptedProcess`` -- a process the gateway did not spawn but is the parent
+  of (a zygote's stem, reparented to the gateway as child subreaper): exit is
+  watched through a pidfd and the status reaped with ``waitpid``.
+* ``ZygoteHandle`` -- one zygote's control channel: ``assign`` hands it a
+  sandbox's setup and file descriptors and returns the pid that took them.
+* ``ZygoteSet`` -- the base zygote (libraries preloaded, restarted when it
+  dies) and per-model zygotes (a bundle already loaded), keyed by bundle and
+  memory tier, made in the background for bundles that have traffic.
+
+Every failure here is ``ZygoteUnavailable``; the backend then takes the fresh
+path, so a zygote problem costs a caller time, never an error.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+
+from . import protocol
+
+log = logging.getLogger("slimserve.zygotes")
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class ZygoteUnavailable(Exception):
+    pass
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (zygote stems) so they can be watched and reaped."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+class AdoptedProcess:
+    """The asyncio.subprocess.Process surface (pid, returncode, wait) for an adopted child."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+        self._done = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._fd = None
+            self._reap()
+            return
+        self._loop.add_reader(self._fd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        self._reap()
+
+    def _reap(self) -> None:
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:       # not ours to reap (no subreaper): the status is lost
+            self.returncode = 255
+        self._done.set()
+
+    async def wait(self) -> int:
+        await self._done.wait()
+        return self.returncode
+
+
+class ZygoteHandle:
+    def __init__(self, name: str, proc, control: socket.socket, info: dict):
+        self.name = name
+        self.proc = proc
+        self.control = control
+        self.info = info
+        self.cgroup = None                   # a model zygote's own cgroup
+        self._lock = asyncio.Lock()
+        self.broken = False
+        self.forks = 0
+
+    @property
+    def alive(self) -> bool:
+        return not self.broken and self.proc.returncode is None
+
+    async def assign(self, setup: dict, fds: list[int], timeout_s: float = 10.0) -> dict:
+        async with self._lock:
+            if not self.alive:
+                raise ZygoteUnavailable(f"zygote {self.name} is not running")
+            try:
+                protocol.send_with_fds(self.control, dict(setup, op="assign"), fds)
+                reply = await asyncio.wait_for(protocol.recv_sock_async(self.control), timeout_s)
+            except (OSError, protocol.ProtocolError, asyncio.TimeoutError) as exc:
+                self.broken = True
+                raise ZygoteUnavailable(f"zygote {self.name} failed: {exc!r}") from None
+        if not reply.get("ok"):
+            raise ZygoteUnavailable(f"zygote {self.name} refused: {reply.get('message')}")
+        self.forks += 1
+        return reply
+
+    async def close(self) -> None:
+        self.broken = True
+        try:
+            self.control.close()
+        except OSError:
+            pass
+        if self.proc.returncode is None:
+            try:
+                os.kill(self.proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            await self.proc.wait()
+        if self.cgroup is not None:
+            await asyncio.to_thread(self.cgroup.remove)
+
+
+@dataclass
+class ZygoteConfig:
+    enabled: bool = True
+    stems: int = 2                        # processes each zygote keeps forked ahead of demand
+    preload: tuple[str, ...] = ()         # modules imported by the base zygote
+    start_timeout_s: float = 120.0
+    log_path: str = "zygotes.log"
+    cgroup_base: str = ""                 # stems make and join their cgroups here ahead of demand
+    cgroup_version: str = ""
+    restart_backoff_s: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30)
+    env: dict = field(default_factory=dict)
+
+
+class ZygoteSet:
+    def __init__(self, config: ZygoteConfig, python: str = sys.executable):
+        self.config = config
+        self.python = python
+        self.base: ZygoteHandle | None = None
+        self.templates: dict[tuple[str, int], ZygoteHandle] = {}
+        self._creating: dict[tuple[str, int], asyncio.Task] = {}
+        self._supervisor: asyncio.Task | None = None
+        self._closing = False
+        self.restarts = 0
+
+    # --- base zygote ------------------------------------------------------------
+    async def open(self) -> None:
+        if self.config.enabled:
+            self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def _spawn_base(self) -> ZygoteHandle:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        argv = [self.python, "-m", "runtime.zygote", "--fd", str(theirs.fileno()),
+                "--gateway-pid", str(os.getpid()), "--stems", str(self.config.stems),
+                "--preload", ",".join(self.config.preload),
+                "--cgroup-base", self.config.cgroup_base, "--cgroup-version", self.config.cgroup_version]
+        with open(self.config.log_path, "ab", buffering=0) as logf:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, env=self.config.env,
+                pass_fds=(theirs.fileno(),), start_new_session=True)
+        theirs.close()
+        ours.setblocking(False)
+        try:
+            hello = await asyncio.wait_for(protocol.recv_sock_async(ours), self.config.start_timeout_s)
+        except (protocol.ProtocolError, asyncio.TimeoutError) as exc:
+            proc.kill()
+            await proc.wait()
+            ours.close()
+            raise ZygoteUnavailable(f"base zygote did not start: {exc!r}") from None
+        handle = ZygoteHandle("base", proc, ours, hello)
+        if hello.get("threads", 1) != 1:
+            handle.broken = True
+            log.warning("base zygote has %s threads after preloading; it will not be used", hello["threads"])
+        log.info("base zygote pid %s ready in %.0f ms, preloaded %s", proc.pid, hello.get("preload_ms", 0),
+                 ",".join(hello.get("preloaded", [])))
+        return handle
+
+    async def _supervise(self) -> None:
+        """Keep a base zygote running; replace one that dies, backing off on repeated failure."""
+        failures = 0
+        while not self._closing:
+            try:
+                self.base = await self._spawn_base()
+                failures = 0
+                await self.base.proc.wait()
+                if not self._closing:
+                    log.warning("base zygote exited (%s); replacing it", self.base.proc.returncode)
+                    self.restarts += 1
+            except ZygoteUnavailable as exc:
+                log.warning("%s", exc)
+                failures += 1
+            except asyncio.CancelledError:
+                return
+            backoff = self.config.restart_backoff_s
+            await asyncio.sleep(backoff[min(failures, len(backoff) - 1)] if failures else 0)
+
+    # --- model zygotes ----------------------------------------------------------------
+    def template(self, key: tuple[str, int]) -> ZygoteHandle | None:
+        t = self.templates.get(key)
+        if t is not None and not t.alive:
+            self.templates.pop(key, None)
+            asyncio.get_running_loop().create_task(t.close())
+            return None
+        return t
+
+    def want_template(self, key: tuple[str, int], make) -> None:
+        """Make a model zygote for ``key`` in the background, unless one exists or is coming."""
+        if not self.config.enabled or key in self._creating or self.template(key) is not None:
+            return
+        task = asyncio.get_running_loop().create_task(self._make_template(key, make))
+        self._creating[key] = task
+        task.add_done_callback(lambda _t: self._creating.pop(key, None))
+
+    async def _make_template(self, key, make) -> None:
+        try:
+            handle = await make()
+        except ZygoteUnavailable as exc:
+            log.info("no model zygote for %s: %s", key[0], exc)
+            return
+        if self._closing or key in self.templates:
+            await handle.close()
+            return
+        self.templates[key] = handle
+
+    async def drop(self, bundle_dir: str) -> None:
+        for key in [k for k in self.templates if k[0] == bundle_dir]:
+            await self.templates.pop(key).close()
+        for key in [k for k in self._creating if k[0] == bundle_dir]:
+            self._creating[key].cancel()
+
+    def pids(self) -> set[int]:
+        out = {t.proc.pid for t in self.templates.values()}
+        if self.base is not None:
+            out.add(self.base.proc.pid)
+        return out
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in list(self._creating.values()):
+            task.cancel()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        for t in list(self.templates.values()):
+            await t.close()
+        self.templates.clear()
+        if self.base is not None:
+            await self.base.close()
+
+    def snapshot(self) -> dict:
+        return {
+            "enabled": self.config.enabled,
+            "base": None if self.base is None else {
+                "pid": self.base.proc.pid, "alive": self.base.alive, "forks": self.base.forks,
+                "preloaded": self.base.info.get("preloaded", []), "restarts": self.restarts},
+            "models": [{"bundle": k[0], "memory_mb": k[1], "pid": t.proc.pid, "alive": t.alive, "forks": t.forks}
+                       for k, t in self.templates.items()],
+        }
