@@ -135,7 +135,7 @@ class EndpointService:
             raise InvalidSpec(f"the host memory budget has no room to check a {variant.memory_mb} MB bundle now")
         spec = SandboxSpec(sandbox_id=sid, endpoint=name, variant=variant.name, memory_mb=variant.memory_mb,
                            bundle_dir=variant.bundle_dir, bundle_kind=variant.bundle_kind,
-                           log_path=str(mgr.log_path(name)))
+                           log_path=str(mgr.log_path(name)), check_only=True)
         try:
             sb = await mgr.backend.start(spec)
         except StartError as exc:

@@ -88,13 +88,10 @@ class RuntimeApi:
         try:
             if pool is None:
                 raise NotReady(f"endpoint {name} is being updated")
-            lease = await pool.acquire()
-            result = await lease.sandbox.invoke(
-                sbx.InvokeRequest(body=body, content_type=headers.get("Content-Type"),
-                                  accept=headers.get("Accept"),
-                                  custom_attributes=headers.get(CUSTOM_ATTRIBUTES)),
-                gw.settings.invocation_timeout_s,
-            )
+            req = sbx.InvokeRequest(body=body, content_type=headers.get("Content-Type"),
+                                    accept=headers.get("Accept"), custom_attributes=headers.get(CUSTOM_ATTRIBUTES))
+            lease = await pool.acquire(sample=req)
+            result = await lease.sandbox.invoke(req, gw.settings.invocation_timeout_s)
             if result.error_kind == sbx.DEAD_HANDLE:
                 raise NotReady(result.message)
         except Throttled as exc:

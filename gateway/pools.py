@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.sandbox import Backend, Sandbox, SandboxSpec, StartError, State
+from runtime.sandbox import Backend, InvokeRequest, Sandbox, SandboxSpec, StartError, State
 
 from .admission import Candidate, HostBudget, choose_evictions
 from .clock import Clock
@@ -26,6 +26,8 @@ from .model import VariantSpec
 from .policy import ArrivalLog, History, IdleSandbox
 
 log = logging.getLogger("slimserve.pools")
+
+MAX_SAMPLE_BYTES = 64 * 1024     # larger requests are not kept as warm-up inputs
 
 
 class Throttled(Exception):
@@ -88,7 +90,9 @@ class VariantPool:
         return [IdleSandbox(sb.id, self.idle_since[sb.id]) for sb in self.idle]
 
     # --- the request path -------------------------------------------------
-    async def acquire(self) -> Lease:
+    async def acquire(self, sample: InvokeRequest | None = None) -> Lease:
+        """A sandbox for one request; ``sample`` is that request, which a cold start
+        may hand to the backend as a warm-up input for what it keeps warm."""
         if self.draining:
             raise NotReady(f"endpoint {self.endpoint} is being updated or deleted; retry")
         adm = self.admission
@@ -105,7 +109,7 @@ class VariantPool:
                 if sb.state is State.IDLE:
                     return Lease(sb, self, cold=False)
             t0 = self.manager.clock.now()
-            sb = await self._start_sandbox()
+            sb = await self._start_sandbox(sample)
             self.cold_starts += 1
             return Lease(sb, self, cold=True, init_ms=(self.manager.clock.now() - t0) * 1000.0)
         except BaseException:
@@ -124,7 +128,7 @@ class VariantPool:
             await sb.destroy("pool drained")
 
     # --- sandbox lifecycle --------------------------------------------------
-    async def _start_sandbox(self) -> Sandbox:
+    async def _start_sandbox(self, sample: InvokeRequest | None = None) -> Sandbox:
         mgr = self.manager
         sid = f"sb-{uuid.uuid4().hex[:12]}"
         if not await mgr.make_room(self.endpoint, sid, self.spec.memory_mb):
@@ -135,6 +139,7 @@ class VariantPool:
             sandbox_id=sid, endpoint=self.endpoint, variant=self.spec.name, memory_mb=self.spec.memory_mb,
             bundle_dir=self.spec.bundle_dir, bundle_kind=self.spec.bundle_kind,
             log_path=str(mgr.log_path(self.endpoint)),
+            sample=sample if sample is not None and len(sample.body) <= MAX_SAMPLE_BYTES else None,
         )
         self.starting += 1
         mgr.owner[sid] = self

@@ -264,7 +264,7 @@ class ProcessBackend(Backend):
 
     def _want_template(self, spec: SandboxSpec) -> None:
         """A bundle with traffic gets a model zygote, so later cold starts skip loading it."""
-        if self.zygotes.base is not None and self.zygotes.base.alive:
+        if not spec.check_only and self.zygotes.base is not None and self.zygotes.base.alive:
             self.zygotes.want_template((spec.bundle_dir, spec.memory_mb), lambda: self._make_template(spec))
 
     async def release_bundle(self, bundle_dir: str) -> None:
@@ -374,10 +374,14 @@ class ProcessBackend(Backend):
         tmp_dir.mkdir(parents=True, exist_ok=True)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         cgroup = None
+        setup = dict(self._setup(spec, None, tmp_dir), role="zygote")
+        sample = b""
+        if spec.sample is not None:   # stems pre-run it, so copy-on-write faults happen before a request waits
+            sample = spec.sample.body
+            setup["warmup"] = {"content_type": spec.sample.content_type, "accept": spec.sample.accept}
         try:
             with open(self.zygotes.config.log_path, "ab", buffering=0) as logf:
-                reply = await base.assign(dict(self._setup(spec, None, tmp_dir), role="zygote"),
-                                          [theirs.fileno(), logf.fileno()])
+                reply = await base.assign(setup, [theirs.fileno(), logf.fileno()], payload=sample)
             proc = AdoptedProcess(reply["pid"])
             if reply.get("cgroup"):
                 cgroup = cgroups.Cgroup.adopt(self.cgroup_support, reply["cgroup"], spec.memory_mb << 20)

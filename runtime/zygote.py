@@ -92,12 +92,15 @@ def _reseed() -> None:
 
 class Zygote:
     def __init__(self, control: socket.socket, gateway_pid: int, stems: int, handler=None,
-                 bundle: tuple[str, str] | None = None, cgroup_base: str = "", cgroup_version: str = ""):
+                 bundle: tuple[str, str] | None = None, cgroup_base: str = "", cgroup_version: str = "",
+                 warmup: tuple[bytes, dict] | None = None, stem_limit_bytes: int = 0):
         self.control = control
         self.gateway_pid = gateway_pid
         self.target_stems = stems
         self.cgroup_base = cgroup_base        # where stems make (and join) their own cgroups ahead of demand
         self.cgroup_version = cgroup_version
+        self.warmup = warmup                  # (body, {content_type, accept}) a model zygote's stems pre-run
+        self.stem_limit_bytes = stem_limit_bytes   # cap while a stem waits (it runs user code when warming up)
         self.handler = handler            # a model zygote's loaded bundle
         self.bundle = bundle
         self.stems: list[tuple[int, socket.socket, str]] = []     # (pid, socket, cgroup name)
@@ -143,15 +146,33 @@ class Zygote:
             cgroup = ""
             if self.cgroup_base:     # joining a cgroup can stall on an RCU grace period: do it now, not on demand
                 cgroup = f"stem-{os.getpid()}"
-                cgroups.make_and_join(self.cgroup_base, self.cgroup_version, cgroup)
+                path = cgroups.make_and_join(self.cgroup_base, self.cgroup_version, cgroup)
+                if self.stem_limit_bytes:
+                    cgroups.set_memory_limit(path, self.cgroup_version, self.stem_limit_bytes)
+            self._warm_up()
             protocol.send_blocking(sock, {"pid": os.getpid(), "cgroup": cgroup})
-            header, _, fds = protocol.recv_with_fds(sock)
-            self._take_assignment(sock, header, fds, cgroup)
+            header, payload, fds = protocol.recv_with_fds(sock)
+            self._take_assignment(sock, header, fds, cgroup, payload)
         except BaseException:  # noqa: BLE001 - a stem must never return into the zygote's loop
             traceback.print_exc()
         os._exit(1)
 
-    def _take_assignment(self, zsock: socket.socket, setup: dict, fds: list[int], cgroup: str) -> None:
+    def _warm_up(self) -> None:
+        """Run the model once on a real request's input, discarding the answer: the pages
+        a call touches are copied now, while nobody waits, instead of on the first request."""
+        if self.warmup is None or self.handler is None:
+            return
+        from .bundle import InvocationContext
+
+        body, meta = self.warmup
+        try:
+            self.handler.invoke(body, InvocationContext(content_type=meta.get("content_type"),
+                                                        accept=meta.get("accept")))
+        except Exception:  # noqa: BLE001 - a failed warm-up only means a slower first request
+            pass
+
+    def _take_assignment(self, zsock: socket.socket, setup: dict, fds: list[int], cgroup: str,
+                         payload: bytes = b"") -> None:
         from .worker import load_and_serve, protect
 
         t0 = time.perf_counter()
@@ -180,12 +201,13 @@ class Zygote:
         _reseed()
         channel = socket.socket(fileno=channel_fd)
         if setup.get("role") == "zygote":
-            self._become_model_zygote(channel, setup, protections, timings)
+            self._become_model_zygote(channel, setup, protections, timings, payload)
         else:
             load_and_serve(channel, setup["bundle"], setup["kind"], protections, timings, handler=self.handler)
         os._exit(0)
 
-    def _become_model_zygote(self, control: socket.socket, setup: dict, protections: dict, timings: dict) -> None:
+    def _become_model_zygote(self, control: socket.socket, setup: dict, protections: dict, timings: dict,
+                             sample: bytes) -> None:
         from . import bundle
 
         t0 = time.perf_counter()
@@ -198,8 +220,9 @@ class Zygote:
         gc.collect()
         gc.freeze()
         timings["load_ms"] = (time.perf_counter() - t0) * 1000.0
+        warmup = (sample, setup["warmup"]) if "warmup" in setup else None
         zy = Zygote(control, self.gateway_pid, self.target_stems, handler, (setup["bundle"], setup["kind"]),
-                    self.cgroup_base, self.cgroup_version)
+                    self.cgroup_base, self.cgroup_version, warmup, setup.get("memory_limit_bytes", 0))
         protocol.send_blocking(control, {"op": "ready", "pid": os.getpid(), "threads": thread_count(),
                                          "protections": protections, "timings": timings})
         zy.loop()
@@ -221,11 +244,11 @@ class Zygote:
                     time.sleep(0.05)
                 continue
             try:
-                header, _, fds = protocol.recv_with_fds(self.control)
+                header, payload, fds = protocol.recv_with_fds(self.control)
             except protocol.ProtocolError:
                 return                                      # the gateway closed the channel
             try:
-                reply = self.handle(header, fds)
+                reply = self.handle(header, fds, payload)
             except ForkRefused as exc:
                 reply = {"ok": False, "message": str(exc)}
             finally:
@@ -233,7 +256,7 @@ class Zygote:
                     os.close(fd)
             protocol.send_blocking(self.control, reply)
 
-    def handle(self, header: dict, fds: list[int]) -> dict:
+    def handle(self, header: dict, fds: list[int], payload: bytes = b"") -> dict:
         op = header.get("op")
         if op == "ping":
             return {"ok": True, "pid": os.getpid(), "stems": len(self.stems), "threads": thread_count(),
@@ -245,7 +268,7 @@ class Zygote:
         pid, sock, cgroup = self.stems.pop(0) if self.stems else self.make_stem()
         fork_ms = (time.perf_counter() - t0) * 1000.0
         try:
-            protocol.send_with_fds(sock, header, fds)
+            protocol.send_with_fds(sock, header, fds, payload)
         except OSError:
             sock.close()
             raise ForkRefused("the stem died before it took its assignment") from None

@@ -89,12 +89,12 @@ class ZygoteHandle:
     def alive(self) -> bool:
         return not self.broken and self.proc.returncode is None
 
-    async def assign(self, setup: dict, fds: list[int], timeout_s: float = 10.0) -> dict:
+    async def assign(self, setup: dict, fds: list[int], timeout_s: float = 10.0, payload: bytes = b"") -> dict:
         async with self._lock:
             if not self.alive:
                 raise ZygoteUnavailable(f"zygote {self.name} is not running")
             try:
-                protocol.send_with_fds(self.control, dict(setup, op="assign"), fds)
+                protocol.send_with_fds(self.control, dict(setup, op="assign"), fds, payload)
                 reply = await asyncio.wait_for(protocol.recv_sock_async(self.control), timeout_s)
             except (OSError, protocol.ProtocolError, asyncio.TimeoutError) as exc:
                 self.broken = True

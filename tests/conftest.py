@@ -8,6 +8,7 @@ def gateway():
     """One real gateway per test module (process backend, SQLite), 5 s invocation timeout."""
     state = make_state_dir()
     gw = GatewayProcess(state, "--timeout", "5").start()
+    gw.wait_for_zygote()
     yield gw
     gw.stop()
     remove_state_dir(state)

@@ -50,6 +50,14 @@ class GatewayProcess:
             raise RuntimeError("gateway did not start:\n" + "".join(self.output))
         return self
 
+    def wait_for_zygote(self, timeout: float = 60.0) -> dict:
+        """Until the base zygote is ready (it imports numpy and scikit-learn first)."""
+        c = self.client()
+        state = wait_until(lambda: (z := c.zygotes()).get("base") and z["base"]["alive"] and z, timeout=timeout)
+        if not state:
+            raise RuntimeError("the base zygote did not come up")
+        return state
+
     def client(self):
         from gateway.client import Client
 

@@ -1,0 +1,47 @@
+"""Shared by the benchmarks: start a gateway (or any server that prints its URL) and stop it."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100.0 * (len(s) - 1))))]
+
+
+def start_server(argv: list[str], timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """Run ``argv`` and wait for its 'listening on http://...' line."""
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    deadline = time.monotonic() + timeout
+    for line in proc.stdout:
+        m = re.search(r"listening on (http://[\d.]+:\d+)", line)
+        if m:
+            return proc, m.group(1)
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise RuntimeError(f"{' '.join(argv[:5])} did not start")
+
+
+def start_gateway(state_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    return start_server([sys.executable, "-m", "gateway.cli", "serve", "--port", "0",
+                         "--state-dir", str(state_dir), *extra])
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

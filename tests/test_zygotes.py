@@ -1,0 +1,156 @@
+"""Cold starts forked from zygotes: the path taken, isolation kept, and failures absorbed."""
+import json
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests import models
+from tests.helpers import wait_until
+
+
+@pytest.fixture(scope="module")
+def rf():
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = load_iris(return_X_y=True)
+    return RandomForestClassifier(n_estimators=50, random_state=0).fit(X, y), X
+
+
+def _invoke(gw, name, body=b"[[5.1, 3.5, 1.4, 0.2]]"):
+    r = gw.boto().invoke_endpoint(EndpointName=name, Body=body, ContentType="application/json")
+    return json.loads(r["Body"].read())
+
+
+def _model_zygote_ready(c, name):
+    bundle = c.describe(name)["variants"][0]
+    return any(m["alive"] and f"/{name}/v{bundle['bundle_version']}" in m["bundle"] for m in c.zygotes()["models"])
+
+
+def test_cold_starts_take_the_zygote_then_the_model_zygote_path(gateway, rf):
+    model, X = rf
+    c = gateway.client()
+    c.deploy("zy-rf", model, memory_mb=2048)
+    assert _invoke(gateway, "zy-rf", json.dumps(X[:3].tolist())) == model.predict(X[:3]).tolist()
+    first = c.usage(endpoint="zy-rf")[-1]
+    assert first["cold_start"] and first["start_path"] == "zygote"
+    detail = json.loads(first["init_detail"])
+    for phase in ("fork_ms", "cgroup_ms", "netns_ms", "load_ms", "first_predict_ms", "total_ms"):
+        assert phase in detail and detail[phase] >= 0
+    assert detail["load_ms"] > 0
+    # the endpoint has traffic: a model zygote with the model loaded appears, and later cold starts use it
+    assert wait_until(lambda: _model_zygote_ready(c, "zy-rf"), timeout=30)
+    c.scale_in("zy-rf")
+    assert _invoke(gateway, "zy-rf") == [0]
+    rec = c.usage(endpoint="zy-rf")[-1]
+    assert rec["cold_start"] and rec["start_path"] == "model-zygote"
+    assert json.loads(rec["init_detail"])["load_ms"] < detail["load_ms"]     # nothing left to load
+    sandboxes = c.describe("zy-rf")["variants"][0]["pool"]["sandboxes"]
+    assert [s["start_path"] for s in sandboxes] == ["model-zygote"]
+    assert sandboxes[0]["protections"]["applied"][:3] == ["pdeathsig", "cgroup", "netns"]
+    text = __import__("urllib.request").request.urlopen(gateway.url + "/metrics").read().decode()
+    assert 'slimserve_cold_start_phase_seconds_count{path="model-zygote",phase="first_predict"}' in text
+
+
+def test_forked_sandboxes_keep_the_memory_cap_crash_and_timeout_behaviour(gateway):
+    c = gateway.client()
+    boto = gateway.boto()
+    for name, fn in (("zy-bomb", models.allocates), ("zy-exit", models.exits), ("zy-hang", models.hangs)):
+        c.deploy(name, fn, memory_mb=1024)
+    with pytest.raises(boto.exceptions.ModelError) as exc:
+        _invoke(gateway, "zy-bomb", b"1536")
+    assert "1024 MB" in exc.value.response["Error"]["Message"]
+    assert _invoke(gateway, "zy-bomb", b"100") == 100 << 20
+    with pytest.raises(boto.exceptions.ModelError) as exc:
+        _invoke(gateway, "zy-exit")
+    assert "exit code 7" in exc.value.response["Error"]["Message"]
+    with pytest.raises(boto.exceptions.ModelError) as exc:
+        _invoke(gateway, "zy-hang")
+    assert "timed out" in exc.value.response["Error"]["Message"]
+    recs = {}
+    for u in c.usage():
+        recs.setdefault(u["endpoint"], []).append(u)
+    assert recs["zy-bomb"][0]["error_kind"] == "out_of_memory"
+    assert recs["zy-exit"][0]["error_kind"] == "exited" and recs["zy-hang"][0]["error_kind"] == "timeout"
+    paths = {u["start_path"] for name in ("zy-bomb", "zy-exit", "zy-hang") for u in recs[name] if u["cold_start"]}
+    assert paths <= {"zygote", "model-zygote"} and paths
+
+
+def test_forked_sandboxes_get_their_own_random_state(gateway):
+    c = gateway.client()
+    c.deploy("zy-rand", models.randoms, memory_mb=1024)
+    a = _invoke(gateway, "zy-rand", b"0")
+    c.scale_in("zy-rand")
+    b = _invoke(gateway, "zy-rand", b"0")
+    assert a[0] != b[0] and a[1] != b[1]
+
+
+def _pids(c):
+    z = c.zygotes()
+    return z["base"]["pid"], [m["pid"] for m in z["models"]]
+
+
+def test_zygote_killed_mid_traffic_is_replaced_with_no_failed_request(fresh_gateway, rf):
+    model, _ = rf
+    gw = fresh_gateway()
+    gw.wait_for_zygote()
+    c = gw.client()
+    c.deploy("zy-live", model, memory_mb=2048, max_concurrency=50)
+    _invoke(gw, "zy-live")
+    assert wait_until(lambda: _model_zygote_ready(c, "zy-live"), timeout=30)
+    base_pid, model_pids = _pids(c)
+    errors, done = [], []
+    stop = threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            try:
+                done.append(_invoke(gw, "zy-live"))
+            except Exception as exc:  # noqa: BLE001 - any failure fails the test below
+                errors.append(exc)
+
+    def churn():                 # keep forcing cold starts, so forks are in flight when the zygotes die
+        while not stop.is_set():
+            c.scale_in("zy-live")
+
+    with ThreadPoolExecutor(4) as ex:
+        futs = [ex.submit(traffic) for _ in range(3)] + [ex.submit(churn)]
+        wait_until(lambda: len(done) > 30, timeout=30)
+        for pid in model_pids + [base_pid]:
+            os.kill(pid, signal.SIGKILL)
+        n = len(done)
+        wait_until(lambda: len(done) > n + 60, timeout=60)
+        stop.set()
+        for f in futs:
+            f.result()
+    assert errors == []
+    new_base = wait_until(lambda: (z := c.zygotes())["base"] and z["base"]["alive"] and z["base"]["pid"] != base_pid
+                          and z, timeout=30)
+    assert new_base and new_base["base"]["restarts"] >= 1
+    # the replacement zygotes are used again
+    assert wait_until(lambda: _model_zygote_ready(c, "zy-live"), timeout=30) or _invoke(gw, "zy-live") == [0]
+    c.scale_in("zy-live")
+    _invoke(gw, "zy-live")
+    assert c.usage(endpoint="zy-live")[-1]["start_path"] in ("zygote", "model-zygote")
+
+
+def test_a_zygote_with_threads_refuses_to_fork_and_the_fresh_path_serves(fresh_gateway):
+    gw = fresh_gateway("--preload", "tests.thready")
+    c = gw.client()
+    base = wait_until(lambda: (z := c.zygotes())["base"] and z["base"], timeout=60)
+    assert base and base["alive"] is False            # started, found a thread, not used
+    c.deploy("zy-fresh", models.echo, memory_mb=1024)
+    assert _invoke(gw, "zy-fresh", b"1") == {"echo": 1}
+    assert c.usage(endpoint="zy-fresh")[-1]["start_path"] == "fresh"
+
+
+def test_no_zygotes_flag_uses_fresh_interpreters(fresh_gateway):
+    gw = fresh_gateway("--no-zygotes")
+    c = gw.client()
+    c.deploy("plain", models.echo, memory_mb=1024)
+    assert _invoke(gw, "plain", b"2") == {"echo": 2}
+    assert c.usage(endpoint="plain")[-1]["start_path"] == "fresh"
+    assert c.zygotes()["base"] is None
