@@ -18,12 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
+from benchmarks._servers import percentile as pct  # noqa: E402
+from benchmarks._servers import start_gateway, start_server, stop_server  # noqa: E402
 from gateway.client import Client  # noqa: E402
 
 BARE_SERVER = """
@@ -58,35 +56,6 @@ uvloop.run(main())
 
 def echo(x):
     return {"echo": x}
-
-
-def start_server(argv: list[str]) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    deadline = time.monotonic() + 30
-    for line in proc.stdout:
-        m = re.search(r"listening on (http://[\d.]+:\d+)", line)
-        if m:
-            return proc, m.group(1)
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise RuntimeError(f"{argv[:4]} did not start")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q / 100.0 * (len(s) - 1))))]
 
 
 async def one_request(url: str, name: str) -> tuple[float, int]:
@@ -179,8 +148,7 @@ def main() -> int:
     state = Path(tempfile.mkdtemp(prefix="slimserve-bench-"))
     procs = []
     try:
-        gw_proc, gw_url = start_server([sys.executable, "-m", "gateway.cli", "serve", "--port", "0",
-                                        "--state-dir", str(state)])
+        gw_proc, gw_url = start_gateway(state)
         procs.append(gw_proc)
         bare_proc, bare_url = start_server([sys.executable, "-c", BARE_SERVER])
         procs.append(bare_proc)

@@ -116,7 +116,7 @@ def test_bundle_that_fails_to_import_is_refused_at_deploy(gateway, tmp_path):
 
 def test_pickle_of_unimportable_code_is_refused_at_deploy(gateway, tmp_path):
     # A pickle made in another interpreter, referring by name to a module only it had.
-    script = textwrap.dedent(f'''
+    script = textwrap.dedent('''
         import sys, types, cloudpickle
         mod = types.ModuleType("vanishing_module")
         exec("def f(x):\\n    return x", mod.__dict__)
