@@ -27,7 +27,7 @@ from .http_admin import AdminApi, ensure_token
 from .http_runtime import RuntimeApi
 from .meter import Meter
 from .metrics import Metrics
-from .policy import FixedKeepAlive
+from . import policy as policies
 from .pools import PoolManager
 from .scaler import ProvisionedMeter, Scaler
 from .store import Store
@@ -39,6 +39,12 @@ def host_budget_mb(settings: Settings) -> int:
     if settings.memory_budget_mb:
         return int(settings.memory_budget_mb)
     return int(psutil.virtual_memory().total * settings.memory_budget_fraction) >> 20
+
+
+def make_policy(settings: Settings):
+    if settings.policy == "fixed":
+        return policies.FixedKeepAlive(settings.keep_alive_s)
+    return policies.parse(settings.policy, settings.policy_cold_start_ms)
 
 
 def make_backend(settings: Settings):
@@ -59,7 +65,7 @@ class Gateway:
     def __init__(self, settings: Settings, clock: Clock | None = None, policy=None):
         self.settings = settings
         self.clock = clock or Clock()
-        self.policy = policy or FixedKeepAlive(settings.keep_alive_s)
+        self.policy = policy or make_policy(settings)
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
         self._scaler_task: asyncio.Task | None = None
@@ -78,7 +84,8 @@ class Gateway:
         self.budget = HostBudget(host_budget_mb(s))
         self.backend = make_backend(s)
         self.provisioned = ProvisionedMeter(self.clock)
-        self.manager = PoolManager(self.backend, self.budget, self.clock, s.logs_dir, self.provisioned.change)
+        self.manager = PoolManager(self.backend, self.budget, self.clock, s.logs_dir, self.provisioned.change,
+                                   self.policy)
         self.backend.listeners.append(self.manager.on_sandbox_event)
         await self.backend.open()
         self.metrics = Metrics(self.manager)
@@ -86,7 +93,7 @@ class Gateway:
         await self.meter.start()
         self.endpoints = EndpointService(s, self.store, self.manager)
         await self.endpoints.load()
-        self.scaler = Scaler(self.manager, self.policy, self.meter, self.clock,
+        self.scaler = Scaler(self.manager, self.meter, self.clock,
                              s.reaper_interval_s, s.provisioned_checkpoint_s, self.provisioned)
         self._scaler_task = asyncio.get_running_loop().create_task(self.scaler.run())
 

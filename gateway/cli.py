@@ -56,10 +56,16 @@ async def _serve(settings: Settings) -> None:
 def cmd_serve(args) -> int:
     import uvloop
 
+    from . import policy as policies
+
+    if args.policy != "fixed":
+        policies.parse(args.policy)            # refuse a bad name before anything starts
+
     settings = Settings(
         state_dir=Path(args.state_dir or DEFAULT_STATE_DIR), host=args.host, port=args.port,
         backend=args.backend, invocation_timeout_s=args.timeout, memory_budget_mb=args.memory_budget_mb,
         memory_budget_fraction=args.memory_budget_fraction, keep_alive_s=args.keep_alive,
+        policy=args.policy, policy_cold_start_ms=args.policy_cold_start_ms,
         cgroup_mode=args.cgroup, network_isolation=not args.allow_network,
         zygotes=not args.no_zygotes,
         zygote_preload=tuple(m for m in (args.preload or "").split(",") if m),
@@ -230,7 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--memory-budget-mb", type=int, default=None, help="host memory sandboxes may reserve")
     s.add_argument("--memory-budget-fraction", type=float, default=0.8,
                    help="fraction of RAM sandboxes may reserve when --memory-budget-mb is unset (default 0.8)")
-    s.add_argument("--keep-alive", type=float, default=600.0, help="idle keep-alive in seconds (default 600)")
+    s.add_argument("--policy", default="adaptive",
+                   help="warm-pool policy: adaptive (default), histogram, fixed (uses --keep-alive), fixed:SECONDS, none")
+    s.add_argument("--policy-cold-start-ms", type=float, default=1000.0,
+                   help="cold-start latency the adaptive policy weighs against idle memory (default 1000)")
+    s.add_argument("--keep-alive", type=float, default=600.0, help="keep-alive of --policy fixed, seconds (default 600)")
     s.add_argument("--cgroup", default="auto", choices=["auto", "v2", "v1", "none"])
     s.add_argument("--allow-network", action="store_true", help="do not put sandboxes in a network namespace")
     s.add_argument("--no-zygotes", action="store_true",

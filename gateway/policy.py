@@ -1,75 +1,333 @@
-"""Warm-pool policy: pure functions of an endpoint's recent history and the time.
+"""Warm-pool policy: pure decisions from an endpoint's recent traffic and the time.
 
-No I/O and no clock reads here: the scaler builds a ``History`` snapshot, calls
-``decide(history, now)``, and applies the ``Decision``.  The same code can run
-against a virtual clock in a simulator or a unit test.
+No I/O and no clock reads.  A pool (live) or the simulator feeds ``Traffic``
+with arrivals and completions, and whenever a sandbox goes idle it asks the
+policy for a ``Plan``: keep the sandbox until ``expire_at``, or let it go now
+and have one warm again between ``prewarm_at`` and ``prewarm_until``.  The same
+code runs live and in ``slimserve simulate``.  All times are seconds.
 
-Times are in seconds on the gateway's monotonic clock.
+Levels.  When the number of in-flight requests drops from L to L-1, a sandbox
+goes idle "at level L"; it is needed again when demand next reaches L.  The
+time between the two is that level's *idle time* (IT).  Level 1 is the classic
+idle time of a function (last request done -> next request); higher levels are
+the extra sandboxes a burst or a daily peak needs.  ITs are properties of the
+demand, not of the policy, so they can be learned while any policy runs.
+Each level keeps its last ``SAMPLES`` ITs: bounded state per endpoint.
+
+Policies:
+  ``none``        reap at once: every request after a gap is a cold start.
+  ``fixed:S``     keep each idle sandbox S seconds (the classic keep-alive).
+  ``histogram``   Shahrad et al., "Serverless in the Wild" (USENIX ATC'20): an
+                  application-level IT histogram (1-minute bins, 4 h range);
+                  when representative, pre-warm at the 5th percentile minus 10 %
+                  and keep alive to the 99th plus 10 %; otherwise keep alive for
+                  the histogram's range; mostly out-of-range ITs use a forecast
+                  (here the last IT: the paper's ARIMA is out of scope).
+  ``adaptive``    per level, choose the pre-warm point p and keep-alive end k
+                  that minimise  E[idle seconds] + H * P(cold start)  over the
+                  recent ITs, where H (seconds of idle memory that one cold start
+                  is worth) grows with the cold-start latency.  Until a level
+                  has ITs, keep alive for H: the break-even ("ski rental") rule,
+                  never worse than twice the best choice in hindsight.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
+LEVELS = 8          # levels tracked separately; deeper ones share the last
+SAMPLES = 16        # most recent idle times remembered per level (periodicity)
+BINS_PER_DECADE = 10
+HIST_MIN_S = 0.1
+HIST_BINS = 68      # 0.1 s .. about a week, ratio 10^(1/10) a bin; longer ITs fall in the last
+HIST_HALF_LIFE = 400.0    # observations after which an IT counts half as much
+EPISODE_GAP_S = 60.0      # idle longer than this ends an episode of activity
+EPISODES = 8              # episodes remembered (peak concurrency, duration)
+_EDGES = [HIST_MIN_S * 10 ** (i / BINS_PER_DECADE) for i in range(HIST_BINS + 1)]
+_MIDS = [math.sqrt(a * b) for a, b in zip(_EDGES, _EDGES[1:])]
+_DECAY = 2 ** (1 / HIST_HALF_LIFE)
+
+
+def _bin(it: float) -> int:
+    if it <= HIST_MIN_S:
+        return 0
+    return min(HIST_BINS - 1, int(math.log10(it / HIST_MIN_S) * BINS_PER_DECADE))
+
 
 @dataclass(frozen=True)
-class History:
-    """What a policy may know about one variant's pool at one instant."""
+class Plan:
+    """What to do with a sandbox that just went idle."""
 
-    provisioned: int = 0                    # sandboxes that must stay warm, always
-    arrivals: tuple[float, ...] = ()        # recent request arrival times, oldest first (bounded)
-    last_arrival: float | None = None
-    in_flight: int = 0
+    expire_at: float                      # reap it then (== now: at once)
+    prewarm_at: float | None = None       # have one warm again from then ...
+    prewarm_until: float | None = None    # ... until then (unless a request takes it)
+
+
+class Traffic:
+    """Bounded record of one endpoint's demand: in-flight count and per-level idle times."""
+
+    __slots__ = ("in_flight", "its", "hist", "weight", "drops", "arrivals", "last_arrival", "fresh",
+                 "app_drop", "memo", "episode_start", "episode_peak", "peaks", "durations", "new_episode",
+                 "memory_gb")
+
+    def __init__(self, memory_mb: int = 1024) -> None:
+        self.memory_gb = memory_mb / 1024.0
+        self.in_flight = 0
+        self.its = [deque(maxlen=SAMPLES) for _ in range(LEVELS + 1)]   # index = level (0 unused)
+        self.hist: list[list[float] | None] = [None] * (LEVELS + 1)      # decayed long-term IT histograms
+        self.weight = [1.0] * (LEVELS + 1)        # weight of the next IT (grows instead of decaying the rest)
+        self.episode_start: float | None = None
+        self.episode_peak = 0
+        self.peaks: deque[int] = deque(maxlen=EPISODES)
+        self.durations: deque[float] = deque(maxlen=EPISODES)
+        self.new_episode = False
+        self.drops: dict[int, float] = {}         # level -> when demand last fell below it
+        self.arrivals = 0
+        self.last_arrival: float | None = None
+        self.fresh = [0] * (LEVELS + 1)           # ITs added per level since a policy last looked
+        self.app_drop: float | None = None
+        self.memo: dict = {}                      # a policy's own small derived state (cached choices)
+
+    def arrive(self, t: float) -> None:
+        self.new_episode = self.in_flight == 0 and (self.app_drop is None or t - self.app_drop >= EPISODE_GAP_S)
+        if self.new_episode:
+            if self.episode_start is not None:
+                self.peaks.append(self.episode_peak)
+                self.durations.append(self.app_drop - self.episode_start)
+            self.episode_start, self.episode_peak = t, 0
+        self.in_flight += 1
+        self.episode_peak = max(self.episode_peak, self.in_flight)
+        level = self.in_flight
+        self.arrivals += 1
+        self.last_arrival = t
+        dropped = self.drops.pop(level, None)
+        if dropped is not None:
+            self._observe(min(level, LEVELS), t - dropped)
+
+    def _observe(self, slot: int, it: float) -> None:
+        self.its[slot].append(it)
+        self.fresh[slot] += 1
+        h = self.hist[slot]
+        if h is None:
+            h = self.hist[slot] = [0.0] * HIST_BINS
+        w = self.weight[slot]
+        h[_bin(it)] += w
+        w *= _DECAY
+        if w > 1e9:                                   # renormalise now and then
+            self.hist[slot] = [v / w for v in h]
+            w = 1.0
+        self.weight[slot] = w
+
+    def depart(self, t: float) -> int:
+        """A request finished; returns the level its sandbox goes idle at."""
+        level = self.in_flight
+        self.in_flight = max(0, self.in_flight - 1)
+        self.drops[level] = t
+        if self.in_flight == 0:
+            self.app_drop = t
+        return level
+
+    def level_its(self, level: int) -> deque:
+        return self.its[min(level, LEVELS)]
+
+
+class _NoScaleOut:
+    def scale_out(self, traffic: "Traffic", now: float, alive: int) -> tuple[int, float]:
+        return 0, 0.0
+
+
+class NoKeepAlive(_NoScaleOut):
+    name = "none"
+
+    def plan(self, traffic: Traffic, level: int, now: float) -> Plan:
+        return Plan(expire_at=now)
 
 
 @dataclass(frozen=True)
-class Decision:
-    keep_alive_s: float       # an idle sandbox is reaped once idle this long ...
-    min_warm: int             # ... unless that would leave fewer than this many alive
-    target_warm: int          # start sandboxes until this many are alive (pre-warm)
-
-
-@dataclass(frozen=True)
-class FixedKeepAlive:
-    """Keep every sandbox warm for a fixed window after its last request.
-
-    The window counts from when each sandbox became idle; provisioned sandboxes
-    are never reaped and are replaced when they die.
-    """
-
+class FixedKeepAlive(_NoScaleOut):
     keep_alive_s: float = 600.0
 
-    def decide(self, history: History, now: float) -> Decision:
-        return Decision(keep_alive_s=self.keep_alive_s, min_warm=history.provisioned,
-                        target_warm=history.provisioned)
+    @property
+    def name(self) -> str:
+        return f"fixed:{self.keep_alive_s:g}"
+
+    def plan(self, traffic: Traffic, level: int, now: float) -> Plan:
+        return Plan(expire_at=now + self.keep_alive_s)
+
+
+class HistogramPolicy(_NoScaleOut):
+    """The hybrid histogram policy of Shahrad et al. (ATC'20), application level."""
+
+    name = "histogram"
+    BIN_S = 60.0
+    RANGE_S = 4 * 3600.0
+    MARGIN = 0.10
+    CV_THRESHOLD = 2.0
+    MIN_SAMPLES = 10          # fewer ITs than this: not representative yet
+    OOB_FRACTION = 0.5        # more ITs than this beyond the range: forecast instead
+
+    def _hist(self, traffic: Traffic) -> dict:
+        h = traffic.memo.get("histogram")
+        if h is None:
+            h = traffic.memo["histogram"] = {"bins": [0] * int(self.RANGE_S / self.BIN_S), "oob": 0,
+                                            "n": 0, "seen": 0, "last_oob": None}
+        its = traffic.its[1]
+        new = min(traffic.fresh[1], len(its))
+        for it in list(its)[len(its) - new:] if new else ():
+            h["n"] += 1
+            if it >= self.RANGE_S:
+                h["oob"] += 1
+                h["last_oob"] = it
+            else:
+                h["bins"][int(it // self.BIN_S)] += 1
+        traffic.fresh[1] = 0
+        return h
+
+    def windows(self, traffic: Traffic) -> tuple[float, float] | None:
+        """(pre-warm, keep-alive end) in seconds after going idle, or None if not representative."""
+        h = self._hist(traffic)
+        n_in = h["n"] - h["oob"]
+        if h["n"] and h["oob"] / h["n"] > self.OOB_FRACTION and h["last_oob"] is not None:
+            it = h["last_oob"]                             # forecast: the last out-of-range IT
+            return it * (1 - 0.15), it * (1 + 0.15)
+        if n_in < self.MIN_SAMPLES:
+            return None
+        bins = h["bins"]
+        mean = n_in / len(bins)
+        var = sum((b - mean) ** 2 for b in bins) / len(bins)
+        if math.sqrt(var) / mean <= self.CV_THRESHOLD:
+            return None
+        head = tail = None
+        acc = 0
+        for i, b in enumerate(bins):
+            acc += b
+            if head is None and acc >= 0.05 * n_in:
+                head = i * self.BIN_S                        # lower edge of the 5th-percentile bin
+            if acc >= 0.99 * n_in:
+                tail = (i + 1) * self.BIN_S                  # upper edge of the 99th-percentile bin
+                break
+        prewarm = math.floor(head * (1 - self.MARGIN) / self.BIN_S) * self.BIN_S
+        keep = math.ceil(tail * (1 + self.MARGIN) / self.BIN_S) * self.BIN_S
+        return prewarm, keep
+
+    def plan(self, traffic: Traffic, level: int, now: float) -> Plan:
+        w = self.windows(traffic)
+        if w is None:
+            return Plan(expire_at=now + self.RANGE_S)        # standard keep-alive of the range
+        prewarm, keep = w
+        if prewarm <= 0 or level > 1:
+            return Plan(expire_at=now + keep)
+        return Plan(expire_at=now, prewarm_at=now + prewarm, prewarm_until=now + keep)
+
+
+class AdaptivePolicy:
+    """Per level: pre-warm for periodic idle times, else the keep-alive that minimises
+    E[idle seconds] + H * P(cold start) over a long-term IT histogram; per endpoint:
+    scale out at the start of an episode of activity to the peak recent episodes reached."""
+
+    name = "adaptive"
+    # One cold start of 1 s is worth this many GB-s of idle memory, so the break-even
+    # keep-alive H is shorter for big sandboxes: 2,400 GB-s -> 2,400 s at 1 GB, 400 s at 6 GB.
+    HARM_GB_S_PER_COLD_S = 2400.0
+    MIN_HARM_S = 1.0
+    PERIODIC_SPREAD = 0.05        # recent ITs within 5 % (or PERIODIC_ABS_S) of each other: a timer
+    PERIODIC_ABS_S = 2.0
+    PERIODIC_SAMPLES = 2
+    RECOMPUTE_EVERY = 8           # recompute a level's keep-alive after this many new ITs
+
+    def __init__(self, cold_start_ms: float = 1000.0):
+        self.cold_s = cold_start_ms / 1000.0
+
+    def harm_s(self, traffic: Traffic) -> float:
+        """H: seconds of this endpoint's idle sandbox that one cold start is worth."""
+        return max(self.MIN_HARM_S, self.HARM_GB_S_PER_COLD_S * self.cold_s / traffic.memory_gb)
+
+    # --- per level, when a sandbox goes idle ---------------------------------------------
+    def periodic_window(self, its) -> tuple[float, float] | None:
+        """A pre-warm window around the next IT if the recent ones repeat (a timer)."""
+        if len(its) < self.PERIODIC_SAMPLES:
+            return None
+        recent = list(its)[-4:]
+        lo, hi = min(recent), max(recent)
+        mid = (lo + hi) / 2
+        if hi - lo > max(self.PERIODIC_SPREAD * mid, self.PERIODIC_ABS_S):
+            return None
+        margin = 0.01 * mid + 1.0 + (hi - lo)
+        p, k = lo - margin, hi + margin
+        if p <= self.cold_s + margin:                    # too soon to let it go and come back
+            return None
+        return p, k
+
+    @staticmethod
+    def keep_alive(hist: list[float] | None, harm_s: float) -> float:
+        """argmin over k of E[min(IT, k)] + H * P(IT > k), on the decayed histogram."""
+        if hist is None:
+            return harm_s                                # nothing known: break even (ski rental)
+        total = sum(hist)
+        if total <= 0:
+            return harm_s
+        best_k, best = 0.0, harm_s                       # k = 0: every request after a gap is cold
+        below_mass = below_idle = 0.0
+        for i, m in enumerate(hist):
+            below_mass += m
+            below_idle += m * _MIDS[i]
+            k = _EDGES[i + 1]
+            above = total - below_mass
+            c = (below_idle + above * (k + harm_s)) / total
+            if c < best:
+                best_k, best = k, c
+        return best_k
+
+    def plan(self, traffic: Traffic, level: int, now: float) -> Plan:
+        slot = min(level, LEVELS)
+        window = self.periodic_window(traffic.its[slot])
+        if window is not None:
+            p, k = window
+            return Plan(expire_at=now, prewarm_at=now + p, prewarm_until=now + k)
+        cached = traffic.memo.get(slot)
+        if cached is None or traffic.fresh[slot] >= self.RECOMPUTE_EVERY:
+            cached = traffic.memo[slot] = self.keep_alive(traffic.hist[slot], self.harm_s(traffic))
+            traffic.fresh[slot] = 0
+        return Plan(expire_at=now + cached)
+
+    # --- per endpoint, when a request arrives -------------------------------------------------
+    def scale_out(self, traffic: Traffic, now: float, alive: int) -> tuple[int, float]:
+        """(sandboxes to start now, seconds to keep them) at the start of an episode:
+        up to the median peak concurrency of recent episodes, for their median length.
+        ``alive`` counts the endpoint's sandboxes, not the one this request is about to get."""
+        if not traffic.new_episode or len(traffic.peaks) < 2:
+            return 0, 0.0
+        peak = sorted(traffic.peaks)[len(traffic.peaks) // 2]
+        duration = sorted(traffic.durations)[len(traffic.durations) // 2]
+        return max(0, peak - alive - 1), self.cold_s + duration + EPISODE_GAP_S / 2
+
+
+def parse(spec: str, cold_start_ms: float = 1000.0):
+    """``adaptive`` | ``histogram`` | ``fixed:SECONDS`` | ``none``."""
+    if spec == "adaptive":
+        return AdaptivePolicy(cold_start_ms)
+    if spec == "histogram":
+        return HistogramPolicy()
+    if spec == "none":
+        return NoKeepAlive()
+    if spec.startswith("fixed:"):
+        try:
+            return FixedKeepAlive(float(spec.split(":", 1)[1]))
+        except ValueError:
+            pass
+    raise ValueError(f"unknown policy {spec!r}: use adaptive, histogram, fixed:SECONDS or none")
 
 
 @dataclass(frozen=True)
 class IdleSandbox:
     sandbox_id: str
-    idle_since: float
+    expire_at: float
 
 
-def select_reaps(idle: list[IdleSandbox], alive: int, decision: Decision, now: float) -> list[str]:
-    """Idle sandboxes whose keep-alive has run out, longest-idle first, never
-    taking the pool below ``decision.min_warm`` alive sandboxes."""
-    spare = max(0, alive - decision.min_warm)
-    expired = sorted((s for s in idle if now - s.idle_since >= decision.keep_alive_s),
-                     key=lambda s: s.idle_since)
-    return [s.sandbox_id for s in expired[:spare]]
-
-
-def sandboxes_to_start(decision: Decision, alive: int, starting: int) -> int:
-    return max(0, decision.target_warm - alive - starting)
-
-
-class ArrivalLog:
-    """Bounded per-variant record of arrivals, the raw material of ``History``."""
-
-    def __init__(self, maxlen: int = 256):
-        self.arrivals: deque[float] = deque(maxlen=maxlen)
-        self.last: float | None = None
-
-    def add(self, t: float) -> None:
-        self.arrivals.append(t)
-        self.last = t
+def select_reaps(idle: list[IdleSandbox], alive: int, floor: int, now: float) -> list[str]:
+    """Idle sandboxes whose time is up, earliest expiry first, never taking the
+    pool below ``floor`` (its provisioned concurrency) alive sandboxes."""
+    spare = max(0, alive - floor)
+    due = sorted((s for s in idle if s.expire_at <= now), key=lambda s: s.expire_at)
+    return [s.sandbox_id for s in due[:spare]]

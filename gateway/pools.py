@@ -23,7 +23,7 @@ from runtime.sandbox import Backend, InvokeRequest, Sandbox, SandboxSpec, StartE
 from .admission import Candidate, HostBudget, choose_evictions
 from .clock import Clock
 from .model import VariantSpec
-from .policy import ArrivalLog, History, IdleSandbox
+from .policy import IdleSandbox, Plan, Traffic
 
 log = logging.getLogger("slimserve.pools")
 
@@ -69,10 +69,12 @@ class VariantPool:
         self.admission = admission
         self.idle: list[Sandbox] = []             # most recently used last
         self.idle_since: dict[str, float] = {}
+        self.expire_at: dict[str, float] = {}     # idle sandbox -> when the policy lets it go
         self.last_used: dict[str, float] = {}
         self.live: dict[str, Sandbox] = {}
         self.starting = 0
-        self.arrivals = ArrivalLog()
+        self.traffic = Traffic(spec.memory_mb)     # what the policy learns from
+        self.prewarm_windows: list[tuple[float, float]] = []   # (from, until): one sandbox warm then
         self.draining = False
         self.cold_starts = 0
         self.last_failure: str | None = None
@@ -82,12 +84,17 @@ class VariantPool:
     def key(self) -> tuple[str, str]:
         return (self.endpoint, self.spec.name)
 
-    def history(self) -> History:
-        return History(provisioned=self.spec.provisioned, arrivals=tuple(self.arrivals.arrivals),
-                       last_arrival=self.arrivals.last, in_flight=self.admission.in_flight)
-
     def idle_view(self) -> list[IdleSandbox]:
-        return [IdleSandbox(sb.id, self.idle_since[sb.id]) for sb in self.idle]
+        return [IdleSandbox(sb.id, self.expire_at.get(sb.id, 0.0)) for sb in self.idle]
+
+    def due_prewarms(self, now: float) -> int:
+        """Pre-warm windows that have opened: each wants one sandbox now (and is consumed)."""
+        due = [w for w in self.prewarm_windows if w[0] <= now]
+        self.prewarm_windows = [w for w in self.prewarm_windows if w[0] > now]
+        for _, until in due:
+            if until > now:
+                self.prewarm(1, until)
+        return len(due)
 
     # --- the request path -------------------------------------------------
     async def acquire(self, sample: InvokeRequest | None = None) -> Lease:
@@ -101,11 +108,16 @@ class VariantPool:
                 f"endpoint {self.endpoint} variant {self.spec.name} is at its MaxConcurrency of {adm.max_concurrency}"
             )
         adm.in_flight += 1
-        self.arrivals.add(self.manager.clock.now())
+        now = self.manager.clock.now()
+        self.traffic.arrive(now)
+        extra, keep_s = self.manager.policy.scale_out(self.traffic, now, len(self.live) + self.starting)
+        if extra:
+            self.prewarm(extra, now + keep_s)
         try:
             while self.idle:
                 sb = self.idle.pop()
                 self.idle_since.pop(sb.id, None)
+                self.expire_at.pop(sb.id, None)
                 if sb.state is State.IDLE:
                     return Lease(sb, self, cold=False)
             t0 = self.manager.clock.now()
@@ -121,9 +133,13 @@ class VariantPool:
         sb = lease.sandbox
         now = self.manager.clock.now()
         self.last_used[sb.id] = now
+        plan: Plan = self.manager.policy.plan(self.traffic, self.traffic.depart(now), now)
+        if plan.prewarm_at is not None:
+            self.prewarm_windows.append((plan.prewarm_at, plan.prewarm_until))
         if sb.state is State.IDLE and not self.draining:
             self.idle.append(sb)
             self.idle_since[sb.id] = now
+            self.expire_at[sb.id] = plan.expire_at      # the scaler reaps it then (above the provisioned floor)
         elif sb.alive:
             await sb.destroy("pool drained")
 
@@ -166,6 +182,7 @@ class VariantPool:
         """Called when a sandbox is destroyed, whoever destroyed it."""
         self.live.pop(sb.id, None)
         self.idle_since.pop(sb.id, None)
+        self.expire_at.pop(sb.id, None)
         self.last_used.pop(sb.id, None)
         if sb in self.idle:
             self.idle.remove(sb)
@@ -177,6 +194,7 @@ class VariantPool:
         for sb in taken:
             self.idle.remove(sb)
             self.idle_since.pop(sb.id, None)
+            self.expire_at.pop(sb.id, None)
         return taken
 
     async def reap(self, ids: list[str], reason: str = "keep-alive expired") -> int:
@@ -185,14 +203,14 @@ class VariantPool:
             await sb.destroy(reason)
         return len(taken)
 
-    def prewarm(self, count: int) -> None:
-        """Start ``count`` sandboxes in the background and park them idle."""
+    def prewarm(self, count: int, until: float = float("inf")) -> None:
+        """Start ``count`` sandboxes in the background and park them idle until ``until``."""
         for _ in range(count):
-            task = asyncio.get_running_loop().create_task(self._prewarm_one())
+            task = asyncio.get_running_loop().create_task(self._prewarm_one(until))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _prewarm_one(self) -> None:
+    async def _prewarm_one(self, until: float) -> None:
         try:
             sb = await self._start_sandbox()
         except (StartFailed, Throttled) as exc:
@@ -204,6 +222,7 @@ class VariantPool:
         now = self.manager.clock.now()
         self.idle.insert(0, sb)
         self.idle_since[sb.id] = now
+        self.expire_at[sb.id] = until
         self.last_used[sb.id] = now
 
     def evictable(self) -> list[Candidate]:
@@ -251,7 +270,10 @@ class VariantPool:
 
 class PoolManager:
     def __init__(self, backend: Backend, budget: HostBudget, clock: Clock, logs_dir: Path,
-                 on_provisioned=None):
+                 on_provisioned=None, policy=None):
+        from .policy import FixedKeepAlive
+
+        self.policy = policy or FixedKeepAlive()
         self.backend = backend
         self.budget = budget
         self.clock = clock

@@ -1,8 +1,9 @@
-"""The loop beside the request path: applies the policy to every pool.
+"""The loop beside the request path: applies the policy's plans to every pool.
 
-Each ``tick`` asks the policy for a decision per pool, reaps idle sandboxes
-whose keep-alive ran out, starts sandboxes up to the decision's target (the
-provisioned floor, and later, predictions), and writes the wall time of
+The pools ask the policy for a plan whenever a sandbox goes idle (when to let
+it go, when to have one warm again).  Each ``tick`` reaps idle sandboxes whose
+time is up (never below the provisioned floor), starts the pre-warms whose
+window has opened, keeps the provisioned floor, and writes the wall time of
 provisioned concurrency to the ledger.  ``run`` calls ``tick`` on the injected
 clock; tests call ``tick`` directly after moving a fake clock.
 """
@@ -13,7 +14,7 @@ import logging
 from .clock import Clock
 from .meter import Meter
 from .model import ProvisionedRecord
-from .policy import select_reaps, sandboxes_to_start
+from .policy import select_reaps
 from .pools import PoolManager
 
 log = logging.getLogger("slimserve.scaler")
@@ -59,10 +60,9 @@ class ProvisionedMeter:
 
 
 class Scaler:
-    def __init__(self, manager: PoolManager, policy, meter: Meter, clock: Clock,
+    def __init__(self, manager: PoolManager, meter: Meter, clock: Clock,
                  interval_s: float, checkpoint_s: float, provisioned: ProvisionedMeter):
         self.manager = manager
-        self.policy = policy
         self.meter = meter
         self.clock = clock
         self.interval_s = interval_s
@@ -76,14 +76,14 @@ class Scaler:
         for pool in self.manager.pools():
             if pool.draining:
                 continue
-            decision = self.policy.decide(pool.history(), now)
-            ids = select_reaps(pool.idle_view(), len(pool.live), decision, now)
+            ids = select_reaps(pool.idle_view(), len(pool.live), pool.spec.provisioned, now)
             if ids:
                 self.reaped += await pool.reap(ids)
                 if not pool.live and not pool.starting:    # the pool went cold: so does its model zygote
                     await self.manager.backend.release_bundle(pool.spec.bundle_dir)
-            missing = sandboxes_to_start(decision, len(pool.live), pool.starting)
-            if missing:
+            pool.due_prewarms(now)
+            missing = pool.spec.provisioned - len(pool.live) - pool.starting
+            if missing > 0:
                 pool.prewarm(missing)
         if now - self._last_checkpoint >= self.checkpoint_s:
             await self.checkpoint()

@@ -4,32 +4,27 @@ import pytest
 from gateway.admission import Candidate, HostBudget, choose_evictions
 from gateway.clock import FakeClock
 from gateway.model import VariantSpec
-from gateway.policy import Decision, FixedKeepAlive, History, IdleSandbox, sandboxes_to_start, select_reaps
+from gateway.policy import FixedKeepAlive, IdleSandbox, NoKeepAlive, Plan, Traffic, select_reaps
 from gateway.pools import PoolManager, Throttled
 from gateway.scaler import ProvisionedMeter, Scaler
 from tests.fakes import FakeBackend
 
 
-def test_fixed_keep_alive_ignores_traffic_and_keeps_provisioned():
+def test_fixed_keep_alive_plans_a_fixed_window():
     p = FixedKeepAlive(600)
-    assert p.decide(History(), 0.0) == Decision(600, 0, 0)
-    assert p.decide(History(provisioned=3, arrivals=(1.0, 2.0), last_arrival=2.0), 5.0) == Decision(600, 3, 3)
+    t = Traffic()
+    t.arrive(0.0)
+    assert p.plan(t, t.depart(1.0), 1.0) == Plan(expire_at=601.0)
+    assert NoKeepAlive().plan(t, 1, 5.0) == Plan(expire_at=5.0)
 
 
-def test_select_reaps_expired_oldest_first_and_respects_floor():
-    idle = [IdleSandbox("a", 0.0), IdleSandbox("b", 100.0), IdleSandbox("c", 500.0)]
-    d = Decision(keep_alive_s=600, min_warm=0, target_warm=0)
-    assert select_reaps(idle, 3, d, 599.0) == []
-    assert select_reaps(idle, 3, d, 600.0) == ["a"]
-    assert select_reaps(idle, 3, d, 1100.0) == ["a", "b", "c"]
-    assert select_reaps(idle, 3, Decision(600, 2, 2), 1100.0) == ["a"]
-    assert select_reaps(idle, 5, Decision(600, 2, 2), 1100.0) == ["a", "b", "c"]   # 2 busy stay
-
-
-def test_sandboxes_to_start():
-    assert sandboxes_to_start(Decision(600, 2, 2), alive=0, starting=0) == 2
-    assert sandboxes_to_start(Decision(600, 2, 2), alive=1, starting=1) == 0
-    assert sandboxes_to_start(Decision(600, 0, 0), alive=3, starting=0) == 0
+def test_select_reaps_due_earliest_first_and_respects_floor():
+    idle = [IdleSandbox("a", 600.0), IdleSandbox("b", 700.0), IdleSandbox("c", 1100.0)]
+    assert select_reaps(idle, 3, 0, 599.0) == []
+    assert select_reaps(idle, 3, 0, 600.0) == ["a"]
+    assert select_reaps(idle, 3, 0, 1100.0) == ["a", "b", "c"]
+    assert select_reaps(idle, 3, 2, 1100.0) == ["a"]
+    assert select_reaps(idle, 5, 2, 1100.0) == ["a", "b", "c"]   # 2 busy stay
 
 
 def test_choose_evictions_lru_other_endpoints_only():
@@ -55,7 +50,7 @@ def rig(tmp_path):
     clock = FakeClock()
     backend = FakeBackend()
     prov = ProvisionedMeter(clock)
-    manager = PoolManager(backend, HostBudget(4096), clock, tmp_path, prov.change)
+    manager = PoolManager(backend, HostBudget(4096), clock, tmp_path, prov.change, FixedKeepAlive(600))
     backend.listeners.append(manager.on_sandbox_event)
 
     class Meter:
@@ -65,7 +60,7 @@ def rig(tmp_path):
             self.records.extend(recs)
 
     meter = Meter()
-    scaler = Scaler(manager, FixedKeepAlive(600), meter, clock, interval_s=5, checkpoint_s=60, provisioned=prov)
+    scaler = Scaler(manager, meter, clock, interval_s=5, checkpoint_s=60, provisioned=prov)
     return clock, backend, manager, scaler, meter
 
 
