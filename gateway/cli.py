@@ -215,6 +215,29 @@ def cmd_doctor(args) -> int:
     return 0
 
 
+def cmd_simulate(args) -> int:
+    from . import simulate
+
+    specs = args.policy or ["adaptive"]
+    try:
+        for spec in specs:
+            simulate.parse(spec, args.cold_start_ms)      # a bad name fails before any run
+        results = [simulate.run(args.trace, spec, args.cold_start_ms) for spec in specs]
+    except ValueError as exc:                             # unknown policy, malformed trace
+        print(f"slimserve: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        for r in results:
+            if not args.by_endpoint:
+                r.pop("by_endpoint", None)
+            print(json.dumps(r))
+    else:
+        print(f"trace {args.trace}: {results[0]['invocations']:,} invocations, "
+              f"{results[0]['endpoints']:,} endpoints, cold start {args.cold_start_ms:g} ms")
+        print(simulate.format_table(results), end="")
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimserve", description="Self-hosted serverless model inference.")
@@ -296,6 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--local", action="store_true", help="check this machine without asking a gateway")
     dr.add_argument("--cgroup", default="auto", choices=["auto", "v2", "v1", "none"])
     dr.add_argument("--format", choices=["table", "json"], default="table")
+
+    sm = sub.add_parser("simulate", help="replay an invocation trace through a warm-pool policy",
+                        description="Replay a trace (CSV or .csv.gz: endpoint,start_s,duration_ms,memory_mb) "
+                                    "through the warm-pool policy code on a virtual clock.")
+    sm.add_argument("--trace", required=True)
+    sm.add_argument("--policy", action="append", default=None, metavar="POLICY",
+                    help="adaptive (default), histogram, fixed:SECONDS or none; repeat to compare "
+                         "(the table shows ratios to fixed:600 when it is one of them)")
+    sm.add_argument("--cold-start-ms", type=float, default=1000.0, help="cold-start latency (default 1000)")
+    sm.add_argument("--format", choices=["table", "json"], default="table",
+                    help="json: one object per run, one per line")
+    sm.add_argument("--by-endpoint", action="store_true", help="json: include per-endpoint figures")
+    sm.set_defaults(fn=cmd_simulate)
     return p
 
 

@@ -44,6 +44,7 @@ HIST_BINS = 68      # 0.1 s .. about a week, ratio 10^(1/10) a bin; longer ITs f
 HIST_HALF_LIFE = 400.0    # observations after which an IT counts half as much
 EPISODE_GAP_S = 60.0      # idle longer than this ends an episode of activity
 EPISODES = 8              # episodes remembered (peak concurrency, duration)
+RECENT_ARRIVALS = 64      # arrival times remembered, for the panic window
 _EDGES = [HIST_MIN_S * 10 ** (i / BINS_PER_DECADE) for i in range(HIST_BINS + 1)]
 _MIDS = [math.sqrt(a * b) for a, b in zip(_EDGES, _EDGES[1:])]
 _DECAY = 2 ** (1 / HIST_HALF_LIFE)
@@ -69,7 +70,7 @@ class Traffic:
 
     __slots__ = ("in_flight", "its", "hist", "weight", "drops", "arrivals", "last_arrival", "fresh",
                  "app_drop", "memo", "episode_start", "episode_peak", "peaks", "durations", "new_episode",
-                 "memory_gb")
+                 "memory_gb", "recent")
 
     def __init__(self, memory_mb: int = 1024) -> None:
         self.memory_gb = memory_mb / 1024.0
@@ -82,6 +83,7 @@ class Traffic:
         self.peaks: deque[int] = deque(maxlen=EPISODES)
         self.durations: deque[float] = deque(maxlen=EPISODES)
         self.new_episode = False
+        self.recent: deque[float] = deque(maxlen=RECENT_ARRIVALS)   # arrival times, for rate spikes
         self.drops: dict[int, float] = {}         # level -> when demand last fell below it
         self.arrivals = 0
         self.last_arrival: float | None = None
@@ -97,6 +99,7 @@ class Traffic:
                 self.durations.append(self.app_drop - self.episode_start)
             self.episode_start, self.episode_peak = t, 0
         self.in_flight += 1
+        self.recent.append(t)
         self.episode_peak = max(self.episode_peak, self.in_flight)
         level = self.in_flight
         self.arrivals += 1
@@ -292,15 +295,34 @@ class AdaptivePolicy:
         return Plan(expire_at=now + cached)
 
     # --- per endpoint, when a request arrives -------------------------------------------------
+    PANIC_WINDOW_S = 2.0          # Knative's panic window: a short look at the arrival rate ...
+    STABLE_WINDOW_S = 60.0        # ... against a long one
+    PANIC_RATE_RATIO = 2.0        # panic when the short-window rate is this many times the long one
+    PANIC_HEADROOM = 2.0          # and aim for this many times the concurrency in flight
+    PANIC_KEEP_S = 60.0
+
     def scale_out(self, traffic: Traffic, now: float, alive: int) -> tuple[int, float]:
-        """(sandboxes to start now, seconds to keep them) at the start of an episode:
-        up to the median peak concurrency of recent episodes, for their median length.
-        ``alive`` counts the endpoint's sandboxes, not the one this request is about to get."""
-        if not traffic.new_episode or len(traffic.peaks) < 2:
-            return 0, 0.0
-        peak = sorted(traffic.peaks)[len(traffic.peaks) // 2]
-        duration = sorted(traffic.durations)[len(traffic.durations) // 2]
-        return max(0, peak - alive - 1), self.cold_s + duration + EPISODE_GAP_S / 2
+        """(sandboxes to start now, seconds to keep them), on two occasions:
+
+        * an episode of activity starts: up to the median peak concurrency of recent
+          episodes, kept for their median length;
+        * panic (as Knative): every sandbox is busy and arrivals over the last 2 s run at
+          twice the rate of the last minute or more: up to twice the concurrency in flight.
+
+        ``alive`` counts the endpoint's sandboxes, not the one this request is about to get.
+        """
+        if traffic.new_episode and len(traffic.peaks) >= 2:
+            peak = sorted(traffic.peaks)[len(traffic.peaks) // 2]
+            duration = sorted(traffic.durations)[len(traffic.durations) // 2]
+            return max(0, peak - alive - 1), self.cold_s + duration + EPISODE_GAP_S / 2
+        if traffic.in_flight > alive and len(traffic.recent) >= 4:
+            short = sum(1 for t in traffic.recent if now - t <= self.PANIC_WINDOW_S) / self.PANIC_WINDOW_S
+            span = min(self.STABLE_WINDOW_S, max(self.PANIC_WINDOW_S, now - traffic.recent[0]))
+            stable = len(traffic.recent) / span
+            if short >= self.PANIC_RATE_RATIO * stable or span < self.STABLE_WINDOW_S and short * span >= 4:
+                want = math.ceil(self.PANIC_HEADROOM * traffic.in_flight)
+                return max(0, want - alive - 1), self.cold_s + self.PANIC_KEEP_S
+        return 0, 0.0
 
 
 def parse(spec: str, cold_start_ms: float = 1000.0):
