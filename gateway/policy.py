@@ -28,7 +28,10 @@ Policies:
                   recent ITs, where H (seconds of idle memory that one cold start
                   is worth) grows with the cold-start latency.  Until a level
                   has ITs, keep alive for H: the break-even ("ski rental") rule,
-                  never worse than twice the best choice in hindsight.
+                  never worse than twice the best choice in hindsight.  Timers
+                  (recent ITs that repeat) get a pre-warm window instead of a
+                  keep-alive, and a single IT a narrow hedging pre-warm beyond it;
+                  bursts scale out (episode peaks, Knative-style panic window).
 """
 from __future__ import annotations
 
@@ -237,6 +240,8 @@ class AdaptivePolicy:
     PERIODIC_SPREAD = 0.05        # recent ITs within 5 % (or PERIODIC_ABS_S) of each other: a timer
     PERIODIC_ABS_S = 2.0
     PERIODIC_SAMPLES = 2
+    HEDGE = True                  # also pre-warm narrowly around a repeat of the last idle time
+    HEDGE_SPREAD = 0.01
     RECOMPUTE_EVERY = 8           # recompute a level's keep-alive after this many new ITs
 
     def __init__(self, cold_start_ms: float = 1000.0):
@@ -292,6 +297,14 @@ class AdaptivePolicy:
         if cached is None or traffic.fresh[slot] >= self.RECOMPUTE_EVERY:
             cached = traffic.memo[slot] = self.keep_alive(traffic.hist[slot], self.harm_s(traffic))
             traffic.fresh[slot] = 0
+        its = traffic.its[slot]
+        if self.HEDGE and its:
+            # Hedge: the last idle time may repeat (a timer not yet confirmed).  A narrow
+            # pre-warm around it costs a few seconds of memory and catches the repeat.
+            last = its[-1]
+            margin = self.HEDGE_SPREAD * last + 1.0
+            if last - margin > cached + self.cold_s:
+                return Plan(expire_at=now + cached, prewarm_at=now + last - margin, prewarm_until=now + last + margin)
         return Plan(expire_at=now + cached)
 
     # --- per endpoint, when a request arrives -------------------------------------------------
