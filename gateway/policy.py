@@ -312,7 +312,7 @@ class AdaptivePolicy:
     STABLE_WINDOW_S = 60.0        # ... against a long one
     PANIC_RATE_RATIO = 2.0        # panic when the short-window rate is this many times the long one
     PANIC_HEADROOM = 2.0          # and aim for this many times the concurrency in flight
-    PANIC_KEEP_S = 60.0
+    PANIC_KEEP_S = 60.0           # (or break-even H, if shorter: cheap cold starts need no long stay)
 
     def scale_out(self, traffic: Traffic, now: float, alive: int) -> tuple[int, float]:
         """(sandboxes to start now, seconds to keep them), on two occasions:
@@ -334,7 +334,7 @@ class AdaptivePolicy:
             stable = len(traffic.recent) / span
             if short >= self.PANIC_RATE_RATIO * stable or span < self.STABLE_WINDOW_S and short * span >= 4:
                 want = math.ceil(self.PANIC_HEADROOM * traffic.in_flight)
-                return max(0, want - alive - 1), self.cold_s + self.PANIC_KEEP_S
+                return max(0, want - alive - 1), self.cold_s + min(self.PANIC_KEEP_S, self.harm_s(traffic))
         return 0, 0.0
 
 

@@ -62,6 +62,8 @@ class Lease:
 
 
 class VariantPool:
+    MAX_PREWARM_WINDOWS = 32
+
     def __init__(self, manager: "PoolManager", endpoint: str, spec: VariantSpec, admission: Admission):
         self.manager = manager
         self.endpoint = endpoint
@@ -136,6 +138,7 @@ class VariantPool:
         plan: Plan = self.manager.policy.plan(self.traffic, self.traffic.depart(now), now)
         if plan.prewarm_at is not None:
             self.prewarm_windows.append((plan.prewarm_at, plan.prewarm_until))
+            del self.prewarm_windows[:-self.MAX_PREWARM_WINDOWS]      # bounded: the latest plans win
         if sb.state is State.IDLE and not self.draining:
             self.idle.append(sb)
             self.idle_since[sb.id] = now
@@ -249,9 +252,12 @@ class VariantPool:
     def snapshot(self) -> dict:
         states: dict[str, int] = {}
         sandboxes = []
+        now = self.manager.clock.now()
         for sb in self.live.values():
             states[sb.state.value] = states.get(sb.state.value, 0) + 1
+            expire = self.expire_at.get(sb.id)
             sandboxes.append({
+                "expires_in_s": None if expire is None else round(expire - now, 3),
                 "id": sb.id, "state": sb.state.value, "pid": sb.info.get("pid"),
                 "start_path": sb.info.get("path"), "start_ms": sb.info.get("start_ms"),
                 "load_ms": sb.info.get("load_ms"), "timings": sb.info.get("timings", {}),
@@ -265,6 +271,7 @@ class VariantPool:
             "in_flight": self.admission.in_flight, "max_concurrency": self.admission.max_concurrency,
             "provisioned": self.spec.provisioned, "cold_starts": self.cold_starts,
             "states": states, "sandboxes": sandboxes, "last_failure": self.last_failure,
+            "prewarm_windows": [(round(a - now, 3), round(b - now, 3)) for a, b in self.prewarm_windows],
         }
 
 
