@@ -55,9 +55,7 @@ from .clock import Clock
 
 DEFAULT_BODY = b"[[5.1, 3.5, 1.4, 0.2]]"
 DEFAULT_CONTENT_TYPE = "application/json"
-# SageMaker Serverless Inference's published on-demand compute price in us-east-1,
-# USD per GB-second: an example only; pass your own with --price-per-gb-s.
-EXAMPLE_PRICE_PER_GB_S = 0.0000200
+EXAMPLE_PRICE_PER_GB_S = loadreport.EXAMPLE_PRICE_PER_GB_S
 PROGRESS_WINDOW_S = 5.0        # the progress line's rates and percentiles cover this many seconds
 USAGE_SLACK_S = 60.0           # usage records are fetched this far around the run, then matched by request id
 
@@ -66,6 +64,10 @@ Knot = tuple[float, float]     # (seconds from start, planned req/s); the rate i
 
 class UsageError(Exception):
     """A mistake in the command line or its inputs: one line on stderr, exit 2."""
+
+
+class GatewayUnreachable(Exception):
+    """No gateway answers at --url: one line on stderr, exit 1."""
 
 
 # --- schedules (pure) ------------------------------------------------------------------
@@ -299,7 +301,8 @@ Sampler = Callable[[], Awaitable[tuple[int, int] | None]]
 
 
 class LoadRun:
-    """Sends ``arrivals`` open-loop through ``send``, at most ``concurrency`` at once.
+    """Sends ``arrivals`` open-loop through ``send``, at most ``concurrency`` at once, over
+    at least ``duration_s`` seconds (the planned length, which may end after the last arrival).
 
     ``sample`` (optional) returns (warm, starting) sandboxes; it and ``on_tick`` are
     called about every ``tick_s`` seconds.  ``stop()`` ends the dispatch early and lets
@@ -309,7 +312,8 @@ class LoadRun:
 
     def __init__(self, arrivals: list[Arrival], send: Sender, *, default_body: bytes = DEFAULT_BODY,
                  concurrency: int | None = None, clock: Clock | None = None, sample: Sampler | None = None,
-                 on_tick: Callable[["LoadRun"], None] | None = None, tick_s: float = 1.0):
+                 on_tick: Callable[["LoadRun"], None] | None = None, tick_s: float = 1.0,
+                 duration_s: float | None = None):
         self.arrivals = sorted(arrivals, key=lambda a: a.offset)
         self.offsets = [a.offset for a in self.arrivals]
         self.send = send
@@ -319,12 +323,16 @@ class LoadRun:
         self.sample = sample
         self.on_tick = on_tick
         self.tick_s = tick_s
+        last = self.arrivals[-1].offset if self.arrivals else 0.0
+        self.duration_s = max(duration_s or 0.0, last)   # the run lasts at least this long unless stopped
         self.records = [RequestRecord(i, a.endpoint, a.offset) for i, a in enumerate(self.arrivals)]
         self.completed: list[RequestRecord] = []     # in completion order
         self.samples: list[Sample] = []
         self.in_flight = 0
         self.next_index = 0                          # arrivals before this one were sent or dropped
         self.dropped = 0
+        self.errors = 0                              # completed with an error other than a throttle
+        self.throttled = 0
         self.stopped = False
         self.t0 = self.wall0 = self.wall_end = 0.0
         self.elapsed_end: float | None = None
@@ -382,6 +390,9 @@ class LoadRun:
             task = asyncio.create_task(self._one(rec, arrival.body if arrival.body is not None else self.default_body))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        rest = self.t0 + self.duration_s - self.clock.now()
+        if rest > 0:
+            await self.clock.sleep(rest)
 
     async def _one(self, rec: RequestRecord, body: bytes) -> None:
         try:
@@ -392,6 +403,10 @@ class LoadRun:
             out = Outcome(None, f"ClientError:{type(exc).__name__}")
         rec.latency_s = self.clock.now() - self.t0 - rec.sent_s
         rec.status, rec.error, rec.request_id = out.status, out.error, out.request_id
+        if rec.error == loadreport.THROTTLE:
+            self.throttled += 1
+        elif rec.error is not None:
+            self.errors += 1
         self.in_flight -= 1
         self.completed.append(rec)
 
@@ -418,7 +433,7 @@ class LoadRun:
         now = self.elapsed()
         span = max(min(seconds, now), 1e-9)
         lo = now - span
-        offered = bisect.bisect_right(self.offsets, now) - bisect.bisect_right(self.offsets, lo)
+        offered = bisect.bisect_right(self.offsets, now) - bisect.bisect_left(self.offsets, lo)
         lat, ok = [], 0
         for rec in reversed(self.completed):
             if rec.done_at() < lo:
@@ -426,15 +441,13 @@ class LoadRun:
             if rec.error is None:
                 ok += 1
                 lat.append(rec.latency_s * 1000.0)
-        errors = sum(1 for r in self.completed if r.error is not None and r.error != loadreport.THROTTLE)
-        throttled = sum(1 for r in self.completed if r.error == loadreport.THROTTLE)
         last = self.samples[-1] if self.samples else None
         return {
-            "elapsed_s": now, "planned_s": self.offsets[-1] if self.offsets else 0.0,
+            "elapsed_s": now, "planned_s": self.duration_s,
             "offered_rps": offered / span, "throughput_rps": ok / span,
             "p50_ms": loadreport.percentile(lat, 50) if lat else None,
             "p99_ms": loadreport.percentile(lat, 99) if lat else None,
-            "sent": self.next_index - self.dropped, "errors": errors, "throttled": throttled,
+            "sent": self.next_index - self.dropped, "errors": self.errors, "throttled": self.throttled,
             "dropped": self.dropped, "in_flight": self.in_flight,
             "warm": last.warm if last else None,
         }
@@ -465,6 +478,10 @@ class Admin:
         return await asyncio.to_thread(self.client.endpoints)
 
     async def usage(self, names: set[str], since: float, until: float) -> list[dict]:
+        """Usage records of the endpoints ``names`` that started in [since, until)."""
+        if len(names) > 8:                  # one query for all, rather than one per endpoint of a wide trace
+            rows = await asyncio.to_thread(self.client.usage, since=since, until=until)
+            return [r for r in rows if r.get("endpoint") in names]
         rows: list[dict] = []
         for name in sorted(names):
             rows += await asyncio.to_thread(self.client.usage, endpoint=name, since=since, until=until)
@@ -607,6 +624,8 @@ def build_plan(args) -> Plan:
         config.update(trace=str(args.trace), speedup=args.speedup, map_endpoints=args.map_endpoints,
                       trace_body=args.trace_body, duration_s=duration)
         config.pop("arrivals", None)
+    if not arrivals:
+        raise UsageError("the pattern plans no requests: raise the rates or the duration")
     targets = {a.endpoint for a in arrivals}
     config["targets"] = sorted(targets)
     config["planned_requests"] = len(arrivals)
@@ -668,6 +687,9 @@ async def execute(plan: Plan, url: str, admin: Admin | None, *, content_type: st
             more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
             raise UsageError(f"no such endpoint at {url}: {', '.join(missing[:5])}{more}")
 
+    if admin is None:
+        await _ping(url)
+
     async def sample():
         return warm_counts(await admin.endpoints(), plan.targets)
 
@@ -676,7 +698,7 @@ async def execute(plan: Plan, url: str, admin: Admin | None, *, content_type: st
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         run = LoadRun(plan.arrivals, HttpSender(session, url, content_type, accept), default_body=plan.body,
                       concurrency=concurrency, clock=clock, sample=sample if admin is not None else None,
-                      on_tick=progress)
+                      on_tick=progress, duration_s=plan.duration_s)
         loop = asyncio.get_running_loop()
         presses = [0]
 
@@ -707,6 +729,19 @@ async def execute(plan: Plan, url: str, admin: Admin | None, *, content_type: st
     return run, usage
 
 
+async def _ping(url: str) -> None:
+    """Refuse to start a run against a gateway that does not answer GET /ping."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            async with session.get(url.rstrip("/") + "/ping") as resp:
+                if resp.status != 200:
+                    raise GatewayUnreachable(f"{url}/ping answered HTTP {resp.status}")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise GatewayUnreachable(f"cannot reach the gateway at {url}: {exc}") from None
+
+
 def run_from_args(args) -> int:
     """``slimserve load``: 0 when the run completed (whatever the gateway answered), 1 when the
     gateway could not be reached, 2 for a usage error, 130 when interrupted."""
@@ -735,7 +770,7 @@ def run_from_args(args) -> int:
     except UsageError as exc:
         print(f"slimserve load: {exc}", file=sys.stderr)
         return 2
-    except ClientError as exc:
+    except (ClientError, GatewayUnreachable) as exc:
         print(f"slimserve load: {exc}", file=sys.stderr)
         return 1
     config = dict(plan.config, url=client.url)
@@ -743,6 +778,10 @@ def run_from_args(args) -> int:
                            [(s.t, s.warm, s.starting) for s in run.samples], usage,
                            started_at=run.wall0, ended_at=run.wall_end, elapsed_s=run.elapsed(),
                            interrupted=run.stopped)
+    if args.format == "json":
+        print(json.dumps({k: v for k, v in doc.items() if k != "requests"}, indent=1))
+    else:
+        print(loadreport.format_text(doc))
     if args.out:
         try:
             paths = loadreport.write(doc, Path(args.out))
@@ -750,10 +789,6 @@ def run_from_args(args) -> int:
             print(f"slimserve load: cannot write the report: {exc}", file=sys.stderr)
             return 1
         print("slimserve load: wrote " + ", ".join(map(str, paths)), file=sys.stderr)
-    if args.format == "json":
-        print(json.dumps({k: v for k, v in doc.items() if k != "requests"}, indent=1))
-    else:
-        print(loadreport.format_text(doc))
     return 130 if run.stopped else 0
 
 
