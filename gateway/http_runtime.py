@@ -102,7 +102,7 @@ class RuntimeApi:
             if exc.kind == sbx.SPAWN_FAILED:
                 api_error = errors.unavailable(exc.message)
             else:
-                    api_error = errors.model_error(exc.kind if exc.kind == sbx.OUT_OF_MEMORY else sbx.LOAD_FAILED,
+                api_error = errors.model_error(exc.kind if exc.kind == sbx.OUT_OF_MEMORY else sbx.LOAD_FAILED,
                                                exc.message, 500, self.log_stream(name))
         except Exception as exc:  # noqa: BLE001 - a gateway bug still gets a record and a 500
             log.exception("invocation of %s failed inside the gateway", name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,8 @@ class VariantPool:
         self.starting = 0
         self.traffic = Traffic(spec.memory_mb)     # what the policy learns from
         self.prewarm_windows: list[tuple[float, float]] = []   # (from, until): one sandbox warm then
+        self.prewarms_open = 0                    # pre-warms starting that no request has claimed yet
+        self._claims: deque[asyncio.Future] = deque()   # requests waiting for one of them
         self.draining = False
         self.cold_starts = 0
         self.last_failure: str | None = None
@@ -112,18 +115,22 @@ class VariantPool:
         adm.in_flight += 1
         now = self.manager.clock.now()
         self.traffic.arrive(now)
-        extra, keep_s = self.manager.policy.scale_out(self.traffic, now, len(self.live) + self.starting)
-        if extra:
+        alive = len(self.live) + self.starting
+        extra, keep_s = self.manager.policy.scale_out(self.traffic, now, alive)
+        extra = min(extra, adm.max_concurrency - alive - 1)     # never more sandboxes than can be used at once
+        if extra > 0:
             self.prewarm(extra, now + keep_s)
         try:
             while self.idle:
                 sb = self.idle.pop()
-                self.idle_since.pop(sb.id, None)
+                self.idle_ended(sb.id, now)
                 self.expire_at.pop(sb.id, None)
                 if sb.state is State.IDLE:
                     return Lease(sb, self, cold=False)
             t0 = self.manager.clock.now()
-            sb = await self._start_sandbox(sample)
+            sb = await self._claim_prewarm() if self.prewarms_open > 0 else None
+            if sb is None:
+                sb = await self._start_sandbox(sample)
             self.cold_starts += 1
             return Lease(sb, self, cold=True, init_ms=(self.manager.clock.now() - t0) * 1000.0)
         except BaseException:
@@ -181,10 +188,25 @@ class VariantPool:
         self.last_failure = None
         return sb
 
+    def idle_ended(self, sid: str, now: float | None = None) -> None:
+        """The sandbox stops being idle (taken, reaped, evicted, dead): book its idle time."""
+        since = self.idle_since.pop(sid, None)
+        meter = self.manager.idle_meter
+        # Sandboxes that only hold the provisioned floor are the customer's, paid as provisioned time.
+        if since is not None and meter is not None and len(self.live) > self.spec.provisioned:
+            now = self.manager.clock.now() if now is None else now
+            meter.book(self.endpoint, self.spec.name, self.spec.memory_mb, since, now)
+
+    def cut_idle(self, now: float) -> None:
+        """Book idle time so far of sandboxes still idle (a checkpoint)."""
+        for sid in list(self.idle_since):
+            self.idle_ended(sid, now)
+            self.idle_since[sid] = now
+
     def forget(self, sb: Sandbox) -> None:
         """Called when a sandbox is destroyed, whoever destroyed it."""
+        self.idle_ended(sb.id)
         self.live.pop(sb.id, None)
-        self.idle_since.pop(sb.id, None)
         self.expire_at.pop(sb.id, None)
         self.last_used.pop(sb.id, None)
         if sb in self.idle:
@@ -196,7 +218,7 @@ class VariantPool:
         taken = [sb for sb in self.idle if sb.id in wanted]
         for sb in taken:
             self.idle.remove(sb)
-            self.idle_since.pop(sb.id, None)
+            self.idle_ended(sb.id)
             self.expire_at.pop(sb.id, None)
         return taken
 
@@ -209,19 +231,56 @@ class VariantPool:
     def prewarm(self, count: int, until: float = float("inf")) -> None:
         """Start ``count`` sandboxes in the background and park them idle until ``until``."""
         for _ in range(count):
+            self.prewarms_open += 1
             task = asyncio.get_running_loop().create_task(self._prewarm_one(until))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
+    async def _claim_prewarm(self) -> Sandbox | None:
+        """Wait for a pre-warm already starting rather than start a second sandbox beside it
+        (in a spike, that would double the cold starts and the memory reserved for them).
+        None if the pre-warm failed: the caller starts its own."""
+        self.prewarms_open -= 1
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._claims.append(fut)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut in self._claims:             # nobody handed us one: the pre-warm is free again
+                self._claims.remove(fut)
+                self.prewarms_open += 1
+            elif fut.done() and not fut.cancelled() and fut.result() is not None:
+                self._park(fut.result(), float("inf"))
+            raise
+
+    def _hand_over(self, sb: Sandbox | None) -> bool:
+        """Give a finished pre-warm (or its failure, None) to the oldest waiting request."""
+        while self._claims:
+            fut = self._claims.popleft()
+            if not fut.done():
+                fut.set_result(sb)
+                return True
+        self.prewarms_open = max(0, self.prewarms_open - 1)
+        return False
+
     async def _prewarm_one(self, until: float) -> None:
+        sb = None
         try:
             sb = await self._start_sandbox()
         except (StartFailed, Throttled) as exc:
             log.warning("pre-warm of %s/%s failed: %s", self.endpoint, self.spec.name, exc)
+        except asyncio.CancelledError:
+            self._hand_over(None)
+            raise
+        if sb is None or self.draining:
+            self._hand_over(None)
+            if sb is not None:
+                await sb.destroy("pool drained")
             return
-        if self.draining:
-            await sb.destroy("pool drained")
-            return
+        if not self._hand_over(sb):
+            self._park(sb, until)
+
+    def _park(self, sb: Sandbox, until: float) -> None:
         now = self.manager.clock.now()
         self.idle.insert(0, sb)
         self.idle_since[sb.id] = now
@@ -240,7 +299,8 @@ class VariantPool:
         for task in list(self._background):
             task.cancel()
         idle, self.idle = self.idle, []
-        self.idle_since.clear()
+        for sb in idle:
+            self.idle_ended(sb.id)
         for sb in idle:
             await sb.destroy("pool drained")
 
@@ -277,10 +337,11 @@ class VariantPool:
 
 class PoolManager:
     def __init__(self, backend: Backend, budget: HostBudget, clock: Clock, logs_dir: Path,
-                 on_provisioned=None, policy=None):
+                 on_provisioned=None, policy=None, idle_meter=None):
         from .policy import FixedKeepAlive
 
         self.policy = policy or FixedKeepAlive()
+        self.idle_meter = idle_meter                 # books the idle time of warm sandboxes (IdleMeter)
         self.backend = backend
         self.budget = budget
         self.clock = clock
