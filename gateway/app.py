@@ -29,6 +29,8 @@ from .meter import Meter
 from .metrics import Metrics
 from . import policy as policies
 from .pools import PoolManager
+from .billing import Prices
+from .idlemeter import IdleMeter
 from .scaler import ProvisionedMeter, Scaler
 from .store import Store
 
@@ -66,6 +68,7 @@ class Gateway:
         self.settings = settings
         self.clock = clock or Clock()
         self.policy = policy or make_policy(settings)
+        self.prices = Prices.load(settings.prices_path)      # a bad price table stops the start, clearly
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
         self._scaler_task: asyncio.Task | None = None
@@ -85,7 +88,7 @@ class Gateway:
         self.backend = make_backend(s)
         self.provisioned = ProvisionedMeter(self.clock)
         self.manager = PoolManager(self.backend, self.budget, self.clock, s.logs_dir, self.provisioned.change,
-                                   self.policy)
+                                   self.policy, IdleMeter(self.clock))
         self.backend.listeners.append(self.manager.on_sandbox_event)
         await self.backend.open()
         self.metrics = Metrics(self.manager)

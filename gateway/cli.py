@@ -15,6 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .billing import BillingError
 from .client import DEFAULT_STATE_DIR, Client, ClientError
 from .config import MEMORY_TIERS_MB, Settings
 from .model import InvalidSpec, parse_tags
@@ -69,7 +70,11 @@ def cmd_serve(args) -> int:
         cgroup_mode=args.cgroup, network_isolation=not args.allow_network,
         zygotes=not args.no_zygotes,
         zygote_preload=tuple(m for m in (args.preload or "").split(",") if m),
+        prices_path=Path(args.prices) if args.prices else None,
     )
+    from .billing import Prices
+
+    Prices.load(settings.prices_path)          # refuse a bad price table before anything starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     uvloop.run(_serve(settings))
     return 0
@@ -170,6 +175,9 @@ USAGE_COLS = ["start", "endpoint", "variant", "memory_mb", "billed_ms", "model_m
 
 
 def cmd_usage(args) -> int:
+    if args.format == "csv":
+        sys.stdout.write(_client(args).usage_csv(endpoint=args.endpoint, kind=args.kind))
+        return 0
     rows = _client(args).usage(endpoint=args.endpoint, limit=args.limit, kind=args.kind)
     if args.format == "json":
         print(json.dumps(rows, indent=1))
@@ -186,6 +194,23 @@ def cmd_usage(args) -> int:
                 r[k] = f"{r[k]:.3f}"
         shown.append(r)
     print(_table(shown, cols) if shown else "no usage records")
+    return 0
+
+
+def cmd_bill(args) -> int:
+    from . import billreport
+
+    client = _client(args)
+    if args.format in ("json", "csv", "html"):
+        out = client.bill(since=args.since, until=args.until, by=args.by, format=args.format)
+        text = json.dumps(out, indent=1) + "\n" if args.format == "json" else out
+    else:
+        text = billreport.table(client.bill(since=args.since, until=args.until, by=args.by))
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"slimserve: bill written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -264,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--policy-cold-start-ms", type=float, default=1000.0,
                    help="cold-start latency the adaptive policy weighs against idle memory (default 1000)")
     s.add_argument("--keep-alive", type=float, default=600.0, help="keep-alive of --policy fixed, seconds (default 600)")
+    s.add_argument("--prices", default=None, metavar="FILE",
+                   help="price table for bills (JSON; default: the shipped example, gateway/prices.json)")
     s.add_argument("--cgroup", default="auto", choices=["auto", "v2", "v1", "none"])
     s.add_argument("--allow-network", action="store_true", help="do not put sandboxes in a network namespace")
     s.add_argument("--no-zygotes", action="store_true",
@@ -314,7 +341,20 @@ def build_parser() -> argparse.ArgumentParser:
     us.add_argument("--endpoint", default=None)
     us.add_argument("--limit", type=int, default=None, help="only the last N records")
     us.add_argument("--kind", choices=["invocation", "provisioned"], default="invocation")
-    us.add_argument("--format", choices=["table", "json"], default="table")
+    us.add_argument("--format", choices=["table", "json", "csv"], default="table",
+                    help="csv: every record (all of them, for other tools)")
+    bl = client_cmd("bill", "what each endpoint, variant, tier, tag or period cost", cmd_bill)
+    bl.add_argument("--since", default=None, help="ISO 8601 time, Unix seconds, or an age like 24h or 7d")
+    bl.add_argument("--until", default=None, help="same forms as --since (default: now)")
+    bl.add_argument("--by", default="endpoint",
+                    help="endpoint (default), variant, tier, tag:KEY, hour or day; comma-separated to nest")
+    bl.add_argument("--format", choices=["table", "csv", "json", "html"], default="table")
+    bl.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
+    from . import loadtest
+
+    ld = client_cmd("load", "drive a live gateway with constant, poisson, burst or trace-replay traffic",
+                    loadtest.run_from_args)
+    loadtest.add_arguments(ld)
     dr = client_cmd("doctor", "which sandbox protections are in force here", cmd_doctor)
     dr.add_argument("--local", action="store_true", help="check this machine without asking a gateway")
     dr.add_argument("--cgroup", default="auto", choices=["auto", "v2", "v1", "none"])
@@ -342,7 +382,7 @@ def main(argv=None) -> int:
     except ClientError as exc:
         print(f"slimserve: {exc}", file=sys.stderr)
         return 1
-    except (InvalidSpec, FileNotFoundError, OSError) as exc:
+    except (InvalidSpec, FileNotFoundError, OSError, BillingError) as exc:
         print(f"slimserve: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

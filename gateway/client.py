@@ -161,6 +161,19 @@ class Client:
         return self._json("GET", "/admin/usage",
                           query=dict(endpoint=endpoint, since=since, until=until, limit=limit, kind=kind))
 
+    def bill(self, since: str | None = None, until: str | None = None, by: str = "endpoint",
+             format: str = "json"):
+        """A bill: the JSON document, or the CSV / HTML text when ``format`` asks for it."""
+        query = dict(since=since, until=until, by=by, format=format)
+        if format == "json":
+            return self._json("GET", "/admin/bill", query=query)
+        return self._request("GET", "/admin/bill", query=query)[2].decode()
+
+    def usage_csv(self, endpoint: str | None = None, since: float | None = None, until: float | None = None,
+                  kind: str = "invocation") -> str:
+        return self._request("GET", "/admin/usage", query=dict(endpoint=endpoint, since=since, until=until,
+                                                                 kind=kind, format="csv"))[2].decode()
+
     def scale_in(self, name: str) -> dict:
         """Stop the endpoint's idle sandboxes now, down to its provisioned floor."""
         return self._json("POST", f"/admin/endpoints/{_q(name)}/scale-in")

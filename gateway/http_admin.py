@@ -11,7 +11,8 @@ token the gateway wrote to ``<state-dir>/admin-token`` at first start.
   GET    /admin/endpoints/{name}/logs?tail=N   sandbox stdout/stderr
   POST   /admin/endpoints/{name}/scale-in      stop idle sandboxes now (down to the provisioned floor)
   GET    /admin/zygotes                        the zygotes that fork sandboxes, and their state
-  GET    /admin/usage?endpoint=&since=&until=&limit=&kind=invocation|provisioned
+  GET    /admin/usage?endpoint=&since=&until=&limit=&kind=invocation|provisioned&format=json|csv
+  GET    /admin/bill?since=&until=&by=endpoint|variant|tier|tag:KEY|hour|day[,..]&format=json|csv|html
   GET    /admin/doctor                         protections in force
 
 Errors: ``{"error": CODE, "message": ...}`` with 400, 401, 404 or 409.
@@ -27,6 +28,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from . import billreport
+from .billing import BillingError, parse_by, parse_time
 from .bundles import BundleRejected
 from .config import DEFAULT_MAX_CONCURRENCY, DEFAULT_VARIANT
 from .endpoints import Conflict, NotFound
@@ -87,6 +90,7 @@ class AdminApi:
             web.post("/admin/endpoints/{name}/scale-in", self.scale_in),
             web.get("/admin/zygotes", self.zygotes),
             web.get("/admin/usage", self.usage),
+            web.get("/admin/bill", self.bill),
             web.get("/admin/doctor", self.doctor),
         ]
 
@@ -108,6 +112,8 @@ class AdminApi:
             return _error(404, "NotFound", str(exc))
         except Conflict as exc:
             return _error(409, "Conflict", str(exc))
+        except BillingError as exc:
+            return _error(400, "ValidationError", str(exc))
 
     async def _save_upload(self, request: web.Request) -> Path | None:
         if not request.body_exists:
@@ -202,7 +208,27 @@ class AdminApi:
             rows = await self.gw.store.query_provisioned(**args)
         else:
             rows = await self.gw.store.query_usage(**args)
+        if q.get("format") == "csv":
+            return web.Response(text=billreport.records_csv(rows), content_type="text/csv")
         return web.Response(body=json.dumps(rows).encode(), content_type="application/json")
+
+    async def bill(self, request):
+        q = request.query
+        now = self.gw.clock.wall()
+        since, until = parse_time(q.get("since"), now), parse_time(q.get("until"), now)
+        by = parse_by(q.get("by", "endpoint"))
+        fmt = q.get("format", "json")
+        if fmt == "html":
+            from .billhtml import render
+
+            docs = await self.gw.store.bill_set(since, until, by, self.gw.prices)
+            return web.Response(text=render(docs), content_type="text/html")
+        doc = await self.gw.store.bill(since, until, by, self.gw.prices)
+        if fmt == "csv":
+            return web.Response(text=billreport.rows_csv(doc), content_type="text/csv")
+        if fmt != "json":
+            raise BillingError(f"format must be json, csv or html, not {fmt!r}")
+        return web.json_response(doc)
 
     async def doctor(self, request):
         from .doctor import report

@@ -47,6 +47,9 @@ class Meter:
         if records:
             await self.store.insert_provisioned(records)
 
+    async def record_idle(self, deltas: dict) -> None:
+        await self.store.add_idle(deltas)
+
     async def _writer(self) -> None:
         while True:
             await self._wake.wait()

@@ -89,8 +89,13 @@ class Scaler:
             await self.checkpoint()
 
     async def checkpoint(self) -> None:
-        self._last_checkpoint = self.clock.now()
+        now = self._last_checkpoint = self.clock.now()
         await self.meter.record_provisioned(self.provisioned.checkpoint())
+        meter = self.manager.idle_meter
+        if meter is not None:
+            for pool in self.manager.pools():
+                pool.cut_idle(now)
+            await self.meter.record_idle(meter.take())
 
     async def run(self) -> None:
         while True:

@@ -14,10 +14,15 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from . import rollup
 from .model import PROVISIONED_FIELDS, USAGE_FIELDS, EndpointSpec, ProvisionedRecord, UsageRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retired_endpoints (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL
 );
@@ -42,6 +47,22 @@ CREATE TABLE IF NOT EXISTS usage (
     init_detail TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_endpoint_start ON usage (endpoint, start);
+CREATE INDEX IF NOT EXISTS usage_start ON usage (start);
+CREATE TABLE IF NOT EXISTS rollup_hourly (
+    hour INTEGER NOT NULL,
+    endpoint TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    invocations INTEGER NOT NULL DEFAULT 0,
+    billed_ms INTEGER NOT NULL DEFAULT 0,
+    cold_starts INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    bytes_in INTEGER NOT NULL DEFAULT 0,
+    bytes_out INTEGER NOT NULL DEFAULT 0,
+    provisioned_ms INTEGER NOT NULL DEFAULT 0,
+    idle_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour, endpoint, variant, memory_mb)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS provisioned_usage (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     endpoint TEXT NOT NULL,
@@ -52,6 +73,7 @@ CREATE TABLE IF NOT EXISTS provisioned_usage (
     sandboxes INTEGER NOT NULL,
     billed_ms INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS provisioned_start ON provisioned_usage (start);
 """
 
 
@@ -62,7 +84,21 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
     _add_missing_columns(conn)
+    _build_missing_rollups(conn)
     return conn
+
+
+def _build_missing_rollups(conn: sqlite3.Connection) -> None:
+    """A ledger from before roll-ups existed gets them, derived from its raw records."""
+    if conn.execute("SELECT 1 FROM rollup_hourly LIMIT 1").fetchone() is None and \
+            conn.execute("SELECT 1 FROM usage LIMIT 1").fetchone() is not None:
+        conn.execute("BEGIN IMMEDIATE")
+        for sql in rollup.REBUILD_SQL:
+            conn.execute(sql)
+        deltas = rollup.provisioned_deltas(
+            ProvisionedRecord(*row) for row in conn.execute(f"SELECT {', '.join(PROVISIONED_FIELDS)} FROM provisioned_usage"))
+        conn.executemany(rollup.UPSERT_SQL, rollup.rows(deltas))
+        conn.execute("COMMIT")
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
@@ -78,11 +114,17 @@ class Store:
         self.path = Path(path)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slimserve-store")
         self._conn: sqlite3.Connection | None = None
+        self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slimserve-reports")
+        self._reader: sqlite3.Connection | None = None
 
     async def open(self) -> None:
         self._conn = await self._run(connect, self.path)
 
     async def close(self) -> None:
+        if self._reader is not None:
+            await asyncio.get_running_loop().run_in_executor(self._read_pool, self._reader.close)
+            self._reader = None
+        self._read_pool.shutdown(wait=True)
         if self._conn is not None:
             await self._run(self._conn.close)
             self._conn = None
@@ -102,7 +144,15 @@ class Store:
         )
 
     async def delete_endpoint(self, name: str) -> None:
-        await self._run(self._conn.execute, "DELETE FROM endpoints WHERE name = ?", (name,))
+        await self._run(self._delete_endpoint, name)
+
+    def _delete_endpoint(self, name: str) -> None:
+        """Gone from service, but its last spec stays for the bills (tags group its costs)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT OR REPLACE INTO retired_endpoints SELECT name, spec FROM endpoints WHERE name = ?", (name,))
+        conn.execute("DELETE FROM endpoints WHERE name = ?", (name,))
+        conn.execute("COMMIT")
 
     async def load_endpoints(self) -> list[EndpointSpec]:
         rows = await self._run(lambda: self._conn.execute("SELECT spec FROM endpoints ORDER BY name").fetchall())
@@ -110,33 +160,64 @@ class Store:
 
     # --- usage ------------------------------------------------------------
     async def insert_usage(self, records: list[UsageRecord]) -> None:
-        await self._run(self._insert, "usage", USAGE_FIELDS, records)
+        await self._run(self._insert, "usage", USAGE_FIELDS, records, rollup.usage_deltas(records))
 
     async def insert_provisioned(self, records: list[ProvisionedRecord]) -> None:
-        await self._run(self._insert, "provisioned_usage", PROVISIONED_FIELDS, records)
+        await self._run(self._insert, "provisioned_usage", PROVISIONED_FIELDS, records,
+                        rollup.provisioned_deltas(records))
 
-    def _insert(self, table: str, cols: list[str], records) -> None:
-        """All of ``records`` in one transaction: one fsync, all or nothing."""
-        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
+    async def add_idle(self, deltas: dict) -> None:
+        """Idle sandbox-ms per hour (from the idle meter): roll-ups only, no raw rows."""
+        if deltas:
+            await self._run(self._insert, None, (), (), deltas)
+
+    def _insert(self, table: str | None, cols, records, deltas: dict) -> None:
+        """``records`` and their roll-up ``deltas`` in one transaction: one fsync, all or nothing."""
         rows = [tuple(getattr(r, c) for c in cols) for r in records]
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(sql, rows)
+            if rows:
+                conn.executemany(
+                    f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", rows)
+            conn.executemany(rollup.UPSERT_SQL, rollup.rows(deltas))
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
+    async def bill(self, since: float | None, until: float | None, by: list[str], prices) -> dict:
+        from .billing import bill
+
+        return await self._read(lambda conn: bill(conn, since, until, by, prices))
+
+    async def bill_set(self, since: float | None, until: float | None, by: list[str], prices) -> dict:
+        """The bill grouped ``by`` plus the views the HTML page charts, from one read."""
+        from .billing import bill_set
+
+        return await self._read(lambda conn: bill_set(conn, since, until, by, prices))
+
+    async def _read(self, fn):
+        """Reports run on a reader connection of their own (WAL: readers never block the
+        writer), so a long report cannot hold up the commit of a usage record."""
+        def call():
+            if self._reader is None:
+                self._reader = sqlite3.connect(str(self.path), check_same_thread=False)
+                self._reader.execute("PRAGMA query_only=1")
+            return fn(self._reader)
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, call)
+
     async def query_usage(self, endpoint: str | None = None, since: float | None = None,
                           until: float | None = None, limit: int | None = None) -> list[dict]:
-        return await self._run(self._query, "usage", USAGE_FIELDS, endpoint, since, until, limit)
+        return await self._read(lambda conn: self._query(conn, "usage", USAGE_FIELDS, endpoint, since, until, limit))
 
     async def query_provisioned(self, endpoint: str | None = None, since: float | None = None,
                                 until: float | None = None, limit: int | None = None) -> list[dict]:
-        return await self._run(self._query, "provisioned_usage", PROVISIONED_FIELDS, endpoint, since, until, limit)
+        return await self._read(
+            lambda conn: self._query(conn, "provisioned_usage", PROVISIONED_FIELDS, endpoint, since, until, limit))
 
-    def _query(self, table, cols, endpoint, since, until, limit) -> list[dict]:
+    @staticmethod
+    def _query(conn, table, cols, endpoint, since, until, limit) -> list[dict]:
         where, args = [], []
         if endpoint:
             where.append("endpoint = ?")
@@ -154,7 +235,7 @@ class Store:
         if limit:
             sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY start"
         out = []
-        for row in self._conn.execute(sql, args):
+        for row in conn.execute(sql, args):
             d = dict(zip(cols, row))
             if "cold_start" in d:
                 d["cold_start"] = bool(d["cold_start"])

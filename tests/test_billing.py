@@ -1,0 +1,204 @@
+"""Bills from the usage ledger: roll-ups, groupings, periods, prices, and the HTML page."""
+import asyncio
+import json
+import random
+import shutil
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from gateway import billing, rollup
+from gateway.billing import BillingError, Prices
+from gateway.model import ProvisionedRecord, UsageRecord
+from gateway.store import Store
+from tests import models
+from tests.helpers import ROOT
+
+GROUPINGS = ["endpoint", "variant", "tier", "tag:team", "hour", "day", "tier,endpoint", "day,tag:team"]
+T0 = 1_790_000_000.0 - 1_790_000_000.0 % 3600      # an hour boundary
+
+
+def _records(n: int, seed: int = 1, span_s: float = 3 * 86400):
+    rng = random.Random(seed)
+    eps = [("fraud", 2048), ("search", 1024), ("vision", 6144), ("chat", 4096)]
+    out = []
+    for i in range(n):
+        ep, mb = rng.choice(eps)
+        ms = rng.uniform(0.1, 900)
+        out.append(UsageRecord(
+            request_id=f"r{seed}-{i}", endpoint=ep, variant="AllTraffic" if i % 5 else "Canary", memory_mb=mb,
+            start=T0 + rng.uniform(0, span_s), billed_ms=UsageRecord.bill(ms), model_ms=ms, overhead_ms=0.5,
+            cold_start=rng.random() < 0.05, init_ms=0.0, status="ok" if rng.random() < 0.97 else "ModelError",
+            bytes_in=rng.randint(10, 5000), bytes_out=rng.randint(10, 5000)))
+    return out
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    """A real store with three days of synthetic usage, provisioned time across hours, and idle time."""
+    async def fill():
+        store = Store(tmp_path / "ledger.db")
+        await store.open()
+        recs = _records(6000)
+        for i in range(0, len(recs), 500):                    # batches, as the meter commits them
+            await store.insert_usage(recs[i:i + 500])
+        await store.insert_provisioned([
+            ProvisionedRecord("fraud", "AllTraffic", 2048, T0 + 3000, T0 + 4200, 2, 2_400_000),
+            ProvisionedRecord("chat", "AllTraffic", 4096, T0 + 7100, T0 + 7300, 1, 200_000)])
+        await store.add_idle({(T0, "fraud", "AllTraffic", 2048): [0] * 7 + [3_600_000],
+                              (T0 + 3600, "vision", "AllTraffic", 6144): [0] * 7 + [1_800_000]})
+        await store.close()
+        return recs
+    recs = asyncio.run(fill())
+    conn = sqlite3.connect(tmp_path / "ledger.db")
+    conn.execute("INSERT INTO endpoints VALUES ('fraud', ?)", (json.dumps({"tags": {"team": "risk"}}),))
+    conn.execute("INSERT INTO retired_endpoints VALUES ('vision', ?)", (json.dumps({"tags": {"team": "ml"}}),))
+    conn.commit()
+    return conn, recs
+
+
+def test_every_grouping_has_the_same_totals_and_rows_add_up(ledger):
+    conn, recs = ledger
+    prices = Prices.load()
+    docs = [billing.bill(conn, None, None, billing.parse_by(by), prices) for by in GROUPINGS]
+    first = docs[0]["total"]
+    assert first["invocations"] == len(recs)
+    assert first["billed_ms"] == sum(r.billed_ms for r in recs)
+    assert first["gb_s"] == pytest.approx(sum(r.billed_ms * r.memory_mb / 1024 / 1000 for r in recs))
+    assert first["cold_starts"] == sum(r.cold_start for r in recs)
+    assert first["data_in_bytes"] == sum(r.bytes_in for r in recs)
+    assert first["provisioned_gb_s"] == pytest.approx(2400 * 2 + 200 * 4)
+    assert first["idle_gb_s"] == pytest.approx(3600 * 2 + 1800 * 6)
+    for doc in docs:
+        for key, value in first.items():
+            assert doc["total"][key] == pytest.approx(value, rel=1e-9, abs=1e-9), (doc["by"], key)
+            assert sum(r[key] for r in doc["rows"]) == pytest.approx(value, rel=1e-6, abs=1e-6), (doc["by"], key)
+    by_tag = {r["tag:team"]: r for r in docs[3]["rows"]}
+    assert set(by_tag) == {"risk", "ml", "(untagged)"}            # a deleted endpoint keeps its team
+    assert by_tag["ml"]["invocations"] == sum(r.endpoint == "vision" for r in recs)
+
+
+def test_cost_follows_the_price_table(ledger, tmp_path):
+    conn, recs = ledger
+    table = {"currency": "EUR", "compute_per_gb_s": {str(m): 0.001 * (m // 1024) for m in (1024, 2048, 4096, 6144)},
+             "data_per_gb": 2.0, "provisioned_per_gb_s": 0.5}
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps(table))
+    doc = billing.bill(conn, None, None, ["tier"], Prices.load(path))
+    assert doc["currency"] == "EUR"
+    for row in doc["rows"]:
+        mine = [r for r in recs if r.memory_mb == row["tier"]]
+        gb_s = sum(r.billed_ms for r in mine) / 1000 * row["tier"] / 1024
+        data = sum(r.bytes_in + r.bytes_out for r in mine) / 1024 ** 3 * 2.0
+        assert row["compute_cost"] == pytest.approx(gb_s * 0.001 * (row["tier"] // 1024), rel=1e-6)
+        assert row["cost"] == pytest.approx(row["compute_cost"] + data + row["provisioned_gb_s"] * 0.5, rel=1e-6)
+
+
+def test_partial_hours_at_the_edges_are_exact(ledger):
+    conn, recs = ledger
+    prices = Prices.load()
+    since, until = T0 + 5000.5, T0 + 2 * 86400 + 1234.25        # both inside an hour
+    doc = billing.bill(conn, since, until, ["endpoint"], prices)
+    inside = [r for r in recs if since <= r.start < until]
+    assert doc["total"]["invocations"] == len(inside)
+    assert doc["total"]["billed_ms"] == sum(r.billed_ms for r in inside)
+    # the provisioned interval T0+3000..T0+4200 lies before `since`; the chat one (7100..7300) inside
+    assert doc["total"]["provisioned_gb_s"] == pytest.approx(200 * 4)
+    same_hour = billing.bill(conn, T0 + 100, T0 + 200, ["endpoint"], prices)
+    assert same_hour["total"]["invocations"] == sum(T0 + 100 <= r.start < T0 + 200 for r in recs)
+    assert billing.bill(conn, until, since, ["endpoint"], prices)["total"]["invocations"] == 0
+
+
+def test_rollups_written_live_equal_a_rebuild_from_raw_records(ledger):
+    conn, _ = ledger
+    live = sorted(conn.execute("SELECT hour, endpoint, variant, memory_mb, invocations, billed_ms, cold_starts, "
+                               "errors, bytes_in, bytes_out FROM rollup_hourly WHERE invocations > 0"))
+    conn.execute("CREATE TEMP TABLE check_rollup AS SELECT * FROM rollup_hourly WHERE 0")
+    sql = rollup.REBUILD_SQL[1].replace("INSERT INTO rollup_hourly", "INSERT INTO check_rollup")
+    conn.execute(sql)
+    rebuilt = sorted(conn.execute("SELECT hour, endpoint, variant, memory_mb, invocations, billed_ms, cold_starts, "
+                                  "errors, bytes_in, bytes_out FROM check_rollup"))
+    assert live == rebuilt and len(live) > 100
+
+
+def test_provisioned_time_splits_across_hours_to_the_millisecond():
+    parts = rollup.split_by_hour(T0 + 3000, T0 + 4200, 2_400_000)
+    assert parts == [(T0, 1_200_000), (T0 + 3600, 1_200_000)]
+    odd = rollup.split_by_hour(T0 + 1.0, T0 + 3 * 3600 + 7.0, 10_000_003)
+    assert [h for h, _ in odd] == [T0, T0 + 3600, T0 + 7200, T0 + 10800] and sum(ms for _, ms in odd) == 10_000_003
+
+
+def test_periods_groupings_and_price_tables_refuse_bad_input(tmp_path):
+    now = 1_800_000_000.0
+    assert billing.parse_time("24h", now) == now - 86400
+    assert billing.parse_time("7d", now) == now - 7 * 86400
+    assert billing.parse_time("1790000000", now) == 1_790_000_000.0
+    assert billing.parse_time("2026-11-27T10:00Z", now) == billing.parse_time("2026-11-27T10:00:00+00:00", now)
+    with pytest.raises(BillingError, match="ISO 8601"):
+        billing.parse_time("last tuesday", now)
+    with pytest.raises(BillingError, match="tag:KEY"):
+        billing.parse_by("endpoint,colour")
+    bad = tmp_path / "p.json"
+    bad.write_text('{"compute_per_gb_s": {"1024": "free"}}')
+    with pytest.raises(BillingError, match="malformed"):
+        Prices.load(bad)
+    with pytest.raises(BillingError, match="not found"):
+        Prices.load(tmp_path / "missing.json")
+    assert "EXAMPLE" in Prices.load().note
+
+
+# --- against a real gateway -----------------------------------------------------------------
+def test_billed_ms_brackets_the_sandbox_run_time_on_real_invocations(gateway):
+    client = gateway.client()
+    client.deploy("bill-sleep", models.sleeps, memory_mb=3072, tags={"team": "billing"})
+    for secs in (0.0, 0.0004, 0.003, 0.0125, 0.05):
+        client.invoke("bill-sleep", secs)
+    usage = client.usage(endpoint="bill-sleep")
+    assert len(usage) == 5
+    for u in usage:
+        assert u["model_ms"] <= u["billed_ms"] <= u["model_ms"] + 1.0, u
+    assert usage[-1]["billed_ms"] >= 50
+    doc = client.bill(by="endpoint")
+    row = next(r for r in doc["rows"] if r["endpoint"] == "bill-sleep")
+    assert row["invocations"] == 5 and row["billed_ms"] == sum(u["billed_ms"] for u in usage)
+    assert row["gb_s"] == pytest.approx(row["billed_ms"] / 1000 * 3, abs=1e-6)
+    assert row["data_in_bytes"] == sum(u["bytes_in"] for u in usage) > 0
+    team = next(r for r in client.bill(by="tag:team")["rows"] if r["tag:team"] == "billing")
+    assert team["cost"] == pytest.approx(row["cost"])
+    csv_text = client.usage_csv(endpoint="bill-sleep")
+    assert csv_text.splitlines()[0].startswith("request_id,endpoint") and len(csv_text.splitlines()) == 6
+    assert client.bill(by="hour", format="csv").splitlines()[0].startswith("group,hour,invocations")
+
+
+def test_bill_html_is_self_contained_and_renders_in_chromium(gateway, tmp_path):
+    client = gateway.client()
+    client.deploy("bill-echo", models.echo, memory_mb=1024, tags={"team": "<b>web</b>"})
+    for i in range(3):
+        client.invoke("bill-echo", {"i": i})
+    page = client.bill(format="html", by="tag:team")
+    assert page.count("<svg") == 3 and "<script" not in page
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
+    assert "&lt;b&gt;web&lt;/b&gt;" in page and "<b>web</b>" not in page
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium)")
+    html_path, png = tmp_path / "bill.html", tmp_path / "bill.png"
+    html_path.write_text(page)
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
+                           "--window-size=1000,1600", html_path.as_uri()], capture_output=True, timeout=120, cwd=tmp_path)
+    assert png.exists() and png.stat().st_size > 20_000, proc.stderr[-500:]
+
+
+def test_bill_cli_writes_each_format(gateway, tmp_path):
+    from tests.test_cli import run
+
+    out = tmp_path / "bill.html"
+    run(gateway, "bill", "--format", "html", "--output", str(out))
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    table = run(gateway, "bill", "--by", "tier").stdout
+    assert table.splitlines()[0].split()[:2] == ["GROUP", "INVOCATIONS"] and "TOTAL" in table
+    assert json.loads(run(gateway, "bill", "--format", "json", "--since", "1h").stdout)["rows"] is not None
+    bad = run(gateway, "bill", "--by", "colour", check=False)
+    assert bad.returncode != 0 and "tag:KEY" in bad.stderr
