@@ -114,7 +114,32 @@ def parse_by(text: str) -> list[str]:
     return dims
 
 
-# --- base rows: (hour, endpoint, variant, memory_mb) -> sums -------------------------
+# --- base rows: (bucket, endpoint, variant, memory_mb) -> sums ---------------------------
+@dataclass(frozen=True)
+class Shape:
+    """How finely a report needs the ledger: SQL sums to this, Python prices the result.
+    Memory size is always kept (prices depend on it); endpoint and variant only when a
+    grouping needs them; time in buckets of an hour, a day, or the whole period (0)."""
+
+    endpoint: bool
+    variant: bool
+    bucket: int
+
+    @classmethod
+    def for_dims(cls, by: list[str]) -> "Shape":
+        return cls(endpoint=any(d in ("endpoint", "variant") or d.startswith("tag:") for d in by),
+                   variant="variant" in by,
+                   bucket=HOUR if "hour" in by else 86400 if "day" in by else 0)
+
+    def of_hour(self, hour: int) -> int:
+        return hour - hour % self.bucket if self.bucket else 0
+
+    def keys(self, hour_expr: str) -> str:
+        bucket = f"({hour_expr}) - ({hour_expr}) % {self.bucket}" if self.bucket else "0"
+        return ", ".join([bucket, "endpoint" if self.endpoint else "''", "variant" if self.variant else "''",
+                          "memory_mb"])
+
+
 @dataclass
 class Base:
     sums: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0] * len(SUMS)))
@@ -126,10 +151,11 @@ class Base:
 
 
 _I = {name: i for i, name in enumerate(SUMS)}
+_SUM_SQL = ", ".join(f"SUM({c})" for c in SUMS)
 
 
-def read_base(conn: sqlite3.Connection, since: float | None, until: float | None) -> Base:
-    """Sums per (hour, endpoint, variant, memory_mb) over [since, until)."""
+def read_base(conn: sqlite3.Connection, since: float | None, until: float | None, shape: Shape) -> Base:
+    """Sums per (bucket, endpoint, variant, memory_mb) over [since, until)."""
     base = Base()
     lo = since if since is not None else float("-inf")
     hi = until if until is not None else float("inf")
@@ -137,9 +163,9 @@ def read_base(conn: sqlite3.Connection, since: float | None, until: float | None
         return base
     full_lo = lo if math.isinf(lo) else math.ceil(lo / HOUR) * HOUR
     full_hi = hi if math.isinf(hi) else hour_of(hi)
-    cols = ", ".join(("hour", "endpoint", "variant", "memory_mb") + SUMS)
     if full_lo < full_hi:
-        sql = f"SELECT {cols} FROM rollup_hourly WHERE hour >= ? AND hour < ?"
+        sql = (f"SELECT {shape.keys('hour')}, {_SUM_SQL} FROM rollup_hourly WHERE hour >= ? AND hour < ? "
+               "GROUP BY 1, 2, 3, 4")
         for row in conn.execute(sql, (max(full_lo, -1e18), min(full_hi, 1e18))):
             base.add(tuple(row[:4]), row[4:])
         edges = [(lo, full_lo), (full_hi, hi)]
@@ -147,35 +173,38 @@ def read_base(conn: sqlite3.Connection, since: float | None, until: float | None
         edges = [(lo, hi)]
     for a, b in edges:
         if b > a:
-            _add_partial(conn, base, a, b)
+            _add_partial(conn, base, a, b, shape)
     return base
 
 
-def _add_partial(conn: sqlite3.Connection, base: Base, a: float, b: float) -> None:
+def _add_partial(conn: sqlite3.Connection, base: Base, a: float, b: float, shape: Shape) -> None:
     """[a, b) lies within one hour: invocations and provisioned time from raw records,
     idle time pro rata from the hour's roll-up."""
-    hour = hour_of(a)
+    bucket = shape.of_hour(hour_of(a))
+    ep_col = "endpoint" if shape.endpoint else "''"
+    var_col = "variant" if shape.variant else "''"
     for ep, var, mb, n, billed, cold, err, b_in, b_out in conn.execute(
-            "SELECT endpoint, variant, memory_mb, COUNT(*), SUM(billed_ms), SUM(cold_start), SUM(status != 'ok'), "
+            f"SELECT {ep_col}, {var_col}, memory_mb, COUNT(*), SUM(billed_ms), SUM(cold_start), SUM(status != 'ok'), "
             "SUM(bytes_in), SUM(bytes_out) FROM usage WHERE start >= ? AND start < ? GROUP BY 1, 2, 3", (a, b)):
         vals = [0.0] * len(SUMS)
         vals[_I["invocations"]], vals[_I["billed_ms"]], vals[_I["cold_starts"]] = n, billed, cold
         vals[_I["errors"]], vals[_I["bytes_in"]], vals[_I["bytes_out"]] = err, b_in, b_out
-        base.add((hour, ep, var, mb), vals)
+        base.add((bucket, ep, var, mb), vals)
     for ep, var, mb, start, end, ms in conn.execute(
-            "SELECT endpoint, variant, memory_mb, start, end, billed_ms FROM provisioned_usage "
+            f"SELECT {ep_col}, {var_col}, memory_mb, start, end, billed_ms FROM provisioned_usage "
             "WHERE start < ? AND end > ? AND start >= ?", (b, a, a - 2 * HOUR)):
         span = end - start
         share = 1.0 if span <= 0 else max(0.0, min(end, b) - max(start, a)) / span
         vals = [0.0] * len(SUMS)
         vals[_I["provisioned_ms"]] = ms * share
-        base.add((hour, ep, var, mb), vals)
+        base.add((bucket, ep, var, mb), vals)
     frac = (b - a) / HOUR
     for ep, var, mb, idle in conn.execute(
-            "SELECT endpoint, variant, memory_mb, idle_ms FROM rollup_hourly WHERE hour = ? AND idle_ms > 0", (hour,)):
+            f"SELECT {ep_col}, {var_col}, memory_mb, SUM(idle_ms) FROM rollup_hourly WHERE hour = ? AND idle_ms > 0 "
+            "GROUP BY 1, 2, 3", (hour_of(a),)):
         vals = [0.0] * len(SUMS)
         vals[_I["idle_ms"]] = idle * frac
-        base.add((hour, ep, var, mb), vals)
+        base.add((bucket, ep, var, mb), vals)
 
 
 def endpoint_tags(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
@@ -188,7 +217,7 @@ def endpoint_tags(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
 
 
 # --- grouping and pricing ----------------------------------------------------------------
-def _dim_value(dim: str, hour: int, ep: str, var: str, mb: int, tags: dict) -> str | int:
+def _dim_value(dim: str, bucket: int, ep: str, var: str, mb: int, tags: dict) -> str | int:
     if dim == "endpoint":
         return ep
     if dim == "variant":
@@ -196,9 +225,9 @@ def _dim_value(dim: str, hour: int, ep: str, var: str, mb: int, tags: dict) -> s
     if dim == "tier":
         return mb
     if dim == "hour":
-        return dt.datetime.fromtimestamp(hour, dt.timezone.utc).strftime("%Y-%m-%dT%H:00Z")
+        return dt.datetime.fromtimestamp(bucket, dt.timezone.utc).strftime("%Y-%m-%dT%H:00Z")
     if dim == "day":
-        return dt.datetime.fromtimestamp(hour, dt.timezone.utc).strftime("%Y-%m-%d")
+        return dt.datetime.fromtimestamp(bucket, dt.timezone.utc).strftime("%Y-%m-%d")
     return tags.get(ep, {}).get(dim[4:], "(untagged)")        # tag:KEY
 
 
@@ -238,9 +267,9 @@ def _finish(acc: dict[str, float]) -> dict:
 def report(base: Base, by: list[str], prices: Prices, tags: dict[str, dict[str, str]]) -> dict:
     groups: dict[tuple, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     total: dict[str, float] = defaultdict(float)
-    for (hour, ep, var, mb), values in base.sums.items():
+    for (bucket, ep, var, mb), values in base.sums.items():
         fig = priced(values, mb, prices)
-        key = tuple(_dim_value(d, hour, ep, var, mb, tags) for d in by)
+        key = tuple(_dim_value(d, bucket, ep, var, mb, tags) for d in by)
         acc = groups[key]
         for k, v in fig.items():
             acc[k] += v
@@ -256,21 +285,24 @@ def report(base: Base, by: list[str], prices: Prices, tags: dict[str, dict[str, 
 
 
 def bill(conn: sqlite3.Connection, since: float | None, until: float | None, by: list[str], prices: Prices) -> dict:
-    doc = report(read_base(conn, since, until), by, prices, endpoint_tags(conn))
+    doc = report(read_base(conn, since, until, Shape.for_dims(by)), by, prices, endpoint_tags(conn))
     doc["since"], doc["until"] = since, until
     return doc
 
 
 def bill_set(conn: sqlite3.Connection, since: float | None, until: float | None, by: list[str],
              prices: Prices) -> dict[str, dict]:
-    """The requested bill and the groupings its HTML page charts, all from one read of the base."""
-    base, tags = read_base(conn, since, until), endpoint_tags(conn)
-    hours = {k[0] for k in base.sums}
-    step = "day" if hours and max(hours) - min(hours) > 4 * 86400 else "hour"
-    docs = {"main": report(base, by, prices, tags),
-            "time_by_endpoint": report(base, [step, "endpoint"], prices, tags),
-            "tier": report(base, ["tier"], prices, tags),
-            "endpoint": report(base, ["endpoint"], prices, tags)}
-    for d in docs.values():
-        d["since"], d["until"] = since, until
-    return docs
+    """The requested bill and the groupings its HTML page charts."""
+    tags = endpoint_tags(conn)
+    span = conn.execute("SELECT MIN(hour), MAX(hour) FROM rollup_hourly WHERE hour >= ? AND hour < ?",
+                        (hour_of(since) if since is not None else -1e18,
+                         until if until is not None else 1e18)).fetchone()
+    step = "day" if span[0] is not None and span[1] - span[0] > 4 * 86400 else "hour"
+
+    def one(dims: list[str]) -> dict:
+        doc = report(read_base(conn, since, until, Shape.for_dims(dims)), dims, prices, tags)
+        doc["since"], doc["until"] = since, until
+        return doc
+
+    return {"main": one(by), "time_by_endpoint": one([step, "endpoint"]), "tier": one(["tier"]),
+            "endpoint": one(["endpoint"])}
