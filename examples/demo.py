@@ -78,6 +78,8 @@ The gateway is up at {url} with endpoint 'iris'. Try, from another shell:
 
   .venv/bin/slimserve usage --url {url} --state-dir {state}      # one billed record per invocation
   .venv/bin/slimserve describe iris --url {url} --state-dir {state}
+  .venv/bin/slimserve load iris --pattern burst --out /tmp/lunch --url {url} --state-dir {state}   # a lunch spike
+  .venv/bin/slimserve bill --format html --output bill.html --url {url} --state-dir {state}       # where the money went
   curl -s {url}/metrics | grep slimserve_
 
 Admin token: {token_path}. Ctrl-C stops the gateway.
