@@ -31,6 +31,8 @@ from . import policy as policies
 from .pools import PoolManager
 from .billing import Prices
 from .idlemeter import IdleMeter
+from .sm_api import SageMakerApi, auth_middleware
+from .sm_catalog import Catalog
 from .scaler import ProvisionedMeter, Scaler
 from .store import Store
 
@@ -100,10 +102,17 @@ class Gateway:
                              s.reaper_interval_s, s.provisioned_checkpoint_s, self.provisioned)
         self._scaler_task = asyncio.get_running_loop().create_task(self.scaler.run())
 
+        self.catalog = Catalog(self.endpoints, self.store, s.account_id, s.region)
+        await self.catalog.load()
         admin = AdminApi(self, self.token)
         runtime_api = RuntimeApi(self)
-        app = web.Application(middlewares=[_internal_errors, admin.middleware])
-        app.add_routes(runtime_api.routes() + admin.routes() + [web.get("/metrics", self._metrics)])
+        sagemaker = SageMakerApi(self.catalog)
+        middlewares = [_internal_errors, admin.middleware]
+        if s.access_keys:
+            middlewares.append(auth_middleware(dict(s.access_keys), s.region, s.max_payload_bytes))
+        app = web.Application(middlewares=middlewares)
+        app.add_routes(runtime_api.routes() + admin.routes() + sagemaker.routes()
+                       + [web.get("/metrics", self._metrics)])
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.invocation_timeout_s + 5)
         await self.runner.setup()
         site = web.TCPSite(self.runner, s.host, s.port)
@@ -126,6 +135,8 @@ class Gateway:
                 await self._scaler_task
             except asyncio.CancelledError:
                 pass
+        if getattr(self, "catalog", None) is not None:
+            await self.catalog.close()
         await self.manager.close()
         if self._scaler_task is not None:
             await self.scaler.checkpoint()

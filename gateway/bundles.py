@@ -56,6 +56,32 @@ def unpack(upload: Path, dest: Path) -> str:
     return kind
 
 
+def install(source: Path, dest: Path) -> str:
+    """Like ``unpack`` but leaves ``source`` alone: a model directory is copied, a
+    ``model.tar.gz`` or ``.pkl`` file unpacked from a copy.  Returns the bundle's kind."""
+    source = Path(source)
+    if not source.exists():
+        raise BundleRejected(f"model data {source} does not exist")
+    if source.is_dir():
+        try:
+            shutil.copytree(source, dest, symlinks=False)
+        except (OSError, shutil.Error) as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise BundleRejected(f"cannot copy model directory {source}: {exc}") from None
+        try:
+            return check(dest)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staged = dest.parent / f".{dest.name}.upload"
+    shutil.copyfile(source, staged)
+    try:
+        return unpack(staged, dest)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
 def _hoist_single_dir(dest: Path) -> None:
     """An archive of ``model/`` rather than of its contents: use the inner directory."""
     entries = list(dest.iterdir())

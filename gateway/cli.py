@@ -54,6 +54,20 @@ async def _serve(settings: Settings) -> None:
     await gw.stop()
 
 
+def _access_keys(given: list[str]) -> dict[str, str]:
+    """--access-key ID:SECRET (repeatable) and $SLIMSERVE_ACCESS_KEYS (ID:SECRET,ID:SECRET)."""
+    import os
+
+    pairs = list(given or []) + [p for p in os.environ.get("SLIMSERVE_ACCESS_KEYS", "").split(",") if p.strip()]
+    keys = {}
+    for pair in pairs:
+        key_id, sep, secret = pair.strip().partition(":")
+        if not sep or not key_id or not secret:
+            raise InvalidSpec(f"access key {key_id or pair!r} must be given as ID:SECRET")
+        keys[key_id] = secret
+    return keys
+
+
 def cmd_serve(args) -> int:
     import uvloop
 
@@ -71,6 +85,7 @@ def cmd_serve(args) -> int:
         zygotes=not args.no_zygotes,
         zygote_preload=tuple(m for m in (args.preload or "").split(",") if m),
         prices_path=Path(args.prices) if args.prices else None,
+        access_keys=_access_keys(args.access_key), account_id=args.account_id, region=args.region,
     )
     from .billing import Prices
 
@@ -289,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--policy-cold-start-ms", type=float, default=1000.0,
                    help="cold-start latency the adaptive policy weighs against idle memory (default 1000)")
     s.add_argument("--keep-alive", type=float, default=600.0, help="keep-alive of --policy fixed, seconds (default 600)")
+    s.add_argument("--access-key", action="append", default=[], metavar="ID:SECRET",
+                   help="require AWS SigV4 signatures made with this key on the SageMaker APIs (repeatable; "
+                        "also $SLIMSERVE_ACCESS_KEYS); without any, those APIs are open")
+    s.add_argument("--account-id", default="123456789012", help="account id in ARNs (default 123456789012)")
+    s.add_argument("--region", default="us-east-1", help="region in ARNs and signatures (default us-east-1)")
     s.add_argument("--prices", default=None, metavar="FILE",
                    help="price table for bills (JSON; default: the shipped example, gateway/prices.json)")
     s.add_argument("--cgroup", default="auto", choices=["auto", "v2", "v1", "none"])

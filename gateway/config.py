@@ -36,6 +36,7 @@ class Settings:
     account_id: str = "123456789012"
     region: str = "us-east-1"
     max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    access_keys: dict = field(default_factory=dict)   # access key id -> secret: SigV4 required on the SageMaker APIs
     prices_path: Path | None = None              # price table for bills (default: the shipped example)
     extra: dict = field(default_factory=dict)
 

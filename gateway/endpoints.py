@@ -16,7 +16,7 @@ from pathlib import Path
 
 from runtime.sandbox import SandboxSpec, StartError
 
-from .bundles import BundleRejected, unpack
+from .bundles import BundleRejected, install, unpack
 from .config import Settings
 from .model import EndpointSpec, InvalidSpec, VariantSpec
 from .pools import PoolManager
@@ -97,6 +97,64 @@ class EndpointService:
             self._prune_bundles(new)
             return new
 
+    async def put(self, name: str, variants: list[tuple[VariantSpec, Path]], tags: dict[str, str] | None = None,
+                  *, replace_existing: bool = False) -> EndpointSpec:
+        """Create an endpoint (or replace all of its variants: blue/green) from variants whose
+        bundles come from local sources (a model directory, model.tar.gz or .pkl, left in place).
+        Every new bundle is installed and trial-loaded before traffic moves; in-flight requests
+        on the old variants finish on them."""
+        async with self._lock:
+            old = self.specs.get(name)
+            if old is not None and not replace_existing:
+                raise Conflict(f"endpoint {name} already exists")
+            if old is None and replace_existing:
+                raise NotFound(f"endpoint {name} not found")
+            base = max((v.bundle_version for v in old.variants), default=0) if old else 0
+            now = time.time()
+            staged = [replace(v, bundle_version=base + i + 1) for i, (v, _) in enumerate(variants)]
+            spec = EndpointSpec(name=name, variants=staged, tags=dict(tags if tags is not None else old.tags if old else {}),
+                                created=old.created if old else now, updated=now)
+            spec.validate()
+            installed = []
+            try:
+                for v, (_, source) in zip(staged, variants):
+                    installed.append(await self._install(name, Path(source), v, copy=True))
+            except BaseException:
+                for v in installed:
+                    shutil.rmtree(v.bundle_dir, ignore_errors=True)
+                raise
+            spec.variants = installed
+            await self.store.put_endpoint(spec)
+            self.specs[name] = spec
+            await self._apply(spec)
+            if old is not None:
+                self._prune_bundles(spec)
+            return spec
+
+    async def set_variants(self, name: str, changes: dict[str, dict]) -> EndpointSpec:
+        """Change weights and counts of existing variants in place (warm sandboxes stay)."""
+        async with self._lock:
+            old = self.get(name)
+            unknown = set(changes) - {v.name for v in old.variants}
+            if unknown:
+                raise NotFound(f"endpoint {name} has no variant {sorted(unknown)[0]}")
+            new = replace(old, variants=[replace(v, **changes.get(v.name, {})) for v in old.variants],
+                          updated=time.time())
+            new.validate()
+            await self.store.put_endpoint(new)
+            self.specs[name] = new
+            await self._apply(new)
+            return new
+
+    async def set_tags(self, name: str, tags: dict[str, str]) -> EndpointSpec:
+        """Replace an endpoint's tags (bills group costs by them)."""
+        async with self._lock:
+            new = replace(self.get(name), tags=dict(tags), updated=time.time())
+            new.validate()
+            await self.store.put_endpoint(new)
+            self.specs[name] = new
+            return new
+
     async def delete(self, name: str) -> None:
         async with self._lock:
             self.get(name)
@@ -113,11 +171,11 @@ class EndpointService:
             if missing > 0:
                 pool.prewarm(missing)
 
-    async def _install(self, name: str, upload: Path, variant: VariantSpec) -> VariantSpec:
+    async def _install(self, name: str, upload: Path, variant: VariantSpec, copy: bool = False) -> VariantSpec:
         dest = self.settings.bundles_dir / name / f"v{variant.bundle_version}"
         if dest.exists():
             shutil.rmtree(dest)
-        kind = await asyncio.to_thread(unpack, upload, dest)
+        kind = await asyncio.to_thread(install if copy else unpack, upload, dest)
         installed = replace(variant, bundle_kind=kind, bundle_dir=str(dest.resolve()))
         if self.settings.validate_on_deploy:
             try:
@@ -135,7 +193,8 @@ class EndpointService:
             raise InvalidSpec(f"the host memory budget has no room to check a {variant.memory_mb} MB bundle now")
         spec = SandboxSpec(sandbox_id=sid, endpoint=name, variant=variant.name, memory_mb=variant.memory_mb,
                            bundle_dir=variant.bundle_dir, bundle_kind=variant.bundle_kind,
-                           log_path=str(mgr.log_path(name)), check_only=True)
+                           log_path=str(mgr.log_path(name)), env=dict(variant.env),
+                           network_isolation=variant.network_isolation, check_only=True)
         try:
             sb = await mgr.backend.start(spec)
         except StartError as exc:

@@ -29,6 +29,8 @@ INVOKED_VARIANT = "X-Amzn-Invoked-Production-Variant"
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
+    if "body" in request:                  # already read (and capped) by the signature check
+        return request["body"]
     if request.content_length is not None and request.content_length > limit:
         raise errors.payload_too_large(limit)
     buf = bytearray()

@@ -25,8 +25,25 @@ class VariantSpec:
     bundle_kind: str = ""        # runtime.bundle.PICKLE or SAGEMAKER
     bundle_dir: str = ""         # where the unpacked bundle lives
     bundle_version: int = 0      # bumped on every new bundle; pools are per version
+    env: dict = field(default_factory=dict)      # environment of the model's sandboxes (SageMaker Environment)
+    network_isolation: bool = False              # EnableNetworkIsolation: never any network
+    instance_type: str | None = None             # a real-time variant: this many always-on sandboxes ...
+    model_name: str | None = None                # the SageMaker model it serves, when deployed through that API
 
     def validate(self) -> None:
+        if self.instance_type is not None:
+            from .instances import UnknownInstanceType, instance_memory_mb
+
+            try:
+                memory_mb = instance_memory_mb(self.instance_type)
+            except UnknownInstanceType as exc:
+                raise InvalidSpec(str(exc)) from None
+            if memory_mb != self.memory_mb:
+                raise InvalidSpec(f"variant {self.name}: memory must follow instance type {self.instance_type}")
+            if not (1 <= self.provisioned == self.max_concurrency):
+                raise InvalidSpec(f"variant {self.name}: an instance variant runs a fixed count of sandboxes >= 1")
+            self._check_weight()
+            return
         if self.memory_mb not in MEMORY_TIERS_MB:
             raise InvalidSpec(
                 f"memory size {self.memory_mb} MB is not allowed; choose one of "
@@ -39,6 +56,9 @@ class VariantSpec:
             raise InvalidSpec(
                 f"provisioned concurrency {self.provisioned} is outside 0..{self.max_concurrency} (max concurrency)"
             )
+        self._check_weight()
+
+    def _check_weight(self) -> None:
         if not (self.weight >= 0 and math.isfinite(self.weight)):
             raise InvalidSpec(f"variant weight {self.weight} must be a finite number >= 0")
 

@@ -154,17 +154,18 @@ class VariantPool:
             await sb.destroy("pool drained")
 
     # --- sandbox lifecycle --------------------------------------------------
-    async def _start_sandbox(self, sample: InvokeRequest | None = None) -> Sandbox:
+    async def _start_sandbox(self, sample: InvokeRequest | None = None, speculative: bool = False) -> Sandbox:
         mgr = self.manager
         sid = f"sb-{uuid.uuid4().hex[:12]}"
-        if not await mgr.make_room(self.endpoint, sid, self.spec.memory_mb):
+        if not await mgr.make_room(self.endpoint, sid, self.spec.memory_mb, speculative):
             raise Throttled(
                 f"host memory budget ({mgr.budget.capacity_mb} MB) is full and no idle sandbox can be evicted"
             )
         spec = SandboxSpec(
             sandbox_id=sid, endpoint=self.endpoint, variant=self.spec.name, memory_mb=self.spec.memory_mb,
             bundle_dir=self.spec.bundle_dir, bundle_kind=self.spec.bundle_kind,
-            log_path=str(mgr.log_path(self.endpoint)),
+            log_path=str(mgr.log_path(self.endpoint)), env=dict(self.spec.env),
+            network_isolation=self.spec.network_isolation,
             sample=sample if sample is not None and len(sample.body) <= MAX_SAMPLE_BYTES else None,
         )
         self.starting += 1
@@ -266,9 +267,9 @@ class VariantPool:
     async def _prewarm_one(self, until: float) -> None:
         sb = None
         try:
-            sb = await self._start_sandbox()
+            sb = await self._start_sandbox(speculative=until != float("inf"))   # the provisioned floor is not a guess
         except (StartFailed, Throttled) as exc:
-            log.warning("pre-warm of %s/%s failed: %s", self.endpoint, self.spec.name, exc)
+            log.info("pre-warm of %s/%s not started: %s", self.endpoint, self.spec.name, exc)
         except asyncio.CancelledError:
             self._hand_over(None)
             raise
@@ -405,8 +406,12 @@ class PoolManager:
         if not pool.live and not pool.starting:
             self.retired.discard(pool)
 
-    async def make_room(self, requester: str, key: str, mb: int) -> bool:
-        """Reserve ``mb`` for sandbox ``key``, evicting other endpoints' idle sandboxes if needed."""
+    async def make_room(self, requester: str, key: str, mb: int, speculative: bool = False) -> bool:
+        """Reserve ``mb`` for sandbox ``key``, evicting other endpoints' idle sandboxes if needed.
+        A speculative start (a pre-warm) never evicts and always leaves room for one more
+        sandbox of its size, so that guessing ahead can never throttle a real request."""
+        if speculative:
+            return self.budget.free_mb >= 2 * mb and self.budget.reserve(key, mb)
         if self.budget.reserve(key, mb):
             return True
         candidates = [c for p in self.current.values() for c in p.evictable()]
@@ -437,5 +442,5 @@ class PoolManager:
 
 def _same_sandboxes(a: VariantSpec, b: VariantSpec) -> bool:
     """Whether sandboxes started for ``a`` can serve ``b`` unchanged."""
-    return (a.memory_mb, a.bundle_dir, a.bundle_kind, a.bundle_version) == (
-        b.memory_mb, b.bundle_dir, b.bundle_kind, b.bundle_version)
+    return (a.memory_mb, a.bundle_dir, a.bundle_kind, a.bundle_version, a.env, a.network_isolation) == (
+        b.memory_mb, b.bundle_dir, b.bundle_kind, b.bundle_version, b.env, b.network_isolation)

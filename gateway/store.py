@@ -22,6 +22,12 @@ CREATE TABLE IF NOT EXISTS endpoints (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sm_resources (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
 CREATE TABLE IF NOT EXISTS retired_endpoints (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL
@@ -157,6 +163,19 @@ class Store:
     async def load_endpoints(self) -> list[EndpointSpec]:
         rows = await self._run(lambda: self._conn.execute("SELECT spec FROM endpoints ORDER BY name").fetchall())
         return [EndpointSpec.from_dict(json.loads(r[0])) for r in rows]
+
+    # --- SageMaker control-plane resources (models, endpoint configs, endpoint records) ---
+    async def put_resource(self, kind: str, name: str, doc: dict) -> None:
+        await self._run(self._conn.execute,
+                        "INSERT INTO sm_resources (kind, name, doc) VALUES (?, ?, ?) "
+                        "ON CONFLICT(kind, name) DO UPDATE SET doc = excluded.doc", (kind, name, json.dumps(doc)))
+
+    async def delete_resource(self, kind: str, name: str) -> None:
+        await self._run(self._conn.execute, "DELETE FROM sm_resources WHERE kind = ? AND name = ?", (kind, name))
+
+    async def load_resources(self) -> list[tuple[str, str, dict]]:
+        rows = await self._run(lambda: self._conn.execute("SELECT kind, name, doc FROM sm_resources").fetchall())
+        return [(k, n, json.loads(d)) for k, n, d in rows]
 
     # --- usage ------------------------------------------------------------
     async def insert_usage(self, records: list[UsageRecord]) -> None:

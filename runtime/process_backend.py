@@ -277,7 +277,7 @@ class ProcessBackend(Backend):
             "bundle": spec.bundle_dir, "kind": spec.bundle_kind, "memory_limit_bytes": limit,
             "cgroup_procs": cgroup.procs_file if cgroup is not None else "",
             "rlimit_bytes": 0 if has_cgroup else limit + RLIMIT_HEADROOM_BYTES,
-            "no_network": self.config.network_isolation,
+            "no_network": self.config.network_isolation or spec.network_isolation,
             "tmp_dir": str(tmp_dir), "env": dict(spec.env, TMPDIR=str(tmp_dir)),
         }
 

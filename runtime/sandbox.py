@@ -55,6 +55,7 @@ class SandboxSpec:
     bundle_kind: str
     log_path: str
     env: dict = field(default_factory=dict)
+    network_isolation: bool = False   # no network even where the backend would allow it (EnableNetworkIsolation)
     check_only: bool = False      # a deploy's trial load: not traffic, so nothing is kept warm for it
     sample: "InvokeRequest | None" = None   # the request that caused this start (warm-up input)
 

@@ -1,4 +1,13 @@
+import os
+
 import pytest
+
+# boto3 and the SageMaker SDK look up credentials and the region on the network (the EC2
+# instance metadata address) when the environment does not say; tests reach only loopback.
+for _key, _value in {"AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1",
+                     "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                     "SAGEMAKER_SUPPRESS_V2_WARNING": "1"}.items():
+    os.environ.setdefault(_key, _value)
 
 from tests.helpers import GatewayProcess, make_state_dir, remove_state_dir
 

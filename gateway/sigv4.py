@@ -1,0 +1,101 @@
+"""AWS Signature Version 4 verification, for the SageMaker APIs when access keys are configured.
+
+Both planes sign with service ``sagemaker``.  The canonical request is rebuilt
+from the request as received (method, path, sorted query, the signed headers,
+SHA-256 of the body) and the signature recomputed with the secret of the
+access key named in the credential scope.  Failures carry the AWS error codes
+clients know: MissingAuthenticationTokenException (403),
+IncompleteSignatureException, UnrecognizedClientException and
+InvalidSignatureException (400), as the real service answers.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from urllib.parse import parse_qsl, quote
+
+SERVICE = "sagemaker"
+MAX_SKEW_S = 15 * 60
+
+
+class AuthError(Exception):
+    def __init__(self, code: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+def _hmac(key: bytes, msg: str) -> bytes:
+    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+
+def signing_key(secret: str, date: str, region: str, service: str = SERVICE) -> bytes:
+    k = _hmac(("AWS4" + secret).encode(), date)
+    k = _hmac(k, region)
+    k = _hmac(k, service)
+    return _hmac(k, "aws4_request")
+
+
+def canonical_query(query_string: str) -> str:
+    pairs = parse_qsl(query_string, keep_blank_values=True)
+    return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(pairs))
+
+
+def _parse_authorization(value: str) -> dict[str, str]:
+    if not value.startswith("AWS4-HMAC-SHA256 "):
+        raise AuthError("IncompleteSignatureException",
+                        "Authorization header requires the AWS4-HMAC-SHA256 algorithm.")
+    parts = {}
+    for item in value[len("AWS4-HMAC-SHA256 "):].split(","):
+        key, sep, val = item.strip().partition("=")
+        if sep:
+            parts[key] = val
+    missing = [k for k in ("Credential", "SignedHeaders", "Signature") if k not in parts]
+    if missing:
+        raise AuthError("IncompleteSignatureException",
+                        f"Authorization header requires '{missing[0]}' parameter.")
+    return parts
+
+
+def verify(method: str, path: str, query_string: str, headers, body: bytes, keys: dict[str, str],
+           region: str, now: float) -> str:
+    """Check the request's signature; returns the access key id, or raises AuthError."""
+    auth = headers.get("Authorization")
+    if not auth:
+        raise AuthError("MissingAuthenticationTokenException", "Request is missing Authentication Token", 403)
+    parts = _parse_authorization(auth)
+    try:
+        key_id, date, scope_region, service, terminator = parts["Credential"].split("/")
+    except ValueError:
+        raise AuthError("IncompleteSignatureException", "Credential must be KEY/DATE/REGION/SERVICE/aws4_request.") from None
+    if service != SERVICE or terminator != "aws4_request":
+        raise AuthError("InvalidSignatureException", f"Credential should be scoped to correct service: '{SERVICE}'. ")
+    if scope_region != region:
+        raise AuthError("InvalidSignatureException",
+                        f"Credential should be scoped to a valid region, not '{scope_region}'. ")
+    secret = keys.get(key_id)
+    if secret is None:
+        raise AuthError("UnrecognizedClientException", "The security token included in the request is invalid.")
+    amz_date = headers.get("X-Amz-Date", "")
+    try:
+        signed_at = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc).timestamp()
+    except ValueError:
+        raise AuthError("IncompleteSignatureException", "X-Amz-Date header is missing or malformed.") from None
+    if abs(now - signed_at) > MAX_SKEW_S or not amz_date.startswith(date):
+        raise AuthError("InvalidSignatureException", "Signature expired or not yet valid: the request time is "
+                        "more than 15 minutes from the server's, or does not match the credential's date.")
+    signed = parts["SignedHeaders"].split(";")
+    if "host" not in signed:
+        raise AuthError("InvalidSignatureException", "The host header must be signed.")
+    canonical_headers = "".join(f"{h}:{' '.join((headers.get(h) or '').split())}\n" for h in signed)
+    payload_hash = headers.get("X-Amz-Content-SHA256") or hashlib.sha256(body).hexdigest()
+    canonical = "\n".join([method, quote(path, safe="/-_.~"), canonical_query(query_string), canonical_headers,
+                           parts["SignedHeaders"], payload_hash])
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, f"{date}/{region}/{SERVICE}/aws4_request",
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    expected = hmac.new(signing_key(secret, date, region), to_sign.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, parts["Signature"]):
+        raise AuthError("InvalidSignatureException",
+                        "The request signature we calculated does not match the signature you provided. Check your "
+                        "AWS Secret Access Key and signing method. Consult the service documentation for details.")
+    return key_id

@@ -1,0 +1,109 @@
+"""The SageMaker control-plane API over HTTP: AWS JSON 1.1, ``POST /`` with
+``X-Amz-Target: SageMaker.<Operation>``, so ``boto3.client("sagemaker")`` and the
+SageMaker Python SDK work unchanged.  Also the SigV4 check for both SageMaker
+APIs when access keys are configured (the admin API keeps its bearer token).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from aiohttp import web
+
+from . import errors
+from .http_runtime import read_body
+from .sigv4 import AuthError, verify
+from .sm_catalog import Catalog, SmError
+
+log = logging.getLogger("slimserve.sagemaker")
+CONTENT_TYPE = "application/x-amz-json-1.1"
+MAX_BODY_BYTES = 1 << 20
+
+
+def _json_response(doc: dict, status: int = 200) -> web.Response:
+    return web.Response(body=json.dumps(doc).encode(), status=status, content_type=CONTENT_TYPE,
+                        headers={"x-amzn-RequestId": str(uuid.uuid4())})
+
+
+def error_response(code: str, message: str, status: int = 400) -> web.Response:
+    """The AWS error shape: JSON 1.1 readers take ``__type``, REST-JSON readers the header."""
+    resp = _json_response({"__type": code, "message": message}, status)
+    resp.headers["x-amzn-ErrorType"] = f"{code}:http://internal.amazon.com/coral/com.amazonaws.sagemaker/"
+    return resp
+
+
+class SageMakerApi:
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        c = catalog
+        self.ops = {
+            "CreateModel": c.create_model, "DescribeModel": c.describe_model, "ListModels": c.list_models,
+            "DeleteModel": c.delete_model,
+            "CreateEndpointConfig": c.create_endpoint_config, "DescribeEndpointConfig": c.describe_endpoint_config,
+            "ListEndpointConfigs": c.list_endpoint_configs, "DeleteEndpointConfig": c.delete_endpoint_config,
+            "CreateEndpoint": c.create_endpoint, "DescribeEndpoint": c.describe_endpoint,
+            "ListEndpoints": c.list_endpoints, "UpdateEndpoint": c.update_endpoint,
+            "UpdateEndpointWeightsAndCapacities": c.update_weights, "DeleteEndpoint": c.delete_endpoint,
+            "AddTags": c.add_tags, "ListTags": c.list_tags, "DeleteTags": c.delete_tags,
+        }
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/", self.handle)]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        target = request.headers.get("X-Amz-Target", "")
+        service, _, op = target.partition(".")
+        if service != "SageMaker" or op not in self.ops:
+            return error_response("UnknownOperationException",
+                                  f"Unknown operation {target or '(no X-Amz-Target header)'}"
+                                  + ("" if service in ("SageMaker", "") else ": this endpoint serves SageMaker"))
+        try:
+            raw = await read_body(request, MAX_BODY_BYTES)
+        except errors.ApiError:
+            return error_response("ValidationException", f"The request body is over {MAX_BODY_BYTES} bytes.", 413)
+        try:
+            req = json.loads(raw or b"{}")
+        except ValueError:
+            return error_response("SerializationException", "The request body is not valid JSON.")
+        if not isinstance(req, dict):
+            return error_response("SerializationException", "The request body must be a JSON object.")
+        try:
+            result = self.ops[op](req)
+            if hasattr(result, "__await__"):
+                result = await result
+        except SmError as exc:
+            return error_response(exc.code, exc.message, exc.status)
+        return _json_response(result)
+
+
+def auth_middleware(keys: dict[str, str], region: str, max_body: int, clock=time.time):
+    """SigV4 on everything but the admin API (bearer token), /ping and /metrics."""
+    open_paths = ("/ping", "/metrics")
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        if not keys or request.path.startswith("/admin") or request.path in open_paths:
+            return await handler(request)
+        try:
+            body = await read_body(request, max_body)
+        except errors.ApiError as exc:
+            return exc.response(str(uuid.uuid4()))
+        request["body"] = body
+        headers = _CaseInsensitive(dict(request.headers.items()))
+        try:
+            verify(request.method, request.path, request.query_string, headers, body, keys, region, clock())
+        except AuthError as exc:
+            return error_response(exc.code, exc.message, exc.status)
+        return await handler(request)
+
+    return middleware
+
+
+class _CaseInsensitive(dict):
+    def __init__(self, headers: dict):
+        super().__init__({k.lower(): v for k, v in headers.items()})
+
+    def get(self, key, default=None):
+        return super().get(key.lower(), default)

@@ -1,0 +1,616 @@
+"""The SageMaker control plane's resources: models, endpoint configs and endpoints.
+
+Operations take the request members (already parsed JSON) and return the
+response members, as botocore's service model for ``sagemaker`` defines them;
+every failure is an ``SmError`` with the code and wording the real service uses
+("Could not find endpoint "arn:..."." and so on).  Endpoints are served by the
+same ``EndpointService`` as the CLI's: a SageMaker endpoint is an endpoint of
+the gateway whose variants come from an endpoint config's production variants,
+and endpoints deployed with the CLI show up here too.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from .bundles import BundleRejected
+from .config import MAX_CONCURRENCY_RANGE, MEMORY_TIERS_MB
+from .endpoints import Conflict, EndpointService, NotFound
+from .instances import UnknownInstanceType, instance_memory_mb
+from .model import EndpointSpec, InvalidSpec, VariantSpec
+
+log = logging.getLogger("slimserve.sagemaker")
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+CONTAINS_RE = re.compile(r"^[a-zA-Z0-9-]+$")
+ENDPOINT_STATUSES = ("OutOfService", "Creating", "Updating", "SystemUpdating", "RollingBack", "InService",
+                     "Deleting", "Failed", "UpdateRollbackFailed")
+KINDS = {"model": "model", "endpoint-config": "endpoint configuration", "endpoint": "endpoint"}
+
+
+class SmError(Exception):
+    def __init__(self, code: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+def invalid(message: str) -> SmError:
+    return SmError("ValidationException", message)
+
+
+def _now() -> float:
+    return round(time.time(), 3)
+
+
+class Catalog:
+    def __init__(self, endpoints: EndpointService, store, account_id: str, region: str):
+        self.endpoints = endpoints
+        self.store = store
+        self.account_id, self.region = account_id, region
+        self.models: dict[str, dict] = {}
+        self.configs: dict[str, dict] = {}
+        self.records: dict[str, dict] = {}        # SageMaker-level state of endpoints created through this API
+        self._tasks: set[asyncio.Task] = set()
+
+    async def load(self) -> None:
+        for kind, name, doc in await self.store.load_resources():
+            {"model": self.models, "endpoint-config": self.configs, "endpoint": self.records}[kind][name] = doc
+        for name, rec in self.records.items():          # a restart interrupted a change: settle it
+            if rec["EndpointStatus"] in ("Creating", "Updating", "Deleting"):
+                rec["EndpointStatus"] = "InService" if name in self.endpoints.specs else "Failed"
+                if rec["EndpointStatus"] == "Failed":
+                    rec["FailureReason"] = "the gateway restarted while the endpoint was being created"
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    # --- names and ARNs ------------------------------------------------------------------
+    def arn(self, kind: str, name: str) -> str:
+        return f"arn:aws:sagemaker:{self.region}:{self.account_id}:{kind}/{name.lower()}"
+
+    def not_found(self, kind: str, name: str) -> SmError:
+        return invalid(f'Could not find {KINDS[kind]} "{self.arn(kind, name)}".')
+
+    def exists(self, kind: str, name: str) -> SmError:
+        return invalid(f'Cannot create already existing {KINDS[kind]} "{self.arn(kind, name)}".')
+
+    @staticmethod
+    def _name(req: dict, key: str, path: str | None = None) -> str:
+        value = req.get(key)
+        if not isinstance(value, str) or not value:
+            raise invalid(f"1 validation error detected: Value null at '{path or _camel(key)}' failed to satisfy "
+                          "constraint: Member must not be null")
+        if not NAME_RE.match(value):
+            raise invalid(f"1 validation error detected: Value '{value}' at '{path or _camel(key)}' failed to satisfy "
+                          "constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+        return value
+
+    async def _save(self, kind: str, name: str, doc: dict) -> None:
+        await self.store.put_resource(kind, name, doc)
+
+    # --- models ---------------------------------------------------------------------------
+    async def create_model(self, req: dict) -> dict:
+        name = self._name(req, "ModelName")
+        if name in self.models:
+            raise self.exists("model", name)
+        containers = req.get("Containers") or ([req["PrimaryContainer"]] if req.get("PrimaryContainer") else [])
+        if req.get("PrimaryContainer") and req.get("Containers"):
+            raise invalid("Specify either PrimaryContainer or Containers, not both.")
+        if not containers:
+            raise invalid("A model needs a PrimaryContainer (or Containers).")
+        if len(containers) > 1:
+            raise invalid("Inference pipelines of more than one container are not supported by slimserve; "
+                          "give one container.")
+        container = containers[0]
+        if not isinstance(container, dict):
+            raise invalid("A container definition must be an object.")
+        env = container.get("Environment") or {}
+        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise invalid("Environment must map strings to strings.")
+        if container.get("ModelDataUrl") is not None:
+            self.model_data_path(container["ModelDataUrl"])          # refuse what cannot be read now, not later
+        tags = _tags(req.get("Tags"))
+        doc = {"ModelName": name, "ModelArn": self.arn("model", name), "CreationTime": _now(),
+               "EnableNetworkIsolation": bool(req.get("EnableNetworkIsolation", False)), "Tags": tags}
+        for key in ("PrimaryContainer", "Containers", "ExecutionRoleArn", "VpcConfig", "InferenceExecutionConfig"):
+            if req.get(key) is not None:
+                doc[key] = req[key]
+        self.models[name] = doc
+        await self._save("model", name, doc)
+        return {"ModelArn": doc["ModelArn"]}
+
+    def model_data_path(self, url: str) -> Path:
+        """ModelDataUrl as a local path: a directory, model.tar.gz or .pkl, plain or file://."""
+        if not isinstance(url, str) or not url:
+            raise invalid("ModelDataUrl must be a non-empty string.")
+        parsed = urlparse(url)
+        if parsed.scheme == "file":
+            path = Path(unquote(parsed.path))
+        elif parsed.scheme in ("", None) or len(parsed.scheme) == 1:      # a path (or a Windows drive letter)
+            path = Path(url)
+        else:
+            raise invalid(f"Could not find model data at {url}: slimserve reads model data from local paths "
+                          "or file:// URLs only.")
+        if not path.exists():
+            raise invalid(f"Could not find model data at {url}.")
+        return path
+
+    def describe_model(self, req: dict) -> dict:
+        name = self._name(req, "ModelName")
+        doc = self.models.get(name)
+        if doc is None:
+            raise self.not_found("model", name)
+        return {k: v for k, v in doc.items() if k != "Tags"}
+
+    def list_models(self, req: dict) -> dict:
+        return self._list(req, list(self.models.values()), "ModelName", "Models",
+                          lambda d: {"ModelName": d["ModelName"], "ModelArn": d["ModelArn"],
+                                     "CreationTime": d["CreationTime"]}, ("Name", "CreationTime"))
+
+    async def delete_model(self, req: dict) -> dict:
+        name = self._name(req, "ModelName")
+        if name not in self.models:
+            raise self.not_found("model", name)
+        del self.models[name]
+        await self.store.delete_resource("model", name)
+        return {}
+
+    # --- endpoint configs --------------------------------------------------------------------
+    async def create_endpoint_config(self, req: dict) -> dict:
+        name = self._name(req, "EndpointConfigName")
+        if name in self.configs:
+            raise self.exists("endpoint-config", name)
+        variants = req.get("ProductionVariants")
+        if not isinstance(variants, list) or not 1 <= len(variants) <= 10:
+            raise invalid("1 validation error detected: Value at 'productionVariants' failed to satisfy constraint: "
+                          "Member must have length between 1 and 10")
+        seen = set()
+        for i, pv in enumerate(variants, start=1):
+            self._check_variant(pv, i)
+            if pv["VariantName"] in seen:
+                raise invalid(f"Variant name {pv['VariantName']} appears more than once in ProductionVariants.")
+            seen.add(pv["VariantName"])
+        doc = {"EndpointConfigName": name, "EndpointConfigArn": self.arn("endpoint-config", name),
+               "ProductionVariants": variants, "CreationTime": _now(), "Tags": _tags(req.get("Tags"))}
+        for key in ("DataCaptureConfig", "AsyncInferenceConfig", "KmsKeyId", "ExplainerConfig",
+                    "ShadowProductionVariants", "ExecutionRoleArn", "VpcConfig", "EnableNetworkIsolation"):
+            if req.get(key) is not None:
+                doc[key] = req[key]
+        self.configs[name] = doc
+        await self._save("endpoint-config", name, doc)
+        return {"EndpointConfigArn": doc["EndpointConfigArn"]}
+
+    def _check_variant(self, pv, i: int) -> None:
+        at = f"productionVariants.{i}.member"
+        if not isinstance(pv, dict):
+            raise invalid(f"Value at '{at}' must be an object.")
+        self._name(pv, "VariantName", f"{at}.variantName")
+        self._name(pv, "ModelName", f"{at}.modelName")
+        serverless, itype = pv.get("ServerlessConfig"), pv.get("InstanceType")
+        if bool(serverless) == bool(itype):
+            raise invalid(f"Variant {pv['VariantName']}: give either ServerlessConfig or InstanceType with "
+                          "InitialInstanceCount.")
+        if serverless:
+            mem, conc = serverless.get("MemorySizeInMB"), serverless.get("MaxConcurrency")
+            prov = serverless.get("ProvisionedConcurrency", 0) or 0
+            if mem not in MEMORY_TIERS_MB:
+                raise invalid(f"1 validation error detected: Value '{mem}' at '{at}.serverlessConfig.memorySizeInMB' "
+                              "failed to satisfy constraint: Member must satisfy enum value set: "
+                              f"[{', '.join(map(str, MEMORY_TIERS_MB))}]")
+            lo, hi = MAX_CONCURRENCY_RANGE
+            if not isinstance(conc, int) or not lo <= conc <= hi:
+                raise invalid(f"1 validation error detected: Value '{conc}' at '{at}.serverlessConfig.maxConcurrency' "
+                              f"failed to satisfy constraint: Member must have value between {lo} and {hi}")
+            if not isinstance(prov, int) or not 0 <= prov <= conc:
+                raise invalid(f"Variant {pv['VariantName']}: ProvisionedConcurrency {prov} must be between 1 and "
+                              f"MaxConcurrency ({conc}).")
+        else:
+            try:
+                instance_memory_mb(itype)
+            except UnknownInstanceType as exc:
+                raise invalid(f"1 validation error detected: Value '{itype}' at '{at}.instanceType' failed to satisfy "
+                              f"constraint: Member must satisfy enum value set ({exc})") from None
+            count = pv.get("InitialInstanceCount")
+            if not isinstance(count, int) or not 1 <= count <= MAX_CONCURRENCY_RANGE[1]:
+                raise invalid(f"1 validation error detected: Value '{count}' at '{at}.initialInstanceCount' failed to "
+                              f"satisfy constraint: Member must have value between 1 and {MAX_CONCURRENCY_RANGE[1]}")
+        weight = pv.get("InitialVariantWeight", 1.0)
+        if not isinstance(weight, (int, float)) or weight < 0:
+            raise invalid(f"1 validation error detected: Value '{weight}' at '{at}.initialVariantWeight' failed to "
+                          "satisfy constraint: Member must have value greater than or equal to 0")
+
+    def describe_endpoint_config(self, req: dict) -> dict:
+        name = self._name(req, "EndpointConfigName")
+        doc = self.configs.get(name)
+        if doc is None:
+            raise self.not_found("endpoint-config", name)
+        return {k: v for k, v in doc.items() if k != "Tags"}
+
+    def list_endpoint_configs(self, req: dict) -> dict:
+        return self._list(req, list(self.configs.values()), "EndpointConfigName", "EndpointConfigs",
+                          lambda d: {"EndpointConfigName": d["EndpointConfigName"],
+                                     "EndpointConfigArn": d["EndpointConfigArn"], "CreationTime": d["CreationTime"]},
+                          ("Name", "CreationTime"))
+
+    async def delete_endpoint_config(self, req: dict) -> dict:
+        name = self._name(req, "EndpointConfigName")
+        if name not in self.configs:
+            raise self.not_found("endpoint-config", name)
+        del self.configs[name]
+        await self.store.delete_resource("endpoint-config", name)
+        return {}
+
+    # --- endpoints ------------------------------------------------------------------------
+    def _variants_of(self, config: dict) -> list[tuple[VariantSpec, Path]]:
+        """The gateway variants (and their bundle sources) that an endpoint config asks for."""
+        out = []
+        for pv in config["ProductionVariants"]:
+            model = self.models.get(pv["ModelName"])
+            if model is None:
+                raise self.not_found("model", pv["ModelName"])
+            container = (model.get("Containers") or [model.get("PrimaryContainer")])[0]
+            if not container.get("ModelDataUrl"):
+                raise invalid(f"Model {model['ModelName']} has no ModelDataUrl: the process backend serves model "
+                              "data (a model directory, model.tar.gz or .pkl), not a container image.")
+            source = self.model_data_path(container["ModelDataUrl"])
+            env = dict(container.get("Environment") or {})
+            isolate = bool(model.get("EnableNetworkIsolation") or config.get("EnableNetworkIsolation"))
+            weight = float(pv.get("InitialVariantWeight", 1.0))
+            if pv.get("ServerlessConfig"):
+                sc = pv["ServerlessConfig"]
+                v = VariantSpec(name=pv["VariantName"], memory_mb=sc["MemorySizeInMB"],
+                                max_concurrency=sc["MaxConcurrency"], provisioned=sc.get("ProvisionedConcurrency") or 0,
+                                weight=weight, env=env, network_isolation=isolate, model_name=model["ModelName"])
+            else:
+                count = pv["InitialInstanceCount"]
+                v = VariantSpec(name=pv["VariantName"], memory_mb=instance_memory_mb(pv["InstanceType"]),
+                                max_concurrency=count, provisioned=count, weight=weight, env=env,
+                                network_isolation=isolate, instance_type=pv["InstanceType"],
+                                model_name=model["ModelName"])
+            out.append((v, source))
+        return out
+
+    def _config(self, name: str) -> dict:
+        config = self.configs.get(name)
+        if config is None:
+            raise self.not_found("endpoint-config", name)
+        return config
+
+    async def create_endpoint(self, req: dict) -> dict:
+        name = self._name(req, "EndpointName")
+        config_name = self._name(req, "EndpointConfigName")
+        if name in self.endpoints.specs or name in self.records:
+            raise self.exists("endpoint", name)
+        variants = self._variants_of(self._config(config_name))      # unknown models: refused now, like the service
+        now = _now()
+        rec = {"EndpointName": name, "EndpointArn": self.arn("endpoint", name), "EndpointConfigName": config_name,
+               "EndpointStatus": "Creating", "CreationTime": now, "LastModifiedTime": now,
+               "Tags": _tags(req.get("Tags"))}
+        self.records[name] = rec
+        await self._save("endpoint", name, rec)
+        self._background(self._deploy(name, variants, replace_existing=False))
+        return {"EndpointArn": rec["EndpointArn"]}
+
+    async def update_endpoint(self, req: dict) -> dict:
+        name = self._name(req, "EndpointName")
+        config_name = self._name(req, "EndpointConfigName")
+        rec = self._record(name)
+        if rec["EndpointStatus"] not in ("InService", "Failed"):
+            raise invalid(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
+        variants = self._variants_of(self._config(config_name))
+        rec.update(EndpointStatus="Updating", LastModifiedTime=_now(), PendingConfig=config_name)
+        rec.pop("FailureReason", None)
+        await self._save("endpoint", name, rec)
+        self._background(self._deploy(name, variants, replace_existing=name in self.endpoints.specs))
+        return {"EndpointArn": rec["EndpointArn"]}
+
+    async def _deploy(self, name: str, variants, replace_existing: bool) -> None:
+        """Creating/Updating -> InService (blue/green: the new variants take traffic once loaded),
+        or Failed with the reason the model could not load."""
+        rec = self.records.get(name)
+        try:
+            await self.endpoints.put(name, variants, tags=_tag_dict(rec["Tags"]) if rec else None,
+                                     replace_existing=replace_existing)
+        except (BundleRejected, InvalidSpec, Conflict, NotFound, OSError) as exc:
+            log.warning("endpoint %s failed to deploy: %s", name, exc)
+            if rec is not None:
+                updating = rec["EndpointStatus"] == "Updating" and replace_existing
+                rec.update(EndpointStatus="InService" if updating else "Failed", LastModifiedTime=_now(),
+                           FailureReason=(f"update to {rec.get('PendingConfig')} failed, the previous config keeps "
+                                          f"serving: {exc}" if updating else str(exc))[:1024])
+                rec.pop("PendingConfig", None)
+                await self._save("endpoint", name, rec)
+            return
+        if rec is not None:
+            rec["EndpointConfigName"] = rec.pop("PendingConfig", rec["EndpointConfigName"])
+            rec.update(EndpointStatus="InService", LastModifiedTime=_now())
+            rec.pop("FailureReason", None)
+            await self._save("endpoint", name, rec)
+
+    def _background(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _record(self, name: str) -> dict:
+        """The SageMaker view of an endpoint; endpoints deployed with the CLI get one on the fly."""
+        rec = self.records.get(name)
+        if rec is not None:
+            return rec
+        spec = self.endpoints.specs.get(name)
+        if spec is None:
+            raise self.not_found("endpoint", name)
+        return {"EndpointName": name, "EndpointArn": self.arn("endpoint", name), "EndpointStatus": "InService",
+                "CreationTime": round(spec.created, 3), "LastModifiedTime": round(spec.updated, 3),
+                "Tags": [{"Key": k, "Value": v} for k, v in spec.tags.items()]}
+
+    def describe_endpoint(self, req: dict) -> dict:
+        name = self._name(req, "EndpointName")
+        rec = self._record(name)
+        out = {k: v for k, v in rec.items() if k not in ("Tags", "PendingConfig")}
+        spec = self.endpoints.specs.get(name)
+        if spec is not None:
+            out["ProductionVariants"] = [self._summary(v, name) for v in spec.variants]
+        elif rec.get("EndpointConfigName") in self.configs:
+            out["ProductionVariants"] = [
+                {"VariantName": pv["VariantName"], "DesiredWeight": float(pv.get("InitialVariantWeight", 1.0)),
+                 "VariantStatus": [{"Status": "Creating", "StartTime": rec["CreationTime"]}]}
+                for pv in self.configs[rec["EndpointConfigName"]]["ProductionVariants"]]
+        config = self.configs.get(rec.get("EndpointConfigName", ""))
+        if config is not None:
+            if config.get("DataCaptureConfig"):
+                dc = config["DataCaptureConfig"]
+                out["DataCaptureConfig"] = {
+                    "EnableCapture": bool(dc.get("EnableCapture", True)), "CaptureStatus": "Stopped",
+                    "CurrentSamplingPercentage": int(dc.get("InitialSamplingPercentage", 0)),
+                    "DestinationS3Uri": dc.get("DestinationS3Uri", ""), "KmsKeyId": dc.get("KmsKeyId", "")}
+            if config.get("AsyncInferenceConfig"):
+                out["AsyncInferenceConfig"] = config["AsyncInferenceConfig"]
+        if rec.get("PendingConfig"):
+            out["PendingDeploymentSummary"] = {"EndpointConfigName": rec["PendingConfig"],
+                                               "StartTime": rec["LastModifiedTime"]}
+        return out
+
+    def _summary(self, v: VariantSpec, endpoint: str) -> dict:
+        pool = self.endpoints.manager.pool(endpoint, v.name)
+        live = len(pool.live) if pool is not None else 0
+        out = {"VariantName": v.name, "CurrentWeight": float(v.weight), "DesiredWeight": float(v.weight)}
+        image = self._image(v.model_name)
+        if image:
+            out["DeployedImages"] = [{"SpecifiedImage": image, "ResolvedImage": image}]
+        if v.instance_type:
+            out.update(CurrentInstanceCount=live, DesiredInstanceCount=v.provisioned)
+        else:
+            sc = {"MemorySizeInMB": v.memory_mb, "MaxConcurrency": v.max_concurrency}
+            if v.provisioned:
+                sc["ProvisionedConcurrency"] = v.provisioned
+            out.update(CurrentServerlessConfig=sc, DesiredServerlessConfig=dict(sc))
+        return out
+
+    def _image(self, model_name: str | None) -> str | None:
+        model = self.models.get(model_name or "")
+        if model is None:
+            return None
+        container = (model.get("Containers") or [model.get("PrimaryContainer") or {}])[0]
+        return container.get("Image")
+
+    def list_endpoints(self, req: dict) -> dict:
+        status = req.get("StatusEquals")
+        if status is not None and status not in ENDPOINT_STATUSES:
+            raise invalid(f"1 validation error detected: Value '{status}' at 'statusEquals' failed to satisfy "
+                          f"constraint: Member must satisfy enum value set: [{', '.join(ENDPOINT_STATUSES)}]")
+        names = set(self.records) | set(self.endpoints.specs)
+        docs = [self._record(n) for n in names]
+        if status:
+            docs = [d for d in docs if d["EndpointStatus"] == status]
+        for key, op in (("LastModifiedTimeBefore", "lt"), ("LastModifiedTimeAfter", "gt")):
+            if req.get(key) is not None:
+                t = _time(req[key], key)
+                docs = [d for d in docs if (d["LastModifiedTime"] < t if op == "lt" else d["LastModifiedTime"] > t)]
+        return self._list(req, docs, "EndpointName", "Endpoints",
+                          lambda d: {k: d[k] for k in ("EndpointName", "EndpointArn", "CreationTime",
+                                                       "LastModifiedTime", "EndpointStatus")},
+                          ("Name", "CreationTime", "Status"))
+
+    async def update_weights(self, req: dict) -> dict:
+        name = self._name(req, "EndpointName")
+        rec = self._record(name)
+        spec: EndpointSpec | None = self.endpoints.specs.get(name)
+        if spec is None or rec["EndpointStatus"] not in ("InService",):
+            raise invalid(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
+        wanted = req.get("DesiredWeightsAndCapacities")
+        if not isinstance(wanted, list) or not wanted:
+            raise invalid("1 validation error detected: Value at 'desiredWeightsAndCapacities' failed to satisfy "
+                          "constraint: Member must have length greater than or equal to 1")
+        changes: dict[str, dict] = {}
+        for item in wanted:
+            vname = item.get("VariantName")
+            v = spec.variant(vname) if isinstance(vname, str) else None
+            if v is None:
+                raise invalid(f"The variant name(s) [{vname}] is/are not present in the endpoint {name}.")
+            ch: dict = {}
+            if item.get("DesiredWeight") is not None:
+                if not isinstance(item["DesiredWeight"], (int, float)) or item["DesiredWeight"] < 0:
+                    raise invalid(f"DesiredWeight of {vname} must be a number >= 0.")
+                ch["weight"] = float(item["DesiredWeight"])
+            if item.get("DesiredInstanceCount") is not None:
+                if not v.instance_type:
+                    raise invalid(f"Variant {vname} is serverless: change it with ServerlessUpdateConfig.")
+                count = item["DesiredInstanceCount"]
+                if not isinstance(count, int) or count < 1:
+                    raise invalid(f"DesiredInstanceCount of {vname} must be at least 1.")
+                ch.update(provisioned=count, max_concurrency=count)
+            if item.get("ServerlessUpdateConfig"):
+                if v.instance_type:
+                    raise invalid(f"Variant {vname} runs on instances: change it with DesiredInstanceCount.")
+                su = item["ServerlessUpdateConfig"]
+                if su.get("MaxConcurrency") is not None:
+                    ch["max_concurrency"] = su["MaxConcurrency"]
+                if su.get("ProvisionedConcurrency") is not None:
+                    ch["provisioned"] = su["ProvisionedConcurrency"]
+            changes[vname] = ch
+        if sum(changes.get(v.name, {}).get("weight", v.weight) for v in spec.variants) <= 0:
+            raise invalid("At least one variant must have a weight greater than 0.")
+        try:
+            await self.endpoints.set_variants(name, changes)
+        except InvalidSpec as exc:
+            raise invalid(str(exc)) from None
+        if name in self.records:
+            rec["LastModifiedTime"] = _now()
+            await self._save("endpoint", name, rec)
+        return {"EndpointArn": rec["EndpointArn"]}
+
+    async def delete_endpoint(self, req: dict) -> dict:
+        name = self._name(req, "EndpointName")
+        rec = self._record(name)
+        if rec["EndpointStatus"] in ("Creating", "Updating"):
+            raise invalid(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
+        if name in self.endpoints.specs:
+            await self.endpoints.delete(name)
+        if self.records.pop(name, None) is not None:
+            await self.store.delete_resource("endpoint", name)
+        return {}
+
+    # --- tags -------------------------------------------------------------------------------
+    def _resource(self, req: dict) -> tuple[str, str, list]:
+        arn = req.get("ResourceArn")
+        m = re.match(rf"^arn:aws[a-z-]*:sagemaker:{re.escape(self.region)}:{self.account_id}:"
+                     r"(model|endpoint-config|endpoint)/(.+)$", arn or "")
+        if m is None:
+            raise invalid(f"Invalid ResourceArn {arn!r}: expected an ARN of a model, endpoint config or endpoint "
+                          f"in {self.region} of account {self.account_id}.")
+        kind, lowered = m.group(1), m.group(2)
+        table = {"model": self.models, "endpoint-config": self.configs}.get(kind)
+        if table is not None:
+            name = next((n for n in table if n.lower() == lowered), None)
+            if name is None:
+                raise invalid(f'Could not find {KINDS[kind]} "{arn}".')
+            return kind, name, table[name]["Tags"]
+        name = next((n for n in set(self.records) | set(self.endpoints.specs) if n.lower() == lowered), None)
+        if name is None:
+            raise invalid(f'Could not find endpoint "{arn}".')
+        return kind, name, self._record(name)["Tags"]
+
+    async def _set_tags(self, kind: str, name: str, tags: list) -> None:
+        if kind == "endpoint":
+            if name in self.records:
+                self.records[name]["Tags"] = tags
+                await self._save("endpoint", name, self.records[name])
+            if name in self.endpoints.specs:                       # bills group costs by these
+                await self.endpoints.set_tags(name, _tag_dict(tags))
+        else:
+            table = self.models if kind == "model" else self.configs
+            table[name]["Tags"] = tags
+            await self._save(kind, name, table[name])
+
+    async def add_tags(self, req: dict) -> dict:
+        kind, name, tags = self._resource(req)
+        new = _tags(req.get("Tags"))
+        merged = {t["Key"]: t["Value"] for t in tags}
+        merged.update({t["Key"]: t["Value"] for t in new})
+        if len(merged) > 50:
+            raise invalid("A resource can have at most 50 tags.")
+        await self._set_tags(kind, name, [{"Key": k, "Value": v} for k, v in merged.items()])
+        return {"Tags": new}
+
+    def list_tags(self, req: dict) -> dict:
+        _, _, tags = self._resource(req)
+        start = _token_offset(req.get("NextToken"))
+        size = req.get("MaxResults") or 50
+        page = tags[start:start + size]
+        out = {"Tags": page}
+        if start + size < len(tags):
+            out["NextToken"] = _token(start + size)
+        return out
+
+    async def delete_tags(self, req: dict) -> dict:
+        kind, name, tags = self._resource(req)
+        keys = req.get("TagKeys")
+        if not isinstance(keys, list) or not keys:
+            raise invalid("1 validation error detected: Value at 'tagKeys' failed to satisfy constraint: "
+                          "Member must have length greater than or equal to 1")
+        await self._set_tags(kind, name, [t for t in tags if t["Key"] not in set(keys)])
+        return {}
+
+    # --- listing ------------------------------------------------------------------------------
+    @staticmethod
+    def _list(req: dict, docs: list[dict], name_key: str, result_key: str, summary, sort_keys) -> dict:
+        sort_by = req.get("SortBy") or "CreationTime"
+        order = req.get("SortOrder") or "Descending"
+        if sort_by not in sort_keys:
+            raise invalid(f"1 validation error detected: Value '{sort_by}' at 'sortBy' failed to satisfy constraint: "
+                          f"Member must satisfy enum value set: [{', '.join(sort_keys)}]")
+        if order not in ("Ascending", "Descending"):
+            raise invalid(f"1 validation error detected: Value '{order}' at 'sortOrder' failed to satisfy constraint: "
+                          "Member must satisfy enum value set: [Ascending, Descending]")
+        contains = req.get("NameContains")
+        if contains:
+            if not CONTAINS_RE.match(contains):
+                raise invalid(f"1 validation error detected: Value '{contains}' at 'nameContains' failed to satisfy "
+                              "constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9-]+")
+            docs = [d for d in docs if contains.lower() in d[name_key].lower()]
+        for key, op in (("CreationTimeBefore", "lt"), ("CreationTimeAfter", "gt")):
+            if req.get(key) is not None:
+                t = _time(req[key], key)
+                docs = [d for d in docs if (d["CreationTime"] < t if op == "lt" else d["CreationTime"] > t)]
+        field = {"Name": name_key, "CreationTime": "CreationTime", "Status": "EndpointStatus"}[sort_by]
+        docs.sort(key=lambda d: (d[field], d[name_key]), reverse=order == "Descending")
+        size = req.get("MaxResults") or 10
+        if not isinstance(size, int) or not 1 <= size <= 100:
+            raise invalid(f"1 validation error detected: Value '{size}' at 'maxResults' failed to satisfy "
+                          "constraint: Member must have value between 1 and 100")
+        start = _token_offset(req.get("NextToken"))
+        out = {result_key: [summary(d) for d in docs[start:start + size]]}
+        if start + size < len(docs):
+            out["NextToken"] = _token(start + size)
+        return out
+
+
+def _camel(key: str) -> str:
+    return key[:1].lower() + key[1:]
+
+
+def _tags(tags) -> list[dict]:
+    if tags is None:
+        return []
+    if not isinstance(tags, list) or len(tags) > 50:
+        raise invalid("Tags must be a list of at most 50 {Key, Value} objects.")
+    out = []
+    for t in tags:
+        if not isinstance(t, dict) or not isinstance(t.get("Key"), str) or not 1 <= len(t["Key"]) <= 128 \
+                or not isinstance(t.get("Value", ""), str) or len(t.get("Value", "")) > 256:
+            raise invalid(f"Invalid tag {t!r}: Key is 1-128 characters, Value up to 256.")
+        out.append({"Key": t["Key"], "Value": t.get("Value", "")})
+    return out
+
+
+def _tag_dict(tags: list[dict]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in tags}
+
+
+def _time(value, key: str) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    raise invalid(f"{key} must be a timestamp.")
+
+
+def _token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
+
+
+def _token_offset(token) -> int:
+    if not token:
+        return 0
+    try:
+        kind, _, n = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if kind == "o" and int(n) >= 0:
+            return int(n)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise invalid("Invalid pagination token.")
