@@ -62,7 +62,15 @@ def make_backend(settings: Settings):
                                  preload=tuple(dict.fromkeys(DEFAULT_PRELOAD + tuple(settings.zygote_preload))),
                                  log_path=str(settings.logs_dir / "_zygotes.log")),
         ))
-    raise ValueError(f"unknown backend {settings.backend!r} (available: process)")
+    if settings.backend == "docker":
+        from runtime.docker_backend import DockerBackend, DockerBackendConfig
+
+        return DockerBackend(DockerBackendConfig(
+            work_dir=str(settings.state_dir / "containers"), image=settings.docker_image, instance=instance,
+            stems=settings.docker_stems, start_timeout_s=settings.start_timeout_s,
+            preload=tuple(dict.fromkeys(DEFAULT_PRELOAD + tuple(settings.zygote_preload))),
+        ))
+    raise ValueError(f"unknown backend {settings.backend!r} (available: process, docker)")
 
 
 class Gateway:

@@ -78,7 +78,7 @@ def cmd_serve(args) -> int:
 
     settings = Settings(
         state_dir=Path(args.state_dir or DEFAULT_STATE_DIR), host=args.host, port=args.port,
-        backend=args.backend, invocation_timeout_s=args.timeout, memory_budget_mb=args.memory_budget_mb,
+        backend=args.backend, docker_image=args.docker_image, invocation_timeout_s=args.timeout, memory_budget_mb=args.memory_budget_mb,
         memory_budget_fraction=args.memory_budget_fraction, keep_alive_s=args.keep_alive,
         policy=args.policy, policy_cold_start_ms=args.policy_cold_start_ms,
         cgroup_mode=args.cgroup, network_isolation=not args.allow_network,
@@ -229,6 +229,22 @@ def cmd_bill(args) -> int:
     return 0
 
 
+def cmd_image(args) -> int:
+    import docker
+
+    from runtime import image
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        print(f"slimserve: cannot reach the Docker engine: {exc}", file=sys.stderr)
+        return 1
+    tag = image.build(client, force=args.force, log=lambda m: print(f"slimserve image: {m}", file=sys.stderr))
+    print(tag)
+    return 0
+
+
 def cmd_doctor(args) -> int:
     if args.url or not args.local:
         try:
@@ -294,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
-    s.add_argument("--backend", default="process", choices=["process"])
+    s.add_argument("--backend", default="process", choices=["process", "docker"],
+                   help="process (default): OS processes with cgroups; docker: containers (run `slimserve image build` first)")
+    s.add_argument("--docker-image", default="slimserve-runtime:latest", help="runtime image of the docker backend")
     s.add_argument("--timeout", type=float, default=60.0, help="invocation timeout in seconds (default 60)")
     s.add_argument("--memory-budget-mb", type=int, default=None, help="host memory sandboxes may reserve")
     s.add_argument("--memory-budget-fraction", type=float, default=0.8,
@@ -379,6 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--local", action="store_true", help="check this machine without asking a gateway")
     dr.add_argument("--cgroup", default="auto", choices=["auto", "v2", "v1", "none"])
     dr.add_argument("--format", choices=["table", "json"], default="table")
+
+    im = sub.add_parser("image", help="the docker backend's runtime image",
+                        description="Build the docker backend's runtime image from this machine's Python "
+                                    "(no registry needed).")
+    im_sub = im.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    ib = im_sub.add_parser("build", help="build (or find up to date) slimserve-runtime:latest")
+    ib.add_argument("--force", action="store_true", help="rebuild even when nothing changed")
+    ib.set_defaults(fn=cmd_image)
 
     sm = sub.add_parser("simulate", help="replay an invocation trace through a warm-pool policy",
                         description="Replay a trace (CSV or .csv.gz: endpoint,start_s,duration_ms,memory_mb) "

@@ -16,7 +16,9 @@ class Settings:
     state_dir: Path = Path(".slimserve")
     host: str = "127.0.0.1"
     port: int = 8080
-    backend: str = "process"
+    backend: str = "process"                     # process | docker
+    docker_image: str = "slimserve-runtime:latest"
+    docker_stems: int = 2                        # paused containers kept ready for cold starts
     invocation_timeout_s: float = 60.0
     start_timeout_s: float = 120.0
     # Fraction of host RAM that live sandboxes (each counted at its tier) may reserve.

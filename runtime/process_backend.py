@@ -26,10 +26,10 @@ from pathlib import Path
 import psutil
 
 from . import cgroups, isolation, protocol
+from .channel import ChannelSandbox
 from .zygotes import AdoptedProcess, ZygoteConfig, ZygoteHandle, ZygoteSet, ZygoteUnavailable, become_subreaper
 from .sandbox import (
-    DEAD_HANDLE, EXITED, LOAD_FAILED, OUT_OF_MEMORY, SPAWN_FAILED, TIMEOUT,
-    Backend, InvokeRequest, InvokeResult, Listener, Sandbox, SandboxSpec, StartError, State,
+    EXITED, LOAD_FAILED, OUT_OF_MEMORY, SPAWN_FAILED, Backend, Listener, Sandbox, SandboxSpec, StartError, State,
 )
 
 log = logging.getLogger("slimserve.process")
@@ -62,12 +62,10 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
-class ProcessSandbox(Sandbox):
+class ProcessSandbox(ChannelSandbox):
     def __init__(self, spec, listeners, proc, reader, writer, cgroup, tmp_dir):
-        super().__init__(spec, listeners)
+        super().__init__(spec, listeners, reader, writer)
         self.proc = proc
-        self._reader = reader
-        self._writer = writer
         self.cgroup: cgroups.Cgroup | None = cgroup
         self.tmp_dir = tmp_dir
         self.killed_by_watchdog = False
@@ -95,47 +93,6 @@ class ProcessSandbox(Sandbox):
             return self._ps.memory_info().rss
         except psutil.Error:
             return 0
-
-    async def invoke(self, request: InvokeRequest, timeout_s: float) -> InvokeResult:
-        if self.state is not State.IDLE:
-            return InvokeResult(False, error_kind=DEAD_HANDLE, message=f"sandbox {self.id} is {self.state.value}")
-        self._move(State.BUSY)
-        header = {
-            "op": "invoke",
-            "content_type": request.content_type,
-            "accept": request.accept,
-            "custom_attributes": request.custom_attributes,
-        }
-        t0 = time.perf_counter()
-        try:
-            self._writer.write(protocol.encode(header, request.body))
-            await self._writer.drain()
-            reply, payload = await asyncio.wait_for(protocol.recv_async(self._reader), timeout_s)
-        except asyncio.TimeoutError:
-            await self.destroy("invocation timed out")
-            return InvokeResult(
-                False, error_kind=TIMEOUT, model_ms=(time.perf_counter() - t0) * 1000.0, original_status=0,
-                message=f"the model did not answer within {timeout_s:g} s; its sandbox was stopped and will be replaced",
-            )
-        except (protocol.ProtocolError, ConnectionError, OSError):
-            elapsed = (time.perf_counter() - t0) * 1000.0
-            kind, message = await self._death_cause()
-            await self.destroy(message)
-            return InvokeResult(False, error_kind=kind, model_ms=elapsed, message=message, original_status=500)
-        if reply.get("fatal"):
-            await self.destroy(reply.get("error_kind") or "fatal")
-        else:
-            self._move(State.IDLE)
-        return InvokeResult(
-            ok=bool(reply.get("ok")),
-            body=payload,
-            content_type=reply.get("content_type"),
-            custom_attributes=reply.get("custom_attributes"),
-            model_ms=float(reply.get("model_ms", 0.0)),
-            error_kind=reply.get("error_kind"),
-            message=self._out_of_memory_text() if reply.get("error_kind") == OUT_OF_MEMORY else reply.get("message", ""),
-            original_status=reply.get("original_status"),
-        )
 
     def _out_of_memory_text(self) -> str:
         return oom_message(self.spec.memory_mb)

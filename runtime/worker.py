@@ -115,15 +115,55 @@ def serve(sock: socket.socket, handler) -> None:
         protocol.send_blocking(sock, reply, payload)
 
 
+def stem(listen_path: str, preload: list[str]) -> None:
+    """A container's worker before it has a model: import the common libraries, wait on a
+    Unix socket in the bind-mounted run dir for the gateway, then for an assignment (the
+    bundle's path and kind, the model's environment), load it and serve.  The container
+    itself is the sandbox: docker caps memory, drops privileges and cuts the network."""
+    import importlib
+
+    t0 = time.perf_counter()
+    for mod in preload:
+        try:
+            importlib.import_module(mod)
+        except Exception:  # noqa: BLE001 - a library that is not installed is the bundle's problem later
+            pass
+    preload_ms = (time.perf_counter() - t0) * 1000.0
+    if os.path.exists(listen_path):
+        os.unlink(listen_path)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(listen_path)
+    srv.listen(1)
+    conn, _ = srv.accept()
+    srv.close()
+    protocol.send_blocking(conn, {"op": "stem", "pid": os.getpid(), "preload_ms": preload_ms})
+    try:
+        header, _ = protocol.recv_blocking(conn)
+    except protocol.ProtocolError:
+        return
+    t1 = time.perf_counter()
+    os.environ.update(header.get("env") or {})
+    protections = {"applied": ["container"], "missing": {}}
+    load_and_serve(conn, header["bundle"], header["kind"], protections,
+                   {"assign_ms": (time.perf_counter() - t1) * 1000.0})
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="slimserve-worker")
-    ap.add_argument("--fd", type=int, required=True)
-    ap.add_argument("--bundle", required=True)
-    ap.add_argument("--kind", required=True)
+    ap.add_argument("--listen", default=None, help="container stem: wait for the gateway on this Unix socket")
+    ap.add_argument("--preload", default="")
+    ap.add_argument("--fd", type=int)
+    ap.add_argument("--bundle")
+    ap.add_argument("--kind")
     ap.add_argument("--cgroup-procs", default="")
     ap.add_argument("--no-network", action="store_true")
     ap.add_argument("--rlimit-bytes", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.listen:
+        stem(args.listen, [m for m in args.preload.split(",") if m])
+        return
+    if args.fd is None or not args.bundle or not args.kind:
+        ap.error("--fd, --bundle and --kind are required (or --listen)")
     sock = socket.socket(fileno=args.fd)
     protections, timings = protect(args.cgroup_procs, args.no_network, args.rlimit_bytes)
     load_and_serve(sock, args.bundle, args.kind, protections, timings)

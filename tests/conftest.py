@@ -38,3 +38,13 @@ def fresh_gateway():
     for gw in gws:
         gw.stop()
     remove_state_dir(state)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true a skipped docker test is a failure: CI has an engine, so a skip hides a break."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") == "true" and report.skipped and "docker" in item.nodeid.split("::")[0]:
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where the Docker engine must run: {report.longrepr}"

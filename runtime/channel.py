@@ -1,0 +1,68 @@
+"""A sandbox reached over a stream (a socket pair, or a Unix socket into a container):
+the invoke path every such backend shares.  Subclasses say how the sandbox died and
+how to stop it."""
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+
+from . import protocol
+from .sandbox import DEAD_HANDLE, OUT_OF_MEMORY, TIMEOUT, InvokeRequest, InvokeResult, Sandbox, State
+
+
+class ChannelSandbox(Sandbox):
+    def __init__(self, spec, listeners, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        super().__init__(spec, listeners)
+        self._reader = reader
+        self._writer = writer
+
+    @abc.abstractmethod
+    async def _death_cause(self) -> tuple[str, str]:
+        """(error kind, message) after the channel broke during an invocation."""
+
+    @abc.abstractmethod
+    def _out_of_memory_text(self) -> str:
+        """What the caller reads when the model exceeded its memory tier."""
+
+    async def invoke(self, request: InvokeRequest, timeout_s: float) -> InvokeResult:
+        if self.state is not State.IDLE:
+            return InvokeResult(False, error_kind=DEAD_HANDLE, message=f"sandbox {self.id} is {self.state.value}")
+        self._move(State.BUSY)
+        header = {
+            "op": "invoke",
+            "content_type": request.content_type,
+            "accept": request.accept,
+            "custom_attributes": request.custom_attributes,
+        }
+        t0 = time.perf_counter()
+        try:
+            self._writer.write(protocol.encode(header, request.body))
+            await self._writer.drain()
+            reply, payload = await asyncio.wait_for(protocol.recv_async(self._reader), timeout_s)
+        except asyncio.TimeoutError:
+            await self.destroy("invocation timed out")
+            return InvokeResult(
+                False, error_kind=TIMEOUT, model_ms=(time.perf_counter() - t0) * 1000.0, original_status=0,
+                message=f"the model did not answer within {timeout_s:g} s; its sandbox was stopped and will be replaced",
+            )
+        except (protocol.ProtocolError, ConnectionError, OSError):
+            elapsed = (time.perf_counter() - t0) * 1000.0
+            kind, message = await self._death_cause()
+            await self.destroy(message)
+            return InvokeResult(False, error_kind=kind, model_ms=elapsed, message=message, original_status=500)
+        if reply.get("fatal"):
+            await self.destroy(reply.get("error_kind") or "fatal")
+        else:
+            self._move(State.IDLE)
+        return InvokeResult(
+            ok=bool(reply.get("ok")),
+            body=payload,
+            content_type=reply.get("content_type"),
+            custom_attributes=reply.get("custom_attributes"),
+            model_ms=float(reply.get("model_ms", 0.0)),
+            error_kind=reply.get("error_kind"),
+            message=self._out_of_memory_text() if reply.get("error_kind") == OUT_OF_MEMORY else reply.get("message", ""),
+            original_status=reply.get("original_status"),
+        )
+

@@ -1,0 +1,198 @@
+"""The docker backend against a real Docker engine: container settings, faults, kill -9, orphans."""
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests import models
+from tests.helpers import GatewayProcess, make_state_dir, remove_state_dir, wait_until
+
+docker = pytest.importorskip("docker")
+
+
+def _engine():
+    try:
+        client = docker.from_env(timeout=20)
+        client.ping()
+        return client
+    except Exception as exc:  # noqa: BLE001 - no engine here
+        return exc
+
+
+@pytest.fixture(scope="module")
+def engine():
+    client = _engine()
+    if isinstance(client, Exception):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but no Docker engine answers: {client}")
+        pytest.skip(f"no Docker engine: {client}")
+    from runtime import image
+
+    image.build(client, log=lambda m: None)
+    return client
+
+
+def _containers(client, state_dir):
+    from gateway.app import make_backend
+    from gateway.config import Settings
+
+    instance = make_backend(Settings(state_dir=state_dir, backend="docker")).config.instance
+    return client.containers.list(all=True, filters={"label": f"slimserve.instance={instance}"})
+
+
+@pytest.fixture(scope="module")
+def dgw(engine):
+    state = make_state_dir()
+    gw = GatewayProcess(state, "--backend", "docker", "--timeout", "5").start(timeout=120)
+    c = gw.client()
+    for name, fn, mem in [("echo", models.echo, 1024), ("raises", models.raises, 1024),
+                          ("exits", models.exits, 1024), ("hangs", models.hangs, 1024),
+                          ("bomb", models.allocates, 1024), ("sandbox", models.tmp_and_net, 2048)]:
+        c.deploy(name, fn, memory_mb=mem)
+    yield gw
+    gw.stop()
+    assert wait_until(lambda: not _containers(engine, state), timeout=30), "containers left after a clean stop"
+    remove_state_dir(state)
+
+
+def _dockerd_alive() -> bool:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().split()
+        except OSError:
+            continue
+        if fields[1] == "(dockerd)" and fields[2] != "Z":
+            return True
+    return False
+
+
+def invoke(gw, name, body=b"1"):
+    return gw.boto().invoke_endpoint(EndpointName=name, Body=body, ContentType="application/json")
+
+
+def _model_error(gw, name, body=b"1"):
+    with pytest.raises(gw.boto().exceptions.ModelError) as exc:
+        invoke(gw, name, body)
+    return exc.value.response
+
+
+def test_containers_are_capped_isolated_and_unprivileged(dgw, engine):
+    out = json.loads(invoke(dgw, "sandbox", b"0")["Body"].read())
+    assert out["cuda"] == "" and out["net"] in (101, 111)        # refused or unreachable: a loopback at most
+    # find the container serving "sandbox" by its memory limit (the only 2048 MB one)
+    hosts = [x for x in _containers(engine, dgw.state_dir)
+             if x.attrs["HostConfig"]["Memory"] == 2048 << 20]
+    assert len(hosts) == 1, [x.attrs["HostConfig"]["Memory"] for x in _containers(engine, dgw.state_dir)]
+    hc = hosts[0].attrs["HostConfig"]
+    assert hc["MemorySwap"] == hc["Memory"] == 2048 << 20                # no swap beyond the tier
+    assert hc["NetworkMode"] == "none" and hc["ReadonlyRootfs"] is True
+    assert hc["CapDrop"] == ["ALL"] and "no-new-privileges" in hc["SecurityOpt"]
+    assert hc["PidsLimit"] > 0 and hc["CpuShares"] == 2048 and not hc.get("Devices")
+    assert hosts[0].attrs["Config"]["User"] == "10001:10001"
+    mounts = {m["Destination"]: m for m in hosts[0].attrs["Mounts"]}
+    assert mounts["/opt/ml/model"]["RW"] is False
+
+
+def test_model_faults_match_the_process_backend(dgw):
+    resp = _model_error(dgw, "raises", b'"zz"')
+    assert resp["OriginalStatusCode"] == 500 and "ValueError: bad input 'zz'" in resp["OriginalMessage"]
+    resp = _model_error(dgw, "exits")
+    assert "exited" in resp["Error"]["Message"]
+    assert json.loads(invoke(dgw, "echo")["Body"].read()) == {"echo": 1}
+    _model_error(dgw, "exits")                                         # replaced: a new container served it
+    assert [u["cold_start"] for u in dgw.client().usage(endpoint="exits")] == [True, True]
+
+
+def test_hang_times_out_and_the_container_is_replaced(dgw):
+    resp = _model_error(dgw, "hangs")
+    assert "did not answer within 5 s" in resp["Error"]["Message"]
+    rec = dgw.client().usage(endpoint="hangs")[-1]
+    assert rec["status"] == "ModelError" and rec["error_kind"] == "timeout"
+
+
+def test_memory_bomb_is_oom_killed_as_the_tier_error(dgw):
+    assert json.loads(invoke(dgw, "bomb", b"64")["Body"].read()) == 64 << 20
+    resp = _model_error(dgw, "bomb", b"3000")
+    assert "exceeded its memory tier of 1024 MB" in resp["Error"]["Message"]
+    assert dgw.client().usage(endpoint="bomb")[-1]["error_kind"] == "out_of_memory"
+    assert json.loads(invoke(dgw, "echo", b"2")["Body"].read()) == {"echo": 2}   # everything else still served
+
+
+def test_cold_starts_come_from_paused_stems(dgw, engine):
+    dgw.client().deploy("stemmed", models.echo, memory_mb=3072)
+    assert wait_until(lambda: sum(x.status == "paused" for x in _containers(engine, dgw.state_dir)) >= 1, timeout=60)
+    invoke(dgw, "stemmed")
+    sb = dgw.client().describe("stemmed")["variants"][0]["pool"]["sandboxes"][0]
+    assert sb["start_path"] == "stem"
+
+
+def test_kill9_loses_no_record_and_the_next_start_removes_orphans(engine):
+    state = make_state_dir()
+    gw = GatewayProcess(state, "--backend", "docker").start(timeout=120)
+    try:
+        gw.client().deploy("ledger", models.echo, memory_mb=1024, max_concurrency=20)
+        boto = gw.boto()
+        answered, lock, stop = [], threading.Lock(), threading.Event()
+
+        def loop():
+            while not stop.is_set():
+                try:
+                    r = boto.invoke_endpoint(EndpointName="ledger", Body=b"1", ContentType="application/json")
+                except Exception:  # noqa: BLE001 - killed under us
+                    return
+                with lock:
+                    answered.append(r["ResponseMetadata"]["RequestId"])
+
+        with ThreadPoolExecutor(4) as ex:
+            futs = [ex.submit(loop) for _ in range(4)]
+            assert wait_until(lambda: len(answered) >= 100, timeout=90)
+            gw.kill9()
+            stop.set()
+            for f in futs:
+                f.result()
+        ids = [r[0] for r in sqlite3.connect(state / "slimserve.db").execute("SELECT request_id FROM usage")]
+        assert set(answered) <= set(ids) and len(ids) == len(set(ids))
+        assert _containers(engine, state), "kill -9 leaves containers; the next start must remove them"
+        left = {c.id for c in _containers(engine, state)}
+        gw2 = GatewayProcess(state, "--backend", "docker").start(timeout=120)
+        try:
+            assert not left & {c.id for c in _containers(engine, state)}
+            r = gw2.boto().invoke_endpoint(EndpointName="ledger", Body=b"2", ContentType="application/json")
+            assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
+        finally:
+            gw2.stop()
+    finally:
+        remove_state_dir(state)
+
+
+def test_a_dockerd_restart_is_survived(dgw, engine):
+    if os.environ.get("SLIMSERVE_TEST_RESTART_DOCKERD") != "1" and os.environ.get("CI") != "true":
+        pytest.skip("restarts the machine's dockerd: set SLIMSERVE_TEST_RESTART_DOCKERD=1 (CI does)")
+    if not shutil.which("dockerd"):
+        pytest.skip("dockerd is not on this machine's PATH")
+    import subprocess
+
+    invoke(dgw, "echo")
+    subprocess.run(["pkill", "-x", "dockerd"], check=False)
+    assert wait_until(lambda: not _dockerd_alive(), timeout=60), "dockerd did not stop"
+    if os.path.exists("/var/run/docker.pid"):
+        os.unlink("/var/run/docker.pid")                 # left by the stopped daemon
+    with open("/tmp/slimserve-test-dockerd.log", "ab") as log:
+        subprocess.Popen(["dockerd", "--bridge=none", "--iptables=false"], stdout=log, stderr=log,
+                         start_new_session=True)
+    assert wait_until(lambda: not isinstance(_engine(), Exception), timeout=60), "dockerd did not come back"
+    deadline = time.time() + 60
+    while True:                                   # the containers died with dockerd: new ones are started
+        try:
+            assert json.loads(invoke(dgw, "echo", b"3")["Body"].read()) == {"echo": 3}
+            break
+        except Exception:  # noqa: BLE001 - until the gateway has replaced its sandboxes
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
