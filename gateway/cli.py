@@ -78,7 +78,7 @@ def cmd_serve(args) -> int:
 
     settings = Settings(
         state_dir=Path(args.state_dir or DEFAULT_STATE_DIR), host=args.host, port=args.port,
-        backend=args.backend, docker_image=args.docker_image, invocation_timeout_s=args.timeout, memory_budget_mb=args.memory_budget_mb,
+        backend=args.backend, docker_image=args.docker_image, docker_stems=args.docker_stems, invocation_timeout_s=args.timeout, memory_budget_mb=args.memory_budget_mb,
         memory_budget_fraction=args.memory_budget_fraction, keep_alive_s=args.keep_alive,
         policy=args.policy, policy_cold_start_ms=args.policy_cold_start_ms,
         cgroup_mode=args.cgroup, network_isolation=not args.allow_network,
@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default="process", choices=["process", "docker"],
                    help="process (default): OS processes with cgroups; docker: containers (run `slimserve image build` first)")
     s.add_argument("--docker-image", default="slimserve-runtime:latest", help="runtime image of the docker backend")
+    s.add_argument("--docker-stems", type=int, default=2,
+                   help="paused containers the docker backend keeps ready for cold starts (default 2; 0: none)")
     s.add_argument("--timeout", type=float, default=60.0, help="invocation timeout in seconds (default 60)")
     s.add_argument("--memory-budget-mb", type=int, default=None, help="host memory sandboxes may reserve")
     s.add_argument("--memory-budget-fraction", type=float, default=0.8,
