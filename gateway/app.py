@@ -110,7 +110,8 @@ class Gateway:
                              s.reaper_interval_s, s.provisioned_checkpoint_s, self.provisioned)
         self._scaler_task = asyncio.get_running_loop().create_task(self.scaler.run())
 
-        self.catalog = Catalog(self.endpoints, self.store, s.account_id, s.region)
+        self.catalog = Catalog(self.endpoints, self.store, s.account_id, s.region,
+                               local_image=getattr(self.backend, "has_image", None))
         await self.catalog.load()
         admin = AdminApi(self, self.token)
         runtime_api = RuntimeApi(self)

@@ -82,6 +82,27 @@ def install(source: Path, dest: Path) -> str:
         staged.unlink(missing_ok=True)
 
 
+def install_artifacts(source: Path | None, dest: Path) -> str:
+    """Model data for a container that brings its own server: a directory is copied and a
+    ``model.tar.gz`` unpacked as they are (nothing is checked: the image knows its files)."""
+    dest.mkdir(parents=True, exist_ok=False)
+    if source is None:
+        return "container"
+    source = Path(source)
+    try:
+        if source.is_dir():
+            shutil.copytree(source, dest, dirs_exist_ok=True)
+        elif tarfile.is_tarfile(source):
+            with tarfile.open(source, "r:*") as tar:
+                tar.extractall(dest, filter="data")
+        else:
+            shutil.copy2(source, dest / source.name)
+    except (OSError, tarfile.TarError, shutil.Error) as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise BundleRejected(f"cannot install model data {source}: {exc}") from None
+    return "container"
+
+
 def _hoist_single_dir(dest: Path) -> None:
     """An archive of ``model/`` rather than of its contents: use the inner directory."""
     entries = list(dest.iterdir())

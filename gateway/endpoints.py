@@ -16,7 +16,7 @@ from pathlib import Path
 
 from runtime.sandbox import SandboxSpec, StartError
 
-from .bundles import BundleRejected, install, unpack
+from .bundles import BundleRejected, install, install_artifacts, unpack
 from .config import Settings
 from .model import EndpointSpec, InvalidSpec, VariantSpec
 from .pools import PoolManager
@@ -118,7 +118,7 @@ class EndpointService:
             installed = []
             try:
                 for v, (_, source) in zip(staged, variants):
-                    installed.append(await self._install(name, Path(source), v, copy=True))
+                    installed.append(await self._install(name, Path(source) if source else None, v, copy=True))
             except BaseException:
                 for v in installed:
                     shutil.rmtree(v.bundle_dir, ignore_errors=True)
@@ -171,11 +171,14 @@ class EndpointService:
             if missing > 0:
                 pool.prewarm(missing)
 
-    async def _install(self, name: str, upload: Path, variant: VariantSpec, copy: bool = False) -> VariantSpec:
+    async def _install(self, name: str, upload: Path | None, variant: VariantSpec, copy: bool = False) -> VariantSpec:
         dest = self.settings.bundles_dir / name / f"v{variant.bundle_version}"
         if dest.exists():
             shutil.rmtree(dest)
-        kind = await asyncio.to_thread(install if copy else unpack, upload, dest)
+        if variant.image:                 # the container brings its own server: artifacts are copied as they are
+            kind = await asyncio.to_thread(install_artifacts, upload, dest)
+        else:
+            kind = await asyncio.to_thread(install if copy else unpack, upload, dest)
         installed = replace(variant, bundle_kind=kind, bundle_dir=str(dest.resolve()))
         if self.settings.validate_on_deploy:
             try:
@@ -194,7 +197,7 @@ class EndpointService:
         spec = SandboxSpec(sandbox_id=sid, endpoint=name, variant=variant.name, memory_mb=variant.memory_mb,
                            bundle_dir=variant.bundle_dir, bundle_kind=variant.bundle_kind,
                            log_path=str(mgr.log_path(name)), env=dict(variant.env),
-                           network_isolation=variant.network_isolation, check_only=True)
+                           network_isolation=variant.network_isolation, image=variant.image, check_only=True)
         try:
             sb = await mgr.backend.start(spec)
         except StartError as exc:

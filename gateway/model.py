@@ -29,6 +29,7 @@ class VariantSpec:
     network_isolation: bool = False              # EnableNetworkIsolation: never any network
     instance_type: str | None = None             # a real-time variant: this many always-on sandboxes ...
     model_name: str | None = None                # the SageMaker model it serves, when deployed through that API
+    image: str | None = None                     # docker backend: the model's own SageMaker-contract image
 
     def validate(self) -> None:
         if self.instance_type is not None:

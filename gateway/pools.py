@@ -165,7 +165,7 @@ class VariantPool:
             sandbox_id=sid, endpoint=self.endpoint, variant=self.spec.name, memory_mb=self.spec.memory_mb,
             bundle_dir=self.spec.bundle_dir, bundle_kind=self.spec.bundle_kind,
             log_path=str(mgr.log_path(self.endpoint)), env=dict(self.spec.env),
-            network_isolation=self.spec.network_isolation,
+            network_isolation=self.spec.network_isolation, image=self.spec.image,
             sample=sample if sample is not None and len(sample.body) <= MAX_SAMPLE_BYTES else None,
         )
         self.starting += 1
@@ -337,6 +337,7 @@ class VariantPool:
 
 
 class PoolManager:
+    RELEASE_WAIT_S = 10.0      # how long a start waits for memory that draining pools are giving back
     def __init__(self, backend: Backend, budget: HostBudget, clock: Clock, logs_dir: Path,
                  on_provisioned=None, policy=None, idle_meter=None):
         from .policy import FixedKeepAlive
@@ -350,6 +351,7 @@ class PoolManager:
         self.current: dict[tuple[str, str], VariantPool] = {}
         self.retired: set[VariantPool] = set()
         self.owner: dict[str, VariantPool] = {}      # sandbox id -> pool, for lifecycle events
+        self._released = asyncio.Event()            # set whenever a sandbox's memory goes back to the budget
         # told (key, count, memory_mb) whenever a variant's provisioned concurrency starts, changes or ends
         self.on_provisioned = on_provisioned or (lambda key, count, mb: None)
 
@@ -360,6 +362,7 @@ class PoolManager:
         if event != "destroyed":
             return
         self.budget.release(sb.id)
+        self._released.set()
         pool = self.owner.pop(sb.id, None)
         if pool is not None:
             pool.forget(sb)
@@ -412,6 +415,23 @@ class PoolManager:
         sandbox of its size, so that guessing ahead can never throttle a real request."""
         if speculative:
             return self.budget.free_mb >= 2 * mb and self.budget.reserve(key, mb)
+        deadline = self.clock.now() + self.RELEASE_WAIT_S
+        while True:
+            if await self._make_room_now(requester, key, mb):
+                return True
+            # Memory already on its way back (pools being drained after an update or delete) is
+            # waited for, briefly; anything else is full, and the caller throttles at once.
+            freeing = sum(p.spec.memory_mb * len(p.live) for p in self.retired)
+            left = deadline - self.clock.now()
+            if left <= 0 or self.budget.free_mb + freeing < mb:
+                return False
+            self._released.clear()
+            try:
+                await asyncio.wait_for(self._released.wait(), left)
+            except asyncio.TimeoutError:
+                return False
+
+    async def _make_room_now(self, requester: str, key: str, mb: int) -> bool:
         if self.budget.reserve(key, mb):
             return True
         candidates = [c for p in self.current.values() for c in p.evictable()]
@@ -442,5 +462,5 @@ class PoolManager:
 
 def _same_sandboxes(a: VariantSpec, b: VariantSpec) -> bool:
     """Whether sandboxes started for ``a`` can serve ``b`` unchanged."""
-    return (a.memory_mb, a.bundle_dir, a.bundle_kind, a.bundle_version, a.env, a.network_isolation) == (
-        b.memory_mb, b.bundle_dir, b.bundle_kind, b.bundle_version, b.env, b.network_isolation)
+    return (a.memory_mb, a.bundle_dir, a.bundle_kind, a.bundle_version, a.env, a.network_isolation, a.image) == (
+        b.memory_mb, b.bundle_dir, b.bundle_kind, b.bundle_version, b.env, b.network_isolation, b.image)

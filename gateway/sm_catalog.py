@@ -48,8 +48,9 @@ def _now() -> float:
 
 
 class Catalog:
-    def __init__(self, endpoints: EndpointService, store, account_id: str, region: str):
+    def __init__(self, endpoints: EndpointService, store, account_id: str, region: str, local_image=None):
         self.endpoints = endpoints
+        self.local_image = local_image        # docker backend: image -> whether it can run as the model's server
         self.store = store
         self.account_id, self.region = account_id, region
         self.models: dict[str, dict] = {}
@@ -255,10 +256,13 @@ class Catalog:
             if model is None:
                 raise self.not_found("model", pv["ModelName"])
             container = (model.get("Containers") or [model.get("PrimaryContainer")])[0]
-            if not container.get("ModelDataUrl"):
-                raise invalid(f"Model {model['ModelName']} has no ModelDataUrl: the process backend serves model "
-                              "data (a model directory, model.tar.gz or .pkl), not a container image.")
-            source = self.model_data_path(container["ModelDataUrl"])
+            image = container.get("Image")
+            own_server = bool(image and self.local_image and self.local_image(image))
+            if not container.get("ModelDataUrl") and not own_server:
+                raise invalid(f"Model {model['ModelName']} has no ModelDataUrl and its Image is not a local image "
+                              "the docker backend can run: slimserve serves model data (a model directory, "
+                              "model.tar.gz or .pkl) or, with --backend docker, a SageMaker-contract image.")
+            source = self.model_data_path(container["ModelDataUrl"]) if container.get("ModelDataUrl") else None
             env = dict(container.get("Environment") or {})
             isolate = bool(model.get("EnableNetworkIsolation") or config.get("EnableNetworkIsolation"))
             weight = float(pv.get("InitialVariantWeight", 1.0))
@@ -266,13 +270,14 @@ class Catalog:
                 sc = pv["ServerlessConfig"]
                 v = VariantSpec(name=pv["VariantName"], memory_mb=sc["MemorySizeInMB"],
                                 max_concurrency=sc["MaxConcurrency"], provisioned=sc.get("ProvisionedConcurrency") or 0,
-                                weight=weight, env=env, network_isolation=isolate, model_name=model["ModelName"])
+                                weight=weight, env=env, network_isolation=isolate, model_name=model["ModelName"],
+                                image=image if own_server else None)
             else:
                 count = pv["InitialInstanceCount"]
                 v = VariantSpec(name=pv["VariantName"], memory_mb=instance_memory_mb(pv["InstanceType"]),
                                 max_concurrency=count, provisioned=count, weight=weight, env=env,
                                 network_isolation=isolate, instance_type=pv["InstanceType"],
-                                model_name=model["ModelName"])
+                                model_name=model["ModelName"], image=image if own_server else None)
             out.append((v, source))
         return out
 

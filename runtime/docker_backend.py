@@ -292,7 +292,20 @@ class DockerBackend(Backend):
                 backoff = min(backoff * 2, 10.0)
 
     # --- the Backend interface -----------------------------------------------------------------
+    def has_image(self, image: str) -> bool:
+        """Whether ``image`` is a local image that brings its own model server (not slimserve's runtime)."""
+        import docker.errors
+
+        try:
+            found = self.client.images.get(image)
+            runtime = self.client.images.get(self.config.image)
+        except docker.errors.DockerException:
+            return False
+        return found.id != runtime.id
+
     async def start(self, spec: SandboxSpec) -> Sandbox:
+        if spec.image:
+            return await self._start_container_server(spec)
         t0 = time.perf_counter()
         stem, path = None, "stem"
         while self._stems:
@@ -340,6 +353,60 @@ class DockerBackend(Backend):
                    "start_ms": round((time.perf_counter() - t0) * 1000.0, 3),
                    "timings": dict(reply.get("timings", {}), prepare_ms=(t_ready - t0) * 1000.0),
                    "protections": self.protections_applied()}
+        sb._move(State.IDLE)
+        return sb
+
+    async def _start_container_server(self, spec: SandboxSpec) -> Sandbox:
+        """A SageMaker-contract image: ``serve``, /ping and /invocations on 8080, reached through a
+        relay in its own network namespace."""
+        from .byoc import SAGEMAKER_ENV, ContainerServerSandbox, Relay, wait_ready
+
+        t0 = time.perf_counter()
+        sid = uuid.uuid4().hex[:12]
+        root = Path(self.config.work_dir) / f"c-{sid}"
+        (root / "model").mkdir(parents=True, exist_ok=True)
+        if spec.bundle_dir:
+            await asyncio.to_thread(_link_tree, Path(spec.bundle_dir), root / "model")
+        cfg, mb = self.config, spec.memory_mb
+        try:
+            container = await asyncio.to_thread(
+                self.client.containers.run, spec.image, ["serve"], name=f"slimserve-{cfg.instance}-{sid}",
+                detach=True, network_mode="none", mem_limit=f"{mb}m", memswap_limit=f"{mb}m",
+                cpu_shares=max(2, cfg.cpu_shares_per_gb * mb // 1024), pids_limit=cfg.pids_limit,
+                tmpfs={"/tmp": f"size={cfg.tmp_mb}m,mode=1777"}, cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                volumes={str(root / "model"): {"bind": MODEL_DIR, "mode": "ro"}},
+                labels={LABEL: cfg.instance, "slimserve.role": "container-server"},
+                environment=dict(SAGEMAKER_ENV, **spec.env))
+            await asyncio.to_thread(container.reload)
+            pid = container.attrs["State"]["Pid"]
+        except Exception as exc:  # noqa: BLE001 - the engine refused: the host's problem, not the model's
+            await asyncio.to_thread(shutil.rmtree, root, True)
+            raise StartError(SPAWN_FAILED, f"the Docker engine could not start image {spec.image}: {exc}") from None
+        relay = Relay(pid)
+        sb = ContainerServerSandbox(spec, self.listeners, self, container, root, relay)
+        self._by_container[container.id] = sb
+
+        async def alive() -> bool:
+            return not sb.exited.done()
+        try:
+            await wait_ready(relay, cfg.start_timeout_s, alive)
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            state = await self.container_state(container)
+            logs = ""
+            try:
+                logs = (await asyncio.to_thread(container.logs, tail=20)).decode(errors="replace").strip()[-800:]
+            except Exception:  # noqa: BLE001 - removed already
+                pass
+            oom = sb.oom_killed or state.get("OOMKilled")
+            await sb.destroy("did not become ready")
+            if oom:
+                raise StartError(OUT_OF_MEMORY, oom_message(mb, while_loading=True)) from None
+            raise StartError(LOAD_FAILED, f"{exc}; container log: {logs}" if logs else str(exc)) from None
+        sb.info = {"pid": pid, "container": container.short_id, "path": "container",
+                   "start_ms": round((time.perf_counter() - t0) * 1000.0, 3), "timings": {},
+                   "protections": {"applied": ["container", "memory+swap limit", "network none (relay)",
+                                               "no capabilities", "pids limit"], "missing": {}}}
         sb._move(State.IDLE)
         return sb
 

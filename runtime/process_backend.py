@@ -197,6 +197,9 @@ class ProcessBackend(Backend):
     async def start(self, spec: SandboxSpec) -> ProcessSandbox:
         """Fork from a model zygote, else from the base zygote, else start a fresh
         interpreter.  A zygote that fails costs this caller time, never an error."""
+        if spec.image:
+            raise StartError(LOAD_FAILED, f"image {spec.image} brings its own model server: serve it with "
+                                          "--backend docker")
         key = (spec.bundle_dir, spec.memory_mb)
         for zygote, path in ((self.zygotes.template(key), "model-zygote"), (self.zygotes.base, "zygote")):
             if zygote is None or not zygote.alive:

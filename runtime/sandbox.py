@@ -56,6 +56,7 @@ class SandboxSpec:
     log_path: str
     env: dict = field(default_factory=dict)
     network_isolation: bool = False   # no network even where the backend would allow it (EnableNetworkIsolation)
+    image: str | None = None          # docker backend: a SageMaker-contract image to run instead of the worker
     check_only: bool = False      # a deploy's trial load: not traffic, so nothing is kept warm for it
     sample: "InvokeRequest | None" = None   # the request that caused this start (warm-up input)
 

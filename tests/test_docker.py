@@ -196,3 +196,82 @@ def test_a_dockerd_restart_is_survived(dgw, engine):
             if time.time() > deadline:
                 raise
             time.sleep(0.5)
+
+
+BYOC_SERVER = '''#!{python}
+"""A model server that follows SageMaker's container contract (started as `serve`)."""
+import json, os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+WEIGHTS = open("/opt/ml/model/weights.txt").read().strip()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/ping" else 404)
+        self.end_headers()
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if body == b"fail":
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"cannot score that")
+            return
+        out = json.dumps({{"weights": WEIGHTS, "greeting": os.environ.get("GREETING"),
+                          "port": os.environ.get("SAGEMAKER_BIND_TO_PORT"), "echo": body.decode(),
+                          "attrs": self.headers.get("X-Amzn-SageMaker-Custom-Attributes")}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Amzn-SageMaker-Custom-Attributes", "scored=1")
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args):
+        pass
+
+
+HTTPServer(("0.0.0.0", int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))), Handler).serve_forever()
+'''
+
+
+def test_bring_your_own_sagemaker_container(dgw, engine, tmp_path):
+    import boto3
+    from botocore.config import Config
+
+    python = engine.images.get("slimserve-runtime:latest").attrs["Config"]["Env"]
+    python = next(e.split("=", 1)[1] for e in python if e.startswith("SLIMSERVE_PYTHON="))
+    ctx = tmp_path / "byoc"
+    ctx.mkdir()
+    (ctx / "serve").write_text(BYOC_SERVER.format(python=python))
+    (ctx / "serve").chmod(0o755)
+    (ctx / "Dockerfile").write_text("FROM slimserve-runtime:latest\nCOPY serve /usr/bin/serve\n")
+    engine.images.build(path=str(ctx), tag="slimserve-test-byoc:1", rm=True, pull=False)
+    data = tmp_path / "artifacts"
+    data.mkdir()
+    (data / "weights.txt").write_text("w=0.42\n")
+
+    kw = dict(endpoint_url=dgw.url, region_name="us-east-1", config=Config(retries={"total_max_attempts": 1}))
+    sm, rt = boto3.client("sagemaker", **kw), boto3.client("sagemaker-runtime", **kw)
+    sm.create_model(ModelName="byoc", PrimaryContainer={"Image": "slimserve-test-byoc:1", "ModelDataUrl": str(data),
+                                                        "Environment": {"GREETING": "hello"}})
+    sm.create_endpoint_config(EndpointConfigName="byoc", ProductionVariants=[
+        {"VariantName": "AllTraffic", "ModelName": "byoc",
+         "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2}}])
+    sm.create_endpoint(EndpointName="byoc", EndpointConfigName="byoc")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="byoc", WaiterConfig={"Delay": 0.3, "MaxAttempts": 200})
+    r = rt.invoke_endpoint(EndpointName="byoc", Body=b'{"x": 1}', ContentType="application/json",
+                           CustomAttributes="trace=7")
+    out = json.loads(r["Body"].read())
+    assert out == {"weights": "w=0.42", "greeting": "hello", "port": "8080", "echo": '{"x": 1}', "attrs": "trace=7"}
+    assert r["ContentType"] == "application/json" and r["CustomAttributes"] == "scored=1"
+    with pytest.raises(rt.exceptions.ModelError) as info:
+        rt.invoke_endpoint(EndpointName="byoc", Body=b"fail", ContentType="text/plain")
+    assert info.value.response["OriginalStatusCode"] == 500
+    assert "cannot score that" in info.value.response["OriginalMessage"]
+    pool = dgw.client().describe("byoc")["variants"][0]["pool"]
+    assert pool["sandboxes"][0]["start_path"] == "container"
+    servers = [c for c in _containers(engine, dgw.state_dir) if c.labels.get("slimserve.role") == "container-server"]
+    assert servers and all(c.attrs["HostConfig"]["NetworkMode"] == "none" for c in servers)
+    assert dgw.client().usage(endpoint="byoc")[0]["billed_ms"] >= 1
+    sm.delete_endpoint(EndpointName="byoc")
