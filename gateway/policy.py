@@ -44,13 +44,12 @@ SAMPLES = 16        # most recent idle times remembered per level (periodicity)
 BINS_PER_DECADE = 10
 HIST_MIN_S = 0.1
 HIST_BINS = 68      # 0.1 s .. about a week, ratio 10^(1/10) a bin; longer ITs fall in the last
-HIST_HALF_LIFE = 400.0    # observations after which an IT counts half as much
+HIST_HALF_LIFE_S = 3600.0  # an idle time observed this long ago counts half as much
 EPISODE_GAP_S = 60.0      # idle longer than this ends an episode of activity
 EPISODES = 8              # episodes remembered (peak concurrency, duration)
 RECENT_ARRIVALS = 64      # arrival times remembered, for the panic window
 _EDGES = [HIST_MIN_S * 10 ** (i / BINS_PER_DECADE) for i in range(HIST_BINS + 1)]
 _MIDS = [math.sqrt(a * b) for a, b in zip(_EDGES, _EDGES[1:])]
-_DECAY = 2 ** (1 / HIST_HALF_LIFE)
 
 
 def _bin(it: float) -> int:
@@ -80,7 +79,7 @@ class Traffic:
         self.in_flight = 0
         self.its = [deque(maxlen=SAMPLES) for _ in range(LEVELS + 1)]   # index = level (0 unused)
         self.hist: list[list[float] | None] = [None] * (LEVELS + 1)      # decayed long-term IT histograms
-        self.weight = [1.0] * (LEVELS + 1)        # weight of the next IT (grows instead of decaying the rest)
+        self.weight = [0.0] * (LEVELS + 1)        # per slot: the time at which a new IT weighs 1
         self.episode_start: float | None = None
         self.episode_peak = 0
         self.peaks: deque[int] = deque(maxlen=EPISODES)
@@ -109,21 +108,25 @@ class Traffic:
         self.last_arrival = t
         dropped = self.drops.pop(level, None)
         if dropped is not None:
-            self._observe(min(level, LEVELS), t - dropped)
+            self._observe(min(level, LEVELS), t - dropped, t)
 
-    def _observe(self, slot: int, it: float) -> None:
+    def _observe(self, slot: int, it: float, t: float) -> None:
+        """Add an IT to the slot's histogram.  Older ITs count less by *time* (half-life
+        HIST_HALF_LIFE_S): new ones are added with a weight that grows with the clock, and
+        the histogram is renormalised now and then, so a quiet night soon outweighs the
+        busy day before it, however few its observations."""
         self.its[slot].append(it)
         self.fresh[slot] += 1
         h = self.hist[slot]
         if h is None:
             h = self.hist[slot] = [0.0] * HIST_BINS
-        w = self.weight[slot]
-        h[_bin(it)] += w
-        w *= _DECAY
-        if w > 1e9:                                   # renormalise now and then
-            self.hist[slot] = [v / w for v in h]
+            self.weight[slot] = t                     # reference time of weight 1
+        w = 2.0 ** ((t - self.weight[slot]) / HIST_HALF_LIFE_S)
+        if w > 1e6:
+            h[:] = [v / w for v in h]
+            self.weight[slot] = t
             w = 1.0
-        self.weight[slot] = w
+        h[_bin(it)] += w
 
     def depart(self, t: float) -> int:
         """A request finished; returns the level its sandbox goes idle at."""
