@@ -128,9 +128,13 @@ class VariantPool:
                 if sb.state is State.IDLE:
                     return Lease(sb, self, cold=False)
             t0 = self.manager.clock.now()
-            sb = await self._claim_prewarm() if self.prewarms_open > 0 else None
-            if sb is None:
+            try:
                 sb = await self._start_sandbox(sample)
+            except Throttled:
+                # No memory for a sandbox of its own: a pre-warm already starting will do.
+                sb = await self._claim_prewarm() if self.prewarms_open > 0 else None
+                if sb is None:
+                    raise
             self.cold_starts += 1
             return Lease(sb, self, cold=True, init_ms=(self.manager.clock.now() - t0) * 1000.0)
         except BaseException:
@@ -238,9 +242,8 @@ class VariantPool:
             task.add_done_callback(self._background.discard)
 
     async def _claim_prewarm(self) -> Sandbox | None:
-        """Wait for a pre-warm already starting rather than start a second sandbox beside it
-        (in a spike, that would double the cold starts and the memory reserved for them).
-        None if the pre-warm failed: the caller starts its own."""
+        """Wait for a pre-warm already starting, when the host budget has no room for a
+        sandbox of the request's own (None if the pre-warm failed too)."""
         self.prewarms_open -= 1
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._claims.append(fut)
