@@ -17,7 +17,8 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .sandbox import EXITED, OUT_OF_MEMORY, TIMEOUT, InvokeRequest, InvokeResult, Sandbox, State
+from .container_life import ContainerLife
+from .sandbox import TIMEOUT, InvokeRequest, InvokeResult, Sandbox, State
 
 CLONE_NEWNET = 0x40000000
 PORT = 8080
@@ -79,25 +80,13 @@ async def wait_ready(relay: Relay, timeout_s: float, alive) -> None:
     raise TimeoutError(f"the container did not answer /ping with 200 within {timeout_s:g} s ({last})")
 
 
-class ContainerServerSandbox(Sandbox):
+class ContainerServerSandbox(ContainerLife, Sandbox):
     """A sandbox whose model server speaks HTTP inside its container."""
 
     def __init__(self, spec, listeners, backend, container, root, relay: Relay):
         super().__init__(spec, listeners)
-        self.backend, self.container, self.root, self.relay = backend, container, root, relay
-        self.oom_killed = False
-        self.exited = asyncio.get_running_loop().create_future()
-
-    def memory_bytes(self) -> int:
-        return self.backend.cgroup_memory(self.container.id)
-
-    def on_engine_event(self, action: str) -> None:
-        if action == "oom":
-            self.oom_killed = True
-        elif action == "die" and not self.exited.done():
-            self.exited.set_result(None)
-            if self.state is State.IDLE:
-                asyncio.get_running_loop().create_task(self.destroy("container exited while idle"))
+        self._init_container(backend, container, root)
+        self.relay = relay
 
     async def invoke(self, request: InvokeRequest, timeout_s: float) -> InvokeResult:
         if self.state is not State.IDLE:
@@ -119,20 +108,9 @@ class ContainerServerSandbox(Sandbox):
                                                            "its container was stopped and will be replaced")
         except OSError:
             elapsed = (time.perf_counter() - t0) * 1000.0
-            try:
-                await asyncio.wait_for(asyncio.shield(self.exited), 5.0)
-            except asyncio.TimeoutError:
-                pass
-            state = await self.backend.container_state(self.container)
-            oom = self.oom_killed or state.get("OOMKilled")
+            kind, message = await self.container_death()
             await self.destroy("died during an invocation")
-            if oom:
-                return InvokeResult(False, error_kind=OUT_OF_MEMORY, model_ms=elapsed, original_status=500,
-                                    message=f"the model exceeded its memory tier of {self.spec.memory_mb} MB "
-                                            "and was stopped; deploy it with a larger memory size")
-            return InvokeResult(False, error_kind=EXITED, model_ms=elapsed, original_status=500,
-                                message=f"the model's container exited during the invocation "
-                                        f"(exit code {state.get('ExitCode')})")
+            return InvokeResult(False, error_kind=kind, model_ms=elapsed, original_status=500, message=message)
         model_ms = (time.perf_counter() - t0) * 1000.0
         self._move(State.IDLE)
         if 200 <= status < 300:

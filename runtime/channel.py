@@ -25,6 +25,17 @@ class ChannelSandbox(Sandbox):
     def _out_of_memory_text(self) -> str:
         """What the caller reads when the model exceeded its memory tier."""
 
+    def _begin_destroy(self, reason: str) -> bool:
+        """First step of every destroy: False if already dead, else note why and close the channel."""
+        if self.state is State.DEAD:
+            return False
+        self.death_reason = reason
+        try:
+            self._writer.close()
+        except Exception:  # noqa: BLE001 - the transport may already be gone
+            pass
+        return True
+
     async def invoke(self, request: InvokeRequest, timeout_s: float) -> InvokeResult:
         if self.state is not State.IDLE:
             return InvokeResult(False, error_kind=DEAD_HANDLE, message=f"sandbox {self.id} is {self.state.value}")

@@ -31,9 +31,10 @@ from pathlib import Path
 
 from . import protocol
 from .channel import ChannelSandbox
+from .container_life import ContainerLife, oom_message
 from .image import SANDBOX_UID
 from .sandbox import (
-    EXITED, LOAD_FAILED, OUT_OF_MEMORY, SPAWN_FAILED, Backend, Listener, Sandbox, SandboxSpec, StartError, State,
+    LOAD_FAILED, OUT_OF_MEMORY, SPAWN_FAILED, Backend, Listener, Sandbox, SandboxSpec, StartError, State,
 )
 from .zygote import DEFAULT_PRELOAD
 
@@ -57,11 +58,6 @@ class DockerBackendConfig:
     preload: tuple[str, ...] = DEFAULT_PRELOAD
 
 
-def oom_message(memory_mb: int, while_loading: bool = False) -> str:
-    what = "loading the model" if while_loading else "the model"
-    return f"{what} exceeded its memory tier of {memory_mb} MB and was stopped; deploy it with a larger memory size"
-
-
 class _Stem:
     def __init__(self, container, root: Path, reader, writer, started_ms: float):
         self.container = container
@@ -70,48 +66,22 @@ class _Stem:
         self.started_ms = started_ms
 
 
-class DockerSandbox(ChannelSandbox):
+class DockerSandbox(ContainerLife, ChannelSandbox):
+    """The slimserve worker in a container, reached over a Unix socket."""
+
     def __init__(self, spec, listeners, backend: "DockerBackend", stem: _Stem):
         super().__init__(spec, listeners, stem.reader, stem.writer)
-        self.backend = backend
-        self.container = stem.container
-        self.root = stem.root
-        self.oom_killed = False
-        self.exited = asyncio.get_running_loop().create_future()
-
-    def memory_bytes(self) -> int:
-        return self.backend.cgroup_memory(self.container.id)
+        self._init_container(backend, stem.container, stem.root)
 
     def _out_of_memory_text(self) -> str:
         return oom_message(self.spec.memory_mb)
 
-    def on_engine_event(self, action: str) -> None:
-        if action == "oom":
-            self.oom_killed = True
-        elif action == "die" and not self.exited.done():
-            self.exited.set_result(None)
-            if self.state is State.IDLE:
-                asyncio.get_running_loop().create_task(self.destroy("container exited while idle"))
-
     async def _death_cause(self) -> tuple[str, str]:
-        try:
-            await asyncio.wait_for(asyncio.shield(self.exited), 5.0)
-        except asyncio.TimeoutError:
-            pass
-        state = await self.backend.container_state(self.container)
-        if self.oom_killed or state.get("OOMKilled"):
-            self.oom_killed = True
-            return OUT_OF_MEMORY, self._out_of_memory_text()
-        return EXITED, f"the model's container exited during the invocation (exit code {state.get('ExitCode')})"
+        return await self.container_death()
 
     async def destroy(self, reason: str = "destroyed") -> None:
-        if self.state is State.DEAD:
+        if not self._begin_destroy(reason):
             return
-        self.death_reason = reason
-        try:
-            self._writer.close()
-        except Exception:  # noqa: BLE001 - the transport may already be gone
-            pass
         await self.backend.remove(self.container, self.root)
         self._mark_dead(reason)
 

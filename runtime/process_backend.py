@@ -112,13 +112,8 @@ class ProcessSandbox(ChannelSandbox):
             self.oom_killed = True
 
     async def destroy(self, reason: str = "destroyed") -> None:
-        if self.state is State.DEAD:
+        if not self._begin_destroy(reason):
             return
-        self.death_reason = reason
-        try:
-            self._writer.close()
-        except Exception:  # noqa: BLE001 - the transport may already be gone
-            pass
         if self.proc.returncode is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
