@@ -320,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--memory-budget-fraction", type=float, default=0.8,
                    help="fraction of RAM sandboxes may reserve when --memory-budget-mb is unset (default 0.8)")
     s.add_argument("--policy", default="adaptive",
-                   help="warm-pool policy: adaptive (default), histogram, fixed (uses --keep-alive), fixed:SECONDS, none")
+                   help="warm-pool policy: adaptive (default), adaptive:H (H: GB-s of idle memory one second of cold "
+                        "start is worth, default 2400), histogram, fixed (uses --keep-alive), fixed:SECONDS, none")
     s.add_argument("--policy-cold-start-ms", type=float, default=1000.0,
                    help="cold-start latency the adaptive policy weighs against idle memory (default 1000)")
     s.add_argument("--keep-alive", type=float, default=600.0, help="keep-alive of --policy fixed, seconds (default 600)")
@@ -413,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "through the warm-pool policy code on a virtual clock.")
     sm.add_argument("--trace", required=True)
     sm.add_argument("--policy", action="append", default=None, metavar="POLICY",
-                    help="adaptive (default), histogram, fixed:SECONDS or none; repeat to compare "
+                    help="adaptive (default), adaptive:H, histogram, fixed:SECONDS or none; repeat to compare "
                          "(the table shows ratios to fixed:600 when it is one of them)")
     sm.add_argument("--cold-start-ms", type=float, default=1000.0, help="cold-start latency (default 1000)")
     sm.add_argument("--format", choices=["table", "json"], default="table",

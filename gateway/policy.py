@@ -235,7 +235,6 @@ class AdaptivePolicy:
     E[idle seconds] + H * P(cold start) over a long-term IT histogram; per endpoint:
     scale out at the start of an episode of activity to the peak recent episodes reached."""
 
-    name = "adaptive"
     # One cold start of 1 s is worth this many GB-s of idle memory, so the break-even
     # keep-alive H is shorter for big sandboxes: 2,400 GB-s -> 2,400 s at 1 GB, 400 s at 6 GB.
     HARM_GB_S_PER_COLD_S = 2400.0
@@ -247,8 +246,17 @@ class AdaptivePolicy:
     HEDGE_SPREAD = 0.01
     RECOMPUTE_EVERY = 8           # recompute a level's keep-alive after this many new ITs
 
-    def __init__(self, cold_start_ms: float = 1000.0):
+    def __init__(self, cold_start_ms: float = 1000.0, harm_gb_s_per_cold_s: float | None = None):
         self.cold_s = cold_start_ms / 1000.0
+        if harm_gb_s_per_cold_s is not None:
+            if not (harm_gb_s_per_cold_s > 0 and math.isfinite(harm_gb_s_per_cold_s)):
+                raise ValueError("adaptive:H needs H > 0 (GB-s of idle memory one second of cold start is worth)")
+            self.HARM_GB_S_PER_COLD_S = harm_gb_s_per_cold_s
+
+    @property
+    def name(self) -> str:
+        h = self.HARM_GB_S_PER_COLD_S
+        return "adaptive" if h == type(self).HARM_GB_S_PER_COLD_S else f"adaptive:{h:g}"
 
     def harm_s(self, traffic: Traffic) -> float:
         """H: seconds of this endpoint's idle sandbox that one cold start is worth."""
@@ -342,9 +350,18 @@ class AdaptivePolicy:
 
 
 def parse(spec: str, cold_start_ms: float = 1000.0):
-    """``adaptive`` | ``histogram`` | ``fixed:SECONDS`` | ``none``."""
+    """``adaptive`` | ``adaptive:H`` | ``histogram`` | ``fixed:SECONDS`` | ``none``.
+
+    H (adaptive) is the idle memory, in GB-s, that one second of cold start is worth:
+    higher buys fewer cold starts with more idle memory (default 2400)."""
     if spec == "adaptive":
         return AdaptivePolicy(cold_start_ms)
+    if spec.startswith("adaptive:"):
+        try:
+            harm = float(spec.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"unknown policy {spec!r}: adaptive:H needs a number") from None
+        return AdaptivePolicy(cold_start_ms, harm)
     if spec == "histogram":
         return HistogramPolicy()
     if spec == "none":
@@ -354,7 +371,7 @@ def parse(spec: str, cold_start_ms: float = 1000.0):
             return FixedKeepAlive(float(spec.split(":", 1)[1]))
         except ValueError:
             pass
-    raise ValueError(f"unknown policy {spec!r}: use adaptive, histogram, fixed:SECONDS or none")
+    raise ValueError(f"unknown policy {spec!r}: use adaptive, adaptive:H, histogram, fixed:SECONDS or none")
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,19 @@ def test_adaptive_keep_alive_trades_idle_against_harm():
     assert AdaptivePolicy.keep_alive(None, harm_s=42.0) == 42.0   # nothing known: break even
 
 
+def test_adaptive_trade_is_one_knob():
+    p = policy.parse("adaptive:4800")
+    assert p.name == "adaptive:4800" and p.harm_s(Traffic(1024)) == pytest.approx(4800.0)
+    assert policy.parse("adaptive").name == "adaptive"
+    for bad in ("adaptive:lots", "adaptive:0", "adaptive:-5"):
+        with pytest.raises(ValueError, match="adaptive:H"):
+            policy.parse(bad)
+    rows = trace(*[(i * 700.0, 0.5) for i in range(40)])                 # a 700 s gap, repeated with noise
+    rows = [(t + (7 * i % 13) * 20, n, d, m) for i, (t, n, d, m) in enumerate(rows)]
+    cheap, dear = (simulate.simulate(rows, policy.parse(s)) for s in ("adaptive:100", "adaptive:20000"))
+    assert dear["cold_starts"] < cheap["cold_starts"] and dear["idle_gb_s"] > cheap["idle_gb_s"]
+
+
 def test_bigger_tiers_weigh_idle_memory_more():
     p = AdaptivePolicy(1000)
     assert p.harm_s(Traffic(1024)) == pytest.approx(6 * p.harm_s(Traffic(6144)))
