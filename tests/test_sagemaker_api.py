@@ -329,3 +329,22 @@ def test_sagemaker_python_sdk_predictor(gw, data):
     predictor.delete_endpoint()                                  # DescribeEndpoint -> DeleteEndpointConfig -> DeleteEndpoint
     with pytest.raises(botocore.exceptions.ClientError, match="Could not find endpoint"):
         sm.describe_endpoint(EndpointName="sdk")
+
+
+def test_models_configs_and_endpoints_survive_a_restart(fresh_gateway, data):
+    g = fresh_gateway()
+    g.wait_for_zygote()
+    sm, _ = clients(g.url)
+    _model(sm, "kept", data / "a.pkl")
+    sm.create_endpoint_config(EndpointConfigName="kept", ProductionVariants=[_serverless("AllTraffic", "kept")])
+    sm.create_endpoint(EndpointName="kept", EndpointConfigName="kept", Tags=[{"Key": "team", "Value": "ops"}])
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="kept", WaiterConfig=FAST)
+    g.stop()
+    g2 = fresh_gateway()
+    sm, rt = clients(g2.url)
+    assert sm.describe_model(ModelName="kept")["ModelName"] == "kept"
+    assert sm.describe_endpoint_config(EndpointConfigName="kept")["ProductionVariants"][0]["ModelName"] == "kept"
+    d = sm.describe_endpoint(EndpointName="kept")
+    assert d["EndpointStatus"] == "InService" and d["EndpointConfigName"] == "kept"
+    assert sm.list_tags(ResourceArn=d["EndpointArn"])["Tags"] == [{"Key": "team", "Value": "ops"}]
+    assert b'"a"' in rt.invoke_endpoint(EndpointName="kept", Body=b"{}", ContentType="application/json")["Body"].read()
