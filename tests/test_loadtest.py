@@ -19,7 +19,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from gateway import loadreport, loadtest
+from gateway import loadreport, loadschedule, loadtest
 from gateway.clock import FakeClock
 from gateway.loadtest import Arrival, BurstShape, LoadRun, Outcome
 from tests import models
@@ -91,7 +91,7 @@ def test_default_burst_is_a_lunch_spike_of_sensible_length():
     offs = loadtest.burst_offsets(shape)
     knots = shape.knots()
     assert 30 <= knots[-1][0] <= 60
-    assert len(offs) == math.ceil(loadtest.profile_total(knots))
+    assert len(offs) == math.ceil(loadschedule.profile_total(knots))
     phases = {name: (a, z) for name, a, z in shape.phases()}
     counts = per_second(offs, math.ceil(knots[-1][0]))
     before = counts[: int(phases["before"][1])]
