@@ -15,7 +15,8 @@ from aiohttp import web
 from . import errors
 from .http_runtime import read_body
 from .sigv4 import AuthError, verify
-from .sm_catalog import Catalog, SmError
+from .sm_catalog import Catalog
+from .sm_shapes import SmError
 
 log = logging.getLogger("slimserve.sagemaker")
 CONTENT_TYPE = "application/x-amz-json-1.1"

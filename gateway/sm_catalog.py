@@ -11,7 +11,6 @@ and endpoints deployed with the CLI show up here too.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import re
 import time
@@ -19,28 +18,17 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from .bundles import BundleRejected
-from .config import MAX_CONCURRENCY_RANGE, MEMORY_TIERS_MB
 from .endpoints import Conflict, EndpointService, NotFound
-from .instances import UnknownInstanceType, instance_memory_mb
+from .instances import instance_memory_mb
 from .model import EndpointSpec, InvalidSpec, VariantSpec
+from .sm_shapes import (
+    ENDPOINT_STATUSES, SmError, check_name, check_variant, invalid, list_page, page_token, tag_dict, tags_of,
+    timestamp, token_offset,
+)
 
 log = logging.getLogger("slimserve.sagemaker")
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-CONTAINS_RE = re.compile(r"^[a-zA-Z0-9-]+$")
-ENDPOINT_STATUSES = ("OutOfService", "Creating", "Updating", "SystemUpdating", "RollingBack", "InService",
-                     "Deleting", "Failed", "UpdateRollbackFailed")
 KINDS = {"model": "model", "endpoint-config": "endpoint configuration", "endpoint": "endpoint"}
-
-
-class SmError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
-
-
-def invalid(message: str) -> SmError:
-    return SmError("ValidationException", message)
 
 
 def _now() -> float:
@@ -81,23 +69,12 @@ class Catalog:
     def exists(self, kind: str, name: str) -> SmError:
         return invalid(f'Cannot create already existing {KINDS[kind]} "{self.arn(kind, name)}".')
 
-    @staticmethod
-    def _name(req: dict, key: str, path: str | None = None) -> str:
-        value = req.get(key)
-        if not isinstance(value, str) or not value:
-            raise invalid(f"1 validation error detected: Value null at '{path or _camel(key)}' failed to satisfy "
-                          "constraint: Member must not be null")
-        if not NAME_RE.match(value):
-            raise invalid(f"1 validation error detected: Value '{value}' at '{path or _camel(key)}' failed to satisfy "
-                          "constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
-        return value
-
     async def _save(self, kind: str, name: str, doc: dict) -> None:
         await self.store.put_resource(kind, name, doc)
 
     # --- models ---------------------------------------------------------------------------
     async def create_model(self, req: dict) -> dict:
-        name = self._name(req, "ModelName")
+        name = check_name(req, "ModelName")
         if name in self.models:
             raise self.exists("model", name)
         containers = req.get("Containers") or ([req["PrimaryContainer"]] if req.get("PrimaryContainer") else [])
@@ -116,7 +93,7 @@ class Catalog:
             raise invalid("Environment must map strings to strings.")
         if container.get("ModelDataUrl") is not None:
             self.model_data_path(container["ModelDataUrl"])          # refuse what cannot be read now, not later
-        tags = _tags(req.get("Tags"))
+        tags = tags_of(req.get("Tags"))
         doc = {"ModelName": name, "ModelArn": self.arn("model", name), "CreationTime": _now(),
                "EnableNetworkIsolation": bool(req.get("EnableNetworkIsolation", False)), "Tags": tags}
         for key in ("PrimaryContainer", "Containers", "ExecutionRoleArn", "VpcConfig", "InferenceExecutionConfig"):
@@ -143,19 +120,19 @@ class Catalog:
         return path
 
     def describe_model(self, req: dict) -> dict:
-        name = self._name(req, "ModelName")
+        name = check_name(req, "ModelName")
         doc = self.models.get(name)
         if doc is None:
             raise self.not_found("model", name)
         return {k: v for k, v in doc.items() if k != "Tags"}
 
     def list_models(self, req: dict) -> dict:
-        return self._list(req, list(self.models.values()), "ModelName", "Models",
+        return list_page(req, list(self.models.values()), "ModelName", "Models",
                           lambda d: {"ModelName": d["ModelName"], "ModelArn": d["ModelArn"],
                                      "CreationTime": d["CreationTime"]}, ("Name", "CreationTime"))
 
     async def delete_model(self, req: dict) -> dict:
-        name = self._name(req, "ModelName")
+        name = check_name(req, "ModelName")
         if name not in self.models:
             raise self.not_found("model", name)
         del self.models[name]
@@ -164,7 +141,7 @@ class Catalog:
 
     # --- endpoint configs --------------------------------------------------------------------
     async def create_endpoint_config(self, req: dict) -> dict:
-        name = self._name(req, "EndpointConfigName")
+        name = check_name(req, "EndpointConfigName")
         if name in self.configs:
             raise self.exists("endpoint-config", name)
         variants = req.get("ProductionVariants")
@@ -173,12 +150,12 @@ class Catalog:
                           "Member must have length between 1 and 10")
         seen = set()
         for i, pv in enumerate(variants, start=1):
-            self._check_variant(pv, i)
+            check_variant(pv, i)
             if pv["VariantName"] in seen:
                 raise invalid(f"Variant name {pv['VariantName']} appears more than once in ProductionVariants.")
             seen.add(pv["VariantName"])
         doc = {"EndpointConfigName": name, "EndpointConfigArn": self.arn("endpoint-config", name),
-               "ProductionVariants": variants, "CreationTime": _now(), "Tags": _tags(req.get("Tags"))}
+               "ProductionVariants": variants, "CreationTime": _now(), "Tags": tags_of(req.get("Tags"))}
         for key in ("DataCaptureConfig", "AsyncInferenceConfig", "KmsKeyId", "ExplainerConfig",
                     "ShadowProductionVariants", "ExecutionRoleArn", "VpcConfig", "EnableNetworkIsolation"):
             if req.get(key) is not None:
@@ -187,60 +164,21 @@ class Catalog:
         await self._save("endpoint-config", name, doc)
         return {"EndpointConfigArn": doc["EndpointConfigArn"]}
 
-    def _check_variant(self, pv, i: int) -> None:
-        at = f"productionVariants.{i}.member"
-        if not isinstance(pv, dict):
-            raise invalid(f"Value at '{at}' must be an object.")
-        self._name(pv, "VariantName", f"{at}.variantName")
-        self._name(pv, "ModelName", f"{at}.modelName")
-        serverless, itype = pv.get("ServerlessConfig"), pv.get("InstanceType")
-        if bool(serverless) == bool(itype):
-            raise invalid(f"Variant {pv['VariantName']}: give either ServerlessConfig or InstanceType with "
-                          "InitialInstanceCount.")
-        if serverless:
-            mem, conc = serverless.get("MemorySizeInMB"), serverless.get("MaxConcurrency")
-            prov = serverless.get("ProvisionedConcurrency", 0) or 0
-            if mem not in MEMORY_TIERS_MB:
-                raise invalid(f"1 validation error detected: Value '{mem}' at '{at}.serverlessConfig.memorySizeInMB' "
-                              "failed to satisfy constraint: Member must satisfy enum value set: "
-                              f"[{', '.join(map(str, MEMORY_TIERS_MB))}]")
-            lo, hi = MAX_CONCURRENCY_RANGE
-            if not isinstance(conc, int) or not lo <= conc <= hi:
-                raise invalid(f"1 validation error detected: Value '{conc}' at '{at}.serverlessConfig.maxConcurrency' "
-                              f"failed to satisfy constraint: Member must have value between {lo} and {hi}")
-            if not isinstance(prov, int) or not 0 <= prov <= conc:
-                raise invalid(f"Variant {pv['VariantName']}: ProvisionedConcurrency {prov} must be between 1 and "
-                              f"MaxConcurrency ({conc}).")
-        else:
-            try:
-                instance_memory_mb(itype)
-            except UnknownInstanceType as exc:
-                raise invalid(f"1 validation error detected: Value '{itype}' at '{at}.instanceType' failed to satisfy "
-                              f"constraint: Member must satisfy enum value set ({exc})") from None
-            count = pv.get("InitialInstanceCount")
-            if not isinstance(count, int) or not 1 <= count <= MAX_CONCURRENCY_RANGE[1]:
-                raise invalid(f"1 validation error detected: Value '{count}' at '{at}.initialInstanceCount' failed to "
-                              f"satisfy constraint: Member must have value between 1 and {MAX_CONCURRENCY_RANGE[1]}")
-        weight = pv.get("InitialVariantWeight", 1.0)
-        if not isinstance(weight, (int, float)) or weight < 0:
-            raise invalid(f"1 validation error detected: Value '{weight}' at '{at}.initialVariantWeight' failed to "
-                          "satisfy constraint: Member must have value greater than or equal to 0")
-
     def describe_endpoint_config(self, req: dict) -> dict:
-        name = self._name(req, "EndpointConfigName")
+        name = check_name(req, "EndpointConfigName")
         doc = self.configs.get(name)
         if doc is None:
             raise self.not_found("endpoint-config", name)
         return {k: v for k, v in doc.items() if k != "Tags"}
 
     def list_endpoint_configs(self, req: dict) -> dict:
-        return self._list(req, list(self.configs.values()), "EndpointConfigName", "EndpointConfigs",
+        return list_page(req, list(self.configs.values()), "EndpointConfigName", "EndpointConfigs",
                           lambda d: {"EndpointConfigName": d["EndpointConfigName"],
                                      "EndpointConfigArn": d["EndpointConfigArn"], "CreationTime": d["CreationTime"]},
                           ("Name", "CreationTime"))
 
     async def delete_endpoint_config(self, req: dict) -> dict:
-        name = self._name(req, "EndpointConfigName")
+        name = check_name(req, "EndpointConfigName")
         if name not in self.configs:
             raise self.not_found("endpoint-config", name)
         del self.configs[name]
@@ -288,23 +226,23 @@ class Catalog:
         return config
 
     async def create_endpoint(self, req: dict) -> dict:
-        name = self._name(req, "EndpointName")
-        config_name = self._name(req, "EndpointConfigName")
+        name = check_name(req, "EndpointName")
+        config_name = check_name(req, "EndpointConfigName")
         if name in self.endpoints.specs or name in self.records:
             raise self.exists("endpoint", name)
         variants = self._variants_of(self._config(config_name))      # unknown models: refused now, like the service
         now = _now()
         rec = {"EndpointName": name, "EndpointArn": self.arn("endpoint", name), "EndpointConfigName": config_name,
                "EndpointStatus": "Creating", "CreationTime": now, "LastModifiedTime": now,
-               "Tags": _tags(req.get("Tags"))}
+               "Tags": tags_of(req.get("Tags"))}
         self.records[name] = rec
         await self._save("endpoint", name, rec)
         self._background(self._deploy(name, variants, replace_existing=False))
         return {"EndpointArn": rec["EndpointArn"]}
 
     async def update_endpoint(self, req: dict) -> dict:
-        name = self._name(req, "EndpointName")
-        config_name = self._name(req, "EndpointConfigName")
+        name = check_name(req, "EndpointName")
+        config_name = check_name(req, "EndpointConfigName")
         rec = self._record(name)
         if rec["EndpointStatus"] not in ("InService", "Failed"):
             raise invalid(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
@@ -320,7 +258,7 @@ class Catalog:
         or Failed with the reason the model could not load."""
         rec = self.records.get(name)
         try:
-            await self.endpoints.put(name, variants, tags=_tag_dict(rec["Tags"]) if rec else None,
+            await self.endpoints.put(name, variants, tags=tag_dict(rec["Tags"]) if rec else None,
                                      replace_existing=replace_existing)
         except (BundleRejected, InvalidSpec, Conflict, NotFound, OSError) as exc:
             log.warning("endpoint %s failed to deploy: %s", name, exc)
@@ -356,7 +294,7 @@ class Catalog:
                 "Tags": [{"Key": k, "Value": v} for k, v in spec.tags.items()]}
 
     def describe_endpoint(self, req: dict) -> dict:
-        name = self._name(req, "EndpointName")
+        name = check_name(req, "EndpointName")
         rec = self._record(name)
         out = {k: v for k, v in rec.items() if k not in ("Tags", "PendingConfig")}
         spec = self.endpoints.specs.get(name)
@@ -416,15 +354,15 @@ class Catalog:
             docs = [d for d in docs if d["EndpointStatus"] == status]
         for key, op in (("LastModifiedTimeBefore", "lt"), ("LastModifiedTimeAfter", "gt")):
             if req.get(key) is not None:
-                t = _time(req[key], key)
+                t = timestamp(req[key], key)
                 docs = [d for d in docs if (d["LastModifiedTime"] < t if op == "lt" else d["LastModifiedTime"] > t)]
-        return self._list(req, docs, "EndpointName", "Endpoints",
+        return list_page(req, docs, "EndpointName", "Endpoints",
                           lambda d: {k: d[k] for k in ("EndpointName", "EndpointArn", "CreationTime",
                                                        "LastModifiedTime", "EndpointStatus")},
                           ("Name", "CreationTime", "Status"))
 
     async def update_weights(self, req: dict) -> dict:
-        name = self._name(req, "EndpointName")
+        name = check_name(req, "EndpointName")
         rec = self._record(name)
         spec: EndpointSpec | None = self.endpoints.specs.get(name)
         if spec is None or rec["EndpointStatus"] not in ("InService",):
@@ -472,7 +410,7 @@ class Catalog:
         return {"EndpointArn": rec["EndpointArn"]}
 
     async def delete_endpoint(self, req: dict) -> dict:
-        name = self._name(req, "EndpointName")
+        name = check_name(req, "EndpointName")
         rec = self._record(name)
         if rec["EndpointStatus"] in ("Creating", "Updating"):
             raise invalid(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
@@ -508,7 +446,7 @@ class Catalog:
                 self.records[name]["Tags"] = tags
                 await self._save("endpoint", name, self.records[name])
             if name in self.endpoints.specs:                       # bills group costs by these
-                await self.endpoints.set_tags(name, _tag_dict(tags))
+                await self.endpoints.set_tags(name, tag_dict(tags))
         else:
             table = self.models if kind == "model" else self.configs
             table[name]["Tags"] = tags
@@ -516,7 +454,7 @@ class Catalog:
 
     async def add_tags(self, req: dict) -> dict:
         kind, name, tags = self._resource(req)
-        new = _tags(req.get("Tags"))
+        new = tags_of(req.get("Tags"))
         merged = {t["Key"]: t["Value"] for t in tags}
         merged.update({t["Key"]: t["Value"] for t in new})
         if len(merged) > 50:
@@ -526,12 +464,12 @@ class Catalog:
 
     def list_tags(self, req: dict) -> dict:
         _, _, tags = self._resource(req)
-        start = _token_offset(req.get("NextToken"))
+        start = token_offset(req.get("NextToken"))
         size = req.get("MaxResults") or 50
         page = tags[start:start + size]
         out = {"Tags": page}
         if start + size < len(tags):
-            out["NextToken"] = _token(start + size)
+            out["NextToken"] = page_token(start + size)
         return out
 
     async def delete_tags(self, req: dict) -> dict:
@@ -544,78 +482,3 @@ class Catalog:
         return {}
 
     # --- listing ------------------------------------------------------------------------------
-    @staticmethod
-    def _list(req: dict, docs: list[dict], name_key: str, result_key: str, summary, sort_keys) -> dict:
-        sort_by = req.get("SortBy") or "CreationTime"
-        order = req.get("SortOrder") or "Descending"
-        if sort_by not in sort_keys:
-            raise invalid(f"1 validation error detected: Value '{sort_by}' at 'sortBy' failed to satisfy constraint: "
-                          f"Member must satisfy enum value set: [{', '.join(sort_keys)}]")
-        if order not in ("Ascending", "Descending"):
-            raise invalid(f"1 validation error detected: Value '{order}' at 'sortOrder' failed to satisfy constraint: "
-                          "Member must satisfy enum value set: [Ascending, Descending]")
-        contains = req.get("NameContains")
-        if contains:
-            if not CONTAINS_RE.match(contains):
-                raise invalid(f"1 validation error detected: Value '{contains}' at 'nameContains' failed to satisfy "
-                              "constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9-]+")
-            docs = [d for d in docs if contains.lower() in d[name_key].lower()]
-        for key, op in (("CreationTimeBefore", "lt"), ("CreationTimeAfter", "gt")):
-            if req.get(key) is not None:
-                t = _time(req[key], key)
-                docs = [d for d in docs if (d["CreationTime"] < t if op == "lt" else d["CreationTime"] > t)]
-        field = {"Name": name_key, "CreationTime": "CreationTime", "Status": "EndpointStatus"}[sort_by]
-        docs.sort(key=lambda d: (d[field], d[name_key]), reverse=order == "Descending")
-        size = req.get("MaxResults") or 10
-        if not isinstance(size, int) or not 1 <= size <= 100:
-            raise invalid(f"1 validation error detected: Value '{size}' at 'maxResults' failed to satisfy "
-                          "constraint: Member must have value between 1 and 100")
-        start = _token_offset(req.get("NextToken"))
-        out = {result_key: [summary(d) for d in docs[start:start + size]]}
-        if start + size < len(docs):
-            out["NextToken"] = _token(start + size)
-        return out
-
-
-def _camel(key: str) -> str:
-    return key[:1].lower() + key[1:]
-
-
-def _tags(tags) -> list[dict]:
-    if tags is None:
-        return []
-    if not isinstance(tags, list) or len(tags) > 50:
-        raise invalid("Tags must be a list of at most 50 {Key, Value} objects.")
-    out = []
-    for t in tags:
-        if not isinstance(t, dict) or not isinstance(t.get("Key"), str) or not 1 <= len(t["Key"]) <= 128 \
-                or not isinstance(t.get("Value", ""), str) or len(t.get("Value", "")) > 256:
-            raise invalid(f"Invalid tag {t!r}: Key is 1-128 characters, Value up to 256.")
-        out.append({"Key": t["Key"], "Value": t.get("Value", "")})
-    return out
-
-
-def _tag_dict(tags: list[dict]) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in tags}
-
-
-def _time(value, key: str) -> float:
-    if isinstance(value, (int, float)):
-        return float(value)
-    raise invalid(f"{key} must be a timestamp.")
-
-
-def _token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
-
-
-def _token_offset(token) -> int:
-    if not token:
-        return 0
-    try:
-        kind, _, n = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if kind == "o" and int(n) >= 0:
-            return int(n)
-    except (ValueError, UnicodeDecodeError):
-        pass
-    raise invalid("Invalid pagination token.")
