@@ -30,7 +30,9 @@ Policies:
                   has ITs, keep alive for H: the break-even ("ski rental") rule,
                   never worse than twice the best choice in hindsight.  Timers
                   (recent ITs that repeat) get a pre-warm window instead of a
-                  keep-alive, and a single IT a narrow hedging pre-warm beyond it;
+                  keep-alive when that costs less, counting every tick that
+                  missed the window (a skip, a late run) as a cold start; a
+                  single IT gets a narrow hedging pre-warm beyond the keep-alive;
                   bursts scale out (episode peaks, Knative-style panic window).
 """
 from __future__ import annotations
@@ -281,11 +283,16 @@ class AdaptivePolicy:
     @staticmethod
     def keep_alive(hist: list[float] | None, harm_s: float) -> float:
         """argmin over k of E[min(IT, k)] + H * P(IT > k), on the decayed histogram."""
+        return AdaptivePolicy.keep_alive_cost(hist, harm_s)[0]
+
+    @staticmethod
+    def keep_alive_cost(hist: list[float] | None, harm_s: float) -> tuple[float, float]:
+        """(k, expected cost per idle period in seconds of idle memory) of the best keep-alive."""
         if hist is None:
-            return harm_s                                # nothing known: break even (ski rental)
+            return harm_s, harm_s                        # nothing known: break even (ski rental)
         total = sum(hist)
         if total <= 0:
-            return harm_s
+            return harm_s, harm_s
         best_k, best = 0.0, harm_s                       # k = 0: every request after a gap is cold
         below_mass = below_idle = 0.0
         for i, m in enumerate(hist):
@@ -296,18 +303,28 @@ class AdaptivePolicy:
             c = (below_idle + above * (k + harm_s)) / total
             if c < best:
                 best_k, best = k, c
-        return best_k
+        return best_k, best
+
+    def window_cost(self, its, window: tuple[float, float], harm_s: float) -> float:
+        """Expected cost per idle period of letting the sandbox go and pre-warming for
+        ``window``: the window's idle memory (and the start before it) plus H for every
+        recent IT that fell outside it (a skipped or late tick of the timer)."""
+        p, k = window
+        miss = sum(1 for it in its if not p <= it <= k) / len(its)
+        return (k - p) / 2 + self.cold_s + miss * harm_s
 
     def plan(self, traffic: Traffic, level: int, now: float) -> Plan:
         slot = min(level, LEVELS)
-        window = self.periodic_window(traffic.its[slot])
-        if window is not None:
-            p, k = window
-            return Plan(expire_at=now, prewarm_at=now + p, prewarm_until=now + k)
+        harm = self.harm_s(traffic)
         cached = traffic.memo.get(slot)
         if cached is None or traffic.fresh[slot] >= self.RECOMPUTE_EVERY:
-            cached = traffic.memo[slot] = self.keep_alive(traffic.hist[slot], self.harm_s(traffic))
+            cached = traffic.memo[slot] = self.keep_alive_cost(traffic.hist[slot], harm)
             traffic.fresh[slot] = 0
+        cached, keep_cost = cached
+        window = self.periodic_window(traffic.its[slot])
+        if window is not None and self.window_cost(traffic.its[slot], window, harm) <= keep_cost:
+            p, k = window
+            return Plan(expire_at=now, prewarm_at=now + p, prewarm_until=now + k)
         its = traffic.its[slot]
         if self.HEDGE and its:
             # Hedge: the last idle time may repeat (a timer not yet confirmed).  A narrow
