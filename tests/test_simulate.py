@@ -65,6 +65,21 @@ def test_adaptive_learns_a_timer_and_prewarms_it():
     assert adaptive["idle_gb_s"] < fixed["idle_gb_s"] / 10
 
 
+def test_a_timer_that_skips_ticks_is_kept_warm_rather_than_prewarmed():
+    import random
+
+    rng = random.Random(3)
+    ticks = [i * 30.0 for i in range(2000) if rng.random() > 0.1]     # every 30 s, one tick in ten skipped
+    rows = trace(*[(t, 0.2) for t in ticks])
+    adaptive = simulate.simulate(rows, AdaptivePolicy(1000))
+    # Pre-warming for the next tick whenever the last few ticks came on time went cold 118 times
+    # here (one skip in ten); once a recent miss makes the window dearer than keeping the
+    # sandbox through a tick, it stays warm: windows remain only while 16 ticks came in a row.
+    assert adaptive["cold_starts"] < 60
+    regular = trace(*[(i * 900.0, 0.2) for i in range(96)])           # a clean 15-minute timer: windows win
+    assert simulate.simulate(regular, AdaptivePolicy(1000))["idle_gb_s"] < 96 * 60
+
+
 def test_histogram_policy_prewarms_once_its_histogram_is_representative():
     rows = trace(*[(i * 1200.0, 0.2) for i in range(48)])
     r = simulate.simulate(rows, HistogramPolicy())
