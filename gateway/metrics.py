@@ -20,16 +20,16 @@ class Metrics:
         self.invocations = Counter("slimserve_invocations", "Invocations by outcome",
                                    ["endpoint", "variant", "status"], registry=r)
         self.errors = Counter("slimserve_invocation_errors", "Failed invocations by kind",
-                              ["endpoint", "kind"], registry=r)
+                              ["endpoint", "variant", "kind"], registry=r)
         self.rejected = Counter("slimserve_rejected_requests", "Requests refused before routing",
                                 ["code"], registry=r)
         self.cold_starts = Counter("slimserve_cold_starts", "Invocations that started a sandbox",
                                    ["endpoint", "variant"], registry=r)
         self.model_latency = Histogram("slimserve_model_latency_seconds", "Run time inside the sandbox",
-                                       ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+                                       ["endpoint", "variant"], buckets=LATENCY_BUCKETS, registry=r)
         self.overhead_latency = Histogram("slimserve_overhead_latency_seconds",
                                           "Gateway time besides model run and cold start",
-                                          ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+                                          ["endpoint", "variant"], buckets=LATENCY_BUCKETS, registry=r)
         self.model_setup = Histogram("slimserve_model_setup_seconds", "Cold start: sandbox start and model load",
                                      ["endpoint", "path"], buckets=LATENCY_BUCKETS, registry=r)
         self.setup_phase = Histogram("slimserve_cold_start_phase_seconds",
@@ -40,10 +40,10 @@ class Metrics:
     def observe(self, rec: UsageRecord) -> None:
         self.invocations.labels(rec.endpoint, rec.variant, rec.status).inc()
         if rec.status != "ok":
-            self.errors.labels(rec.endpoint, rec.error_kind or rec.status).inc()
+            self.errors.labels(rec.endpoint, rec.variant, rec.error_kind or rec.status).inc()
         if rec.model_ms > 0:
-            self.model_latency.labels(rec.endpoint).observe(rec.model_ms / 1000.0)
-        self.overhead_latency.labels(rec.endpoint).observe(rec.overhead_ms / 1000.0)
+            self.model_latency.labels(rec.endpoint, rec.variant).observe(rec.model_ms / 1000.0)
+        self.overhead_latency.labels(rec.endpoint, rec.variant).observe(rec.overhead_ms / 1000.0)
         if rec.cold_start:
             path = rec.start_path or "unknown"
             self.cold_starts.labels(rec.endpoint, rec.variant).inc()

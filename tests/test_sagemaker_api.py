@@ -117,6 +117,15 @@ def test_model_config_endpoint_lifecycle_with_waiters_and_weights(gw, data):
     counts = _split(rt, "split", n)
     assert abs(counts.get("Green", 0) - 0.9 * n) < 4 * sigma, counts
 
+    import urllib.request
+
+    metrics = urllib.request.urlopen(f"{gw.url}/metrics").read().decode()      # per-variant metrics
+    for variant in ("Blue", "Green"):
+        assert f'slimserve_invocations_total{{endpoint="split",status="ok",variant="{variant}"}}' in metrics
+        assert f'slimserve_model_latency_seconds_count{{endpoint="split",variant="{variant}"}}' in metrics
+    per_variant = {u["variant"] for u in gw.client().usage(endpoint="split")}
+    assert per_variant == {"Blue", "Green"}
+
     r = rt.invoke_endpoint(EndpointName="split", Body=b"{}", ContentType="application/json", TargetVariant="Blue")
     assert r["InvokedProductionVariant"] == "Blue" and b'"a"' in r["Body"].read()
     with pytest.raises(rt.exceptions.ValidationError, match="Variant Nope"):
