@@ -109,6 +109,8 @@ class Gateway:
         self.scaler = Scaler(self.manager, self.meter, self.clock,
                              s.reaper_interval_s, s.provisioned_checkpoint_s, self.provisioned)
         self._scaler_task = asyncio.get_running_loop().create_task(self.scaler.run())
+        self._retention_task = (asyncio.get_running_loop().create_task(self._keep_retention())
+                                if s.usage_retention_days else None)
 
         self.catalog = Catalog(self.endpoints, self.store, s.account_id, s.region,
                                local_image=getattr(self.backend, "has_image", None))
@@ -129,6 +131,19 @@ class Gateway:
         self.port = self.runner.addresses[0][1]
         log.info("slimserve gateway on %s (backend %s, budget %d MB)", self.url, s.backend, self.budget.capacity_mb)
 
+    async def _keep_retention(self) -> None:
+        """Hourly: drop raw usage records past the retention limit (roll-ups keep the bills)."""
+        keep_s = self.settings.usage_retention_days * 86400.0
+        while True:
+            try:
+                gone = await self.store.prune_usage(self.clock.wall() - keep_s)
+                if gone:
+                    log.info("usage retention: dropped %d raw records older than %g days", gone,
+                             self.settings.usage_retention_days)
+            except Exception:  # noqa: BLE001 - try again next hour
+                log.exception("usage retention failed")
+            await self.clock.sleep(3600.0)
+
     async def _metrics(self, request: web.Request) -> web.Response:
         resp = web.Response(body=self.metrics.render())
         resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
@@ -138,6 +153,8 @@ class Gateway:
         if self.runner is not None:
             await self.runner.cleanup()        # stop accepting, finish in-flight requests
             self.runner = None
+        if getattr(self, "_retention_task", None) is not None:
+            self._retention_task.cancel()
         if self._scaler_task is not None:
             self._scaler_task.cancel()
             try:

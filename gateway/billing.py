@@ -15,7 +15,9 @@ Figures per row:
   provisioned-concurrency floor is not idle_gb_s: the customer pays for it.
 
 Idle time is kept per hour only, so a period that starts or ends inside an
-hour gets that hour's idle time pro rata; everything else is exact.
+hour gets that hour's idle time pro rata; everything else is exact, except in
+hours whose raw records a retention limit has pruned (``serve
+--usage-retention-days``): there a partial hour is its roll-up pro rata too.
 """
 from __future__ import annotations
 
@@ -177,12 +179,25 @@ def read_base(conn: sqlite3.Connection, since: float | None, until: float | None
     return base
 
 
+def raw_kept_from(conn: sqlite3.Connection) -> float:
+    """Raw records start here (an hour boundary); older ones were pruned (roll-ups remain)."""
+    row = conn.execute("SELECT value FROM ledger_meta WHERE key = 'raw_kept_from'").fetchone()
+    return float(row[0]) if row else float("-inf")
+
+
 def _add_partial(conn: sqlite3.Connection, base: Base, a: float, b: float, shape: Shape) -> None:
     """[a, b) lies within one hour: invocations and provisioned time from raw records,
-    idle time pro rata from the hour's roll-up."""
+    idle time pro rata from the hour's roll-up (and everything pro rata where the raw
+    records of that hour have been pruned)."""
     bucket = shape.of_hour(hour_of(a))
     ep_col = "endpoint" if shape.endpoint else "''"
     var_col = "variant" if shape.variant else "''"
+    if b <= raw_kept_from(conn):
+        frac = (b - a) / HOUR
+        for row in conn.execute(f"SELECT {ep_col}, {var_col}, memory_mb, {_SUM_SQL} FROM rollup_hourly "
+                                "WHERE hour = ? GROUP BY 1, 2, 3", (hour_of(a),)):
+            base.add((bucket,) + tuple(row[:3]), [v * frac for v in row[3:]])
+        return
     for ep, var, mb, n, billed, cold, err, b_in, b_out in conn.execute(
             f"SELECT {ep_col}, {var_col}, memory_mb, COUNT(*), SUM(billed_ms), SUM(cold_start), SUM(status != 'ok'), "
             "SUM(bytes_in), SUM(bytes_out) FROM usage WHERE start >= ? AND start < ? GROUP BY 1, 2, 3", (a, b)):

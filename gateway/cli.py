@@ -84,7 +84,7 @@ def cmd_serve(args) -> int:
         cgroup_mode=args.cgroup, network_isolation=not args.allow_network,
         zygotes=not args.no_zygotes,
         zygote_preload=tuple(m for m in (args.preload or "").split(",") if m),
-        prices_path=Path(args.prices) if args.prices else None,
+        prices_path=Path(args.prices) if args.prices else None, usage_retention_days=args.usage_retention_days,
         access_keys=_access_keys(args.access_key), account_id=args.account_id, region=args.region,
     )
     from .billing import Prices
@@ -330,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "also $SLIMSERVE_ACCESS_KEYS); without any, those APIs are open")
     s.add_argument("--account-id", default="123456789012", help="account id in ARNs (default 123456789012)")
     s.add_argument("--region", default="us-east-1", help="region in ARNs and signatures (default us-east-1)")
+    s.add_argument("--usage-retention-days", type=float, default=None, metavar="DAYS",
+                   help="drop raw usage records older than this; hourly roll-ups keep every bill (default: keep all)")
     s.add_argument("--prices", default=None, metavar="FILE",
                    help="price table for bills (JSON; default: the shipped example, gateway/prices.json)")
     s.add_argument("--cgroup", default="auto", choices=["auto", "v2", "v1", "none"])

@@ -29,6 +29,7 @@ class Settings:
     keep_alive_s: float = 600.0                  # the window of policy "fixed"
     reaper_interval_s: float = 1.0               # how often the scaler reaps and opens pre-warm windows
     provisioned_checkpoint_s: float = 10.0       # how often provisioned wall time is written
+    usage_retention_days: float | None = None    # drop raw usage records older than this (roll-ups stay)
     cgroup_mode: str = "auto"
     network_isolation: bool = True
     validate_on_deploy: bool = True              # load a new bundle once before accepting it

@@ -22,6 +22,10 @@ CREATE TABLE IF NOT EXISTS endpoints (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ledger_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sm_resources (
     kind TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -204,6 +208,33 @@ class Store:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    async def prune_usage(self, before: float, batch: int = 20_000) -> int:
+        """Drop raw records older than the hour boundary ``before`` (their roll-ups stay, so
+        bills of those hours are unchanged); in small transactions, so commits of new
+        records wait at most one batch.  Returns the number of records dropped."""
+        before = rollup.hour_of(before)
+        gone = 0
+        while True:
+            n = await self._run(self._prune_batch, before, batch)
+            gone += n
+            if n < batch:
+                return gone
+
+    def _prune_batch(self, before: float, batch: int) -> int:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = conn.execute("DELETE FROM usage WHERE seq IN (SELECT seq FROM usage WHERE start < ? LIMIT ?)",
+                             (before, batch)).rowcount
+            conn.execute("DELETE FROM provisioned_usage WHERE end <= ?", (before,))
+            conn.execute("INSERT INTO ledger_meta (key, value) VALUES ('raw_kept_from', ?) ON CONFLICT(key) "
+                         "DO UPDATE SET value = MAX(CAST(value AS REAL), excluded.value)", (str(before),))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return n
 
     async def bill(self, since: float | None, until: float | None, by: list[str], prices) -> dict:
         from .billing import bill

@@ -202,3 +202,31 @@ def test_bill_cli_writes_each_format(gateway, tmp_path):
     assert json.loads(run(gateway, "bill", "--format", "json", "--since", "1h").stdout)["rows"] is not None
     bad = run(gateway, "bill", "--by", "colour", check=False)
     assert bad.returncode != 0 and "tag:KEY" in bad.stderr
+
+
+def test_pruned_raw_records_leave_every_bill_unchanged(tmp_path):
+    async def run():
+        store = Store(tmp_path / "l.db")
+        await store.open()
+        recs = _records(3000, seed=9)
+        await store.insert_usage(recs)
+        conn = sqlite3.connect(tmp_path / "l.db")
+        prices = Prices.load()
+        before = {by: billing.bill(conn, None, None, billing.parse_by(by), prices) for by in ("endpoint", "day")}
+        cut = T0 + 86400 + 1800                                   # pruning keeps whole hours: from T0 + 86400
+        gone = await store.prune_usage(cut, batch=500)
+        assert gone == sum(r.start < T0 + 86400 for r in recs) > 0
+        assert conn.execute("SELECT MIN(start) FROM usage").fetchone()[0] >= T0 + 86400
+        assert billing.raw_kept_from(conn) == T0 + 86400
+        for by, doc in before.items():
+            after = billing.bill(conn, None, None, billing.parse_by(by), prices)
+            assert after["total"] == doc["total"] and after["rows"] == doc["rows"]
+        # a period that starts inside a pruned hour takes that hour's roll-up pro rata
+        part = billing.bill(conn, T0 + 1800, T0 + 3600, ["endpoint"], prices)["total"]["invocations"]
+        hour = sum(T0 <= r.start < T0 + 3600 for r in recs)
+        assert abs(part - hour / 2) <= 1
+        # raw records after the cut are still exact at the edges
+        exact = billing.bill(conn, T0 + 86400 + 100, T0 + 86400 + 700, ["endpoint"], prices)["total"]
+        assert exact["invocations"] == sum(T0 + 86400 + 100 <= r.start < T0 + 86400 + 700 for r in recs)
+        await store.close()
+    asyncio.run(run())
