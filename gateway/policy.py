@@ -305,12 +305,17 @@ class AdaptivePolicy:
                 best_k, best = k, c
         return best_k, best
 
-    def window_cost(self, its, window: tuple[float, float], harm_s: float) -> float:
+    def window_cost(self, its, hist: list[float] | None, window: tuple[float, float], harm_s: float) -> float:
         """Expected cost per idle period of letting the sandbox go and pre-warming for
         ``window``: the window's idle memory (and the start before it) plus H for every
-        recent IT that fell outside it (a skipped or late tick of the timer)."""
+        IT that fell outside it (a skipped or late tick of the timer): the recent ITs, and
+        the longer memory of the histogram for ITs far outside (skips)."""
         p, k = window
         miss = sum(1 for it in its if not p <= it <= k) / len(its)
+        if hist:
+            total = sum(hist)
+            far = sum(m for mid, m in zip(_MIDS, hist) if mid < 0.8 * p or mid > 1.25 * k)
+            miss = max(miss, far / total if total > 0 else 0.0)
         return (k - p) / 2 + self.cold_s + miss * harm_s
 
     def plan(self, traffic: Traffic, level: int, now: float) -> Plan:
@@ -322,7 +327,7 @@ class AdaptivePolicy:
             traffic.fresh[slot] = 0
         cached, keep_cost = cached
         window = self.periodic_window(traffic.its[slot])
-        if window is not None and self.window_cost(traffic.its[slot], window, harm) <= keep_cost:
+        if window is not None and self.window_cost(traffic.its[slot], traffic.hist[slot], window, harm) <= keep_cost:
             p, k = window
             return Plan(expire_at=now, prewarm_at=now + p, prewarm_until=now + k)
         its = traffic.its[slot]
