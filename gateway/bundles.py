@@ -45,7 +45,7 @@ def unpack(upload: Path, dest: Path) -> str:
         else:
             try:
                 with tarfile.open(upload, "r:*") as tar:
-                    tar.extractall(dest, filter="data")
+                    safe_extract(tar, dest)
             except (tarfile.TarError, OSError, EOFError) as exc:
                 raise BundleRejected(f"cannot unpack the model archive: {exc}") from None
             _hoist_single_dir(dest)
@@ -54,6 +54,31 @@ def unpack(upload: Path, dest: Path) -> str:
         shutil.rmtree(dest, ignore_errors=True)
         raise
     return kind
+
+
+def safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extract only regular files and directories whose names stay inside ``dest``.
+
+    Checked member by member before anything is written, rather than trusting the
+    ``data`` extraction filter alone (some Python releases let crafted links through
+    it): a bundle needs no links, devices or absolute paths, so any of them refuses
+    the whole archive."""
+    root = dest.resolve()
+    members = tar.getmembers()
+    for m in members:
+        name = m.name
+        parts = Path(name).parts
+        if name.startswith(("/", "\\")) or ".." in parts or (len(parts) and ":" in parts[0]):
+            raise BundleRejected(f"the model archive has an entry outside the bundle: {name!r}")
+        if not (m.isfile() or m.isdir()):
+            raise BundleRejected(f"the model archive has a link or special file, which bundles may not: {name!r}")
+        target = (root / name).resolve()
+        if target != root and root not in target.parents:
+            raise BundleRejected(f"the model archive has an entry outside the bundle: {name!r}")
+    try:
+        tar.extractall(dest, members=members, filter="data")
+    except TypeError:                   # a Python without extraction filters: the checks above stand alone
+        tar.extractall(dest, members=members)
 
 
 def install(source: Path, dest: Path) -> str:
@@ -94,7 +119,7 @@ def install_artifacts(source: Path | None, dest: Path) -> str:
             shutil.copytree(source, dest, dirs_exist_ok=True)
         elif tarfile.is_tarfile(source):
             with tarfile.open(source, "r:*") as tar:
-                tar.extractall(dest, filter="data")
+                safe_extract(tar, dest)
         else:
             shutil.copy2(source, dest / source.name)
     except (OSError, tarfile.TarError, shutil.Error) as exc:
