@@ -127,8 +127,8 @@ class EndpointService:
             await self.store.put_endpoint(spec)
             self.specs[name] = spec
             await self._apply(spec)
-            if old is not None:
-                self._prune_bundles(spec)
+            if old is not None:                    # the old bundles stay while their pools drain
+                self._prune_bundles(spec, keep_also={Path(v.bundle_dir).name for v in old.variants})
             return spec
 
     async def set_variants(self, name: str, changes: dict[str, dict]) -> EndpointSpec:
@@ -206,9 +206,9 @@ class EndpointService:
             mgr.budget.release(sid)
         await sb.destroy("bundle check done")
 
-    def _prune_bundles(self, spec: EndpointSpec) -> None:
+    def _prune_bundles(self, spec: EndpointSpec, keep_also: set[str] = frozenset()) -> None:
         """Keep the bundles in use and the one before them (a retired pool may still start from it)."""
-        keep = {Path(v.bundle_dir).name for v in spec.variants}
+        keep = {Path(v.bundle_dir).name for v in spec.variants} | set(keep_also)
         newest = max(v.bundle_version for v in spec.variants)
         keep.add(f"v{newest - 1}")
         root = self.settings.bundles_dir / spec.name

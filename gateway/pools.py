@@ -161,10 +161,15 @@ class VariantPool:
     async def _start_sandbox(self, sample: InvokeRequest | None = None, speculative: bool = False) -> Sandbox:
         mgr = self.manager
         sid = f"sb-{uuid.uuid4().hex[:12]}"
-        if not await mgr.make_room(self.endpoint, sid, self.spec.memory_mb, speculative):
-            raise Throttled(
-                f"host memory budget ({mgr.budget.capacity_mb} MB) is full and no idle sandbox can be evicted"
-            )
+        self.starting += 1          # counted from now: a start waiting for memory is still on its way
+        try:
+            if not await mgr.make_room(self.endpoint, sid, self.spec.memory_mb, speculative):
+                raise Throttled(
+                    f"host memory budget ({mgr.budget.capacity_mb} MB) is full and no idle sandbox can be evicted"
+                )
+        except BaseException:
+            self._start_ended()
+            raise
         spec = SandboxSpec(
             sandbox_id=sid, endpoint=self.endpoint, variant=self.spec.name, memory_mb=self.spec.memory_mb,
             bundle_dir=self.spec.bundle_dir, bundle_kind=self.spec.bundle_kind,
@@ -172,7 +177,6 @@ class VariantPool:
             network_isolation=self.spec.network_isolation, image=self.spec.image,
             sample=sample if sample is not None and len(sample.body) <= MAX_SAMPLE_BYTES else None,
         )
-        self.starting += 1
         mgr.owner[sid] = self
         try:
             sb = await mgr.backend.start(spec)
@@ -186,26 +190,41 @@ class VariantPool:
             mgr.owner.pop(sid, None)
             raise
         finally:
-            self.starting -= 1
+            self._start_ended()
         if not sb.alive:     # died between ready and here
             raise StartFailed("exited", sb.death_reason or "sandbox died after start")
         self.live[sid] = sb
         self.last_failure = None
         return sb
 
-    def idle_ended(self, sid: str, now: float | None = None) -> None:
-        """The sandbox stops being idle (taken, reaped, evicted, dead): book its idle time."""
+    def _start_ended(self) -> None:
+        self.starting -= 1
+        mgr = self.manager
+        if self in mgr.retired and not self.live and not self.starting:
+            mgr.retired.discard(self)           # a retired pool whose last start was cancelled
+
+    def _idle_share(self) -> float:
+        """The part of this pool's idle time that is the warm pool's, not the provisioned floor's:
+        of n idle sandboxes in a pool of ``live`` with a floor of f, (live - f) at most are spare."""
+        idle = len(self.idle_since)
+        spare = len(self.live) - self.spec.provisioned
+        return 0.0 if idle == 0 or spare <= 0 else min(1.0, spare / idle)
+
+    def idle_ended(self, sid: str, now: float | None = None, share: float | None = None) -> None:
+        """The sandbox stops being idle (taken, reaped, evicted, dead): book its idle time.
+        Sandboxes that only hold the provisioned floor are the customer's, paid as provisioned time."""
+        share = self._idle_share() if share is None else share
         since = self.idle_since.pop(sid, None)
         meter = self.manager.idle_meter
-        # Sandboxes that only hold the provisioned floor are the customer's, paid as provisioned time.
-        if since is not None and meter is not None and len(self.live) > self.spec.provisioned:
+        if since is not None and meter is not None and share > 0:
             now = self.manager.clock.now() if now is None else now
-            meter.book(self.endpoint, self.spec.name, self.spec.memory_mb, since, now)
+            meter.book(self.endpoint, self.spec.name, self.spec.memory_mb, since, since + (now - since) * share)
 
     def cut_idle(self, now: float) -> None:
         """Book idle time so far of sandboxes still idle (a checkpoint)."""
+        share = self._idle_share()
         for sid in list(self.idle_since):
-            self.idle_ended(sid, now)
+            self.idle_ended(sid, now, share)
             self.idle_since[sid] = now
 
     def forget(self, sb: Sandbox) -> None:
@@ -276,6 +295,8 @@ class VariantPool:
         except asyncio.CancelledError:
             self._hand_over(None)
             raise
+        except Exception:  # noqa: BLE001 - whatever broke, a request waiting for this pre-warm must hear
+            log.exception("pre-warm of %s/%s failed", self.endpoint, self.spec.name)
         if sb is None or self.draining:
             self._hand_over(None)
             if sb is not None:
@@ -302,6 +323,11 @@ class VariantPool:
         self.draining = True
         for task in list(self._background):
             task.cancel()
+        while self._claims:                     # requests waiting for a pre-warm start their own (or fail)
+            fut = self._claims.popleft()
+            if not fut.done():
+                fut.set_result(None)
+        self.prewarms_open = 0
         idle, self.idle = self.idle, []
         for sb in idle:
             self.idle_ended(sb.id)

@@ -88,7 +88,11 @@ def verify(method: str, path: str, query_string: str, headers, body: bytes, keys
     if "host" not in signed:
         raise AuthError("InvalidSignatureException", "The host header must be signed.")
     canonical_headers = "".join(f"{h}:{' '.join((headers.get(h) or '').split())}\n" for h in signed)
-    payload_hash = headers.get("X-Amz-Content-SHA256") or hashlib.sha256(body).hexdigest()
+    payload_hash = hashlib.sha256(body).hexdigest()          # the body as received, never a client's claim
+    claimed = headers.get("X-Amz-Content-SHA256")
+    if claimed is not None and claimed != payload_hash:
+        raise AuthError("InvalidSignatureException",
+                        "The provided x-amz-content-sha256 header does not match what was computed.")
     canonical = "\n".join([method, quote(path, safe="/-_.~"), canonical_query(query_string), canonical_headers,
                            parts["SignedHeaders"], payload_hash])
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, f"{date}/{region}/{SERVICE}/aws4_request",

@@ -51,6 +51,7 @@ class Catalog:
             {"model": self.models, "endpoint-config": self.configs, "endpoint": self.records}[kind][name] = doc
         for name, rec in self.records.items():          # a restart interrupted a change: settle it
             if rec["EndpointStatus"] in ("Creating", "Updating", "Deleting"):
+                rec.pop("PendingConfig", None)
                 rec["EndpointStatus"] = "InService" if name in self.endpoints.specs else "Failed"
                 if rec["EndpointStatus"] == "Failed":
                     rec["FailureReason"] = "the gateway restarted while the endpoint was being created"
@@ -249,6 +250,7 @@ class Catalog:
         variants = self._variants_of(self._config(config_name))
         rec.update(EndpointStatus="Updating", LastModifiedTime=_now(), PendingConfig=config_name)
         rec.pop("FailureReason", None)
+        self.records[name] = rec                  # a CLI endpoint gets a SageMaker record from now on
         await self._save("endpoint", name, rec)
         self._background(self._deploy(name, variants, replace_existing=name in self.endpoints.specs))
         return {"EndpointArn": rec["EndpointArn"]}
@@ -260,7 +262,11 @@ class Catalog:
         try:
             await self.endpoints.put(name, variants, tags=tag_dict(rec["Tags"]) if rec else None,
                                      replace_existing=replace_existing)
-        except (BundleRejected, InvalidSpec, Conflict, NotFound, OSError) as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure ends the change; the record must say so
+            if not isinstance(exc, (BundleRejected, InvalidSpec, Conflict, NotFound, OSError)):
+                log.exception("endpoint %s failed to deploy", name)
             log.warning("endpoint %s failed to deploy: %s", name, exc)
             if rec is not None:
                 updating = rec["EndpointStatus"] == "Updating" and replace_existing
@@ -271,7 +277,9 @@ class Catalog:
                 await self._save("endpoint", name, rec)
             return
         if rec is not None:
-            rec["EndpointConfigName"] = rec.pop("PendingConfig", rec["EndpointConfigName"])
+            pending = rec.pop("PendingConfig", None)
+            if pending:
+                rec["EndpointConfigName"] = pending
             rec.update(EndpointStatus="InService", LastModifiedTime=_now())
             rec.pop("FailureReason", None)
             await self._save("endpoint", name, rec)

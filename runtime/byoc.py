@@ -74,8 +74,8 @@ async def wait_ready(relay: Relay, timeout_s: float, alive) -> None:
             if status == 200:
                 return
             last = f"/ping answered {status}"
-        except OSError as exc:
-            last = str(exc)
+        except (OSError, http.client.HTTPException) as exc:
+            last = f"{type(exc).__name__}: {exc}"
         await asyncio.sleep(0.05)
     raise TimeoutError(f"the container did not answer /ping with 200 within {timeout_s:g} s ({last})")
 
@@ -106,7 +106,7 @@ class ContainerServerSandbox(ContainerLife, Sandbox):
             return InvokeResult(False, error_kind=TIMEOUT, model_ms=(time.perf_counter() - t0) * 1000.0,
                                 original_status=0, message=f"the model did not answer within {timeout_s:g} s; "
                                                            "its container was stopped and will be replaced")
-        except OSError:
+        except (OSError, http.client.HTTPException):     # the server broke off or died mid-answer
             elapsed = (time.perf_counter() - t0) * 1000.0
             kind, message = await self.container_death()
             await self.destroy("died during an invocation")

@@ -20,6 +20,7 @@ stream reconnects and lost stems are replaced).
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import os
 import shutil
@@ -223,6 +224,15 @@ class DockerBackend(Backend):
         root = Path(self.config.work_dir) / f"c-{sid}"
         container = await asyncio.to_thread(self._create_container, root, f"slimserve-{self.config.instance}-{sid}",
                                             memory_mb)
+        try:
+            return await self._handshake(container, root, t0)
+        except BaseException as exc:
+            await self.remove(container, root)
+            if isinstance(exc, (StartError, asyncio.CancelledError)) or not isinstance(exc, Exception):
+                raise
+            raise StartError(SPAWN_FAILED, f"a sandbox container did not come up: {exc}") from None
+
+    async def _handshake(self, container, root: Path, t0: float) -> _Stem:
         sock = root / "run" / "worker.sock"
         deadline = time.monotonic() + self.config.start_timeout_s
         while True:
@@ -231,12 +241,10 @@ class DockerBackend(Backend):
                 break
             except (FileNotFoundError, ConnectionRefusedError):
                 if time.monotonic() > deadline:
-                    await self.remove(container, root)
                     raise StartError(SPAWN_FAILED, "a sandbox container did not come up in time")
                 state = await self.container_state(container)
                 if state and not state.get("Running", True):
                     logs = (await asyncio.to_thread(container.logs, tail=20)).decode(errors="replace")
-                    await self.remove(container, root)
                     raise StartError(SPAWN_FAILED, f"the sandbox container exited at start: {logs.strip()[-500:]}")
                 await asyncio.sleep(0.02)
         header, _ = await asyncio.wait_for(protocol.recv_async(reader), self.config.start_timeout_s)
@@ -250,7 +258,11 @@ class DockerBackend(Backend):
             try:
                 while len(self._stems) < self.config.stems:
                     stem = await self._new_stem()
-                    await asyncio.to_thread(stem.container.pause)
+                    try:
+                        await asyncio.to_thread(stem.container.pause)
+                    except BaseException:
+                        await self.remove(stem.container, stem.root)
+                        raise
                     self._stems.append(stem)
                 backoff = 0.5
                 await asyncio.sleep(0.2)
@@ -285,46 +297,50 @@ class DockerBackend(Backend):
                 stem = candidate
                 break
             await self.remove(candidate.container, candidate.root)
-        try:
-            if stem is None:
-                path = "fresh"
-                stem = await self._new_stem(spec.memory_mb)
-            else:
+        if stem is None:
+            path = "fresh"
+            stem = await self._new_stem(spec.memory_mb)         # removes its container if it fails
+        sb = None
+        try:                                                     # from here on a failure removes the container
+            if path == "stem":
                 await asyncio.to_thread(self._prepare_paused, stem, spec)
-        except StartError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - engine errors are the host's, not the model's
-            if stem is not None:
+            t_ready = time.perf_counter()
+            await asyncio.to_thread(_link_tree, Path(spec.bundle_dir), stem.root / "model")
+            sb = DockerSandbox(spec, self.listeners, self, stem)
+            self._by_container[stem.container.id] = sb
+            reply = await self._assign(sb, stem, spec)
+        except BaseException as exc:
+            if sb is not None:
+                await sb.destroy("start failed")
+            else:
                 await self.remove(stem.container, stem.root)
+            if isinstance(exc, (StartError, asyncio.CancelledError)) or not isinstance(exc, Exception):
+                raise
             raise StartError(SPAWN_FAILED, f"the Docker engine could not start a sandbox: {exc}") from None
-        t_ready = time.perf_counter()
-        await asyncio.to_thread(_link_tree, Path(spec.bundle_dir), stem.root / "model")
-        sb = DockerSandbox(spec, self.listeners, self, stem)
-        self._by_container[stem.container.id] = sb
-        setup = {"op": "assign", "bundle": MODEL_DIR, "kind": spec.bundle_kind,
-                 "env": dict(spec.env, TMPDIR="/tmp")}
-        try:
-            stem.writer.write(protocol.encode(setup))
-            await stem.writer.drain()
-            reply, _ = await asyncio.wait_for(protocol.recv_async(stem.reader), self.config.start_timeout_s)
-        except (asyncio.TimeoutError, protocol.ProtocolError, ConnectionError, OSError) as exc:
-            kind, message = await sb._death_cause()
-            await sb.destroy(message)
-            if kind == OUT_OF_MEMORY:
-                raise StartError(OUT_OF_MEMORY, oom_message(spec.memory_mb, while_loading=True)) from None
-            raise StartError(LOAD_FAILED, f"the model's container stopped while loading it ({exc or kind})") from None
-        if reply.get("op") != "ready":
-            await sb.destroy("load failed")
-            kind = OUT_OF_MEMORY if reply.get("kind") == OUT_OF_MEMORY else LOAD_FAILED
-            msg = oom_message(spec.memory_mb, True) if kind == OUT_OF_MEMORY else \
-                f"the model failed to load: {reply.get('message', '')}"
-            raise StartError(kind, msg)
         sb.info = {"pid": reply.get("pid"), "container": stem.container.short_id, "path": path,
                    "start_ms": round((time.perf_counter() - t0) * 1000.0, 3),
                    "timings": dict(reply.get("timings", {}), prepare_ms=(t_ready - t0) * 1000.0),
                    "protections": self.protections_applied()}
         sb._move(State.IDLE)
         return sb
+
+    async def _assign(self, sb: "DockerSandbox", stem: _Stem, spec: SandboxSpec) -> dict:
+        """Hand the stem its model; its ``ready`` reply, or a StartError saying why not."""
+        setup = {"op": "assign", "bundle": MODEL_DIR, "kind": spec.bundle_kind, "env": dict(spec.env, TMPDIR="/tmp")}
+        try:
+            stem.writer.write(protocol.encode(setup))
+            await stem.writer.drain()
+            reply, _ = await asyncio.wait_for(protocol.recv_async(stem.reader), self.config.start_timeout_s)
+        except (asyncio.TimeoutError, protocol.ProtocolError, ConnectionError, OSError) as exc:
+            kind, _ = await sb._death_cause()
+            if kind == OUT_OF_MEMORY:
+                raise StartError(OUT_OF_MEMORY, oom_message(spec.memory_mb, while_loading=True)) from None
+            raise StartError(LOAD_FAILED, f"the model's container stopped while loading it ({exc or kind})") from None
+        if reply.get("op") != "ready":
+            kind = OUT_OF_MEMORY if reply.get("kind") == OUT_OF_MEMORY else LOAD_FAILED
+            raise StartError(kind, oom_message(spec.memory_mb, True) if kind == OUT_OF_MEMORY else
+                             f"the model failed to load: {reply.get('message', '')}")
+        return reply
 
     async def _start_container_server(self, spec: SandboxSpec) -> Sandbox:
         """A SageMaker-contract image: ``serve``, /ping and /invocations on 8080, reached through a
@@ -334,11 +350,12 @@ class DockerBackend(Backend):
         t0 = time.perf_counter()
         sid = uuid.uuid4().hex[:12]
         root = Path(self.config.work_dir) / f"c-{sid}"
-        (root / "model").mkdir(parents=True, exist_ok=True)
-        if spec.bundle_dir:
-            await asyncio.to_thread(_link_tree, Path(spec.bundle_dir), root / "model")
         cfg, mb = self.config, spec.memory_mb
+        container = None
         try:
+            (root / "model").mkdir(parents=True, exist_ok=True)
+            if spec.bundle_dir:
+                await asyncio.to_thread(_link_tree, Path(spec.bundle_dir), root / "model")
             container = await asyncio.to_thread(
                 self.client.containers.run, spec.image, ["serve"], name=f"slimserve-{cfg.instance}-{sid}",
                 detach=True, network_mode="none", mem_limit=f"{mb}m", memswap_limit=f"{mb}m",
@@ -350,8 +367,13 @@ class DockerBackend(Backend):
                 environment=dict(SAGEMAKER_ENV, **spec.env))
             await asyncio.to_thread(container.reload)
             pid = container.attrs["State"]["Pid"]
-        except Exception as exc:  # noqa: BLE001 - the engine refused: the host's problem, not the model's
-            await asyncio.to_thread(shutil.rmtree, root, True)
+        except BaseException as exc:
+            if container is not None:
+                await self.remove(container, root)
+            else:
+                await asyncio.to_thread(shutil.rmtree, root, True)
+            if not isinstance(exc, Exception) or isinstance(exc, asyncio.CancelledError):
+                raise
             raise StartError(SPAWN_FAILED, f"the Docker engine could not start image {spec.image}: {exc}") from None
         relay = Relay(pid)
         sb = ContainerServerSandbox(spec, self.listeners, self, container, root, relay)
@@ -361,7 +383,10 @@ class DockerBackend(Backend):
             return not sb.exited.done()
         try:
             await wait_ready(relay, cfg.start_timeout_s, alive)
-        except (RuntimeError, TimeoutError, OSError) as exc:
+        except BaseException as exc:
+            if not isinstance(exc, (RuntimeError, TimeoutError, OSError, http.client.HTTPException)):
+                await sb.destroy("start cancelled")
+                raise
             state = await self.container_state(container)
             logs = ""
             try:

@@ -1,4 +1,6 @@
 """Pure policy and admission functions, and the scaler applying them under a fake clock."""
+import asyncio
+
 import pytest
 
 from gateway.admission import Candidate, HostBudget, choose_evictions
@@ -167,3 +169,41 @@ async def _settle():
 
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+async def test_a_request_waiting_for_a_prewarm_is_answered_when_it_breaks(tmp_path):
+    """Budget full, so the request waits for a pre-warm; the backend then fails in a way
+    nobody planned for: the request must get an answer, and its concurrency slot back."""
+    from gateway.pools import Throttled
+
+    class Exploding(FakeBackend):
+        async def start(self, spec):
+            await asyncio.sleep(0.05)
+            raise RuntimeError("engine went away")
+
+    clock, backend = FakeClock(), Exploding()
+    manager = PoolManager(backend, HostBudget(1024), clock, tmp_path, None, FixedKeepAlive(600))
+    backend.listeners.append(manager.on_sandbox_event)
+    await manager.configure("ep", [_variant()])
+    pool = manager.pool("ep", "AllTraffic")
+    pool.prewarm(1)                                  # a pre-warm takes the only room ...
+    await asyncio.sleep(0)
+    with pytest.raises(Throttled):                   # ... so the request waits for it, and is told
+        await asyncio.wait_for(pool.acquire(), 2.0)
+    assert pool.admission.in_flight == 0 and pool.prewarms_open == 0
+
+
+async def test_idle_of_the_provisioned_floor_is_not_the_pools_cost(rig, tmp_path):
+    from gateway.idlemeter import IdleMeter
+
+    clock, backend, manager, scaler, _ = rig
+    manager.idle_meter = IdleMeter(clock)
+    await manager.configure("ep", [_variant(provisioned=2, max_concurrency=5)])
+    pool = manager.pool("ep", "AllTraffic")
+    leases = [await pool.acquire() for _ in range(3)]          # two from the floor's pre-warms, one more
+    for lease in leases:
+        await pool.release(lease)
+    clock.advance(3600)
+    pool.cut_idle(clock.now())
+    idle_ms = sum(v[-1] for v in manager.idle_meter.take().values())
+    assert idle_ms == pytest.approx(3600 * 1000, rel=0.01)     # one spare sandbox-hour, not three
