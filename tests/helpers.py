@@ -106,3 +106,35 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     return predicate()
+
+
+def answered_until_killed(gw: "GatewayProcess", endpoint: str, clients: int, at_least: int,
+                          timeout: float = 90.0) -> list[str]:
+    """Invoke ``endpoint`` from ``clients`` threads until ``at_least`` answers have come back,
+    then ``kill -9`` the gateway under them; returns the request ids that were answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    boto = gw.boto()
+    answered: list[str] = []
+    lock, stop = threading.Lock(), threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                r = boto.invoke_endpoint(EndpointName=endpoint, Body=b"1", ContentType="application/json")
+                r["Body"].read()
+            except Exception:  # noqa: BLE001 - the gateway is killed under us: expected
+                return
+            with lock:
+                answered.append(r["ResponseMetadata"]["RequestId"])
+
+    with ThreadPoolExecutor(clients) as ex:
+        futs = [ex.submit(loop) for _ in range(clients)]
+        reached = wait_until(lambda: len(answered) >= at_least, timeout=timeout)
+        gw.kill9()
+        stop.set()
+        for f in futs:
+            f.result()
+    assert reached, f"only {len(answered)} answers before the kill"
+    with lock:
+        return list(answered)

@@ -3,14 +3,12 @@ import json
 import os
 import shutil
 import sqlite3
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests import models
-from tests.helpers import GatewayProcess, make_state_dir, remove_state_dir, wait_until
+from tests.helpers import GatewayProcess, answered_until_killed, make_state_dir, remove_state_dir, wait_until
 
 docker = pytest.importorskip("docker")
 
@@ -137,25 +135,7 @@ def test_kill9_loses_no_record_and_the_next_start_removes_orphans(engine):
     gw = GatewayProcess(state, "--backend", "docker").start(timeout=120)
     try:
         gw.client().deploy("ledger", models.echo, memory_mb=1024, max_concurrency=20)
-        boto = gw.boto()
-        answered, lock, stop = [], threading.Lock(), threading.Event()
-
-        def loop():
-            while not stop.is_set():
-                try:
-                    r = boto.invoke_endpoint(EndpointName="ledger", Body=b"1", ContentType="application/json")
-                except Exception:  # noqa: BLE001 - killed under us
-                    return
-                with lock:
-                    answered.append(r["ResponseMetadata"]["RequestId"])
-
-        with ThreadPoolExecutor(4) as ex:
-            futs = [ex.submit(loop) for _ in range(4)]
-            assert wait_until(lambda: len(answered) >= 100, timeout=90)
-            gw.kill9()
-            stop.set()
-            for f in futs:
-                f.result()
+        answered = answered_until_killed(gw, "ledger", clients=4, at_least=100)
         ids = [r[0] for r in sqlite3.connect(state / "slimserve.db").execute("SELECT request_id FROM usage")]
         assert set(answered) <= set(ids) and len(ids) == len(set(ids))
         assert _containers(engine, state), "kill -9 leaves containers; the next start must remove them"

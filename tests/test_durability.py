@@ -1,42 +1,16 @@
 """``kill -9`` of the gateway loses no usage record and leaves no sandbox behind."""
 import sqlite3
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 
 from tests import models
-from tests.helpers import wait_until
+from tests.helpers import answered_until_killed, wait_until
 
 
 def test_kill9_loses_no_usage_record(fresh_gateway):
     gw = fresh_gateway()
     gw.client().deploy("ledger", models.echo, memory_mb=1024, max_concurrency=50)
-    boto = gw.boto()
-    answered: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def client_loop():
-        while not stop.is_set():
-            try:
-                r = boto.invoke_endpoint(EndpointName="ledger", Body=b"1", ContentType="application/json")
-                r["Body"].read()
-            except Exception:  # noqa: BLE001 - the gateway is killed under us: expected
-                return
-            with lock:
-                answered.append(r["ResponseMetadata"]["RequestId"])
-
-    with ThreadPoolExecutor(6) as ex:
-        futs = [ex.submit(client_loop) for _ in range(6)]
-        assert wait_until(lambda: len(answered) >= 200, timeout=60)
-        gw.kill9()
-        stop.set()
-        for f in futs:
-            f.result()
-
-    with lock:
-        got = list(answered)
+    got = answered_until_killed(gw, "ledger", clients=6, at_least=200, timeout=60)
     db = sqlite3.connect(gw.state_dir / "slimserve.db")
     ids = [row[0] for row in db.execute("SELECT request_id FROM usage WHERE endpoint = 'ledger'")]
     counts = {}
