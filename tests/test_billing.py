@@ -5,7 +5,6 @@ import random
 import shutil
 import sqlite3
 import subprocess
-import time
 
 import pytest
 
@@ -14,7 +13,6 @@ from gateway.billing import BillingError, Prices
 from gateway.model import ProvisionedRecord, UsageRecord
 from gateway.store import Store
 from tests import models
-from tests.helpers import ROOT
 
 GROUPINGS = ["endpoint", "variant", "tier", "tag:team", "hour", "day", "tier,endpoint", "day,tag:team"]
 T0 = 1_790_000_000.0 - 1_790_000_000.0 % 3600      # an hour boundary
