@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -170,6 +171,7 @@ class VariantPool:
         except BaseException:
             self._start_ended()
             raise
+        mgr.rotate_log(self.endpoint)
         spec = SandboxSpec(
             sandbox_id=sid, endpoint=self.endpoint, variant=self.spec.name, memory_mb=self.spec.memory_mb,
             bundle_dir=self.spec.bundle_dir, bundle_kind=self.spec.bundle_kind,
@@ -384,8 +386,20 @@ class PoolManager:
         # told (key, count, memory_mb) whenever a variant's provisioned concurrency starts, changes or ends
         self.on_provisioned = on_provisioned or (lambda key, count, mb: None)
 
+    LOG_ROTATE_BYTES = 16 << 20
+
     def log_path(self, endpoint: str) -> Path:
         return self.logs_dir / f"{endpoint}.log"
+
+    def rotate_log(self, endpoint: str) -> None:
+        """Past 16 MB an endpoint's sandbox log moves to ``.log.1`` (one kept), so a chatty
+        model cannot fill the disk; sandboxes already writing keep their open file."""
+        path = self.log_path(endpoint)
+        try:
+            if path.stat().st_size > self.LOG_ROTATE_BYTES:
+                os.replace(path, path.with_name(path.name + ".1"))
+        except FileNotFoundError:
+            pass
 
     def on_sandbox_event(self, event: str, sb: Sandbox) -> None:
         if event != "destroyed":

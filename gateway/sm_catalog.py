@@ -187,7 +187,7 @@ class Catalog:
         return {}
 
     # --- endpoints ------------------------------------------------------------------------
-    def _variants_of(self, config: dict) -> list[tuple[VariantSpec, Path]]:
+    async def _variants_of(self, config: dict) -> list[tuple[VariantSpec, Path]]:
         """The gateway variants (and their bundle sources) that an endpoint config asks for."""
         out = []
         for pv in config["ProductionVariants"]:
@@ -196,7 +196,7 @@ class Catalog:
                 raise self.not_found("model", pv["ModelName"])
             container = (model.get("Containers") or [model.get("PrimaryContainer")])[0]
             image = container.get("Image")
-            own_server = bool(image and self.local_image and self.local_image(image))
+            own_server = bool(image and self.local_image and await asyncio.to_thread(self.local_image, image))
             if not container.get("ModelDataUrl") and not own_server:
                 raise invalid(f"Model {model['ModelName']} has no ModelDataUrl and its Image is not a local image "
                               "the docker backend can run: slimserve serves model data (a model directory, "
@@ -231,7 +231,7 @@ class Catalog:
         config_name = check_name(req, "EndpointConfigName")
         if name in self.endpoints.specs or name in self.records:
             raise self.exists("endpoint", name)
-        variants = self._variants_of(self._config(config_name))      # unknown models: refused now, like the service
+        variants = await self._variants_of(self._config(config_name))   # unknown models: refused now, like the service
         now = _now()
         rec = {"EndpointName": name, "EndpointArn": self.arn("endpoint", name), "EndpointConfigName": config_name,
                "EndpointStatus": "Creating", "CreationTime": now, "LastModifiedTime": now,
@@ -247,7 +247,7 @@ class Catalog:
         rec = self._record(name)
         if rec["EndpointStatus"] not in ("InService", "Failed"):
             raise invalid(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
-        variants = self._variants_of(self._config(config_name))
+        variants = await self._variants_of(self._config(config_name))
         rec.update(EndpointStatus="Updating", LastModifiedTime=_now(), PendingConfig=config_name)
         rec.pop("FailureReason", None)
         self.records[name] = rec                  # a CLI endpoint gets a SageMaker record from now on

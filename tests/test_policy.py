@@ -207,3 +207,15 @@ async def test_idle_of_the_provisioned_floor_is_not_the_pools_cost(rig, tmp_path
     pool.cut_idle(clock.now())
     idle_ms = sum(v[-1] for v in manager.idle_meter.take().values())
     assert idle_ms == pytest.approx(3600 * 1000, rel=0.01)     # one spare sandbox-hour, not three
+
+
+def test_sandbox_logs_rotate_before_they_fill_the_disk(tmp_path):
+    manager = PoolManager(FakeBackend(), HostBudget(1024), FakeClock(), tmp_path, None, FixedKeepAlive(600))
+    manager.LOG_ROTATE_BYTES = 100
+    log = manager.log_path("ep")
+    log.write_bytes(b"x" * 50)
+    manager.rotate_log("ep")
+    assert log.exists() and not log.with_name("ep.log.1").exists()
+    log.write_bytes(b"y" * 150)
+    manager.rotate_log("ep")
+    assert not log.exists() and log.with_name("ep.log.1").read_bytes() == b"y" * 150
