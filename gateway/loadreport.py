@@ -33,6 +33,7 @@ from .htmlkit import esc as _e
 from .htmlkit import fmt_tick as _fmt_tick
 from .htmlkit import nice_step as _nice_step
 from .htmlkit import table as _table
+from .stats import percentile
 
 THROTTLE = "ThrottlingException"
 NO_RESPONSE = ("ConnectionError", "Timeout", "Cancelled")
@@ -41,17 +42,6 @@ NO_RESPONSE = ("ConnectionError", "Timeout", "Cancelled")
 EXAMPLE_PRICE_PER_GB_S = 0.0000200
 LAG_WARN_MS = 100.0     # p99 dispatch lag above this: the client, not the gateway, shaped the load
 EXAMPLE_NOTE = "an example price, modelled on SageMaker Serverless Inference in us-east-1"
-
-
-def percentile(values, q: float) -> float:
-    """The ``q``-th percentile (0-100), linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        raise ValueError("percentile of no values")
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100.0
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 def _pct(values, q):

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from .policy import Traffic, parse
+from .stats import percentile
 
 ARRIVE, END, EXPIRE, PREWARM, READY = range(5)
 
@@ -74,17 +75,6 @@ def read_trace(path: str | Path):
                 raise ValueError(f"{path}:{n}: rows must be sorted by start_s ({start} after {last})")
             last = start
             yield start, ep, dur / 1000.0, mem
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return 0.0
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 def simulate(rows, policy, cold_start_ms: float = 1000.0) -> dict:
@@ -191,7 +181,7 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0) -> dict:
         "invocations": invocations,
         "cold_starts": cold,
         "cold_start_pct": round(100.0 * cold / invocations, 4) if invocations else 0.0,
-        "endpoint_cold_start_pct_p75": round(percentile(per_ep, 75), 4),
+        "endpoint_cold_start_pct_p75": round(percentile(per_ep, 75), 4) if per_ep else 0.0,
         "idle_gb_s": round(idle_gb_s, 3),
         "billed_gb_s": round(billed_gb_s, 3),
         "by_endpoint": {name: {"invocations": e.invocations, "cold_starts": e.cold,
