@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .sandbox import EXITED, OUT_OF_MEMORY, State
-
-
-def oom_message(memory_mb: int, while_loading: bool = False) -> str:
-    what = "loading the model" if while_loading else "the model"
-    return f"{what} exceeded its memory tier of {memory_mb} MB and was stopped; deploy it with a larger memory size"
+from .sandbox import EXITED, OUT_OF_MEMORY, State, oom_message
 
 
 class ContainerLife:

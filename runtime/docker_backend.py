@@ -32,10 +32,11 @@ from pathlib import Path
 
 from . import protocol
 from .channel import ChannelSandbox
-from .container_life import ContainerLife, oom_message
+from .container_life import ContainerLife
 from .image import SANDBOX_UID
 from .sandbox import (
     LOAD_FAILED, OUT_OF_MEMORY, SPAWN_FAILED, Backend, Listener, Sandbox, SandboxSpec, StartError, State,
+    oom_message,
 )
 from .zygote import DEFAULT_PRELOAD
 

@@ -30,6 +30,7 @@ from .channel import ChannelSandbox
 from .zygotes import AdoptedProcess, ZygoteConfig, ZygoteHandle, ZygoteSet, ZygoteUnavailable, become_subreaper
 from .sandbox import (
     EXITED, LOAD_FAILED, OUT_OF_MEMORY, SPAWN_FAILED, Backend, Listener, Sandbox, SandboxSpec, StartError, State,
+    oom_message,
 )
 
 log = logging.getLogger("slimserve.process")
@@ -47,12 +48,6 @@ class ProcessBackendConfig:
     python: str = sys.executable
     instance: str = "default"         # names this gateway's cgroup subtree
     zygotes: ZygoteConfig | None = None   # None: every sandbox is a fresh interpreter
-
-
-def oom_message(memory_mb: int, while_loading: bool = False) -> str:
-    what = "loading the model" if while_loading else "the model"
-    return (f"{what} exceeded its memory tier of {memory_mb} MB and was stopped;"
-            f" deploy it with a larger memory size")
 
 
 def _signal_name(code: int) -> str:

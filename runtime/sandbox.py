@@ -81,6 +81,12 @@ class InvokeResult:
     original_status: int | None = None
 
 
+def oom_message(memory_mb: int, while_loading: bool = False) -> str:
+    """What a caller reads when a model went past its memory tier, whichever backend caught it."""
+    what = "loading the model" if while_loading else "the model"
+    return f"{what} exceeded its memory tier of {memory_mb} MB and was stopped; deploy it with a larger memory size"
+
+
 class StartError(Exception):
     """A sandbox could not be started or could not load its bundle."""
 
