@@ -92,19 +92,11 @@ def auth_middleware(keys: dict[str, str], region: str, max_body: int, clock=time
         except errors.ApiError as exc:
             return exc.response(str(uuid.uuid4()))
         request["body"] = body
-        headers = _CaseInsensitive(dict(request.headers.items()))
-        try:
-            verify(request.method, request.path, request.query_string, headers, body, keys, region, clock())
+        try:                                   # aiohttp's headers are already case-insensitive
+            verify(request.method, request.path, request.query_string, request.headers, body, keys, region, clock())
         except AuthError as exc:
             return error_response(exc.code, exc.message, exc.status)
         return await handler(request)
 
     return middleware
 
-
-class _CaseInsensitive(dict):
-    def __init__(self, headers: dict):
-        super().__init__({k.lower(): v for k, v in headers.items()})
-
-    def get(self, key, default=None):
-        return super().get(key.lower(), default)
