@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .billreport import TABLE_FIELDS
+from .billreport import TABLE_FIELDS, cell
 from .htmlkit import CSS, Scale, fmt_tick, linear_ticks
 from .htmlkit import esc as e
 from .htmlkit import table as html_table
@@ -111,14 +111,6 @@ def _time_series(doc: dict) -> tuple[list[str], list[tuple[str, list[float], str
     return cats, out
 
 
-def _fmt(key: str, v) -> str:
-    if key == "group":
-        return str(v)
-    if key.endswith("cost"):
-        return f"{v:,.6f}"
-    return f"{v:,}" if isinstance(v, int) else f"{v:,.3f}"
-
-
 def _when(t) -> str:
     return "the beginning" if t is None else dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -135,8 +127,8 @@ def render(docs: dict[str, dict]) -> str:
          ("idle (warm pools)", [r["idle_gb_s"] for r in tiers], OTHER)], "GB-s", height=260)
     points = [(r["endpoint"], r["idle_cost"], r["cold_starts"]) for r in docs["endpoint"]["rows"]]
     head = ("group",) + TABLE_FIELDS + ("idle_cost",)
-    rows = [tuple(_fmt(k, r[k]) for k in head) for r in main["rows"]]
-    rows.append(("TOTAL",) + tuple(_fmt(k, total[k]) for k in head[1:]))
+    rows = [tuple(cell(k, r[k], cost_digits=6) for k in head) for r in main["rows"]]
+    rows.append(("TOTAL",) + tuple(cell(k, total[k], cost_digits=6) for k in head[1:]))
     until = "now" if main["until"] is None else _when(main["until"])
     summary = [
         ("period", f"{_when(main['since'])} to {until}"),

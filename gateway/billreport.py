@@ -10,9 +10,10 @@ TABLE_FIELDS = ("invocations", "billed_ms", "gb_s", "cold_starts", "provisioned_
                 "data_out_bytes", "idle_gb_s", "cost")
 
 
-def _cell(key: str, v) -> str:
+def cell(key: str, v, cost_digits: int = 7) -> str:
+    """A bill figure as text: money to ``cost_digits`` places, other fractions to 3, counts grouped."""
     if isinstance(v, float):
-        return f"{v:,.7f}" if key.endswith("cost") else f"{v:,.3f}"
+        return f"{v:,.{cost_digits}f}" if key.endswith("cost") else f"{v:,.3f}"
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
@@ -20,8 +21,8 @@ def _cell(key: str, v) -> str:
 
 def table(doc: dict) -> str:
     heads = ["group"] + list(TABLE_FIELDS)
-    body = [[r["group"]] + [_cell(k, r[k]) for k in TABLE_FIELDS] for r in doc["rows"]]
-    total = ["TOTAL"] + [_cell(k, doc["total"][k]) for k in TABLE_FIELDS]
+    body = [[r["group"]] + [cell(k, r[k]) for k in TABLE_FIELDS] for r in doc["rows"]]
+    total = ["TOTAL"] + [cell(k, doc["total"][k]) for k in TABLE_FIELDS]
     widths = [max(len(h), *(len(row[i]) for row in body + [total])) for i, h in enumerate(heads)]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths)))
