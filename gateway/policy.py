@@ -74,9 +74,10 @@ class Traffic:
 
     __slots__ = ("in_flight", "its", "hist", "weight", "drops", "arrivals", "last_arrival", "fresh",
                  "app_drop", "memo", "episode_start", "episode_peak", "peaks", "durations", "new_episode",
-                 "memory_gb", "recent")
+                 "memory_gb", "recent", "name")
 
-    def __init__(self, memory_mb: int = 1024) -> None:
+    def __init__(self, memory_mb: int = 1024, name: str = "") -> None:
+        self.name = name                          # the endpoint's, for diagnostics and offline analysis
         self.memory_gb = memory_mb / 1024.0
         self.in_flight = 0
         self.its = [deque(maxlen=SAMPLES) for _ in range(LEVELS + 1)]   # index = level (0 unused)

@@ -77,7 +77,7 @@ class VariantPool:
         self.last_used: dict[str, float] = {}
         self.live: dict[str, Sandbox] = {}
         self.starting = 0
-        self.traffic = Traffic(spec.memory_mb)     # what the policy learns from
+        self.traffic = Traffic(spec.memory_mb, f"{endpoint}/{spec.name}")   # what the policy learns from
         self.prewarm_windows: list[tuple[float, float]] = []   # (from, until): one sandbox warm then
         self.prewarms_open = 0                    # pre-warms starting that no request has claimed yet
         self._claims: deque[asyncio.Future] = deque()   # requests waiting for one of them

@@ -45,10 +45,10 @@ class _Sandbox:
 class _Endpoint:
     __slots__ = ("mem_gb", "stack", "traffic", "invocations", "cold", "idle_gb_s", "alive")
 
-    def __init__(self, memory_mb: int):
+    def __init__(self, memory_mb: int, name: str = ""):
         self.mem_gb = memory_mb / 1024.0
         self.stack: list[_Sandbox] = []         # idle sandboxes, most recently used last
-        self.traffic = Traffic(memory_mb)
+        self.traffic = Traffic(memory_mb, name)
         self.invocations = 0
         self.cold = 0
         self.idle_gb_s = 0.0
@@ -145,7 +145,7 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0) -> dict:
             handle(*heapq.heappop(heap))
         ep = eps.get(name)
         if ep is None:
-            ep = eps[name] = _Endpoint(mem)
+            ep = eps[name] = _Endpoint(mem, name)
         invocations += 1
         ep.invocations += 1
         ep.traffic.arrive(start)
