@@ -1,0 +1,46 @@
+"""The clairvoyant keep-alive bound (benchmarks/keepalive_bound.py) is only worth quoting
+if it really bounds its family: check its pieces by hand and against fixed keep-alives."""
+import pytest
+
+from benchmarks import keepalive_bound as kb
+from benchmarks import tracegen
+from gateway.policy import FixedKeepAlive
+from gateway.simulate import simulate
+
+
+def test_best_keep_alive_by_hand():
+    its = [10.0, 20.0, 1000.0]
+    # 1 GB: k=0 costs 3 lam; k=10: 30 + 2 lam; k=20: 50 + lam; k=1000: 1030.
+    assert kb.best_keep_alive(its, 1.0, lam=5.0) == 0.0          # 15 < 40 < 55 < 1030
+    assert kb.best_keep_alive(its, 1.0, lam=100.0) == 20.0       # 150 < 300, 230, 1030
+    assert kb.best_keep_alive(its, 1.0, lam=5000.0) == 1000.0    # 1030 < 5050
+    assert kb.best_keep_alive(its, 2.0, lam=100.0) == 20.0       # 100 + 100 beats 2060 and 300
+    assert kb.best_keep_alive([], 1.0, lam=100.0) == 0.0
+
+
+def test_idle_needed_interpolates_the_lower_hull():
+    pts = [{"cold": 1.0, "idle": 0.2}, {"cold": 0.5, "idle": 0.6}, {"cold": 0.75, "idle": 0.9},
+           {"cold": 0.0, "idle": 1.6}]
+    # (0.75, 0.9) lies above the hull between (0.5, 0.6) and (1.0, 0.2): it is skipped.
+    assert kb.idle_needed(pts, 0.75) == pytest.approx(0.4)
+    assert kb.idle_needed(pts, 0.25) == pytest.approx(1.1)
+    assert kb.idle_needed(pts, 1.5) is None
+
+
+def test_fixed_keep_alives_lie_on_or_above_the_clairvoyant_frontier():
+    rows = list(tracegen.generate(hours=4, endpoints=30, seed=11))
+    base, points = kb.frontier(rows, kb.LAMS)
+    # The frontier runs from many cold starts and little idle to few and much.
+    assert points[0]["cold"] > points[-1]["cold"] and points[0]["idle"] < points[-1]["idle"]
+    checked = 0
+    for seconds in (60, 300, 600, 1800, 3600):
+        r = simulate(iter(rows), FixedKeepAlive(float(seconds)))
+        cold = r["cold_starts"] / base["cold_starts"]
+        need = kb.idle_needed(points, cold)
+        if need is None:
+            continue
+        checked += 1
+        # fixed:S belongs to the family (timers count as perfect in the bound), so it
+        # cannot hold less idle memory than the frontier for as few cold starts.
+        assert r["idle_gb_s"] / base["idle_gb_s"] >= need - 0.02, seconds
+    assert checked >= 3
