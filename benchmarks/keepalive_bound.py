@@ -21,7 +21,14 @@ interpolation between neighbouring points therefore bounds from below the idle
 memory any family member needs for a given number of cold starts.  The script
 prints the points as ratios to ``fixed:600`` and that bound at the goal's 50 %.
 
-It does not bound dynamic policies: ``adaptive`` pre-warms, scales out at the start
+A second table (``--per-endpoint``) is not a bound but a measure of headroom: it
+runs ``fixed:S`` and ``adaptive:H`` over grids of S and H and, in hindsight, picks
+for every endpoint the run that is cheapest at the price ``lam`` (then, for the
+p75 bar, switches the endpoints cheapest to bring to at most half cold until the
+75th percentile gets there).  It shows what learning one trade-off per endpoint,
+perfectly, could add to a single setting for all.
+
+The first table does not bound dynamic policies: ``adaptive`` pre-warms, scales out at the start
 of an episode and follows a changing rate, and beats this bound by a little on some
 traces.  ITs are taken from a ``fixed:600`` run; a different policy's cold starts
 shift departures by the cold-start latency, so the bound's own run sees almost,
@@ -119,6 +126,42 @@ def frontier(rows: list, lams: list[float]) -> tuple[dict, list[dict]]:
     return base, points
 
 
+CHOICES = ["none"] + [f"fixed:{s}" for s in (60, 300, 600, 1200, 2400, 4800, 9600, 21600, 43200)] \
+    + [f"adaptive:{h}" for h in (150, 300, 600, 1200, 2400, 4800, 9600, 19200, 38400)]
+
+
+def per_endpoint_choice(rows: list, base: dict, lams: list[float], specs: list[str] = CHOICES) -> list[dict]:
+    """For each price, the hindsight-best run per endpoint (see the module docstring)."""
+    runs = {spec: simulate(iter(rows), parse(spec))["by_endpoint"] for spec in specs}
+    names = list(base["by_endpoint"])
+    inv = {n: base["by_endpoint"][n]["invocations"] for n in names}
+    goal_p75 = GOAL["p75"] * base["endpoint_cold_start_pct_p75"]
+
+    def pct(spec: str, n: str) -> float:
+        return 100.0 * runs[spec][n]["cold_starts"] / inv[n]
+
+    points = []
+    for lam in lams:
+        def cost(spec: str, n: str) -> float:
+            return runs[spec][n]["idle_gb_s"] + lam * runs[spec][n]["cold_starts"]
+
+        pick = {n: min(specs, key=lambda spec: cost(spec, n)) for n in names}
+        while percentile([pct(pick[n], n) for n in names], 75) > goal_p75:
+            options = [(cost(spec, n) - cost(pick[n], n), n, spec) for n in names if pct(pick[n], n) > 50.0
+                       for spec in specs if pct(spec, n) <= 50.0]
+            if not options:
+                break
+            _, n, spec = min(options)
+            pick[n] = spec
+        points.append({
+            "lam": lam,
+            "cold": sum(runs[pick[n]][n]["cold_starts"] for n in names) / base["cold_starts"],
+            "p75": percentile([pct(pick[n], n) for n in names], 75) / base["endpoint_cold_start_pct_p75"],
+            "idle": sum(runs[pick[n]][n]["idle_gb_s"] for n in names) / base["idle_gb_s"],
+        })
+    return points
+
+
 def idle_needed(points: list[dict], cold: float) -> float | None:
     """Lower bound on the idle ratio at ``cold`` on the lower convex hull of the points."""
     pts = sorted((p["cold"], p["idle"]) for p in points)
@@ -142,16 +185,15 @@ def main() -> int:
     ap.add_argument("--trace", action="append", required=True, type=Path)
     ap.add_argument("--compare", action="append", default=[], metavar="POLICY",
                     help="also run this policy (e.g. adaptive) and set it against the frontier")
+    ap.add_argument("--per-endpoint", action="store_true",
+                    help="also pick fixed:S / adaptive:H per endpoint in hindsight (headroom, not a bound)")
     args = ap.parse_args()
     for trace in args.trace:
         rows = list(read_trace(trace))
         base, points = frontier(rows, LAMS)
         print(f"\n{trace.name}: fixed:600 has {base['cold_starts']:,} cold starts, "
               f"p75 {base['endpoint_cold_start_pct_p75']:.1f} %, {base['idle_gb_s']:,.0f} idle GB-s")
-        print(f"{'lam GB-s':>10}  {'cold':>6}  {'p75':>6}  {'idle':>6}   (ratios to fixed:600)")
-        for p in points:
-            meets = all(p[k] <= GOAL[k] for k in GOAL)
-            print(f"{p['lam']:>10,.0f}  {p['cold']:>6.2f}  {p['p75']:>6.2f}  {p['idle']:>6.2f}" + ("   meets the goal" if meets else ""))
+        _print_points("clairvoyant keep-alive, timers free", points)
         need = idle_needed(points, GOAL["cold"])
         if need is not None:
             print(f"at {GOAL['cold']:.2f} of the cold starts the family needs at least {need:.2f} of the idle "
@@ -164,7 +206,18 @@ def main() -> int:
             need = idle_needed(points, cold)
             versus = f"; the family needs {need:.2f} of the idle for as few cold starts" if need is not None else ""
             print(f"{spec}: {cold:.2f} / {p75:.2f} / {idle:.2f}{versus}")
+        if args.per_endpoint:
+            _print_points("hindsight pick of fixed:S / adaptive:H per endpoint",
+                          per_endpoint_choice(rows, base, LAMS[4:17:2]))
     return 0
+
+
+def _print_points(title: str, points: list[dict]) -> None:
+    print(f"{title}, as ratios to fixed:600:")
+    print(f"{'lam GB-s':>10}  {'cold':>6}  {'p75':>6}  {'idle':>6}")
+    for p in points:
+        meets = all(p[k] <= GOAL[k] for k in GOAL)
+        print(f"{p['lam']:>10,.0f}  {p['cold']:>6.2f}  {p['p75']:>6.2f}  {p['idle']:>6.2f}" + ("   meets the goal" if meets else ""))
 
 
 if __name__ == "__main__":

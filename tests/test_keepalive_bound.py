@@ -44,3 +44,22 @@ def test_fixed_keep_alives_lie_on_or_above_the_clairvoyant_frontier():
         # cannot hold less idle memory than the frontier for as few cold starts.
         assert r["idle_gb_s"] / base["idle_gb_s"] >= need - 0.02, seconds
     assert checked >= 3
+
+
+def test_per_endpoint_choice_picks_the_cheaper_run_for_each_endpoint():
+    rows = list(tracegen.generate(hours=2, endpoints=12, seed=3))
+    base = simulate(iter(rows), FixedKeepAlive(600.0))
+    none = simulate(iter(rows), kb.parse("none"))
+    only = kb.per_endpoint_choice(rows, base, [1000.0], ["fixed:600"])[0]
+    assert (only["cold"], only["idle"]) == (1.0, 1.0)
+    cheap, dear = kb.per_endpoint_choice(rows, base, [1e-9, 1e12], ["none", "fixed:600"])
+    # Cold starts nearly free: every endpoint is better off with no keep-alive (unless the
+    # p75 bar makes it keep one).
+    assert cheap["idle"] <= 1.0 and cheap["cold"] >= 1.0
+    assert cheap["cold"] <= none["cold_starts"] / base["cold_starts"]
+    # Nearly priceless: fixed:600 wherever it has fewer cold starts, no keep-alive where they tie.
+    fixed, bare = base["by_endpoint"], none["by_endpoint"]
+    idle = sum(bare[n]["idle_gb_s"] if bare[n]["cold_starts"] == fixed[n]["cold_starts"] else fixed[n]["idle_gb_s"]
+               for n in fixed)
+    assert dear["cold"] == 1.0
+    assert dear["idle"] == pytest.approx(idle / base["idle_gb_s"])
