@@ -51,6 +51,12 @@ def make_policy(settings: Settings):
     return policies.parse(settings.policy, settings.policy_cold_start_ms)
 
 
+def model_zygotes_memory_mb(settings: Settings) -> int:
+    if settings.model_zygotes_memory_mb is not None:
+        return int(settings.model_zygotes_memory_mb)
+    return int(psutil.virtual_memory().total // 10) >> 20
+
+
 def make_backend(settings: Settings):
     instance = hashlib.sha1(str(settings.state_dir.resolve()).encode()).hexdigest()[:12]
     if settings.backend == "process":
@@ -60,7 +66,10 @@ def make_backend(settings: Settings):
             instance=instance,
             zygotes=ZygoteConfig(enabled=settings.zygotes, stems=settings.zygote_stems,
                                  preload=tuple(dict.fromkeys(DEFAULT_PRELOAD + tuple(settings.zygote_preload))),
-                                 log_path=str(settings.logs_dir / "_zygotes.log")),
+                                 log_path=str(settings.logs_dir / "_zygotes.log"),
+                                 max_models=settings.model_zygotes_max,
+                                 models_memory_mb=model_zygotes_memory_mb(settings),
+                                 model_idle_s=settings.model_zygote_idle_s),
         ))
     if settings.backend == "docker":
         from runtime.docker_backend import DockerBackend, DockerBackendConfig

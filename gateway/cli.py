@@ -73,8 +73,16 @@ def cmd_serve(args) -> int:
 
     from . import policy as policies
 
-    if args.policy != "fixed":
-        policies.parse(args.policy)            # refuse a bad name before anything starts
+    try:                                       # refuse bad settings before anything starts
+        if args.policy != "fixed":
+            policies.parse(args.policy)
+    except ValueError as exc:
+        print(f"slimserve: {exc}", file=sys.stderr)
+        return 2
+    if args.max_model_zygotes < 0 or (args.model_zygotes_memory_mb or 0) < 0 or not args.model_zygote_idle > 0:
+        print("slimserve: --max-model-zygotes and --model-zygotes-memory-mb take numbers >= 0, "
+              "--model-zygote-idle a number of seconds > 0", file=sys.stderr)
+        return 2
 
     settings = Settings(
         state_dir=Path(args.state_dir or DEFAULT_STATE_DIR), host=args.host, port=args.port,
@@ -84,6 +92,8 @@ def cmd_serve(args) -> int:
         cgroup_mode=args.cgroup, network_isolation=not args.allow_network,
         zygotes=not args.no_zygotes,
         zygote_preload=tuple(m for m in (args.preload or "").split(",") if m),
+        model_zygotes_max=args.max_model_zygotes, model_zygotes_memory_mb=args.model_zygotes_memory_mb,
+        model_zygote_idle_s=args.model_zygote_idle,
         prices_path=Path(args.prices) if args.prices else None, usage_retention_days=args.usage_retention_days,
         access_keys=_access_keys(args.access_key), account_id=args.account_id, region=args.region,
     )
@@ -340,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start every sandbox as a fresh interpreter instead of forking it from a zygote")
     s.add_argument("--preload", default="", metavar="MOD,MOD",
                    help="modules the base zygote imports besides numpy, scikit-learn, pandas, onnxruntime, torch")
+    s.add_argument("--max-model-zygotes", type=int, default=16, metavar="N",
+                   help="bundles kept loaded in model zygotes at most, least recently used closed first (default 16)")
+    s.add_argument("--model-zygotes-memory-mb", type=int, default=None, metavar="MB",
+                   help="memory model zygotes may hold, beyond the sandbox budget (default: a tenth of RAM)")
+    s.add_argument("--model-zygote-idle", type=float, default=1800.0, metavar="SECONDS",
+                   help="close a model zygote not forked from for this long (default 1800)")
     s.set_defaults(fn=cmd_serve)
 
     d = client_cmd("deploy", "deploy a bundle to a new endpoint", cmd_deploy)

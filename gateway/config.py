@@ -36,6 +36,9 @@ class Settings:
     zygotes: bool = True                         # fork sandboxes from pre-warmed interpreters
     zygote_stems: int = 2                        # processes each zygote keeps forked ahead of demand
     zygote_preload: tuple[str, ...] = ()         # modules the base zygote imports besides the defaults
+    model_zygotes_max: int = 16                  # model zygotes (bundles kept loaded) at most ...
+    model_zygotes_memory_mb: int | None = None   # ... holding this much memory (None: a tenth of RAM) ...
+    model_zygote_idle_s: float = 1800.0          # ... each closed when not forked from this long
     account_id: str = "123456789012"
     region: str = "us-east-1"
     max_payload_bytes: int = MAX_PAYLOAD_BYTES

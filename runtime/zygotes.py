@@ -7,7 +7,8 @@
   sandbox's setup and file descriptors and returns the pid that took them.
 * ``ZygoteSet`` -- the base zygote (libraries preloaded, restarted when it
   dies) and per-model zygotes (a bundle already loaded), keyed by bundle and
-  memory tier, made in the background for bundles that have traffic.
+  memory tier, made in the background for bundles that have traffic and closed
+  when idle or beyond their count and memory limits (``zygote_limits``).
 
 Every failure here is ``ZygoteUnavailable``; the backend then takes the fresh
 path, so a zygote problem costs a caller time, never an error.
@@ -20,9 +21,13 @@ import logging
 import os
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 
+import psutil
+
 from . import protocol
+from .zygote_limits import ModelZygote, choose_closures
 
 log = logging.getLogger("slimserve.zygotes")
 
@@ -84,6 +89,8 @@ class ZygoteHandle:
         self._lock = asyncio.Lock()
         self.broken = False
         self.forks = 0
+        self.last_used = time.monotonic()    # made, or last forked from
+        self.memory_mb = 0                   # a model zygote's estimated own memory
 
     @property
     def alive(self) -> bool:
@@ -102,6 +109,7 @@ class ZygoteHandle:
         if not reply.get("ok"):
             raise ZygoteUnavailable(f"zygote {self.name} refused: {reply.get('message')}")
         self.forks += 1
+        self.last_used = time.monotonic()
         return reply
 
     async def close(self) -> None:
@@ -131,6 +139,9 @@ class ZygoteConfig:
     cgroup_version: str = ""
     restart_backoff_s: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30)
     env: dict = field(default_factory=dict)
+    max_models: int = 16                  # model zygotes kept at most (least recently used closed first) ...
+    models_memory_mb: int = 2048          # ... and their memory at most
+    model_idle_s: float = 1800.0          # a model zygote not forked from this long is closed
 
 
 class ZygoteSet:
@@ -142,12 +153,16 @@ class ZygoteSet:
         self._creating: dict[tuple[str, int], asyncio.Task] = {}
         self._supervisor: asyncio.Task | None = None
         self._closing = False
+        self._sweeper: asyncio.Task | None = None
         self.restarts = 0
+        self.models_closed = 0
 
     # --- base zygote ------------------------------------------------------------
     async def open(self) -> None:
         if self.config.enabled:
-            self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+            loop = asyncio.get_running_loop()
+            self._supervisor = loop.create_task(self._supervise())
+            self._sweeper = loop.create_task(self._sweep())
 
     async def _spawn_base(self) -> ZygoteHandle:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -221,7 +236,42 @@ class ZygoteSet:
         if self._closing or key in self.templates:
             await handle.close()
             return
+        handle.memory_mb = self._own_memory_mb(handle)
         self.templates[key] = handle
+        await self.enforce_limits()
+
+    def _own_memory_mb(self, handle: ZygoteHandle) -> int:
+        """What a model zygote holds beyond the base zygote it was forked from: its resident
+        size less the base's (the libraries both share), at least 1 MB."""
+        try:
+            rss = psutil.Process(handle.proc.pid).memory_info().rss
+            base = psutil.Process(self.base.proc.pid).memory_info().rss if self.base is not None else 0
+        except psutil.Error:
+            return 1
+        return max(1, (rss - base) >> 20)
+
+    async def enforce_limits(self) -> None:
+        """Close the model zygotes that are idle too long or beyond the count and memory limits."""
+        models = [ModelZygote(k, t.last_used, t.memory_mb) for k, t in self.templates.items()]
+        c = self.config
+        for key in choose_closures(models, time.monotonic(), c.max_models, c.models_memory_mb, c.model_idle_s):
+            handle = self.templates.pop(key, None)
+            if handle is not None:
+                log.info("closing model zygote for %s (idle %.0f s, %d MB)", key[0],
+                         time.monotonic() - handle.last_used, handle.memory_mb)
+                self.models_closed += 1
+                await handle.close()
+
+    async def _sweep(self) -> None:
+        interval = min(60.0, max(0.5, self.config.model_idle_s / 4))
+        while not self._closing:
+            await asyncio.sleep(interval)
+            try:
+                await self.enforce_limits()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the sweep must outlive one failed close
+                log.exception("model zygote sweep failed")
 
     async def drop(self, bundle_dir: str) -> None:
         for key in [k for k in self.templates if k[0] == bundle_dir]:
@@ -241,6 +291,8 @@ class ZygoteSet:
             task.cancel()
         if self._supervisor is not None:
             self._supervisor.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for t in list(self.templates.values()):
             await t.close()
         self.templates.clear()
@@ -248,11 +300,15 @@ class ZygoteSet:
             await self.base.close()
 
     def snapshot(self) -> dict:
+        now = time.monotonic()
         return {
             "enabled": self.config.enabled,
             "base": None if self.base is None else {
                 "pid": self.base.proc.pid, "alive": self.base.alive, "forks": self.base.forks,
                 "preloaded": self.base.info.get("preloaded", []), "restarts": self.restarts},
-            "models": [{"bundle": k[0], "memory_mb": k[1], "pid": t.proc.pid, "alive": t.alive, "forks": t.forks}
+            "models": [{"bundle": k[0], "memory_mb": k[1], "pid": t.proc.pid, "alive": t.alive, "forks": t.forks,
+                        "own_memory_mb": t.memory_mb, "idle_s": round(now - t.last_used, 1)}
                        for k, t in self.templates.items()],
+            "model_limits": {"max_models": self.config.max_models, "memory_mb": self.config.models_memory_mb,
+                             "idle_s": self.config.model_idle_s, "closed": self.models_closed},
         }

@@ -154,3 +154,77 @@ def test_no_zygotes_flag_uses_fresh_interpreters(fresh_gateway):
     assert _invoke(gw, "plain", b"2") == {"echo": 2}
     assert c.usage(endpoint="plain")[-1]["start_path"] == "fresh"
     assert c.zygotes()["base"] is None
+
+
+# --- model zygotes stay within their limits -------------------------------------------------
+
+def test_model_zygote_limits_close_idle_ones_then_least_recently_used():
+    from runtime.zygote_limits import ModelZygote, choose_closures
+
+    zs = [ModelZygote(("a", 1024), 10.0, 300), ModelZygote(("b", 2048), 20.0, 300), ModelZygote(("c", 1024), 30.0, 300)]
+    assert choose_closures(zs, now=40.0, max_count=3, max_mb=900, idle_s=100) == []
+    assert choose_closures(zs, now=40.0, max_count=2, max_mb=900, idle_s=100) == [("a", 1024)]
+    assert choose_closures(zs, now=40.0, max_count=3, max_mb=400, idle_s=100) == [("a", 1024), ("b", 2048)]
+    assert choose_closures(zs, now=40.0, max_count=3, max_mb=900, idle_s=25) == [("a", 1024)]   # idle 30 s >= 25
+    assert choose_closures(zs, now=40.0, max_count=0, max_mb=900, idle_s=100) == [("a", 1024), ("b", 2048), ("c", 1024)]
+
+
+def _models(c):
+    return [m for m in c.zygotes()["models"] if m["alive"]]
+
+
+def _pid_gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_beyond_the_model_zygote_limit_the_least_recently_used_is_closed(fresh_gateway, rf):
+    model, _ = rf
+    gw = fresh_gateway("--max-model-zygotes", "1")
+    gw.wait_for_zygote()
+    c = gw.client()
+    c.deploy("zl-a", model, memory_mb=2048)
+    c.deploy("zl-b", models.echo, memory_mb=1024)
+    _invoke(gw, "zl-a")
+    assert wait_until(lambda: _model_zygote_ready(c, "zl-a"), timeout=30)
+    a_pid = _models(c)[0]["pid"]
+    assert _models(c)[0]["own_memory_mb"] >= 1
+    assert _invoke(gw, "zl-b", b"3") == {"echo": 3}
+    assert wait_until(lambda: _model_zygote_ready(c, "zl-b"), timeout=30)
+    # one model zygote at most: zl-a's (used less recently) was closed, its process is gone
+    assert wait_until(lambda: len(_models(c)) == 1 and _pid_gone(a_pid), timeout=10)
+    assert not _model_zygote_ready(c, "zl-a")
+    assert c.zygotes()["model_limits"]["closed"] >= 1
+    # zl-a still serves: its next cold start forks from the base zygote
+    c.scale_in("zl-a")
+    assert _invoke(gw, "zl-a") == [0]
+    assert c.usage(endpoint="zl-a")[-1]["start_path"] == "zygote"
+
+
+def test_an_idle_model_zygote_is_closed(fresh_gateway):
+    gw = fresh_gateway("--model-zygote-idle", "2")
+    gw.wait_for_zygote()
+    c = gw.client()
+    c.deploy("zl-idle", models.echo, memory_mb=1024)
+    assert _invoke(gw, "zl-idle", b"1") == {"echo": 1}
+    assert wait_until(lambda: _model_zygote_ready(c, "zl-idle"), timeout=30)
+    pid = _models(c)[0]["pid"]
+    assert wait_until(lambda: not _models(c) and _pid_gone(pid), timeout=15)
+    assert c.zygotes()["model_limits"] == {"max_models": 16, "memory_mb": c.zygotes()["model_limits"]["memory_mb"],
+                                           "idle_s": 2.0, "closed": 1}
+    assert _invoke(gw, "zl-idle", b"2") == {"echo": 2}
+
+
+def test_serve_refuses_bad_limits_and_policies_before_starting(tmp_path):
+    import subprocess
+    import sys
+
+    for extra, words in ((["--max-model-zygotes", "-1"], "--max-model-zygotes"),
+                         (["--model-zygote-idle", "0"], "--model-zygote-idle"),
+                         (["--policy", "bogus"], "unknown policy")):
+        r = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--state-dir", str(tmp_path), *extra],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
