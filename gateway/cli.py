@@ -351,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preload", default="", metavar="MOD,MOD",
                    help="modules the base zygote imports besides numpy, scikit-learn, pandas, onnxruntime, torch")
     s.add_argument("--max-model-zygotes", type=int, default=16, metavar="N",
-                   help="bundles kept loaded in model zygotes at most, least recently used closed first (default 16)")
+                   help="bundles kept loaded in model zygotes at most, least recently used closed first "
+                        "(default 16; 0: no model zygotes)")
     s.add_argument("--model-zygotes-memory-mb", type=int, default=None, metavar="MB",
                    help="memory model zygotes may hold, beyond the sandbox budget (default: a tenth of RAM)")
     s.add_argument("--model-zygote-idle", type=float, default=1800.0, metavar="SECONDS",

@@ -96,8 +96,14 @@ class ZygoteHandle:
     def alive(self) -> bool:
         return not self.broken and self.proc.returncode is None
 
+    @property
+    def busy(self) -> bool:
+        """A fork is being asked for (and the control channel is in use)."""
+        return self._lock.locked()
+
     async def assign(self, setup: dict, fds: list[int], timeout_s: float = 10.0, payload: bytes = b"") -> dict:
         async with self._lock:
+            self.last_used = time.monotonic()
             if not self.alive:
                 raise ZygoteUnavailable(f"zygote {self.name} is not running")
             try:
@@ -109,21 +115,24 @@ class ZygoteHandle:
         if not reply.get("ok"):
             raise ZygoteUnavailable(f"zygote {self.name} refused: {reply.get('message')}")
         self.forks += 1
-        self.last_used = time.monotonic()
         return reply
 
     async def close(self) -> None:
+        """Kill the zygote, then close its channel.  In that order: an ``assign`` waiting on
+        the channel sees end-of-file at once and leaves, and only then is the socket closed,
+        so no reader of the event loop is left on a file number the next socket will reuse."""
         self.broken = True
-        try:
-            self.control.close()
-        except OSError:
-            pass
         if self.proc.returncode is None:
             try:
                 os.kill(self.proc.pid, 9)
             except ProcessLookupError:
                 pass
             await self.proc.wait()
+        async with self._lock:
+            try:
+                self.control.close()
+            except OSError:
+                pass
         if self.cgroup is not None:
             await asyncio.to_thread(self.cgroup.remove)
 
@@ -154,6 +163,7 @@ class ZygoteSet:
         self._supervisor: asyncio.Task | None = None
         self._closing = False
         self._sweeper: asyncio.Task | None = None
+        self._too_big: dict[tuple[str, int], float] = {}   # key -> when its zygote alone broke the memory limit
         self.restarts = 0
         self.models_closed = 0
 
@@ -221,8 +231,13 @@ class ZygoteSet:
 
     def want_template(self, key: tuple[str, int], make) -> None:
         """Make a model zygote for ``key`` in the background, unless one exists or is coming."""
-        if not self.config.enabled or key in self._creating or self.template(key) is not None:
+        c = self.config
+        if not c.enabled or c.max_models <= 0 or c.models_memory_mb <= 0:
             return
+        if key in self._creating or self.template(key) is not None:
+            return
+        if time.monotonic() - self._too_big.get(key, float("-inf")) < c.model_idle_s:
+            return                                  # it did not fit last time: not again so soon
         task = asyncio.get_running_loop().create_task(self._make_template(key, make))
         self._creating[key] = task
         task.add_done_callback(lambda _t: self._creating.pop(key, None))
@@ -236,38 +251,59 @@ class ZygoteSet:
         if self._closing or key in self.templates:
             await handle.close()
             return
-        handle.memory_mb = self._own_memory_mb(handle)
+        handle.memory_mb = self._own_memory_mb(handle) or 1
+        if handle.memory_mb > self.config.models_memory_mb:
+            log.info("model zygote for %s holds %d MB, more than all model zygotes may (%d MB): closed, "
+                     "not remade for %.0f s", key[0], handle.memory_mb, self.config.models_memory_mb,
+                     self.config.model_idle_s)
+            self._too_big[key] = time.monotonic()
+            self.models_closed += 1
+            await handle.close()
+            return
         self.templates[key] = handle
         await self.enforce_limits()
 
-    def _own_memory_mb(self, handle: ZygoteHandle) -> int:
+    def _own_memory_mb(self, handle: ZygoteHandle) -> int | None:
         """What a model zygote holds beyond the base zygote it was forked from: its resident
-        size less the base's (the libraries both share), at least 1 MB."""
+        size less the base's (the libraries both share), at least 1 MB; None while either
+        cannot be read (the base restarting).  The copies its stems make when they warm up
+        are not counted."""
         try:
             rss = psutil.Process(handle.proc.pid).memory_info().rss
-            base = psutil.Process(self.base.proc.pid).memory_info().rss if self.base is not None else 0
+            if self.base is None or not self.base.alive:
+                return None
+            base = psutil.Process(self.base.proc.pid).memory_info().rss
         except psutil.Error:
-            return 1
+            return None
         return max(1, (rss - base) >> 20)
 
-    async def enforce_limits(self) -> None:
-        """Close the model zygotes that are idle too long or beyond the count and memory limits."""
-        models = [ModelZygote(k, t.last_used, t.memory_mb) for k, t in self.templates.items()]
+    async def enforce_limits(self, measure: bool = False) -> None:
+        """Close the model zygotes that are idle too long or beyond the count and memory limits.
+        One asked for a fork right now counts as just used, and is left for a later sweep if
+        the limits still choose it: it is never closed mid-fork."""
+        now = time.monotonic()
+        if measure:
+            for t in self.templates.values():
+                t.memory_mb = self._own_memory_mb(t) or t.memory_mb
+            self._too_big = {k: at for k, at in self._too_big.items() if now - at < self.config.model_idle_s}
+        models = [ModelZygote(k, now if t.busy else t.last_used, t.memory_mb) for k, t in self.templates.items()]
         c = self.config
-        for key in choose_closures(models, time.monotonic(), c.max_models, c.models_memory_mb, c.model_idle_s):
-            handle = self.templates.pop(key, None)
-            if handle is not None:
-                log.info("closing model zygote for %s (idle %.0f s, %d MB)", key[0],
-                         time.monotonic() - handle.last_used, handle.memory_mb)
-                self.models_closed += 1
-                await handle.close()
+        for key in choose_closures(models, now, c.max_models, c.models_memory_mb, c.model_idle_s):
+            handle = self.templates.get(key)
+            if handle is None or handle.busy:       # closed meanwhile, or forking: not now
+                continue
+            del self.templates[key]
+            log.info("closing model zygote for %s (idle %.0f s, %d MB)", key[0],
+                     time.monotonic() - handle.last_used, handle.memory_mb)
+            self.models_closed += 1
+            await handle.close()
 
     async def _sweep(self) -> None:
         interval = min(60.0, max(0.5, self.config.model_idle_s / 4))
         while not self._closing:
             await asyncio.sleep(interval)
             try:
-                await self.enforce_limits()
+                await self.enforce_limits(measure=True)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the sweep must outlive one failed close

@@ -228,3 +228,56 @@ def test_serve_refuses_bad_limits_and_policies_before_starting(tmp_path):
         r = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--state-dir", str(tmp_path), *extra],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_model_zygote_asked_for_a_fork_is_not_closed_and_closing_one_frees_its_caller_at_once():
+    import asyncio
+    import socket
+    import sys
+    import time
+
+    from runtime.zygotes import ZygoteConfig, ZygoteHandle, ZygoteSet, ZygoteUnavailable
+
+    async def scenario():
+        zs = ZygoteSet(ZygoteConfig(max_models=0))            # a limit that closes every model zygote
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        # a stand-in zygote that holds the other end of the channel and never answers
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)",
+                                                    pass_fds=(theirs.fileno(),))
+        theirs.close()
+        handle = zs.templates[("bundle", 1024)] = ZygoteHandle("model:x", proc, ours, {})
+        old_fd = ours.fileno()
+        fork = asyncio.ensure_future(handle.assign({"x": 1}, []))
+        await asyncio.sleep(0.1)                                # asked; no reply yet
+        await zs.enforce_limits()
+        assert ("bundle", 1024) in zs.templates and handle.alive   # not closed mid-fork
+        t0 = time.monotonic()
+        await zs.close()
+        with pytest.raises(ZygoteUnavailable):
+            await fork
+        assert time.monotonic() - t0 < 3                        # not the 10 s reply timeout
+        # the next socket may take the closed channel's file number; the loop must serve it
+        a, b = socket.socketpair()
+        mine, other = (a, b) if a.fileno() == old_fd else (b, a)
+        reader, writer = await asyncio.open_unix_connection(sock=mine)
+        other.sendall(b"hello\n")
+        assert await asyncio.wait_for(reader.readline(), 5) == b"hello\n"
+        writer.close()
+        other.close()
+
+    asyncio.run(scenario())
+
+
+def test_no_model_zygote_is_made_when_the_limits_leave_no_room(fresh_gateway):
+    gw = fresh_gateway("--max-model-zygotes", "0")
+    gw.wait_for_zygote()
+    c = gw.client()
+    c.deploy("zl-none", models.echo, memory_mb=1024)
+    for i in range(3):
+        c.scale_in("zl-none")
+        assert _invoke(gw, "zl-none", str(i).encode()) == {"echo": i}
+    assert [r["start_path"] for r in c.usage(endpoint="zl-none")] == ["zygote"] * 3
+    __import__("time").sleep(3)          # long enough for a model zygote to be made (and closed)
+    z = c.zygotes()
+    assert z["models"] == [] and z["model_limits"]["closed"] == 0     # none made, so none closed
