@@ -18,13 +18,22 @@ def test_best_keep_alive_by_hand():
     assert kb.best_keep_alive([], 1.0, lam=100.0) == 0.0
 
 
-def test_idle_needed_interpolates_the_lower_hull():
-    pts = [{"cold": 1.0, "idle": 0.2}, {"cold": 0.5, "idle": 0.6}, {"cold": 0.75, "idle": 0.9},
-           {"cold": 0.0, "idle": 1.6}]
-    # (0.75, 0.9) lies above the hull between (0.5, 0.6) and (1.0, 0.2): it is skipped.
-    assert kb.idle_needed(pts, 0.75) == pytest.approx(0.4)
-    assert kb.idle_needed(pts, 0.25) == pytest.approx(1.1)
-    assert kb.idle_needed(pts, 1.5) is None
+def test_a_tail_costs_idle_and_catches_nothing():
+    # One IT of 10 s and a level that went idle 1,000 s before the end and was never needed:
+    # keeping 10 s catches the IT but also holds the tail 10 s.
+    assert kb.best_keep_alive([10.0], 1.0, lam=15.0) == 10.0                  # 10 < 15
+    assert kb.best_keep_alive([10.0], 1.0, lam=15.0, tails=[1000.0]) == 0.0   # 10 + 10 > 15
+    assert kb.best_keep_alive([10.0], 1.0, lam=25.0, tails=[1000.0]) == 10.0  # 20 < 25
+
+
+def test_idle_needed_is_the_highest_supporting_line():
+    pts = [{"cold": 1.0, "idle": 0.2, "lam_ratio": 0.4}, {"cold": 0.5, "idle": 0.45, "lam_ratio": 0.6},
+           {"cold": 0.0, "idle": 1.0, "lam_ratio": 1.5}]
+    assert kb.idle_needed(pts, 0.75) == pytest.approx(0.3)     # lines: 0.3, 0.3, -0.125
+    assert kb.idle_needed(pts, 0.25) == pytest.approx(0.625)   # lines: 0.5, 0.6, 0.625
+    assert kb.idle_needed(pts, 1.5) == pytest.approx(0.0)
+    assert kb.idle_needed(pts[:1], 1.0) == pytest.approx(0.2)
+    assert kb.idle_needed([], 0.5) is None
 
 
 def test_fixed_keep_alives_lie_on_or_above_the_clairvoyant_frontier():
