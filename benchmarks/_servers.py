@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,11 +26,18 @@ def start_server(argv: list[str], timeout: float = 60.0) -> tuple[subprocess.Pop
     for line in proc.stdout:
         m = re.search(r"listening on (http://[\d.]+:\d+)", line)
         if m:
+            # Keep reading what it prints, or a full pipe would block the server mid-benchmark.
+            threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
             return proc, m.group(1)
         if time.monotonic() > deadline:
             break
     proc.kill()
     raise RuntimeError(f"{' '.join(argv[:5])} did not start")
+
+
+def _drain(stream) -> None:
+    for _ in stream:
+        pass
 
 
 def start_gateway(state_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
