@@ -191,6 +191,8 @@ class ProcessBackend(Backend):
             raise StartError(LOAD_FAILED, f"image {spec.image} brings its own model server: serve it with "
                                           "--backend docker")
         key = (spec.bundle_dir, spec.memory_mb)
+        if not spec.check_only:
+            self.zygotes.note_cold_start(key)
         for zygote, path in ((self.zygotes.template(key), "model-zygote"), (self.zygotes.base, "zygote")):
             if zygote is None or not zygote.alive:
                 continue

@@ -8,7 +8,11 @@ in use:
 * one not forked from for ``idle_s`` seconds is closed (its endpoint went quiet;
   the next cold start forks from the base zygote and makes a new one);
 * beyond ``max_count`` of them, or ``max_mb`` of their memory, the least
-  recently used are closed first.
+  recently used are closed first;
+* once they are that many, a new one is made only for a bundle that has had more
+  cold starts lately than the least recently used one it would displace (``admit``):
+  with more bundles in use than the limit allows, the set stays put instead of
+  loading a bundle, closing another, and loading that one back a moment later.
 """
 from __future__ import annotations
 
@@ -33,3 +37,12 @@ def choose_closures(models: list[ModelZygote], now: float, max_count: int, max_m
         used -= m.memory_mb
         close.append(m)
     return [m.key for m in close]
+
+
+def admit(cold_starts: int, full: bool, victim_cold_starts: int | None) -> bool:
+    """Whether to make a model zygote for a bundle with ``cold_starts`` recent cold starts:
+    always while there is room; when full, only to displace one with fewer (``None``: none
+    can be displaced now)."""
+    if not full:
+        return True
+    return victim_cold_starts is not None and cold_starts > victim_cold_starts

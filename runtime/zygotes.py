@@ -22,12 +22,13 @@ import os
 import socket
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import psutil
 
 from . import protocol
-from .zygote_limits import ModelZygote, choose_closures
+from .zygote_limits import ModelZygote, admit, choose_closures
 
 log = logging.getLogger("slimserve.zygotes")
 
@@ -164,6 +165,7 @@ class ZygoteSet:
         self._closing = False
         self._sweeper: asyncio.Task | None = None
         self._too_big: dict[tuple[str, int], float] = {}   # key -> when its zygote alone broke the memory limit
+        self._cold_starts: dict[tuple[str, int], deque] = {}  # key -> its last cold starts (monotonic times)
         self.restarts = 0
         self.models_closed = 0
 
@@ -229,15 +231,33 @@ class ZygoteSet:
             return None
         return t
 
+    COLD_STARTS_KEPT = 8
+
+    def note_cold_start(self, key: tuple[str, int]) -> None:
+        """A sandbox of ``key`` is starting (any path): the evidence ``admit`` weighs."""
+        self._cold_starts.setdefault(key, deque(maxlen=self.COLD_STARTS_KEPT)).append(time.monotonic())
+
+    def _recent_cold_starts(self, key: tuple[str, int], now: float) -> int:
+        return sum(1 for t in self._cold_starts.get(key, ()) if now - t < self.config.model_idle_s)
+
     def want_template(self, key: tuple[str, int], make) -> None:
-        """Make a model zygote for ``key`` in the background, unless one exists or is coming."""
+        """Make a model zygote for ``key`` in the background, unless one exists or is coming,
+        or the set is full of bundles started at least as often lately."""
         c = self.config
         if not c.enabled or c.max_models <= 0 or c.models_memory_mb <= 0:
             return
         if key in self._creating or self.template(key) is not None:
             return
-        if time.monotonic() - self._too_big.get(key, float("-inf")) < c.model_idle_s:
+        now = time.monotonic()
+        if now - self._too_big.get(key, float("-inf")) < c.model_idle_s:
             return                                  # it did not fit last time: not again so soon
+        full = (len(self.templates) + len(self._creating) >= c.max_models
+                or sum(t.memory_mb for t in self.templates.values()) >= c.models_memory_mb)
+        idle = [(t.last_used, k) for k, t in self.templates.items() if not t.busy]
+        victim = min(idle)[1] if idle else None
+        if not admit(self._recent_cold_starts(key, now), full,
+                     None if victim is None else self._recent_cold_starts(victim, now)):
+            return
         task = asyncio.get_running_loop().create_task(self._make_template(key, make))
         self._creating[key] = task
         task.add_done_callback(lambda _t: self._creating.pop(key, None))
@@ -286,6 +306,8 @@ class ZygoteSet:
             for t in self.templates.values():
                 t.memory_mb = self._own_memory_mb(t) or t.memory_mb
             self._too_big = {k: at for k, at in self._too_big.items() if now - at < self.config.model_idle_s}
+            self._cold_starts = {k: times for k, times in self._cold_starts.items()
+                                 if now - times[-1] < self.config.model_idle_s}
         models = [ModelZygote(k, now if t.busy else t.last_used, t.memory_mb) for k, t in self.templates.items()]
         c = self.config
         for key in choose_closures(models, now, c.max_models, c.models_memory_mb, c.model_idle_s):

@@ -3,6 +3,7 @@ import json
 import os
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -169,6 +170,15 @@ def test_model_zygote_limits_close_idle_ones_then_least_recently_used():
     assert choose_closures(zs, now=40.0, max_count=0, max_mb=900, idle_s=100) == [("a", 1024), ("b", 2048), ("c", 1024)]
 
 
+def test_model_zygote_admission_displaces_only_for_a_bundle_started_more_often():
+    from runtime.zygote_limits import admit
+
+    assert admit(1, full=False, victim_cold_starts=None)      # room: the first cold start is enough
+    assert not admit(1, full=True, victim_cold_starts=1)      # full: as often is not enough
+    assert admit(2, full=True, victim_cold_starts=1)
+    assert not admit(5, full=True, victim_cold_starts=None)   # every one is forking right now
+
+
 def _models(c):
     return [m for m in c.zygotes()["models"] if m["alive"]]
 
@@ -181,7 +191,7 @@ def _pid_gone(pid):
     return open(f"/proc/{pid}/stat").read().split()[2] == "Z"
 
 
-def test_beyond_the_model_zygote_limit_the_least_recently_used_is_closed(fresh_gateway, rf):
+def test_beyond_the_model_zygote_limit_a_bundle_started_more_often_displaces_the_least_recent(fresh_gateway, rf):
     model, _ = rf
     gw = fresh_gateway("--max-model-zygotes", "1")
     gw.wait_for_zygote()
@@ -192,12 +202,17 @@ def test_beyond_the_model_zygote_limit_the_least_recently_used_is_closed(fresh_g
     assert wait_until(lambda: _model_zygote_ready(c, "zl-a"), timeout=30)
     a_pid = _models(c)[0]["pid"]
     assert _models(c)[0]["own_memory_mb"] >= 1
+    # zl-b's first cold start: as many as zl-a's, so no model zygote is made to displace it
     assert _invoke(gw, "zl-b", b"3") == {"echo": 3}
+    time.sleep(3)
+    assert [m["pid"] for m in _models(c)] == [a_pid] and c.zygotes()["model_limits"]["closed"] == 0
+    # its second: now it starts more often than zl-a, whose model zygote gives way
+    c.scale_in("zl-b")
+    assert _invoke(gw, "zl-b", b"4") == {"echo": 4}
     assert wait_until(lambda: _model_zygote_ready(c, "zl-b"), timeout=30)
-    # one model zygote at most: zl-a's (used less recently) was closed, its process is gone
     assert wait_until(lambda: len(_models(c)) == 1 and _pid_gone(a_pid), timeout=10)
     assert not _model_zygote_ready(c, "zl-a")
-    assert c.zygotes()["model_limits"]["closed"] >= 1
+    assert c.zygotes()["model_limits"]["closed"] == 1
     # zl-a still serves: its next cold start forks from the base zygote
     c.scale_in("zl-a")
     assert _invoke(gw, "zl-a") == [0]
@@ -234,7 +249,6 @@ def test_a_model_zygote_asked_for_a_fork_is_not_closed_and_closing_one_frees_its
     import asyncio
     import socket
     import sys
-    import time
 
     from runtime.zygotes import ZygoteConfig, ZygoteHandle, ZygoteSet, ZygoteUnavailable
 
@@ -278,6 +292,6 @@ def test_no_model_zygote_is_made_when_the_limits_leave_no_room(fresh_gateway):
         c.scale_in("zl-none")
         assert _invoke(gw, "zl-none", str(i).encode()) == {"echo": i}
     assert [r["start_path"] for r in c.usage(endpoint="zl-none")] == ["zygote"] * 3
-    __import__("time").sleep(3)          # long enough for a model zygote to be made (and closed)
+    time.sleep(3)                        # long enough for a model zygote to be made (and closed)
     z = c.zygotes()
     assert z["models"] == [] and z["model_limits"]["closed"] == 0     # none made, so none closed
