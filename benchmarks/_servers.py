@@ -13,11 +13,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def percentile(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q / 100.0 * (len(s) - 1))))]
-
-
 def start_server(argv: list[str], timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
     """Run ``argv`` and wait for its 'listening on http://...' line."""
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

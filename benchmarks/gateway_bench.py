@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
-from benchmarks._servers import percentile as pct  # noqa: E402
 from benchmarks._servers import start_gateway, start_server, stop_server  # noqa: E402
 from gateway.client import Client  # noqa: E402
+from gateway.stats import percentile as pct  # noqa: E402
 
 BARE_SERVER = """
 import json, sys

@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 import psutil  # noqa: E402
 
-from benchmarks._servers import percentile as pct  # noqa: E402
 from benchmarks._servers import start_gateway, stop_server  # noqa: E402
 from gateway.client import Client  # noqa: E402
+from gateway.stats import percentile as pct  # noqa: E402
 
 
 def echo(x):
