@@ -41,11 +41,13 @@ def rows_csv(doc: dict) -> str:
     return buf.getvalue()
 
 
-def records_csv(records: list[dict]) -> str:
-    """Raw usage records as CSV, one per line, columns in ledger order."""
+def records_csv(records: list[dict], header: bool = True) -> str:
+    """Raw usage records as CSV, one per line, columns in ledger order (``header=False``:
+    a later page of the same export)."""
     buf = io.StringIO()
     if records:
         w = csv.DictWriter(buf, fieldnames=list(records[0]))
-        w.writeheader()
+        if header:
+            w.writeheader()
         w.writerows(records)
     return buf.getvalue()

@@ -200,8 +200,10 @@ USAGE_COLS = ["start", "endpoint", "variant", "memory_mb", "billed_ms", "model_m
 
 
 def cmd_usage(args) -> int:
-    if args.format == "csv":
-        sys.stdout.write(_client(args).usage_csv(endpoint=args.endpoint, kind=args.kind))
+    if args.format == "csv":                    # streamed: an export of millions of records stays small
+        sys.stdout.flush()
+        _client(args).usage_csv(endpoint=args.endpoint, kind=args.kind, out=sys.stdout.buffer)
+        sys.stdout.buffer.flush()
         return 0
     rows = _client(args).usage(endpoint=args.endpoint, limit=args.limit, kind=args.kind)
     if args.format == "json":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import sysconfig
 import tempfile
@@ -98,7 +99,9 @@ class Client:
 
     # --- transport ----------------------------------------------------------
     def _request(self, method: str, path: str, query=None, body: bytes | None = None,
-                 headers: dict | None = None, admin: bool = True) -> tuple[int, dict, bytes]:
+                 headers: dict | None = None, admin: bool = True, sink=None) -> tuple[int, dict, bytes]:
+        """(status, headers, body); with ``sink`` (a binary file) the body is copied there as it
+        arrives instead, and returned empty."""
         url = self.url + path
         if query:
             url += "?" + urllib.parse.urlencode(
@@ -112,6 +115,9 @@ class Client:
         req = urllib.request.Request(url, data=body, method=method, headers=hdrs)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                if sink is not None:
+                    shutil.copyfileobj(resp, sink, 1 << 16)
+                    return resp.status, dict(resp.headers), b""
                 return resp.status, dict(resp.headers), resp.read()
         except urllib.error.HTTPError as exc:
             data = exc.read()
@@ -169,10 +175,27 @@ class Client:
             return self._json("GET", "/admin/bill", query=query)
         return self._request("GET", "/admin/bill", query=query)[2].decode()
 
+    def usage_pages(self, endpoint: str | None = None, since: float | None = None, until: float | None = None,
+                    kind: str = "invocation", page: int = 5000):
+        """Every matching record, oldest first, fetched a page at a time by cursor."""
+        after = 0
+        while True:
+            _, headers, body = self._request("GET", "/admin/usage", query=dict(
+                endpoint=endpoint, since=since, until=until, kind=kind, after=after, page=page))
+            yield from json.loads(body)
+            nxt = headers.get("X-Slimserve-Next-After")
+            if not nxt:
+                return
+            after = int(nxt)
+
     def usage_csv(self, endpoint: str | None = None, since: float | None = None, until: float | None = None,
-                  kind: str = "invocation") -> str:
-        return self._request("GET", "/admin/usage", query=dict(endpoint=endpoint, since=since, until=until,
-                                                                 kind=kind, format="csv"))[2].decode()
+                  kind: str = "invocation", out=None) -> str | None:
+        """Every matching record as CSV: the text, or with ``out`` (a binary file) streamed there."""
+        query = dict(endpoint=endpoint, since=since, until=until, kind=kind, format="csv")
+        if out is not None:
+            self._request("GET", "/admin/usage", query=query, sink=out)
+            return None
+        return self._request("GET", "/admin/usage", query=query)[2].decode()
 
     def scale_in(self, name: str) -> dict:
         """Stop the endpoint's idle sandboxes now, down to its provisioned floor."""

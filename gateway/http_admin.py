@@ -12,6 +12,8 @@ token the gateway wrote to ``<state-dir>/admin-token`` at first start.
   POST   /admin/endpoints/{name}/scale-in      stop idle sandboxes now (down to the provisioned floor)
   GET    /admin/zygotes                        the zygotes that fork sandboxes, and their state
   GET    /admin/usage?endpoint=&since=&until=&limit=&kind=invocation|provisioned&format=json|csv
+                       (without limit every record is streamed; limit<=100000 gives the last N;
+                        after=SEQ&page=N: one page from a cursor, the next in X-Slimserve-Next-After)
   GET    /admin/bill?since=&until=&by=endpoint|variant|tier|tag:KEY|hour|day[,..]&format=json|csv|html
   GET    /admin/doctor                         protections in force
 
@@ -200,17 +202,65 @@ class AdminApi:
         zy = getattr(self.gw.backend, "zygotes", None)
         return web.json_response(zy.snapshot() if zy is not None else {"enabled": False})
 
+    EXPORT_PAGE = 5000
+    MAX_LIMIT = 100_000          # the last N records are gathered in memory; all of them are streamed
+
     async def usage(self, request):
         q = request.query
         args = dict(endpoint=q.get("endpoint") or None, since=_float_arg(q, "since"),
                     until=_float_arg(q, "until"), limit=_int_arg(q, "limit"))
-        if q.get("kind", "invocation") == "provisioned":
+        kind = q.get("kind", "invocation")
+        page = _int_arg(q, "page", self.EXPORT_PAGE)
+        if not 1 <= page <= 50_000:
+            raise InvalidSpec(f"page must be 1 to 50000 records, not {page}")
+        if "after" in q:                    # one page of records after a cursor, with the next cursor
+            rows = await self.gw.store.usage_page(kind, args["endpoint"], args["since"], args["until"],
+                                                  _int_arg(q, "after") or 0, page)
+            headers = {"X-Slimserve-Next-After": str(rows[-1]["seq"])} if len(rows) == page else {}
+            return web.Response(body=json.dumps(rows).encode(), content_type="application/json", headers=headers)
+        fmt = q.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise InvalidSpec(f"format must be json or csv, not {fmt!r}")
+        if not args["limit"]:
+            return await self._export(request, kind, args, page, fmt)
+        if not 1 <= args["limit"] <= self.MAX_LIMIT:
+            raise InvalidSpec(f"limit must be 1 to {self.MAX_LIMIT} records (for more, leave it out: every "
+                              "record is streamed, or page with after=SEQ)")
+        if kind == "provisioned":
             rows = await self.gw.store.query_provisioned(**args)
         else:
             rows = await self.gw.store.query_usage(**args)
-        if q.get("format") == "csv":
+        if fmt == "csv":
             return web.Response(text=billreport.records_csv(rows), content_type="text/csv")
         return web.Response(body=json.dumps(rows).encode(), content_type="application/json")
+
+    async def _export(self, request, kind: str, args: dict, page: int, fmt: str) -> web.StreamResponse:
+        """Every matching record, as CSV or a JSON array, streamed a page at a time: memory
+        stays flat however long the ledger (a million records are a gigabyte as Python objects)."""
+        ctype = "text/csv" if fmt == "csv" else "application/json"
+        resp = web.StreamResponse(headers={"Content-Type": f"{ctype}; charset=utf-8"})
+        await resp.prepare(request)
+        after, first = 0, True
+        if fmt == "json":
+            await resp.write(b"[")
+        while True:
+            rows = await self.gw.store.usage_page(kind, args["endpoint"], args["since"], args["until"], after, page)
+            if not rows:
+                break
+            after = rows[-1]["seq"]
+            rows = [{k: v for k, v in r.items() if k != "seq"} for r in rows]
+            if fmt == "csv":
+                chunk = billreport.records_csv(rows, header=first)
+            else:
+                chunk = ("" if first else ",") + json.dumps(rows)[1:-1]
+            await resp.write(chunk.encode())
+            first = False
+            if len(rows) < page:
+                break
+        if fmt == "json":
+            await resp.write(b"]")
+        await resp.write_eof()
+        return resp
 
     async def bill(self, request):
         q = request.query

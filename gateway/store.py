@@ -261,14 +261,26 @@ class Store:
                           until: float | None = None, limit: int | None = None) -> list[dict]:
         return await self._read(lambda conn: self._query(conn, "usage", USAGE_FIELDS, endpoint, since, until, limit))
 
+    async def usage_page(self, kind: str = "invocation", endpoint: str | None = None, since: float | None = None,
+                         until: float | None = None, after: int = 0, size: int = 5000) -> list[dict]:
+        """Up to ``size`` records after cursor ``after``, oldest first, each with its ``seq``
+        (the next cursor): an export reads the ledger a page at a time, never all at once."""
+        table, cols = ("provisioned_usage", PROVISIONED_FIELDS) if kind == "provisioned" else ("usage", USAGE_FIELDS)
+        return await self._read(lambda conn: self._query(conn, table, ["seq"] + cols, endpoint, since, until,
+                                                        None, after=after, size=size))
+
     async def query_provisioned(self, endpoint: str | None = None, since: float | None = None,
                                 until: float | None = None, limit: int | None = None) -> list[dict]:
         return await self._read(
             lambda conn: self._query(conn, "provisioned_usage", PROVISIONED_FIELDS, endpoint, since, until, limit))
 
     @staticmethod
-    def _query(conn, table, cols, endpoint, since, until, limit) -> list[dict]:
+    def _query(conn, table, cols, endpoint, since, until, limit, after: int | None = None,
+               size: int | None = None) -> list[dict]:
         where, args = [], []
+        if after is not None:
+            where.append("seq > ?")
+            args.append(after)
         if endpoint:
             where.append("endpoint = ?")
             args.append(endpoint)
@@ -282,7 +294,9 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq"
-        if limit:
+        if size:
+            sql += f" LIMIT {int(size)}"
+        elif limit:
             sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY start"
         out = []
         for row in conn.execute(sql, args):

@@ -170,6 +170,40 @@ def test_billed_ms_brackets_the_sandbox_run_time_on_real_invocations(gateway):
     assert client.bill(by="hour", format="csv").splitlines()[0].startswith("group,hour,invocations")
 
 
+def test_usage_export_streams_every_record_in_pages(gateway, tmp_path):
+    from tests.test_cli import run
+
+    client = gateway.client()
+    client.deploy("bill-pages", models.echo, memory_mb=1024)
+    for i in range(23):
+        client.invoke("bill-pages", i)
+    whole = client.usage(endpoint="bill-pages")
+    assert len(whole) == 23
+    # pages of 5 by cursor: every record once, oldest first, the last page without a next cursor
+    paged = list(client.usage_pages(endpoint="bill-pages", page=5))
+    assert [r["request_id"] for r in paged] == [r["request_id"] for r in whole]
+    assert [r["seq"] for r in paged] == sorted({r["seq"] for r in paged})
+    # the CSV export streams in pages too (7 at a time here) and has one header
+    status, headers, body = client._request("GET", "/admin/usage", query=dict(endpoint="bill-pages", format="csv",
+                                                                             page=7))
+    lines = body.decode().splitlines()
+    assert lines[0].startswith("request_id,endpoint") and lines.count(lines[0]) == 1 and len(lines) == 24
+    assert [ln.split(",")[0] for ln in lines[1:]] == [r["request_id"] for r in whole]
+    # the CLI writes the same export to stdout
+    out = run(gateway, "usage", "--format", "csv", "--endpoint", "bill-pages").stdout.splitlines()
+    assert out == lines
+    # without a limit JSON is streamed too, with the same records; a limit gives the last N
+    assert client.usage(endpoint="bill-pages") == whole
+    assert [r["request_id"] for r in client.usage(endpoint="bill-pages", limit=4)] == [r["request_id"] for r in whole[-4:]]
+    for bad in ("0", "50001", "x"):
+        with pytest.raises(Exception, match="page"):
+            client._request("GET", "/admin/usage", query=dict(format="csv", page=bad))
+    with pytest.raises(Exception, match="limit must be 1 to 100000"):
+        client.usage(limit=100_001)
+    with pytest.raises(Exception, match="format must be json or csv"):
+        client._request("GET", "/admin/usage", query=dict(format="xml"))
+
+
 def test_bill_html_is_self_contained_and_renders_in_chromium(gateway, tmp_path):
     client = gateway.client()
     client.deploy("bill-echo", models.echo, memory_mb=1024, tags={"team": "<b>web</b>"})
