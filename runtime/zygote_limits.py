@@ -39,10 +39,11 @@ def choose_closures(models: list[ModelZygote], now: float, max_count: int, max_m
     return [m.key for m in close]
 
 
-def admit(cold_starts: int, full: bool, victim_cold_starts: int | None) -> bool:
-    """Whether to make a model zygote for a bundle with ``cold_starts`` recent cold starts:
-    always while there is room; when full, only to displace one with fewer (``None``: none
-    can be displaced now)."""
+def admit(cold_starts: float, full: bool, victim_cold_starts: float | None) -> bool:
+    """Whether to make a model zygote for a bundle with ``cold_starts`` recent cold starts
+    (a count that fades with time): always while there is room; when full, only to displace
+    one with at least one cold start fewer (``None``: none can be displaced now).  The margin
+    of one keeps bundles started equally often from displacing each other in turn."""
     if not full:
         return True
-    return victim_cold_starts is not None and cold_starts > victim_cold_starts
+    return victim_cold_starts is not None and cold_starts >= victim_cold_starts + 1.0

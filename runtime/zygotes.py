@@ -22,7 +22,6 @@ import os
 import socket
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import psutil
@@ -165,7 +164,7 @@ class ZygoteSet:
         self._closing = False
         self._sweeper: asyncio.Task | None = None
         self._too_big: dict[tuple[str, int], float] = {}   # key -> when its zygote alone broke the memory limit
-        self._cold_starts: dict[tuple[str, int], deque] = {}  # key -> its last cold starts (monotonic times)
+        self._cold_starts: dict[tuple[str, int], tuple[float, float]] = {}  # key -> (decaying count, when)
         self.restarts = 0
         self.models_closed = 0
 
@@ -231,14 +230,17 @@ class ZygoteSet:
             return None
         return t
 
-    COLD_STARTS_KEPT = 8
-
     def note_cold_start(self, key: tuple[str, int]) -> None:
-        """A sandbox of ``key`` is starting (any path): the evidence ``admit`` weighs."""
-        self._cold_starts.setdefault(key, deque(maxlen=self.COLD_STARTS_KEPT)).append(time.monotonic())
+        """A sandbox of ``key`` is starting (any path): the evidence ``admit`` weighs, kept as
+        a count that halves every ``model_idle_s`` (one number per bundle, however busy)."""
+        if not self.config.enabled:
+            return
+        now = time.monotonic()
+        self._cold_starts[key] = (self._recent_cold_starts(key, now) + 1.0, now)
 
-    def _recent_cold_starts(self, key: tuple[str, int], now: float) -> int:
-        return sum(1 for t in self._cold_starts.get(key, ()) if now - t < self.config.model_idle_s)
+    def _recent_cold_starts(self, key: tuple[str, int], now: float) -> float:
+        count, at = self._cold_starts.get(key, (0.0, now))
+        return count * 0.5 ** ((now - at) / self.config.model_idle_s)
 
     def want_template(self, key: tuple[str, int], make) -> None:
         """Make a model zygote for ``key`` in the background, unless one exists or is coming,
@@ -251,10 +253,15 @@ class ZygoteSet:
         now = time.monotonic()
         if now - self._too_big.get(key, float("-inf")) < c.model_idle_s:
             return                                  # it did not fit last time: not again so soon
+        # Full when one more would break a limit (its size guessed as the others' average).
+        sizes = [t.memory_mb for t in self.templates.values()]
+        expected = sum(sizes) / len(sizes) if sizes else 0
         full = (len(self.templates) + len(self._creating) >= c.max_models
-                or sum(t.memory_mb for t in self.templates.values()) >= c.models_memory_mb)
-        idle = [(t.last_used, k) for k, t in self.templates.items() if not t.busy]
-        victim = min(idle)[1] if idle else None
+                or sum(sizes) + expected * (len(self._creating) + 1) > c.models_memory_mb)
+        # Its victim: the least recently used not forking and not already claimed by a zygote
+        # being made (each creation under way displaces one of them).
+        idle = sorted((t.last_used, k) for k, t in self.templates.items() if not t.busy)
+        victim = idle[len(self._creating)][1] if len(idle) > len(self._creating) else None
         if not admit(self._recent_cold_starts(key, now), full,
                      None if victim is None else self._recent_cold_starts(victim, now)):
             return
@@ -306,8 +313,8 @@ class ZygoteSet:
             for t in self.templates.values():
                 t.memory_mb = self._own_memory_mb(t) or t.memory_mb
             self._too_big = {k: at for k, at in self._too_big.items() if now - at < self.config.model_idle_s}
-            self._cold_starts = {k: times for k, times in self._cold_starts.items()
-                                 if now - times[-1] < self.config.model_idle_s}
+            self._cold_starts = {k: v for k, v in self._cold_starts.items()
+                                 if self._recent_cold_starts(k, now) >= 0.01 or k in self.templates}
         models = [ModelZygote(k, now if t.busy else t.last_used, t.memory_mb) for k, t in self.templates.items()]
         c = self.config
         for key in choose_closures(models, now, c.max_models, c.models_memory_mb, c.model_idle_s):
