@@ -11,6 +11,7 @@ SageMaker layout (packed here as model.tar.gz).
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -130,6 +131,9 @@ class Client:
             raise ClientError(exc.code, code, message) from None
         except urllib.error.URLError as exc:
             raise ClientError(0, "ConnectionError", f"cannot reach the gateway at {self.url}: {exc.reason}") from None
+        except (http.client.HTTPException, OSError) as exc:     # the answer broke off part way
+            raise ClientError(0, "IncompleteResponse", f"the gateway's answer to {method} {path} broke off: "
+                                                       f"{exc!r}") from None
 
     def _json(self, method, path, **kw):
         return json.loads(self._request(method, path, **kw)[2] or b"null")
@@ -183,7 +187,7 @@ class Client:
             _, headers, body = self._request("GET", "/admin/usage", query=dict(
                 endpoint=endpoint, since=since, until=until, kind=kind, after=after, page=page))
             yield from json.loads(body)
-            nxt = headers.get("X-Slimserve-Next-After")
+            nxt = next((v for k, v in headers.items() if k.lower() == "x-slimserve-next-after"), None)
             if not nxt:
                 return
             after = int(nxt)

@@ -278,17 +278,20 @@ class Store:
     def _query(conn, table, cols, endpoint, since, until, limit, after: int | None = None,
                size: int | None = None) -> list[dict]:
         where, args = [], []
+        # Paging by seq walks the table in seq order from the cursor; the unary + keeps SQLite
+        # off the (endpoint, start) index, whose rows it would have to sort again on every page.
+        plus = "+" if after is not None else ""
         if after is not None:
             where.append("seq > ?")
             args.append(after)
         if endpoint:
-            where.append("endpoint = ?")
+            where.append(f"{plus}endpoint = ?")
             args.append(endpoint)
         if since is not None:
-            where.append("start >= ?")
+            where.append(f"{plus}start >= ?")
             args.append(since)
         if until is not None:
-            where.append("start < ?")
+            where.append(f"{plus}start < ?")
             args.append(until)
         sql = f"SELECT {', '.join(cols)} FROM {table}"
         if where:
