@@ -262,3 +262,42 @@ def test_pruned_raw_records_leave_every_bill_unchanged(tmp_path):
         assert exact["invocations"] == sum(T0 + 86400 + 100 <= r.start < T0 + 86400 + 700 for r in recs)
         await store.close()
     asyncio.run(run())
+
+
+def test_client_pages_follow_the_cursor_in_any_header_case_and_a_broken_answer_is_a_clear_error():
+    import http.server
+    import threading
+
+    from gateway.client import Client, ClientError
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if "broken" in self.path:                  # a chunked answer that stops part way
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"5\r\nhel")
+                self.wfile.flush()
+                self.connection.close()
+                return
+            after = int(self.path.split("after=")[1].split("&")[0])
+            self.send_response(200)
+            if after < 2:
+                self.send_header("x-slimserve-next-after", str(after + 1))    # as a proxy may write it
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(f'[{{"seq": {after + 1}}}]'.encode())
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        c = Client(f"http://127.0.0.1:{server.server_address[1]}")
+        c.token = "t"
+        assert [r["seq"] for r in c.usage_pages(page=1)] == [1, 2, 3]
+        with pytest.raises(ClientError, match="broke off"):
+            c._request("GET", "/broken")
+    finally:
+        server.shutdown()
