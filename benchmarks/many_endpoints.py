@@ -35,6 +35,7 @@ import psutil  # noqa: E402
 
 from benchmarks._servers import start_gateway, stop_server  # noqa: E402
 from gateway.client import Client  # noqa: E402
+from gateway.loadtest import error_kind  # noqa: E402
 from gateway.stats import percentile as pct  # noqa: E402
 
 
@@ -55,11 +56,11 @@ async def invoke_all(url: str, names: list[str], concurrency: int) -> tuple[list
             t0 = time.perf_counter()
             async with session.post(f"{url}/endpoints/{name}/invocations", data=b'{"x": 1}',
                                     headers={"Content-Type": "application/json"}) as r:
-                await r.read()
-                if r.status == 200:
+                body = await r.read()
+                kind = error_kind(r.status, r.headers, body)
+                if kind is None:
                     latencies.append((time.perf_counter() - t0) * 1000)
                 else:
-                    kind = r.headers.get("x-amzn-ErrorType", str(r.status))
                     errors[kind] = errors.get(kind, 0) + 1
 
     async with aiohttp.ClientSession() as session:
