@@ -63,7 +63,8 @@ def make_backend(settings: Settings):
         return ProcessBackend(ProcessBackendConfig(
             work_dir=str(settings.sandboxes_dir), cgroup_mode=settings.cgroup_mode,
             network_isolation=settings.network_isolation, start_timeout_s=settings.start_timeout_s,
-            instance=instance,
+            instance=instance, pids_max=settings.sandbox_pids_max, uid_range=settings.sandbox_uid_range,
+            extra_binds=settings.sandbox_paths,
             zygotes=ZygoteConfig(enabled=settings.zygotes, stems=settings.zygote_stems,
                                  preload=tuple(dict.fromkeys(DEFAULT_PRELOAD + tuple(settings.zygote_preload))),
                                  log_path=str(settings.logs_dir / "_zygotes.log"),
@@ -76,7 +77,7 @@ def make_backend(settings: Settings):
 
         return DockerBackend(DockerBackendConfig(
             work_dir=str(settings.state_dir / "containers"), image=settings.docker_image, instance=instance,
-            stems=settings.docker_stems, start_timeout_s=settings.start_timeout_s,
+            stems=settings.docker_stems, start_timeout_s=settings.start_timeout_s, byoc_user=settings.byoc_user,
             preload=tuple(dict.fromkeys(DEFAULT_PRELOAD + tuple(settings.zygote_preload))),
         ))
     raise ValueError(f"unknown backend {settings.backend!r} (available: process, docker)")

@@ -107,6 +107,16 @@ def install(source: Path, dest: Path) -> str:
         staged.unlink(missing_ok=True)
 
 
+def make_readable(dest: Path) -> None:
+    """Sandboxes run as uids of their own and see the bundle read-only: let any of them
+    read it (directories 755, files at least 444), whatever modes the archive carried."""
+    for path in [dest, *dest.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o7777
+        path.chmod(0o755 if path.is_dir() else (mode & 0o755) | 0o444)
+
+
 def install_artifacts(source: Path | None, dest: Path) -> str:
     """Model data for a container that brings its own server: a directory is copied and a
     ``model.tar.gz`` unpacked as they are (nothing is checked: the image knows its files)."""

@@ -84,8 +84,18 @@ def cmd_serve(args) -> int:
               "--model-zygote-idle a number of seconds > 0", file=sys.stderr)
         return 2
 
+    try:
+        uid_range = _uid_range(args.sandbox_uids)
+    except ValueError as exc:
+        print(f"slimserve: {exc}", file=sys.stderr)
+        return 2
+    if args.sandbox_pids_max < 16:
+        print("slimserve: --sandbox-pids-max must be at least 16 (threads count too)", file=sys.stderr)
+        return 2
     settings = Settings(
         state_dir=Path(args.state_dir or DEFAULT_STATE_DIR), host=args.host, port=args.port,
+        sandbox_pids_max=args.sandbox_pids_max, sandbox_uid_range=uid_range,
+        sandbox_paths=tuple(str(Path(p).resolve()) for p in args.sandbox_path), byoc_user=args.byoc_user,
         backend=args.backend, docker_image=args.docker_image, docker_stems=args.docker_stems, invocation_timeout_s=args.timeout, memory_budget_mb=args.memory_budget_mb,
         memory_budget_fraction=args.memory_budget_fraction, keep_alive_s=args.keep_alive,
         policy=args.policy, policy_cold_start_ms=args.policy_cold_start_ms,
@@ -103,6 +113,19 @@ def cmd_serve(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     uvloop.run(_serve(settings))
     return 0
+
+
+def _uid_range(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    first, sep, count = text.partition(":")
+    try:
+        lo, n = int(first), int(count) if sep else 1024
+    except ValueError:
+        raise ValueError(f"--sandbox-uids takes FIRST:COUNT, not {text!r}") from None
+    if lo < 1000 or n < 16 or lo + n > 2 ** 32 - 2:
+        raise ValueError("--sandbox-uids: FIRST at least 1000 and COUNT at least 16 (system uids stay unused)")
+    return lo, n
 
 
 # --- client commands ---------------------------------------------------------------
@@ -347,7 +370,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prices", default=None, metavar="FILE",
                    help="price table for bills (JSON; default: the shipped example, gateway/prices.json)")
     s.add_argument("--cgroup", default="auto", choices=["auto", "v2", "v1", "none"])
-    s.add_argument("--allow-network", action="store_true", help="do not put sandboxes in a network namespace")
+    s.add_argument("--allow-network", action="store_true",
+                   help="do not put sandboxes in a network namespace: they reach the host's network, its loopback "
+                        "services and its abstract Unix sockets")
+    s.add_argument("--sandbox-pids-max", type=int, default=1024, metavar="N",
+                   help="processes and threads per sandbox (cgroup pids.max, default 1024)")
+    s.add_argument("--sandbox-uids", default=None, metavar="FIRST:COUNT",
+                   help="uids sandboxes run as, one each (default: 1024 uids from 200000 up, chosen by state dir)")
+    s.add_argument("--sandbox-path", action="append", default=[], metavar="PATH",
+                   help="a host path every sandbox also sees, read-only (repeatable)")
+    s.add_argument("--byoc-user", default=None, metavar="UID[:GID]",
+                   help="run bring-your-own SageMaker containers as this user instead of the image's USER")
     s.add_argument("--no-zygotes", action="store_true",
                    help="start every sandbox as a fresh interpreter instead of forking it from a zygote")
     s.add_argument("--preload", default="", metavar="MOD,MOD",

@@ -32,6 +32,10 @@ class Settings:
     usage_retention_days: float | None = None    # drop raw usage records older than this (roll-ups stay)
     cgroup_mode: str = "auto"
     network_isolation: bool = True
+    sandbox_pids_max: int = 1024                 # processes + threads per sandbox (cgroup pids.max)
+    sandbox_uid_range: tuple[int, int] | None = None   # (first, count); None: 1024 uids chosen by the state dir
+    sandbox_paths: tuple[str, ...] = ()          # host paths every sandbox also sees, read-only
+    byoc_user: str | None = None                 # user for bring-your-own containers (None: the image's USER)
     validate_on_deploy: bool = True              # load a new bundle once before accepting it
     zygotes: bool = True                         # fork sandboxes from pre-warmed interpreters
     zygote_stems: int = 2                        # processes each zygote keeps forked ahead of demand

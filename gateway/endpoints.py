@@ -16,7 +16,7 @@ from pathlib import Path
 
 from runtime.sandbox import SandboxSpec, StartError
 
-from .bundles import BundleRejected, install, install_artifacts, unpack
+from .bundles import BundleRejected, install, install_artifacts, make_readable, unpack
 from .config import Settings
 from .model import EndpointSpec, InvalidSpec, VariantSpec
 from .pools import PoolManager
@@ -179,6 +179,7 @@ class EndpointService:
             kind = await asyncio.to_thread(install_artifacts, upload, dest)
         else:
             kind = await asyncio.to_thread(install if copy else unpack, upload, dest)
+        await asyncio.to_thread(make_readable, dest)
         installed = replace(variant, bundle_kind=kind, bundle_dir=str(dest.resolve()))
         if self.settings.validate_on_deploy:
             try:

@@ -1,16 +1,19 @@
-"""Memory cgroups for sandboxes, on cgroup v2 or v1, detected at start.
+"""Cgroups for sandboxes, on cgroup v2 or v1, detected at start.
 
 Each sandbox gets its own cgroup whose memory limit is its tier; swap is
 capped to zero where the kernel allows it, so a sandbox that allocates past its
-tier is OOM-killed by the kernel rather than swapped.  Nothing outside this
-module writes cgroup files.
+tier is OOM-killed by the kernel rather than swapped.  Its ``pids.max`` bounds
+processes and threads together, so a fork bomb fails inside its sandbox.  On
+v1 every controller is a hierarchy of its own: a sandbox's cgroup is then one
+directory per hierarchy (memory, pids) under the same name, joined together.
+Nothing outside this module writes cgroup files.
 """
 from __future__ import annotations
 
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
@@ -20,8 +23,29 @@ BASE_NAME = "slimserve"
 @dataclass(frozen=True)
 class CgroupSupport:
     version: str | None          # "v2", "v1" or None
-    base: Path | None            # the directory under which sandbox cgroups are made
+    base: Path | None            # the directory under which sandbox cgroups are made (memory)
     reason: str                  # why it is missing, or how it was found
+    pids_base: Path | None = None    # where pids.max is set: ``base`` on v2, the pids hierarchy's on v1
+    pids_reason: str = ""
+
+    def dirs(self, name: str) -> list[Path]:
+        """Every directory of the cgroup ``name``: one per hierarchy it spans."""
+        out = [] if self.base is None else [self.base / name]
+        if self.pids_base is not None and self.pids_base != self.base:
+            out.append(self.pids_base / name)
+        return out
+
+    def bases(self) -> list[Path]:
+        return [d.parent for d in self.dirs("x")]
+
+    def to_args(self) -> dict:
+        """What a zygote needs to make and cap its stems' cgroups (it cannot detect: it is not alone)."""
+        return {"version": self.version or "", "base": str(self.base or ""), "pids_base": str(self.pids_base or "")}
+
+    @classmethod
+    def from_args(cls, args: dict) -> "CgroupSupport":
+        return cls(args.get("version") or None, Path(args["base"]) if args.get("base") else None, "given",
+                   Path(args["pids_base"]) if args.get("pids_base") else None)
 
 
 def _own_path(controller_line_match) -> str:
@@ -35,23 +59,48 @@ def _own_path(controller_line_match) -> str:
     return "/"
 
 
-def _try_base(parent: Path, instance: str, enable_v2: bool) -> Path:
+def _try_base(parent: Path, instance: str, enable_v2: bool, controller: str = "memory") -> Path:
     top = parent / BASE_NAME
     base = top / instance
     base.mkdir(parents=True, exist_ok=True)
     if enable_v2:
         for d in (parent, top, base):
             ctl = d / "cgroup.subtree_control"
-            if "memory" not in ctl.read_text().split():
-                ctl.write_text("+memory")
+            if controller not in ctl.read_text().split():
+                ctl.write_text(f"+{controller}")
     probe = base / f"probe-{os.getpid()}"
     probe.mkdir(exist_ok=True)
     try:
-        limit = probe / ("memory.max" if enable_v2 else "memory.limit_in_bytes")
-        limit.write_text(str(64 << 20))
+        if controller == "pids":
+            (probe / "pids.max").write_text("64")
+        else:
+            limit = probe / ("memory.max" if enable_v2 else "memory.limit_in_bytes")
+            limit.write_text(str(64 << 20))
     finally:
         probe.rmdir()
     return base
+
+
+def _with_pids(support: CgroupSupport, instance: str) -> CgroupSupport:
+    """Find where this gateway may set pids.max beside the memory cgroup it found."""
+    if support.version == "v2":
+        try:
+            _try_base(support.base.parent.parent, instance, True, "pids")
+            return replace(support, pids_base=support.base, pids_reason="pids controller of cgroup v2")
+        except OSError as exc:
+            return replace(support, pids_reason=f"cgroup v2 pids controller unavailable: {exc.strerror or exc}")
+    v1 = ROOT / "pids"
+    if not (v1 / "cgroup.procs").exists():
+        return replace(support, pids_reason="no cgroup v1 pids hierarchy is mounted")
+    own = _own_path(lambda hid, c: "pids" in c.split(","))
+    errors = []
+    for parent in dict.fromkeys([v1 / own.lstrip("/"), v1]):
+        try:
+            return replace(support, pids_base=_try_base(parent, instance, False, "pids"),
+                           pids_reason=f"cgroup v1 pids at {parent}")
+        except OSError as exc:
+            errors.append(f"v1 pids {parent}: {exc.strerror or exc}")
+    return replace(support, pids_reason="; ".join(errors))
 
 
 def detect(mode: str = "auto", instance: str = "default") -> CgroupSupport:
@@ -73,7 +122,8 @@ def detect(mode: str = "auto", instance: str = "default") -> CgroupSupport:
             own = _own_path(lambda hid, c: hid == "0")
             for parent in dict.fromkeys([ROOT / own.lstrip("/"), ROOT]):
                 try:
-                    return CgroupSupport("v2", _try_base(parent, instance, True), f"cgroup v2 at {parent}")
+                    return _with_pids(CgroupSupport("v2", _try_base(parent, instance, True),
+                                                    f"cgroup v2 at {parent}"), instance)
                 except OSError as exc:
                     errors.append(f"v2 {parent}: {exc.strerror or exc}")
     v1 = ROOT / "memory"
@@ -81,7 +131,8 @@ def detect(mode: str = "auto", instance: str = "default") -> CgroupSupport:
         own = _own_path(lambda hid, c: "memory" in c.split(","))
         for parent in dict.fromkeys([v1 / own.lstrip("/"), v1]):
             try:
-                return CgroupSupport("v1", _try_base(parent, instance, False), f"cgroup v1 at {parent}")
+                return _with_pids(CgroupSupport("v1", _try_base(parent, instance, False), f"cgroup v1 at {parent}"),
+                                  instance)
             except OSError as exc:
                 errors.append(f"v1 {parent}: {exc.strerror or exc}")
     if not errors:
@@ -112,12 +163,21 @@ def set_memory_limit(path: Path, version: str, limit_bytes: int) -> None:
     _write_optional(path / "memory.swappiness", "0")
 
 
-def make_and_join(base: Path, version: str, name: str) -> Path:
-    """Create a cgroup (no limit yet) and move this process into it."""
-    path = Path(base) / name
-    path.mkdir(exist_ok=True)
-    (path / "cgroup.procs").write_text(str(os.getpid()))
-    return path
+def set_limits(support: CgroupSupport, name: str, limit_bytes: int, pids_max: int = 0) -> None:
+    """Cap the cgroup ``name``: memory at ``limit_bytes``, processes and threads at ``pids_max``
+    (either 0: left as it is)."""
+    if limit_bytes:
+        set_memory_limit(support.base / name, support.version, limit_bytes)
+    if pids_max and support.pids_base is not None:
+        (support.pids_base / name / "pids.max").write_text(str(pids_max))
+
+
+def make_and_join(support: CgroupSupport, name: str, pid: int | None = None) -> None:
+    """Create the cgroup ``name`` in every hierarchy (no limit yet) and move ``pid`` (this
+    process by default) into it."""
+    for d in support.dirs(name):
+        d.mkdir(exist_ok=True)
+        (d / "cgroup.procs").write_text(str(os.getpid() if pid is None else pid))
 
 
 def _write_optional(path: Path, value: str) -> None:
@@ -128,25 +188,38 @@ def _write_optional(path: Path, value: str) -> None:
 
 
 class Cgroup:
-    """One sandbox's cgroup.  ``remove`` is idempotent."""
+    """One sandbox's cgroup (a directory per hierarchy).  ``remove`` is idempotent."""
 
-    def __init__(self, support: CgroupSupport, name: str, limit_bytes: int, create: bool = True):
+    def __init__(self, support: CgroupSupport, name: str, limit_bytes: int, pids_max: int = 0,
+                 create: bool = True):
         assert support.base is not None
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"bad cgroup name {name!r}")
+        self.support = support
         self.version = support.version
+        self.name = name
         self.path = support.base / name
         self.limit_bytes = limit_bytes
         if create:
-            self.path.mkdir(exist_ok=True)
-            set_memory_limit(self.path, self.version, limit_bytes)
+            for d in support.dirs(name):
+                d.mkdir(exist_ok=True)
+            set_limits(support, name, limit_bytes, pids_max)
 
     @classmethod
     def adopt(cls, support: CgroupSupport, name: str, limit_bytes: int) -> "Cgroup":
-        """A cgroup that a sandbox made and capped itself (a zygote stem's)."""
+        """A cgroup that a trusted stem made and capped itself (a base zygote stem's)."""
         return cls(support, name, limit_bytes, create=False)
 
     @property
-    def procs_file(self) -> str:
-        return str(self.path / "cgroup.procs")
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.support.dirs(self.name)]
+
+    def add(self, pid: int) -> None:
+        """Move ``pid`` into this cgroup, in every hierarchy.  Can stall for an RCU grace
+        period (milliseconds): call it off the event loop."""
+        for f in self.procs_files:
+            with open(f, "w") as fh:
+                fh.write(str(pid))
 
     def oom_kills(self) -> int:
         """How many processes the kernel killed here for exceeding the limit."""
@@ -179,76 +252,80 @@ class Cgroup:
             return []
 
     def kill_all(self) -> None:
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """SIGKILL every process in the cgroup, children that called setsid included (v2's
+        cgroup.kill does it atomically; elsewhere each pid listed, repeated by ``remove``
+        until the cgroup is empty, while pids.max keeps a fork bomb from outrunning it)."""
+        _kill_dir(self.path)
 
     def remove(self, wait_s: float = 2.0) -> None:
-        if not self.path.exists():
-            return
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    return
-                self.kill_all()
-                time.sleep(0.01)
+        for d in self.support.dirs(self.name):
+            _remove_dir(d, wait_s)
+
+
+def _kill_dir(d: Path) -> None:
+    try:
+        (d / "cgroup.kill").write_text("1")
+        return
+    except OSError:
+        pass
+    try:
+        pids = (d / "cgroup.procs").read_text().split()
+    except OSError:
+        return
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _remove_dir(d: Path, wait_s: float) -> bool:
+    """Kill what is in ``d`` until it can be removed; False if it still could not be."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            d.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            _kill_dir(d)
+            time.sleep(0.01)
 
 
 def sweep_orphans(support: CgroupSupport) -> int:
-    """Remove sandbox cgroups that an earlier gateway run left behind."""
-    if support.base is None:
-        return 0
+    """Kill and remove the sandbox cgroups an earlier run of *this* gateway left behind (a
+    ``kill -9``): its instance subtree only, never another gateway's on the same host."""
     removed = 0
-    for child in support.base.iterdir():
-        if child.is_dir():
-            try:
-                for pid in (child / "cgroup.procs").read_text().split():
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                for _ in range(100):
-                    try:
-                        child.rmdir()
-                        removed += 1
-                        break
-                    except OSError:
-                        time.sleep(0.01)
-            except OSError:
-                pass
+    for base in support.bases():
+        for child in base.iterdir():
+            if child.is_dir() and _remove_dir(child, 1.0):
+                removed += 1
     return removed
 
 
 def remove_empty(support: CgroupSupport, prefix: str) -> int:
     """Remove this gateway's cgroups named ``prefix*`` that no process is in any more
     (the cgroups of zygote stems that died before they were given a sandbox)."""
-    if support.base is None:
-        return 0
     removed = 0
-    for child in support.base.glob(prefix + "*"):
-        try:
-            if not (child / "cgroup.procs").read_text().strip():
-                child.rmdir()
-                removed += 1
-        except OSError:
-            pass
+    for base in support.bases():
+        for child in base.glob(prefix + "*"):
+            try:
+                if not (child / "cgroup.procs").read_text().strip():
+                    child.rmdir()
+                    removed += 1
+            except OSError:
+                pass
     return removed
 
 
 def remove_base(support: CgroupSupport) -> None:
     """At shutdown: remove this gateway's (now empty) cgroup subtree."""
-    if support.base is None:
-        return
     remove_empty(support, "")
-    try:
-        support.base.rmdir()
-    except OSError:
-        pass
+    for base in support.bases():
+        try:
+            base.rmdir()
+        except OSError:
+            pass

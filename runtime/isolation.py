@@ -42,11 +42,21 @@ def _libc_call(name: str, *args) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def die_with_parent() -> str:
-    """SIGKILL this process when the gateway dies, so no sandbox outlives it."""
-    parent = os.getppid()
+def parent_pid() -> int:
+    """The parent's pid as /proc sees it: also right in the first process of a PID namespace
+    of its own, for which ``os.getppid()`` is 0 (its parent is outside)."""
+    try:
+        with open("/proc/self/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return os.getppid()
+
+
+def die_with_parent(parent: int | None = None) -> str:
+    """SIGKILL this process when its parent (the gateway) dies, so no sandbox outlives it."""
+    parent = parent_pid() if parent is None else parent
     _libc_call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the gateway died before prctl took effect
+    if parent_pid() != parent:  # the gateway died before prctl took effect
         os._exit(1)
     return "pdeathsig"
 

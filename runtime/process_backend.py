@@ -1,18 +1,29 @@
 """The embedded default backend: one OS process per sandbox.
 
-Protections, strongest available first:
-  * memory: a per-sandbox cgroup (v2 or v1) capped at the tier, so the kernel
-    OOM-kills a sandbox that allocates past it; where no cgroup can be made,
-    RLIMIT_AS (tier + headroom for address space that is mapped but never
-    touched) plus an RSS watchdog that kills at the tier;
+Protections, strongest available first (probed at start: ``runtime.jail.probe``):
+  * identity: a uid of its own per sandbox (per model zygote for the replicas it
+    forks, which then get user + PID namespaces of their own), no groups, no
+    capabilities, no_new_privs, not dumpable; a seccomp filter;
+  * files: a default-deny mount namespace (``runtime.jail``): read-only system
+    and Python directories, the bundle read-only at /opt/ml/model, a private
+    /tmp sized at the tier, /proc showing only its own processes;
+  * memory and processes: a per-sandbox cgroup (v2 or v1) capped at the tier,
+    so the kernel OOM-kills a sandbox that allocates past it, with pids.max;
+    where no cgroup can be made, RLIMIT_AS (tier + headroom for address space
+    that is mapped but never touched) plus an RSS watchdog that kills at the tier;
   * network: a fresh network namespace (loopback only, down) where unshare works;
   * accelerators: hidden through the *_VISIBLE_DEVICES variables;
-  * files: a private temp dir (TMPDIR and cwd), removed with the sandbox;
-  * lifetime: PR_SET_PDEATHSIG, so sandboxes die with the gateway.
+  * lifetime: PR_SET_PDEATHSIG, so sandboxes die with the gateway; destroy kills
+    the whole cgroup.
+
+The privileged steps happen where no model code has run: in the gateway
+(cgroups of a model zygote's replicas), in a base zygote's stem or a fresh
+worker before it loads anything (mount namespace, uid, filter).
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -25,8 +36,9 @@ from pathlib import Path
 
 import psutil
 
-from . import cgroups, isolation, protocol
+from . import cgroups, isolation, jail, protocol
 from .channel import ChannelSandbox
+from .uids import UidPool, UidsExhausted, default_range
 from .zygotes import AdoptedProcess, ZygoteConfig, ZygoteHandle, ZygoteSet, ZygoteUnavailable, become_subreaper
 from .sandbox import (
     EXITED, LOAD_FAILED, OUT_OF_MEMORY, SPAWN_FAILED, Backend, Listener, Sandbox, SandboxSpec, StartError, State,
@@ -36,6 +48,8 @@ from .sandbox import (
 log = logging.getLogger("slimserve.process")
 PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 RLIMIT_HEADROOM_BYTES = 1 << 30
+PASSED_ENV = ("LANG", "LANGUAGE", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+PASSED_ENV_PREFIXES = ("LC_",)
 
 
 @dataclass(frozen=True)
@@ -46,8 +60,23 @@ class ProcessBackendConfig:
     start_timeout_s: float = 120.0    # spawn + bundle load
     watchdog_interval_s: float = 0.2  # RSS checks where no cgroup caps memory
     python: str = sys.executable
-    instance: str = "default"         # names this gateway's cgroup subtree
+    instance: str = "default"         # names this gateway's cgroup subtree and its uid range
     zygotes: ZygoteConfig | None = None   # None: every sandbox is a fresh interpreter
+    pids_max: int = 1024              # processes + threads per sandbox (cgroup pids.max)
+    uid_range: tuple[int, int] | None = None   # (first, count) of sandbox uids; None: from the instance
+    extra_binds: tuple[str, ...] = ()  # host paths every sandbox also sees, read-only
+
+
+def _uid_of(pid: int) -> int | None:
+    """The real uid of ``pid``, read from /proc (None if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _signal_name(code: int) -> str:
@@ -58,11 +87,12 @@ def _signal_name(code: int) -> str:
 
 
 class ProcessSandbox(ChannelSandbox):
-    def __init__(self, spec, listeners, proc, reader, writer, cgroup, tmp_dir):
+    def __init__(self, spec, listeners, proc, reader, writer, cgroup, tmp_dir, release_uid=None):
         super().__init__(spec, listeners, reader, writer)
         self.proc = proc
         self.cgroup: cgroups.Cgroup | None = cgroup
         self.tmp_dir = tmp_dir
+        self._release_uid = release_uid   # the uid goes back to the pool once nothing runs as it
         self.killed_by_watchdog = False
         self.oom_killed = False          # latched before the cgroup is removed
         self._ps = None
@@ -123,7 +153,9 @@ class ProcessSandbox(ChannelSandbox):
         if self.cgroup is not None:
             self._latch_oom()
             await asyncio.to_thread(self.cgroup.remove)
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self.tmp_dir, True)
+        if self._release_uid is not None:
+            self._release_uid()
         self._mark_dead(reason)
 
 
@@ -137,13 +169,43 @@ class ProcessBackend(Backend):
         self._sandboxes: dict[str, ProcessSandbox] = {}
         self._background: list[asyncio.Task] = []
         self.subreaper = False
+        self.uids = UidPool(*(config.uid_range or default_range(config.instance)))
+        self.confinement: dict = {}           # what runtime.jail.probe found this host allows
+        self.binds = jail.default_binds(config.extra_binds)
         zcfg = config.zygotes or ZygoteConfig(enabled=False)
-        cg = self.cgroup_support
-        self.zygotes = ZygoteSet(replace(zcfg, env=self._base_env(), cgroup_base=str(cg.base or ""),
-                                         cgroup_version=cg.version or ""), config.python)
+        self.zygotes = ZygoteSet(replace(zcfg, env=self._base_env(), cgroups=self.cgroup_support.to_args(),
+                                         pids_max=config.pids_max), config.python)
+
+    @property
+    def confined(self) -> bool:
+        """Sandboxes get the view, a uid of their own and the filter (the probe found all three)."""
+        return all(self.confinement.get(k, {}).get("ok") for k in ("view", "uid", "seccomp"))
+
+    async def _probe(self) -> None:
+        scratch = Path(self.config.work_dir) / ".probe"
+        proc = await asyncio.create_subprocess_exec(
+            self.config.python, "-m", "runtime.jail", str(scratch), str(self.uids.first + self.uids.count - 1),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.zygotes.config.env)
+        out, err = await proc.communicate()
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
+        try:
+            self.confinement = json.loads(out)
+        except ValueError:
+            why = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+            self.confinement = {k: {"ok": False, "detail": f"the probe failed: {why}"}
+                                for k in ("network", "view", "uid", "seccomp", "replicas")}
+        missing = {k: v["detail"] for k, v in self.confinement.items() if not v["ok"]}
+        if not self.confined:
+            log.warning("SANDBOXES ARE NOT CONFINED on this host: model code can read and write what the gateway "
+                        "can. %s", "; ".join(f"{k}: {v}" for k, v in missing.items()))
+        elif "replicas" in missing:
+            log.warning("sandboxes forked from one model zygote share its uid, PID namespace and /tmp: %s",
+                        missing["replicas"])
+        self.zygotes.config.seccomp = self.confined
 
     async def open(self) -> None:
-        cgroups.sweep_orphans(self.cgroup_support)
+        await self._probe()
+        await asyncio.to_thread(cgroups.sweep_orphans, self.cgroup_support)
         loop = asyncio.get_running_loop()
         if self.cgroup_support.base is None:
             self._background.append(loop.create_task(self._rss_watchdog()))
@@ -164,23 +226,74 @@ class ProcessBackend(Backend):
         cgroups.remove_base(self.cgroup_support)
 
     def protections(self) -> dict:
-        cg = self.cgroup_support
+        """Each protection, whether this host gives it, and in one line what it is or why not
+        (from the probe at start: nothing here guesses from versions)."""
+        cg, c = self.cgroup_support, self.confinement
+
+        def probed(key: str, what: str) -> dict:
+            got = c.get(key, {"ok": False, "detail": "not probed yet"})
+            return {"ok": got["ok"], "detail": what if got["ok"] else f"MISSING: {got['detail']}"}
+
+        last = self.uids.first + self.uids.count - 1
+        memory = {"ok": cg.version is not None,
+                  "mechanism": f"cgroup {cg.version}" if cg.version else "rlimit_as+rss_watchdog",
+                  "detail": f"kernel-enforced cap per sandbox under {cg.base}" if cg.version else
+                  f"no writable memory cgroup ({cg.reason}); falling back to RLIMIT_AS and an RSS watchdog"}
+        pids_ok = cg.pids_base is not None
+        if self.config.network_isolation:
+            network = dict(probed("network", "each sandbox gets its own network namespace with no interfaces up:"
+                                             " no host network, no loopback services, no abstract Unix sockets"),
+                           mechanism="netns")
+        else:
+            network = {"ok": False, "mechanism": "host network (--allow-network)",
+                       "detail": "sandboxes share the host's network namespace: they reach every address the host "
+                                 "does, its loopback services and its abstract Unix sockets (those live in the "
+                                 "network namespace, not the filesystem)"}
+        view_ok = bool(c.get("view", {}).get("ok"))
         return {
-            "memory": {
-                "mechanism": f"cgroup {cg.version}" if cg.version else "rlimit_as+rss_watchdog",
-                "enforced_by_kernel": cg.version is not None,
-                "detail": cg.reason,
-            },
-            "network": {"mechanism": "netns" if self.config.network_isolation else "none",
-                        "detail": "checked per sandbox; see describe"},
-            "gpu": {"mechanism": "hidden (CUDA/HIP/ROCR_VISIBLE_DEVICES empty)"},
-            "tmp": {"mechanism": "private temp dir per sandbox"},
+            "memory_cap": memory,
+            "sandbox_uid": dict(probed("uid", f"a uid of its own per sandbox ({self.uids.first}-{last}), never 0;"
+                                              " no groups, no capabilities, no_new_privs, not dumpable"),
+                                mechanism="setresuid"),
+            "filesystem_view": dict(probed("view", "default-deny mount namespace: read-only system and Python "
+                                                   "directories, the bundle read-only at /opt/ml/model; no state "
+                                                   "dir, /run, /var, home directories or host sockets"),
+                                    mechanism="mount namespace + pivot_root"),
+            "private_tmp": {"ok": view_ok, "mechanism": "tmpfs" if view_ok else "directory",
+                            "detail": "/tmp and /dev/shm are tmpfs of half the tier each; what is written there counts "
+                                      "against its memory" if view_ok else
+                                      "MISSING: a private directory as TMPDIR, on the host's disk, uncapped"},
+            "pids_limit": {"ok": pids_ok, "mechanism": f"pids.max {self.config.pids_max}" if pids_ok else "none",
+                           "detail": cg.pids_reason if pids_ok else f"MISSING: {cg.pids_reason or cg.reason}"},
+            "process_isolation": dict(probed("view", "/proc shows a sandbox only its own processes "
+                                                     f"({jail.proc_options() or 'hidepid unavailable before Linux 5.8'})"
+                                                     "; other uids cannot be signalled or traced"),
+                                      mechanism="hidepid + uid"),
+            "replica_isolation": dict(probed("replicas", "sandboxes forked from one model zygote share its uid; "
+                                                         "each is PID 1 of user, PID, mount and IPC namespaces of its"
+                                                         " own, with its own /tmp"),
+                                      mechanism="user + PID namespace"),
+            "seccomp": dict(probed("seccomp", f"{len(jail.DENIED)} syscalls refused: mount, ptrace, kernel modules,"
+                                              " keyrings, bpf, new namespaces (model zygotes may still make user "
+                                              "namespaces for their replicas) …"), mechanism="libseccomp filter"),
+            "network_isolation": network,
+            "gpu_hidden": {"ok": True, "mechanism": "hidden",
+                           "detail": "CUDA/HIP/ROCR_VISIBLE_DEVICES empty; no device nodes in the view but null, "
+                                     "zero, full, random, urandom"},
+            "dies_with_gateway": {"ok": True, "mechanism": "pdeathsig + cgroup",
+                                  "detail": "sandboxes die with the gateway; a restart kills what a kill -9 left in "
+                                            "this gateway's own cgroups, never another gateway's"},
         }
 
+    async def probe(self) -> None:
+        await self._probe()
+
     def _base_env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLIMSERVE_"))}
+        """A sandbox's environment starts empty: none of the gateway's variables (credentials,
+        tokens, URLs) reach model code, only locale and CPU-library settings the host needs."""
+        env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_ENV_PREFIXES)}
         env.update(isolation.SANDBOX_ENV)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (PROJECT_ROOT, env.get("PYTHONPATH", "")) if p)
+        env.update(PATH=os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), HOME="/tmp", PYTHONPATH=PROJECT_ROOT)
         return env
 
     # --- starting a sandbox ----------------------------------------------------
@@ -222,25 +335,57 @@ class ProcessBackend(Backend):
     async def release_bundle(self, bundle_dir: str) -> None:
         await self.zygotes.drop(bundle_dir)
 
-    def _setup(self, spec: SandboxSpec, cgroup, tmp_dir: Path) -> dict:
+    def _setup(self, spec: SandboxSpec, cgroup, tmp_dir: Path, uid: int | None = None,
+               role: str = "sandbox") -> dict:
         limit = spec.memory_mb << 20
         has_cgroup = self.cgroup_support.base is not None
-        return {
+        setup = {
             "bundle": spec.bundle_dir, "kind": spec.bundle_kind, "memory_limit_bytes": limit,
-            "cgroup_procs": cgroup.procs_file if cgroup is not None else "",
+            "cgroup_procs": cgroup.procs_files if cgroup is not None else [],
             "rlimit_bytes": 0 if has_cgroup else limit + RLIMIT_HEADROOM_BYTES,
             "no_network": self.config.network_isolation or spec.network_isolation,
             "tmp_dir": str(tmp_dir), "env": dict(spec.env, TMPDIR=str(tmp_dir)),
         }
+        if uid is not None:
+            replicas = bool(self.confinement.get("replicas", {}).get("ok"))
+            setup["confine"] = {
+                "uid": uid, "gid": uid, "root": str(tmp_dir), "tmp_bytes": limit // 2, "hide_pids": True,
+                "binds": [[p, p] for p in self.binds] + [[spec.bundle_dir, jail.MODEL_DIR]],
+                "seccomp": "zygote" if role == "zygote" and replicas else "sandbox",
+            }
+            setup["replica_userns"] = replicas
+        if self.confined:                 # a replica is confined already, by its model zygote
+            setup["env"]["TMPDIR"] = "/tmp"
+        return setup
+
+    def _lease_uid(self) -> int | None:
+        if not self.confined:
+            return None
+        try:
+            return self.uids.acquire()
+        except UidsExhausted as exc:
+            raise StartError(SPAWN_FAILED, f"cannot start a sandbox: {exc}") from None
 
     async def _start(self, spec: SandboxSpec, path: str, zygote) -> ProcessSandbox:
         t0 = time.perf_counter()
         tmp_dir = Path(self.config.work_dir) / spec.sandbox_id
         tmp_dir.mkdir(parents=True, exist_ok=True)
+        replica = zygote is not None and zygote.uid is not None     # from an unprivileged model zygote
+        if replica:
+            uid = zygote.uid
+            self.uids.retain(uid)
+        else:
+            uid = self._lease_uid()
+        release = None if uid is None else (lambda: self.uids.release(uid))
+        if replica:
+            uid = None              # confined already: nothing for the stem to apply
         cgroup = None
-        if self.cgroup_support.base is not None and zygote is None:   # a zygote's stem brings its own
-            cgroup = cgroups.Cgroup(self.cgroup_support, spec.sandbox_id, spec.memory_mb << 20)
-        setup = self._setup(spec, cgroup, tmp_dir)
+        # A fresh worker joins its cgroup before loading anything; a replica cannot (it is
+        # unprivileged), so the gateway moves it in; a base zygote's stem brings its own.
+        if self.cgroup_support.base is not None and (zygote is None or replica):
+            cgroup = await asyncio.to_thread(cgroups.Cgroup, self.cgroup_support, spec.sandbox_id,
+                                             spec.memory_mb << 20, self.config.pids_max)
+        setup = self._setup(spec, cgroup, tmp_dir, uid)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fork_info = {}
         try:
@@ -249,40 +394,63 @@ class ProcessBackend(Backend):
                 if zygote is None:
                     proc = await self._spawn_fresh(setup, child_sock, logf)
                 else:
-                    fork_info = await zygote.assign(dict(setup, role="sandbox"), [child_sock.fileno(), logf.fileno()])
+                    fork_info = await zygote.assign(dict(setup, role="sandbox", cgroup_by_gateway=replica),
+                                                    [child_sock.fileno(), logf.fileno()])
+                    if replica:
+                        await self._adopt_replica(zygote, fork_info["pid"], cgroup)
                     proc = AdoptedProcess(fork_info["pid"])
-                    if fork_info.get("cgroup"):
+                    if fork_info.get("cgroup") and not replica:      # named by a trusted (root) stem only
                         cgroup = cgroups.Cgroup.adopt(self.cgroup_support, fork_info["cgroup"], spec.memory_mb << 20)
         except BaseException:
             parent_sock.close()
             if cgroup is not None:
-                cgroup.remove()
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+                await asyncio.to_thread(cgroup.remove)
+            await asyncio.to_thread(shutil.rmtree, tmp_dir, True)
+            if release is not None:
+                release()
             raise
         finally:
             child_sock.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
-        sb = ProcessSandbox(spec, self.listeners, proc, reader, writer, cgroup, tmp_dir)
+        sb = ProcessSandbox(spec, self.listeners, proc, reader, writer, cgroup, tmp_dir, release)
         self._sandboxes[sb.id] = sb
         hello = await self._handshake(sb)
         timings = dict(hello.get("timings", {}))
         if fork_info:
             timings["fork_ms"] = fork_info.get("fork_ms", 0.0)
-        sb.info.update(pid=hello.get("pid"), protections=hello.get("protections", {}), path=path,
+        sb.info.update(pid=proc.pid, protections=hello.get("protections", {}), path=path,
                        start_ms=(time.perf_counter() - t0) * 1000.0, timings=timings,
                        load_ms=timings.get("load_ms"), stem=fork_info.get("stem"))
         sb._move(State.IDLE)
         return sb
 
+    async def _adopt_replica(self, zygote: ZygoteHandle, pid: int, cgroup) -> None:
+        """Move the process a model zygote says took the assignment into the sandbox's cgroup,
+        once it is shown to be one of that zygote's own stems: a process of its uid, in its
+        cgroup.  The zygote has run model code, so what it says is checked, not believed."""
+        def check_and_move() -> None:
+            members = zygote.cgroup.pids() if zygote.cgroup is not None else None
+            if not isinstance(pid, int) or _uid_of(pid) != zygote.uid or (members is not None and pid not in members):
+                raise ZygoteUnavailable(f"zygote {zygote.name} named pid {pid!r}, which is not one of its stems")
+            if cgroup is not None:
+                cgroup.add(pid)
+        try:
+            await asyncio.to_thread(check_and_move)
+        except (ZygoteUnavailable, OSError) as exc:
+            zygote.broken = True                  # closed and replaced by the zygote set
+            raise ZygoteUnavailable(str(exc)) from None
+
     async def _spawn_fresh(self, setup: dict, child_sock: socket.socket, logf):
         argv = [self.config.python, "-m", "runtime.worker", "--fd", str(child_sock.fileno()),
                 "--bundle", setup["bundle"], "--kind", setup["kind"]]
-        if setup["cgroup_procs"]:
-            argv += ["--cgroup-procs", setup["cgroup_procs"]]
+        for procs in setup["cgroup_procs"]:
+            argv += ["--cgroup-procs", procs]
         if setup["rlimit_bytes"]:
             argv += ["--rlimit-bytes", str(setup["rlimit_bytes"])]
         if setup["no_network"]:
             argv.append("--no-network")
+        if setup.get("confine"):
+            argv += ["--confine", json.dumps(setup["confine"])]
         env = dict(self.zygotes.config.env, **setup["env"])
         try:
             return await asyncio.create_subprocess_exec(
@@ -324,9 +492,18 @@ class ProcessBackend(Backend):
         zid = f"zy-{spec.sandbox_id[3:]}"
         tmp_dir = Path(self.config.work_dir) / zid
         tmp_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            uid = self._lease_uid()
+        except StartError as exc:
+            raise ZygoteUnavailable(exc.message) from None
+
+        def release() -> None:
+            self.uids.release(uid)
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         cgroup = None
-        setup = dict(self._setup(spec, None, tmp_dir), role="zygote")
+        setup = dict(self._setup(spec, None, tmp_dir, uid, role="zygote"), role="zygote")
         sample = b""
         if spec.sample is not None:   # stems pre-run it, so copy-on-write faults happen before a request waits
             sample = spec.sample.body
@@ -342,12 +519,12 @@ class ProcessBackend(Backend):
         except (ZygoteUnavailable, protocol.ProtocolError, asyncio.TimeoutError, OSError) as exc:
             ours.close()
             if cgroup is not None:
-                cgroup.kill_all()
-                cgroup.remove()
+                await asyncio.to_thread(cgroup.remove)
+            await asyncio.to_thread(release)
             raise ZygoteUnavailable(f"model zygote for {spec.bundle_dir} did not start: {exc!r}") from None
         finally:
             theirs.close()
-        handle = ZygoteHandle(f"model:{Path(spec.bundle_dir).name}", proc, ours, hello)
+        handle = ZygoteHandle(f"model:{Path(spec.bundle_dir).name}", proc, ours, hello, uid=uid, on_close=release)
         handle.cgroup = cgroup
         if hello.get("op") != "ready" or hello.get("threads", 1) != 1:
             await handle.close()

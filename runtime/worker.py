@@ -9,6 +9,7 @@ answers one ``invoke`` at a time until the channel closes.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import sys
@@ -18,34 +19,54 @@ import traceback
 from . import isolation, protocol
 
 
-def protect(cgroup_procs: str = "", no_network: bool = False, rlimit_bytes: int = 0,
-            pdeathsig: bool = True) -> tuple[dict, dict]:
+def protect(cgroup_procs: tuple[str, ...] = (), no_network: bool = False, rlimit_bytes: int = 0,
+            pdeathsig: bool = True, confine: dict | None = None, syscall_filter=None) -> tuple[dict, dict]:
     """Apply the sandbox's protections to this process, before any user code runs.
+
+    ``confine`` (from the gateway, which probed what this host allows) asks for the
+    filesystem view, the unprivileged uid and the seccomp filter of ``runtime.jail``;
+    ``syscall_filter`` is a filter built ahead (a zygote's), else one is built here.
 
     Returns (protections, timings): what was applied and what is missing (with
     the reason), and how long each step took in ms.  Refuses to go on without
-    the cgroup it was given: the memory cap is the promise of a tier.
+    the cgroup or the confinement it was given: they are the promise of a tier.
     """
+    from . import jail
+
     applied, missing, timings = [], {}, {}
     steps = []
     if pdeathsig:
         steps.append(("pdeathsig", isolation.die_with_parent, ()))
-    if cgroup_procs:
-        steps.append(("cgroup", isolation.join_cgroup, (cgroup_procs,)))
+    for procs in cgroup_procs:
+        steps.append(("cgroup", isolation.join_cgroup, (procs,)))
     if no_network:
         steps.append(("netns", isolation.leave_network, ()))
     if rlimit_bytes:
         steps.append(("rlimit_as", isolation.cap_address_space, (rlimit_bytes,)))
+    required = {"cgroup"}
+    if confine:
+        view = jail.View(confine["root"], tuple(tuple(b) for b in confine["binds"]), int(confine["tmp_bytes"]),
+                         bool(confine.get("hide_pids", True)))
+        steps.append(("view", jail.build_view, (view,)))
+        steps.append(("uid", jail.drop_privileges, (confine["uid"], confine["gid"])))
+        if confine.get("seccomp"):
+            flt = syscall_filter or jail.make_filter(for_zygote=confine["seccomp"] == "zygote")
+            steps.append(("seccomp", jail.load_filter, (flt,)))
+        required |= {"view", "uid", "seccomp"}
     for name, fn, fargs in steps:
         t0 = time.perf_counter()
         try:
-            applied.append(fn(*fargs))
+            done = fn(*fargs)
+            if done not in applied:         # one "cgroup" for every hierarchy joined
+                applied.append(done)
         except OSError as exc:
             missing[name] = exc.strerror or str(exc)
-        timings[f"{name}_ms"] = (time.perf_counter() - t0) * 1000.0
-    if cgroup_procs and "cgroup" in missing:
-        raise SystemExit(f"slimserve worker: cannot join cgroup: {missing['cgroup']}")
-    return {"applied": applied, "missing": missing}, timings
+        timings[f"{name}_ms"] = timings.get(f"{name}_ms", 0.0) + (time.perf_counter() - t0) * 1000.0
+    refused = sorted(required & set(missing))
+    if refused:
+        raise SystemExit("slimserve worker: cannot confine the sandbox: "
+                         + "; ".join(f"{k}: {missing[k]}" for k in refused))
+    return {"applied": applied, "missing": missing, "uid": os.getuid()}, timings
 
 
 def load_and_serve(sock: socket.socket, bundle_dir: str, kind: str, protections: dict, timings: dict,
@@ -155,9 +176,10 @@ def main(argv=None) -> None:
     ap.add_argument("--fd", type=int)
     ap.add_argument("--bundle")
     ap.add_argument("--kind")
-    ap.add_argument("--cgroup-procs", default="")
+    ap.add_argument("--cgroup-procs", action="append", default=[], help="join this cgroup (once per hierarchy)")
     ap.add_argument("--no-network", action="store_true")
     ap.add_argument("--rlimit-bytes", type=int, default=0)
+    ap.add_argument("--confine", default="", help="JSON: the filesystem view, uid and filter (runtime.jail)")
     args = ap.parse_args(argv)
     if args.listen:
         stem(args.listen, [m for m in args.preload.split(",") if m])
@@ -165,8 +187,18 @@ def main(argv=None) -> None:
     if args.fd is None or not args.bundle or not args.kind:
         ap.error("--fd, --bundle and --kind are required (or --listen)")
     sock = socket.socket(fileno=args.fd)
-    protections, timings = protect(args.cgroup_procs, args.no_network, args.rlimit_bytes)
-    load_and_serve(sock, args.bundle, args.kind, protections, timings)
+    confine = json.loads(args.confine) if args.confine else None
+    protections, timings = protect(tuple(args.cgroup_procs), args.no_network, args.rlimit_bytes, confine=confine)
+    load_and_serve(sock, bundle_path(args.bundle, confine), args.kind, protections, timings)
+
+
+def bundle_path(host_path: str, confine: dict | None) -> str:
+    """Where the bundle is seen from inside: /opt/ml/model in a confined view, else where it is."""
+    if not confine:
+        return host_path
+    from .jail import MODEL_DIR
+
+    return MODEL_DIR
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import json
 import os
 import random
 import select
@@ -40,7 +41,7 @@ import tempfile
 import time
 import traceback
 
-from . import cgroups, isolation, protocol
+from . import cgroups, isolation, jail, protocol
 
 DEFAULT_PRELOAD = ("numpy", "scipy", "pandas", "sklearn", "sklearn.ensemble", "sklearn.linear_model",
                    "onnxruntime", "torch", "cloudpickle")
@@ -91,18 +92,26 @@ def _reseed() -> None:
 
 
 class Zygote:
+    """``cgroups``: where a (root) base zygote's stems make and join their cgroups ahead of
+    demand; a model zygote has none (it is unprivileged: the gateway moves its replicas).
+    ``filters``: seccomp filters built before any model code ran ("sandbox", "zygote").
+    ``replica``: a model zygote's {uid, gid, tmp_bytes, no_network, userns} for its stems."""
+
     def __init__(self, control: socket.socket, gateway_pid: int, stems: int, handler=None,
-                 bundle: tuple[str, str] | None = None, cgroup_base: str = "", cgroup_version: str = "",
-                 warmup: tuple[bytes, dict] | None = None, stem_limit_bytes: int = 0):
+                 bundle: tuple[str, str] | None = None, cgroups_: cgroups.CgroupSupport | None = None,
+                 warmup: tuple[bytes, dict] | None = None, stem_limit_bytes: int = 0, pids_max: int = 0,
+                 filters: dict | None = None, replica: dict | None = None):
         self.control = control
         self.gateway_pid = gateway_pid
         self.target_stems = stems
-        self.cgroup_base = cgroup_base        # where stems make (and join) their own cgroups ahead of demand
-        self.cgroup_version = cgroup_version
+        self.cgroups = cgroups_ if cgroups_ is not None and cgroups_.base is not None else None
+        self.pids_max = pids_max
         self.warmup = warmup                  # (body, {content_type, accept}) a model zygote's stems pre-run
-        self.stem_limit_bytes = stem_limit_bytes   # cap while a stem waits (it runs user code when warming up)
+        self.stem_limit_bytes = stem_limit_bytes   # cap while a stem waits
         self.handler = handler            # a model zygote's loaded bundle
         self.bundle = bundle
+        self.filters = filters or {}
+        self.replica = replica
         self.stems: list[tuple[int, socket.socket, str]] = []     # (pid, socket, cgroup name)
 
     # --- stems ----------------------------------------------------------------
@@ -113,9 +122,14 @@ class Zygote:
         pid = os.fork()
         if pid == 0:                                   # intermediate: fork once more and leave
             try:
+                if self.replica is not None and self.replica.get("userns"):
+                    r = self.replica              # the next fork is PID 1 of namespaces of its own
+                    jail.enter_replica(r["uid"], r["gid"], r["no_network"])
                 if os.fork() == 0:
                     ours.detach()
                     self._stem_main(theirs)            # never returns
+            except BaseException:  # noqa: BLE001 - the stem is simply not made; the zygote sees EOF
+                traceback.print_exc()
             finally:
                 os._exit(0)
         theirs.close()
@@ -137,25 +151,35 @@ class Zygote:
             self.stems = []
             _close_fds_except({sock.fileno()})
             deadline = time.monotonic() + REPARENT_TIMEOUT_S
-            while os.getppid() != self.gateway_pid:     # until the intermediate has exited
+            while isolation.parent_pid() != self.gateway_pid:     # until the intermediate has exited
                 if time.monotonic() > deadline:
                     os._exit(3)                         # the gateway is not our subreaper: give up
                 time.sleep(0.0002)
-            isolation.die_with_parent()
+            isolation.die_with_parent(self.gateway_pid)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            pid = _host_pid()
             cgroup = ""
-            if self.cgroup_base:     # joining a cgroup can stall on an RCU grace period: do it now, not on demand
-                cgroup = f"stem-{os.getpid()}"
-                path = cgroups.make_and_join(self.cgroup_base, self.cgroup_version, cgroup)
-                if self.stem_limit_bytes:
-                    cgroups.set_memory_limit(path, self.cgroup_version, self.stem_limit_bytes)
+            if self.cgroups is not None:     # joining a cgroup can stall on an RCU grace period: do it now
+                cgroup = f"stem-{pid}"
+                cgroups.make_and_join(self.cgroups, cgroup)
+                cgroups.set_limits(self.cgroups, cgroup, self.stem_limit_bytes, self.pids_max)
+            if self.replica is not None:
+                self._confine_replica()
             self._warm_up()
-            protocol.send_blocking(sock, {"pid": os.getpid(), "cgroup": cgroup})
+            protocol.send_blocking(sock, {"pid": pid, "cgroup": cgroup})
             header, payload, fds = protocol.recv_with_fds(sock)
             self._take_assignment(sock, header, fds, cgroup, payload)
         except BaseException:  # noqa: BLE001 - a stem must never return into the zygote's loop
             traceback.print_exc()
         os._exit(1)
+
+    def _confine_replica(self) -> None:
+        """A model zygote's stem: already unprivileged; with user namespaces, PID 1 of its own
+        PID, mount and IPC namespaces, given its own /tmp and /proc; then a stricter filter."""
+        if self.replica.get("userns"):
+            jail.finish_replica(self.replica["tmp_bytes"])
+        if "sandbox" in self.filters:
+            jail.load_filter(self.filters["sandbox"])
 
     def _warm_up(self) -> None:
         """Run the model once on a real request's input, discarding the answer: the pages
@@ -173,12 +197,14 @@ class Zygote:
 
     def _take_assignment(self, zsock: socket.socket, setup: dict, fds: list[int], cgroup: str,
                          payload: bytes = b"") -> None:
-        from .worker import load_and_serve, protect
+        from .worker import bundle_path, load_and_serve, protect
 
         t0 = time.perf_counter()
         if cgroup:                                   # the cap comes before anything else
-            cgroups.set_memory_limit(os.path.join(self.cgroup_base, cgroup), self.cgroup_version,
-                                     setup["memory_limit_bytes"])
+            limit = setup["memory_limit_bytes"]
+            if setup.get("role") == "zygote":        # its stems warm up here before the gateway moves them
+                limit *= 1 + self.target_stems
+            cgroups.set_limits(self.cgroups, cgroup, limit, self.pids_max)
         limit_ms = (time.perf_counter() - t0) * 1000.0
         channel_fd, log_fd = fds
         os.setsid()
@@ -189,30 +215,41 @@ class Zygote:
         os.dup2(devnull, 0)
         os.close(devnull)
         zsock.close()
-        protections, timings = protect("", setup.get("no_network", False),
-                                       setup.get("rlimit_bytes", 0), pdeathsig=False)
-        protections["applied"][:0] = ["pdeathsig"] + (["cgroup"] if cgroup else [])
+        confine = setup.get("confine") if self.replica is None else None   # a replica is confined already
+        role = setup.get("role")
+        flt = self.filters.get("zygote" if role == "zygote" else "sandbox") if confine else None
+        protections, timings = protect((), setup.get("no_network", False) and self.replica is None,
+                                       setup.get("rlimit_bytes", 0), pdeathsig=False, confine=confine,
+                                       syscall_filter=flt)
+        protections["applied"][:0] = ["pdeathsig"] + (["cgroup"] if cgroup or setup.get("cgroup_by_gateway") else [])
+        if self.replica is not None:
+            protections["applied"] += ["netns"] * bool(self.replica["no_network"]) + ["view", "uid", "seccomp"]
+            if self.replica.get("userns"):
+                protections["applied"].append("pidns")
         timings["cgroup_ms"] = limit_ms
         os.environ.update(setup.get("env", {}))
-        tmp = setup.get("tmp_dir")
+        tmp = "/tmp" if confine or self.replica is not None else setup.get("tmp_dir")
         if tmp:
             os.chdir(tmp)
             tempfile.tempdir = None
         _reseed()
         channel = socket.socket(fileno=channel_fd)
-        if setup.get("role") == "zygote":
+        if role == "zygote":
             self._become_model_zygote(channel, setup, protections, timings, payload)
         else:
-            load_and_serve(channel, setup["bundle"], setup["kind"], protections, timings, handler=self.handler)
+            load_and_serve(channel, bundle_path(setup["bundle"], setup.get("confine")), setup["kind"],
+                           protections, timings, handler=self.handler)
         os._exit(0)
 
     def _become_model_zygote(self, control: socket.socket, setup: dict, protections: dict, timings: dict,
                              sample: bytes) -> None:
         from . import bundle
 
+        from .worker import bundle_path
+
         t0 = time.perf_counter()
         try:
-            handler = bundle.load(setup["bundle"], setup["kind"])
+            handler = bundle.load(bundle_path(setup["bundle"], setup.get("confine")), setup["kind"])
         except BaseException as exc:  # noqa: BLE001 - reported to the gateway, which keeps the base path
             traceback.print_exc()
             protocol.send_blocking(control, {"op": "failed", "message": f"{type(exc).__name__}: {exc}"})
@@ -221,8 +258,13 @@ class Zygote:
         gc.freeze()
         timings["load_ms"] = (time.perf_counter() - t0) * 1000.0
         warmup = (sample, setup["warmup"]) if "warmup" in setup else None
+        replica = {"uid": os.getuid(), "gid": os.getgid(), "tmp_bytes": setup["confine"]["tmp_bytes"]
+                   if setup.get("confine") else 0,
+                   "no_network": bool(setup.get("no_network")), "userns": bool(setup.get("replica_userns"))}
         zy = Zygote(control, self.gateway_pid, self.target_stems, handler, (setup["bundle"], setup["kind"]),
-                    self.cgroup_base, self.cgroup_version, warmup, setup.get("memory_limit_bytes", 0))
+                    None if setup.get("confine") else self.cgroups,      # unprivileged: the gateway moves its stems
+                    warmup, setup.get("memory_limit_bytes", 0), self.pids_max, filters=self.filters,
+                    replica=replica if setup.get("confine") else None)
         protocol.send_blocking(control, {"op": "ready", "pid": os.getpid(), "threads": thread_count(),
                                          "protections": protections, "timings": timings})
         zy.loop()
@@ -276,6 +318,12 @@ class Zygote:
         return {"ok": True, "pid": pid, "cgroup": cgroup, "fork_ms": fork_ms, "stem": from_stem}
 
 
+def _host_pid() -> int:
+    """This process's pid as the gateway sees it, also from inside a PID namespace of its
+    own (whose /proc is not mounted yet: /proc is still the zygote's)."""
+    return int(os.readlink("/proc/self"))
+
+
 def _alive(sock: socket.socket) -> bool:
     """A waiting stem never writes; a readable socket means it closed (died)."""
     if select.select([sock], [], [], 0)[0]:
@@ -290,14 +338,16 @@ def main(argv=None) -> None:
     ap.add_argument("--gateway-pid", type=int, required=True)
     ap.add_argument("--stems", type=int, default=2, help="processes kept forked ahead of demand")
     ap.add_argument("--preload", default=",".join(DEFAULT_PRELOAD))
-    ap.add_argument("--cgroup-base", default="", help="directory under which stems make their cgroups")
-    ap.add_argument("--cgroup-version", default="")
+    ap.add_argument("--cgroups", default="", help="JSON: where stems make their cgroups (CgroupSupport.to_args)")
+    ap.add_argument("--pids-max", type=int, default=0, help="processes and threads per sandbox")
+    ap.add_argument("--seccomp", action="store_true", help="build the sandboxes' seccomp filters ahead")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     isolation.die_with_parent()
     control = socket.socket(fileno=args.fd)
     t0 = time.perf_counter()
     loaded = preload([m for m in args.preload.split(",") if m])
+    filters = {"sandbox": jail.make_filter(), "zygote": jail.make_filter(for_zygote=True)} if args.seccomp else {}
     gc.collect()
     gc.freeze()          # keep the collector from touching (and so copying) inherited objects
     threads = thread_count()
@@ -306,8 +356,9 @@ def main(argv=None) -> None:
     if threads != 1:
         print(f"slimserve zygote: {threads} threads after preloading {loaded}; refusing to fork", file=sys.stderr)
         return
-    Zygote(control, args.gateway_pid, args.stems, cgroup_base=args.cgroup_base,
-           cgroup_version=args.cgroup_version).loop()
+    support = cgroups.CgroupSupport.from_args(json.loads(args.cgroups)) if args.cgroups else None
+    Zygote(control, args.gateway_pid, args.stems, cgroups_=support, pids_max=args.pids_max,
+           filters=filters).loop()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import logging
 import os
 import socket
@@ -80,11 +81,14 @@ class AdoptedProcess:
 
 
 class ZygoteHandle:
-    def __init__(self, name: str, proc, control: socket.socket, info: dict):
+    def __init__(self, name: str, proc, control: socket.socket, info: dict, uid: int | None = None,
+                 on_close=None):
         self.name = name
         self.proc = proc
         self.control = control
         self.info = info
+        self.uid = uid                       # a confined model zygote's (unprivileged) uid; None: root
+        self._on_close = on_close            # gives back the uid and the mount point, once nothing runs
         self.cgroup = None                   # a model zygote's own cgroup
         self._lock = asyncio.Lock()
         self.broken = False
@@ -135,6 +139,9 @@ class ZygoteHandle:
                 pass
         if self.cgroup is not None:
             await asyncio.to_thread(self.cgroup.remove)
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            await asyncio.to_thread(on_close)
 
 
 @dataclass
@@ -144,8 +151,9 @@ class ZygoteConfig:
     preload: tuple[str, ...] = ()         # modules imported by the base zygote
     start_timeout_s: float = 120.0
     log_path: str = "zygotes.log"
-    cgroup_base: str = ""                 # stems make and join their cgroups here ahead of demand
-    cgroup_version: str = ""
+    cgroups: dict = field(default_factory=dict)   # CgroupSupport.to_args(): where stems make their cgroups
+    pids_max: int = 0                     # processes + threads per sandbox
+    seccomp: bool = False                 # build the sandboxes' seccomp filters ahead (confined hosts)
     restart_backoff_s: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30)
     env: dict = field(default_factory=dict)
     max_models: int = 16                  # model zygotes kept at most (least recently used closed first) ...
@@ -180,7 +188,9 @@ class ZygoteSet:
         argv = [self.python, "-m", "runtime.zygote", "--fd", str(theirs.fileno()),
                 "--gateway-pid", str(os.getpid()), "--stems", str(self.config.stems),
                 "--preload", ",".join(self.config.preload),
-                "--cgroup-base", self.config.cgroup_base, "--cgroup-version", self.config.cgroup_version]
+                "--cgroups", json.dumps(self.config.cgroups), "--pids-max", str(self.config.pids_max)]
+        if self.config.seccomp:
+            argv.append("--seccomp")
         with open(self.config.log_path, "ab", buffering=0) as logf:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, env=self.config.env,

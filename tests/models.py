@@ -78,3 +78,133 @@ def randoms(x):
     import numpy as np
 
     return [random.random(), float(np.random.rand())]
+
+
+# --- hostile models (tests/test_isolation.py): each reports what it could do -------------------
+def reads(path):
+    """Read a host path; the error's name if it cannot."""
+    try:
+        with open(path, "rb") as fh:
+            return {"read": len(fh.read(64))}
+    except OSError as exc:
+        return {"error": type(exc).__name__}
+
+
+def writes(path):
+    try:
+        with open(path, "w") as fh:
+            fh.write("pwned")
+        return {"wrote": path}
+    except OSError as exc:
+        return {"error": type(exc).__name__}
+
+
+def docker_socket(x):
+    import socket
+
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(2)
+        s.connect("/var/run/docker.sock")
+        s.sendall(b"GET /version HTTP/1.0\r\n\r\n")
+        return {"answer": s.recv(200).decode(errors="replace")}
+    except OSError as exc:
+        return {"error": type(exc).__name__}
+
+
+def touches_pid(pid):
+    """Signal another process and read its environment."""
+    out = {}
+    try:
+        os.kill(int(pid), 0)
+        out["signal"] = "delivered"
+    except OSError as exc:
+        out["signal"] = type(exc).__name__
+    try:
+        with open(f"/proc/{int(pid)}/environ", "rb") as fh:
+            out["environ"] = len(fh.read())
+    except OSError as exc:
+        out["environ"] = type(exc).__name__
+    return out
+
+
+def identity(x):
+    """What a sandbox is, and that ordinary model work still runs in it."""
+    import threading
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+    box = []
+    t = threading.Thread(target=lambda: box.append(int(np.arange(10).sum())))
+    t.start()
+    t.join()
+    with open("/tmp/scratch.bin", "wb") as fh:
+        fh.write(b"x" * (8 << 20))
+    model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+    return {
+        "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "pid": os.getpid(),
+        "cap_eff": status["CapEff"].strip(), "cap_bnd": status["CapBnd"].strip(),
+        "no_new_privs": status["NoNewPrivs"].strip(), "seccomp": status["Seccomp"].strip(),
+        "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "root": sorted(os.listdir("/")), "bundle": sorted(os.listdir("/opt/ml/model")),
+        "tmp_size": os.statvfs("/tmp").f_blocks * os.statvfs("/tmp").f_frsize,
+        "thread": box, "sklearn": int(model.predict([[2.5]])[0]),
+        "env_keys": sorted(os.environ),
+    }
+
+
+def syscalls(x):
+    """Syscalls a model never needs: each should be refused."""
+    import ctypes
+    import errno
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    out = {}
+    for name, call in (("unshare_user", lambda: libc.unshare(0x10000000)),
+                       ("mount", lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)),
+                       ("ptrace_attach_1", lambda: libc.ptrace(16, 1, None, None)),
+                       ("keyctl", lambda: libc.syscall(250, 0, 0, 0, 0))):
+        rc = call()
+        out[name] = errno.errorcode.get(ctypes.get_errno(), "ok") if rc != 0 else "ok"
+    return out
+
+
+def fills_tmp(mb):
+    written = 0
+    try:
+        with open("/tmp/fill.bin", "wb") as fh:
+            chunk = b"\0" * (1 << 20)
+            for _ in range(int(mb)):
+                fh.write(chunk)
+                fh.flush()
+                written += 1
+    except OSError as exc:
+        os.unlink("/tmp/fill.bin")
+        return {"written_mb": written, "error": exc.strerror}
+    os.unlink("/tmp/fill.bin")
+    return {"written_mb": written}
+
+
+def fork_bomb(n):
+    import time
+
+    forked = 0
+    try:
+        for _ in range(int(n)):
+            if os.fork() == 0:
+                time.sleep(60)
+                os._exit(0)
+            forked += 1
+    except OSError as exc:
+        return {"forked": forked, "error": exc.errno}
+    return {"forked": forked}
+
+
+def leaves_a_child(marker):
+    """Start a child in a session of its own that outlives this call, named by ``marker``."""
+    import subprocess
+
+    p = subprocess.Popen(["sleep", str(marker)], start_new_session=True)
+    return p.pid

@@ -46,11 +46,13 @@ def _containers(client, state_dir):
 @pytest.fixture(scope="module")
 def dgw(engine):
     state = make_state_dir()
-    gw = GatewayProcess(state, "--backend", "docker", "--timeout", "5").start(timeout=120)
+    gw = GatewayProcess(state, "--backend", "docker", "--timeout", "5", "--byoc-user", "4242").start(timeout=120)
     c = gw.client()
     for name, fn, mem in [("echo", models.echo, 1024), ("raises", models.raises, 1024),
                           ("exits", models.exits, 1024), ("hangs", models.hangs, 1024),
-                          ("bomb", models.allocates, 1024), ("sandbox", models.tmp_and_net, 2048)]:
+                          ("bomb", models.allocates, 1024), ("sandbox", models.tmp_and_net, 2048),
+                          ("identity", models.identity, 1024), ("dock", models.docker_socket, 1024),
+                          ("reads", models.reads, 1024)]:
         c.deploy(name, fn, memory_mb=mem)
     yield gw
     gw.stop()
@@ -95,6 +97,21 @@ def test_containers_are_capped_isolated_and_unprivileged(dgw, engine):
     assert hosts[0].attrs["Config"]["User"] == "10001:10001"
     mounts = {m["Destination"]: m for m in hosts[0].attrs["Mounts"]}
     assert mounts["/opt/ml/model"]["RW"] is False
+
+
+def test_containers_meet_the_process_sandboxes_list(dgw):
+    """The same attacks as tests/test_isolation.py, against a container."""
+    me = json.loads(invoke(dgw, "identity", b"0")["Body"].read())
+    assert me["uid"] == 10001 and me["gid"] == 10001 and set(me["groups"]) <= {10001}    # no other group
+    assert int(me["cap_eff"], 16) == 0 and me["no_new_privs"] == "1" and me["seccomp"] == "2"
+    assert me["bundle"] == ["model.pkl"] and me["thread"] == [45] and me["sklearn"] == 1
+    assert json.loads(invoke(dgw, "dock", b"0")["Body"].read()) == {"error": "FileNotFoundError"}
+    token = json.dumps(str(dgw.state_dir / "admin-token")).encode()
+    assert json.loads(invoke(dgw, "reads", token)["Body"].read()) == {"error": "FileNotFoundError"}
+    assert json.loads(invoke(dgw, "reads", b'"/etc/shadow"')["Body"].read()) == {"error": "FileNotFoundError"}
+    rep = dgw.client().doctor()
+    assert all(rep[k]["ok"] for k in ("sandbox_uid", "filesystem_view", "private_tmp", "pids_limit", "seccomp"))
+    assert "4242" in rep["sandbox_uid"]["detail"]
 
 
 def test_model_faults_match_the_process_backend(dgw):
@@ -253,5 +270,8 @@ def test_bring_your_own_sagemaker_container(dgw, engine, tmp_path):
     assert pool["sandboxes"][0]["start_path"] == "container"
     servers = [c for c in _containers(engine, dgw.state_dir) if c.labels.get("slimserve.role") == "container-server"]
     assert servers and all(c.attrs["HostConfig"]["NetworkMode"] == "none" for c in servers)
+    assert all(c.attrs["Config"]["User"] == "4242" for c in servers)              # --byoc-user
+    assert all(c.attrs["HostConfig"]["CapDrop"] == ["ALL"] and "no-new-privileges" in c.attrs["HostConfig"]["SecurityOpt"]
+               for c in servers)
     assert dgw.client().usage(endpoint="byoc")[0]["billed_ms"] >= 1
     sm.delete_endpoint(EndpointName="byoc")

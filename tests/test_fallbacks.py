@@ -23,7 +23,7 @@ def test_without_cgroups_the_rss_watchdog_enforces_the_tier(fresh_gateway):
     r = boto.invoke_endpoint(EndpointName="bomb", Body=b"64", ContentType="application/json")
     assert json.loads(r["Body"].read()) == 64 << 20
     sandboxes = c.describe("bomb")["variants"][0]["pool"]["sandboxes"]
-    assert sandboxes[0]["protections"]["applied"] == ["pdeathsig", "netns", "rlimit_as"]
+    assert sandboxes[0]["protections"]["applied"] == ["pdeathsig", "netns", "rlimit_as", "view", "uid", "seccomp"]
 
 
 def test_graceful_stop_finishes_in_flight_requests(fresh_gateway):
