@@ -284,9 +284,10 @@ def finish_replica(tmp_bytes: int) -> None:
 
 
 # --- seccomp ------------------------------------------------------------------------
-def make_filter(for_zygote: bool = False):
-    """A seccomp filter (libseccomp through pyseccomp): allow by default, refuse ``DENIED``.
-    Built before a fork so loading it is the only work left on the request path."""
+def make_filter(for_zygote: bool = False) -> bytes:
+    """A seccomp filter (libseccomp through pyseccomp): allow by default, refuse ``DENIED``;
+    returned as the compiled BPF program, so a zygote builds it once and a sandbox's only work
+    on the request path is the ``prctl`` that installs it (libseccomp would compile it anew)."""
     import pyseccomp as seccomp
 
     f = seccomp.SyscallFilter(seccomp.ALLOW)
@@ -303,11 +304,34 @@ def make_filter(for_zygote: bool = False):
     if not for_zygote:
         for flag in NAMESPACE_FLAGS:
             f.add_rule(eperm, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
-    return f
+    r, w = os.pipe()
+    try:
+        with os.fdopen(w, "wb") as out:
+            f.export_bpf(out)
+        with os.fdopen(r, "rb") as src:
+            r = -1
+            return src.read()
+    finally:
+        if r >= 0:
+            os.close(r)
 
 
-def load_filter(f) -> str:
-    f.load()
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+
+
+def load_filter(program: bytes) -> str:
+    """Install a compiled filter on this process (and all it will fork); no_new_privs first,
+    as the kernel requires of an unprivileged process."""
+    if not program or len(program) % 8:
+        raise OSError(errno.EINVAL, "not a compiled seccomp filter")
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    _check(_c().prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
     return "seccomp"
 
 

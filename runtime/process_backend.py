@@ -380,11 +380,15 @@ class ProcessBackend(Backend):
         if replica:
             uid = None              # confined already: nothing for the stem to apply
         cgroup = None
+        gateway_ms = {}
         # A fresh worker joins its cgroup before loading anything; a replica cannot (it is
-        # unprivileged), so the gateway moves it in; a base zygote's stem brings its own.
-        if self.cgroup_support.base is not None and (zygote is None or replica):
+        # unprivileged), so the gateway moves it in (ahead of demand, see _prepare_stem);
+        # a base zygote's stem brings its own.
+        if self.cgroup_support.base is not None and zygote is None:
+            t1 = time.perf_counter()
             cgroup = await asyncio.to_thread(cgroups.Cgroup, self.cgroup_support, spec.sandbox_id,
                                              spec.memory_mb << 20, self.config.pids_max)
+            gateway_ms["cgroup_make_ms"] = (time.perf_counter() - t1) * 1000.0
         setup = self._setup(spec, cgroup, tmp_dir, uid)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fork_info = {}
@@ -397,7 +401,9 @@ class ProcessBackend(Backend):
                     fork_info = await zygote.assign(dict(setup, role="sandbox", cgroup_by_gateway=replica),
                                                     [child_sock.fileno(), logf.fileno()])
                     if replica:
-                        await self._adopt_replica(zygote, fork_info["pid"], cgroup)
+                        t1 = time.perf_counter()
+                        cgroup = await self._replica_cgroup(zygote, fork_info["pid"], spec)
+                        gateway_ms["cgroup_join_ms"] = (time.perf_counter() - t1) * 1000.0
                     proc = AdoptedProcess(fork_info["pid"])
                     if fork_info.get("cgroup") and not replica:      # named by a trusted (root) stem only
                         cgroup = cgroups.Cgroup.adopt(self.cgroup_support, fork_info["cgroup"], spec.memory_mb << 20)
@@ -415,7 +421,7 @@ class ProcessBackend(Backend):
         sb = ProcessSandbox(spec, self.listeners, proc, reader, writer, cgroup, tmp_dir, release)
         self._sandboxes[sb.id] = sb
         hello = await self._handshake(sb)
-        timings = dict(hello.get("timings", {}))
+        timings = dict(hello.get("timings", {}), **gateway_ms)
         if fork_info:
             timings["fork_ms"] = fork_info.get("fork_ms", 0.0)
         sb.info.update(pid=proc.pid, protections=hello.get("protections", {}), path=path,
@@ -424,21 +430,51 @@ class ProcessBackend(Backend):
         sb._move(State.IDLE)
         return sb
 
-    async def _adopt_replica(self, zygote: ZygoteHandle, pid: int, cgroup) -> None:
-        """Move the process a model zygote says took the assignment into the sandbox's cgroup,
-        once it is shown to be one of that zygote's own stems: a process of its uid, in its
-        cgroup.  The zygote has run model code, so what it says is checked, not believed."""
-        def check_and_move() -> None:
-            members = zygote.cgroup.pids() if zygote.cgroup is not None else None
-            if not isinstance(pid, int) or _uid_of(pid) != zygote.uid or (members is not None and pid not in members):
-                raise ZygoteUnavailable(f"zygote {zygote.name} named pid {pid!r}, which is not one of its stems")
-            if cgroup is not None:
-                cgroup.add(pid)
+    def _check_stem(self, zygote: ZygoteHandle, pid) -> None:
+        """A pid that a model zygote names must be one of its own stems: a process of its uid, in
+        its cgroup.  The zygote has run model code, so what it says is checked, not believed."""
+        members = zygote.cgroup.pids() if zygote.cgroup is not None else None
+        if not isinstance(pid, int) or _uid_of(pid) != zygote.uid or (members is not None and pid not in members):
+            raise ZygoteUnavailable(f"zygote {zygote.name} named pid {pid!r}, which is not one of its stems")
+
+    async def _prepare_stem(self, zygote: ZygoteHandle, memory_mb: int, pid: int):
+        """Ahead of demand: a cgroup at the tier for a stem the zygote just forked, and the stem
+        moved into it (a move can stall for an RCU grace period, ~10 ms here: not on a request)."""
+        def make():
+            self._check_stem(zygote, pid)
+            cg = cgroups.Cgroup(self.cgroup_support, f"stem-{pid}", memory_mb << 20, self.config.pids_max)
+            try:
+                cg.add(pid)
+            except OSError:
+                cg.remove()
+                raise
+            return cg
         try:
-            await asyncio.to_thread(check_and_move)
-        except (ZygoteUnavailable, OSError) as exc:
-            zygote.broken = True                  # closed and replaced by the zygote set
-            raise ZygoteUnavailable(str(exc)) from None
+            return await asyncio.to_thread(make)
+        except ZygoteUnavailable:
+            zygote.broken = True                  # a zygote that lies is closed and replaced
+            raise
+
+    async def _replica_cgroup(self, zygote: ZygoteHandle, pid, spec: SandboxSpec):
+        """The cgroup of the replica that took an assignment: the one made ahead for it, or one
+        made and joined now.  None where there are no cgroups (the pid is still checked)."""
+        fut = zygote.take_prepared(pid) if isinstance(pid, int) else None
+        if fut is not None:
+            try:
+                return await fut
+            except (ZygoteUnavailable, OSError, asyncio.CancelledError):
+                pass
+        if self.cgroup_support.base is None:
+            try:
+                self._check_stem(zygote, pid)
+            except ZygoteUnavailable:
+                zygote.broken = True
+                raise
+            return None
+        try:
+            return await self._prepare_stem(zygote, spec.memory_mb, pid)
+        except OSError as exc:
+            raise ZygoteUnavailable(f"cannot cap zygote {zygote.name}'s stem {pid}: {exc}") from None
 
     async def _spawn_fresh(self, setup: dict, child_sock: socket.socket, logf):
         argv = [self.config.python, "-m", "runtime.worker", "--fd", str(child_sock.fileno()),
@@ -502,6 +538,7 @@ class ProcessBackend(Backend):
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        events, their_events = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         cgroup = None
         setup = dict(self._setup(spec, None, tmp_dir, uid, role="zygote"), role="zygote")
         sample = b""
@@ -510,7 +547,8 @@ class ProcessBackend(Backend):
             setup["warmup"] = {"content_type": spec.sample.content_type, "accept": spec.sample.accept}
         try:
             with open(self.zygotes.config.log_path, "ab", buffering=0) as logf:
-                reply = await base.assign(setup, [theirs.fileno(), logf.fileno()], payload=sample)
+                fds = [theirs.fileno(), logf.fileno()] + ([their_events.fileno()] if uid is not None else [])
+                reply = await base.assign(setup, fds, payload=sample)
             proc = AdoptedProcess(reply["pid"])
             if reply.get("cgroup"):
                 cgroup = cgroups.Cgroup.adopt(self.cgroup_support, reply["cgroup"], spec.memory_mb << 20)
@@ -518,14 +556,21 @@ class ProcessBackend(Backend):
             hello = await asyncio.wait_for(protocol.recv_sock_async(ours), self.config.start_timeout_s)
         except (ZygoteUnavailable, protocol.ProtocolError, asyncio.TimeoutError, OSError) as exc:
             ours.close()
+            events.close()
             if cgroup is not None:
                 await asyncio.to_thread(cgroup.remove)
             await asyncio.to_thread(release)
             raise ZygoteUnavailable(f"model zygote for {spec.bundle_dir} did not start: {exc!r}") from None
         finally:
             theirs.close()
+            their_events.close()
         handle = ZygoteHandle(f"model:{Path(spec.bundle_dir).name}", proc, ours, hello, uid=uid, on_close=release)
         handle.cgroup = cgroup
+        if uid is not None:                   # unprivileged: the gateway caps its stems, ahead of demand
+            handle.watch_stems(events, lambda pid: self._prepare_stem(handle, spec.memory_mb, pid),
+                               limit=self.zygotes.config.stems + 2)
+        else:
+            events.close()
         if hello.get("op") != "ready" or hello.get("threads", 1) != 1:
             await handle.close()
             raise ZygoteUnavailable(f"model zygote for {spec.bundle_dir} is not usable: {hello}")

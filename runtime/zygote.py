@@ -23,7 +23,12 @@ a time from the gateway:
               -> {ok, pid, fork_ms, stem}          the process took the assignment
   ``ping``    -> {ok, pid, stems, modules}
 A model zygote is a stem assigned the ``zygote`` role: it loads the bundle and
-then runs this same loop on the control channel it was given.
+then runs this same loop on the control channel it was given.  Confined (see
+``runtime.jail``), it is unprivileged once it has loaded the bundle, so its stems
+cannot make cgroups: it announces each one on a third, one-way channel
+(``{op: "stem", pid}``) and the gateway checks the pid, caps it and moves it in
+ahead of demand; each such stem also becomes PID 1 of user, PID, mount and IPC
+namespaces of its own before it warms up.
 """
 from __future__ import annotations
 
@@ -100,7 +105,7 @@ class Zygote:
     def __init__(self, control: socket.socket, gateway_pid: int, stems: int, handler=None,
                  bundle: tuple[str, str] | None = None, cgroups_: cgroups.CgroupSupport | None = None,
                  warmup: tuple[bytes, dict] | None = None, stem_limit_bytes: int = 0, pids_max: int = 0,
-                 filters: dict | None = None, replica: dict | None = None):
+                 filters: dict | None = None, replica: dict | None = None, events: socket.socket | None = None):
         self.control = control
         self.gateway_pid = gateway_pid
         self.target_stems = stems
@@ -112,6 +117,7 @@ class Zygote:
         self.bundle = bundle
         self.filters = filters or {}
         self.replica = replica
+        self.events = events                  # tells the gateway each stem forked, so it can cap it ahead
         self.stems: list[tuple[int, socket.socket, str]] = []     # (pid, socket, cgroup name)
 
     # --- stems ----------------------------------------------------------------
@@ -146,6 +152,8 @@ class Zygote:
             # Forget the zygote's sockets without letting Python close them later by
             # number (the numbers will be reused), then close every fd but our own.
             self.control.detach()
+            if self.events is not None:
+                self.events.detach()
             for _, other, _ in self.stems:
                 other.detach()
             self.stems = []
@@ -206,7 +214,7 @@ class Zygote:
                 limit *= 1 + self.target_stems
             cgroups.set_limits(self.cgroups, cgroup, limit, self.pids_max)
         limit_ms = (time.perf_counter() - t0) * 1000.0
-        channel_fd, log_fd = fds
+        channel_fd, log_fd, *events_fd = fds          # a model zygote also gets its stem-event channel
         os.setsid()
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
@@ -235,14 +243,15 @@ class Zygote:
         _reseed()
         channel = socket.socket(fileno=channel_fd)
         if role == "zygote":
-            self._become_model_zygote(channel, setup, protections, timings, payload)
+            events = socket.socket(fileno=events_fd[0]) if events_fd else None
+            self._become_model_zygote(channel, setup, protections, timings, payload, events)
         else:
             load_and_serve(channel, bundle_path(setup["bundle"], setup.get("confine")), setup["kind"],
                            protections, timings, handler=self.handler)
         os._exit(0)
 
     def _become_model_zygote(self, control: socket.socket, setup: dict, protections: dict, timings: dict,
-                             sample: bytes) -> None:
+                             sample: bytes, events: socket.socket | None = None) -> None:
         from . import bundle
 
         from .worker import bundle_path
@@ -264,10 +273,18 @@ class Zygote:
         zy = Zygote(control, self.gateway_pid, self.target_stems, handler, (setup["bundle"], setup["kind"]),
                     None if setup.get("confine") else self.cgroups,      # unprivileged: the gateway moves its stems
                     warmup, setup.get("memory_limit_bytes", 0), self.pids_max, filters=self.filters,
-                    replica=replica if setup.get("confine") else None)
+                    replica=replica if setup.get("confine") else None, events=events)
         protocol.send_blocking(control, {"op": "ready", "pid": os.getpid(), "threads": thread_count(),
                                          "protections": protections, "timings": timings})
         zy.loop()
+
+    def _announce(self, pid: int) -> None:
+        if self.events is None:
+            return
+        try:
+            protocol.send_blocking(self.events, {"op": "stem", "pid": pid})
+        except OSError:                 # the gateway stopped listening: it caps stems on demand then
+            self.events = None
 
     # --- serving the gateway -----------------------------------------------------
     def _pending(self, wait_s: float) -> bool:
@@ -281,6 +298,7 @@ class Zygote:
             if len(self.stems) < self.target_stems and not self._pending(REFILL_QUIET_S):
                 try:
                     self.stems.append(self.make_stem())
+                    self._announce(self.stems[-1][0])
                 except ForkRefused:
                     traceback.print_exc()
                     time.sleep(0.05)

@@ -90,6 +90,8 @@ class ZygoteHandle:
         self.uid = uid                       # a confined model zygote's (unprivileged) uid; None: root
         self._on_close = on_close            # gives back the uid and the mount point, once nothing runs
         self.cgroup = None                   # a model zygote's own cgroup
+        self.prepared: dict[int, asyncio.Future] = {}   # stem pid -> its cgroup, made and joined ahead
+        self._events: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self.broken = False
         self.forks = 0
@@ -121,6 +123,31 @@ class ZygoteHandle:
         self.forks += 1
         return reply
 
+    def watch_stems(self, sock: socket.socket, prepare, limit: int) -> None:
+        """Read the stem pids a model zygote announces on ``sock`` and start ``prepare(pid)`` (the
+        stem's cgroup, made and joined ahead of demand) for at most ``limit`` of them at once.
+        The zygote has run model code: anything but a well-formed announcement ends the watch."""
+        async def run() -> None:
+            reader, writer = await asyncio.open_unix_connection(sock=sock)
+            try:
+                while True:
+                    header, _ = await protocol.recv_async(reader)
+                    pid = header.get("pid")
+                    if header.get("op") != "stem" or not isinstance(pid, int) or isinstance(pid, bool):
+                        return
+                    self.prepared = {p: f for p, f in self.prepared.items() if not f.done() or not f.exception()}
+                    if len(self.prepared) < limit and pid not in self.prepared:
+                        self.prepared[pid] = asyncio.ensure_future(prepare(pid))
+            except (protocol.ProtocolError, ConnectionError, OSError):
+                return
+            finally:
+                writer.close()
+
+        self._events = asyncio.get_running_loop().create_task(run())
+
+    def take_prepared(self, pid: int) -> "asyncio.Future | None":
+        return self.prepared.pop(pid, None)
+
     async def close(self) -> None:
         """Kill the zygote, then close its channel.  In that order: an ``assign`` waiting on
         the channel sees end-of-file at once and leaves, and only then is the socket closed,
@@ -137,6 +164,13 @@ class ZygoteHandle:
                 self.control.close()
             except OSError:
                 pass
+        if self._events is not None:
+            self._events.cancel()
+        for fut in self.prepared.values():          # stems never given a sandbox: their cgroups go too
+            fut.cancel()
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                await asyncio.to_thread(fut.result().remove)
+        self.prepared.clear()
         if self.cgroup is not None:
             await asyncio.to_thread(self.cgroup.remove)
         if self._on_close is not None:
