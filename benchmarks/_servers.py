@@ -35,9 +35,30 @@ def _drain(stream) -> None:
         pass
 
 
+_KEYS: dict[str, object] = {}          # gateway URL -> the access key its state dir generated
+_OTHER = None
+
+
 def start_gateway(state_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    return start_server([sys.executable, "-m", "gateway.cli", "serve", "--port", "0",
-                         "--state-dir", str(state_dir), *extra])
+    from gateway import credentials
+
+    proc, url = start_server([sys.executable, "-m", "gateway.cli", "serve", "--port", "0",
+                              "--state-dir", str(state_dir), *extra])
+    _KEYS[url] = credentials.read(Path(state_dir) / credentials.FILE_NAME)
+    return proc, url
+
+
+def signed(url: str, body: bytes, headers: dict | None = None) -> dict:
+    """``headers`` signed (SigV4) for the gateway ``url`` belongs to; for any other server (a bare
+    baseline) signed with a throwaway key, so both sides pay the same client-side cost."""
+    from gateway import credentials, sigv4
+
+    global _OTHER
+    key = next((k for u, k in _KEYS.items() if url.startswith(u)), None)
+    if key is None:
+        _OTHER = _OTHER or credentials.generate()
+        key = _OTHER
+    return sigv4.sign_url("POST", url, body, key, "us-east-1", headers)
 
 
 def stop_server(proc: subprocess.Popen) -> None:

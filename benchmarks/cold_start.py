@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._servers import start_gateway, stop_server  # noqa: E402
+from benchmarks._servers import signed, start_gateway, stop_server  # noqa: E402
 from gateway.stats import percentile  # noqa: E402
 from gateway.client import Client  # noqa: E402
 
@@ -47,8 +47,9 @@ def make_model():
 
 
 def timed_invoke(url: str, name: str) -> float:
-    req = urllib.request.Request(f"{url}/endpoints/{name}/invocations", data=BODY, method="POST",
-                                 headers={"Content-Type": "application/json"})
+    target = f"{url}/endpoints/{name}/invocations"
+    req = urllib.request.Request(target, data=BODY, method="POST",
+                                 headers=signed(target, BODY, {"Content-Type": "application/json"}))
     t0 = time.perf_counter()
     with urllib.request.urlopen(req, timeout=120) as resp:
         resp.read()

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
-from benchmarks._servers import start_gateway, start_server, stop_server  # noqa: E402
+from benchmarks._servers import signed, start_gateway, start_server, stop_server  # noqa: E402
 from gateway.client import Client  # noqa: E402
 from gateway.stats import percentile as pct  # noqa: E402
 
@@ -62,8 +62,9 @@ async def one_request(url: str, name: str) -> tuple[float, int]:
     """A request on a new connection, as a cold caller makes it."""
     t0 = time.perf_counter()
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"{url}/endpoints/{name}/invocations", data=b'{"x": 1}',
-                          headers={"Content-Type": "application/json"}) as r:
+        target = f"{url}/endpoints/{name}/invocations"
+        async with s.post(target, data=b'{"x": 1}',
+                          headers=signed(target, b'{"x": 1}', {"Content-Type": "application/json"})) as r:
             await r.read()
             status = r.status
     return (time.perf_counter() - t0) * 1000.0, status
@@ -80,8 +81,9 @@ async def load(url: str, name: str, n: int, concurrency: int) -> dict:
             while remaining > 0:
                 remaining -= 1
                 t0 = time.perf_counter()
-                async with s.post(f"{url}/endpoints/{name}/invocations", data=b'{"x": [1, 2, 3]}',
-                                  headers={"Content-Type": "application/json"}) as r:
+                target, body = f"{url}/endpoints/{name}/invocations", b'{"x": [1, 2, 3]}'
+                async with s.post(target, data=body,
+                                  headers=signed(target, body, {"Content-Type": "application/json"})) as r:
                     await r.read()
                     if r.status != 200:
                         errors += 1

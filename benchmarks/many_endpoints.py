@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 import psutil  # noqa: E402
 
-from benchmarks._servers import start_gateway, stop_server  # noqa: E402
+from benchmarks._servers import signed, start_gateway, stop_server  # noqa: E402
 from gateway.client import Client  # noqa: E402
 from gateway.loadtest import error_kind  # noqa: E402
 from gateway.stats import percentile as pct  # noqa: E402
@@ -54,8 +54,9 @@ async def invoke_all(url: str, names: list[str], concurrency: int) -> tuple[list
         while not queue.empty():
             name = queue.get_nowait()
             t0 = time.perf_counter()
-            async with session.post(f"{url}/endpoints/{name}/invocations", data=b'{"x": 1}',
-                                    headers={"Content-Type": "application/json"}) as r:
+            target = f"{url}/endpoints/{name}/invocations"
+            async with session.post(target, data=b'{"x": 1}',
+                                    headers=signed(target, b'{"x": 1}', {"Content-Type": "application/json"})) as r:
                 body = await r.read()
                 kind = error_kind(r.status, r.headers, body)
                 if kind is None:

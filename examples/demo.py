@@ -66,15 +66,21 @@ def main() -> int:
             gw.terminate()
             return 1
     token_path = (state / "admin-token").resolve()
+    state = state.resolve()
     print(f"""
-The gateway is up at {url} with endpoint 'iris'. Try, from another shell:
+The gateway is up at {url} with endpoint 'iris'. Every AWS-style API is signed (SigV4) with the
+access key the gateway generated in its state dir. Try, from another shell:
 
-  curl -s -X POST {url}/endpoints/iris/invocations \\
+  eval "$(.venv/bin/slimserve credentials --url {url} --state-dir {state})"    # AWS_* variables for the key
+
+  curl -s --aws-sigv4 "aws:amz:us-east-1:sagemaker" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \\
+       -X POST {url}/endpoints/iris/invocations \\
        -H 'Content-Type: application/json' -d '[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]'
 
-  .venv/bin/python -c "import boto3; c = boto3.client('sagemaker-runtime', endpoint_url='{url}', region_name='us-east-1',
-  aws_access_key_id='x', aws_secret_access_key='x'); print(c.invoke_endpoint(EndpointName='iris',
-  ContentType='text/csv', Body='5.9,3.0,5.1,1.8')['Body'].read())"
+  .venv/bin/python -c "import boto3; c = boto3.client('sagemaker-runtime'); print(c.invoke_endpoint(
+  EndpointName='iris', ContentType='text/csv', Body='5.9,3.0,5.1,1.8')['Body'].read())"
+
+  .venv/bin/slimserve invoke iris --data '5.9,3.0,5.1,1.8' --content-type text/csv --url {url} --state-dir {state}
 
   .venv/bin/slimserve usage --url {url} --state-dir {state}      # one billed record per invocation
   .venv/bin/slimserve describe iris --url {url} --state-dir {state}

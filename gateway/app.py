@@ -18,10 +18,11 @@ from runtime.process_backend import ProcessBackend, ProcessBackendConfig
 from runtime.zygote import DEFAULT_PRELOAD
 from runtime.zygotes import ZygoteConfig
 
-from . import errors
+from . import credentials, errors
 from .admission import HostBudget
 from .clock import Clock
 from .config import Settings
+from .model import InvalidSpec
 from .endpoints import EndpointService
 from .http_admin import AdminApi, ensure_token
 from .http_runtime import RuntimeApi
@@ -83,6 +84,17 @@ def make_backend(settings: Settings):
     raise ValueError(f"unknown backend {settings.backend!r} (available: process, docker)")
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Gateway:
     def __init__(self, settings: Settings, clock: Clock | None = None, policy=None):
         self.settings = settings
@@ -102,6 +114,12 @@ class Gateway:
         for d in (s.state_dir, s.logs_dir, s.bundles_dir, s.sandboxes_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.token = ensure_token(s.token_path)
+        if s.auth == "none" and not _is_loopback(s.host):
+            raise InvalidSpec(f"--auth none is refused on {s.host}: only a loopback address may serve unsigned")
+        # Keys given with --access-key replace the generated pair, which is made at first start either way
+        # (clients of this state dir find it there).
+        generated = credentials.ensure(s.state_dir)
+        self.access_keys = {k.key_id: k for k in s.access_keys} or {generated.key_id: generated}
         self.store = Store(s.db_path)
         await self.store.open()
         self.budget = HostBudget(host_budget_mb(s))
@@ -123,14 +141,18 @@ class Gateway:
                                 if s.usage_retention_days else None)
 
         self.catalog = Catalog(self.endpoints, self.store, s.account_id, s.region,
-                               local_image=getattr(self.backend, "has_image", None))
+                               local_image=getattr(self.backend, "has_image", None), model_roots=s.model_roots,
+                               state_dir=s.state_dir)
         await self.catalog.load()
         admin = AdminApi(self, self.token)
         runtime_api = RuntimeApi(self)
         sagemaker = SageMakerApi(self.catalog)
         middlewares = [_internal_errors, admin.middleware]
-        if s.access_keys:
-            middlewares.append(auth_middleware(dict(s.access_keys), s.region, s.max_payload_bytes))
+        if s.auth == "sigv4":
+            middlewares.append(auth_middleware(self.access_keys, s.region, s.max_payload_bytes, s.account_id))
+        else:
+            log.warning("SIGNING IS OFF (--auth none): anyone who reaches %s:%s may call every SageMaker API",
+                        s.host, s.port)
         app = web.Application(middlewares=middlewares)
         app.add_routes(runtime_api.routes() + admin.routes() + sagemaker.routes()
                        + [web.get("/metrics", self._metrics)])

@@ -54,18 +54,17 @@ async def _serve(settings: Settings) -> None:
     await gw.stop()
 
 
-def _access_keys(given: list[str]) -> dict[str, str]:
-    """--access-key ID:SECRET (repeatable) and $SLIMSERVE_ACCESS_KEYS (ID:SECRET,ID:SECRET)."""
+def _access_keys(given: list[str]) -> tuple:
+    """--access-key ID:SECRET[:read] (repeatable) and $SLIMSERVE_ACCESS_KEYS (comma-separated)."""
     import os
 
+    from . import credentials
+
     pairs = list(given or []) + [p for p in os.environ.get("SLIMSERVE_ACCESS_KEYS", "").split(",") if p.strip()]
-    keys = {}
-    for pair in pairs:
-        key_id, sep, secret = pair.strip().partition(":")
-        if not sep or not key_id or not secret:
-            raise InvalidSpec(f"access key {key_id or pair!r} must be given as ID:SECRET")
-        keys[key_id] = secret
-    return keys
+    try:
+        return tuple(credentials.parse(p) for p in pairs)
+    except ValueError as exc:
+        raise InvalidSpec(str(exc)) from None
 
 
 def cmd_serve(args) -> int:
@@ -84,6 +83,10 @@ def cmd_serve(args) -> int:
               "--model-zygote-idle a number of seconds > 0", file=sys.stderr)
         return 2
 
+    if args.auth == "none" and args.host not in ("127.0.0.1", "::1", "localhost"):
+        print(f"slimserve: --auth none is refused on {args.host}: only a loopback address may serve unsigned",
+              file=sys.stderr)
+        return 2
     try:
         uid_range = _uid_range(args.sandbox_uids)
     except ValueError as exc:
@@ -106,6 +109,7 @@ def cmd_serve(args) -> int:
         model_zygote_idle_s=args.model_zygote_idle,
         prices_path=Path(args.prices) if args.prices else None, usage_retention_days=args.usage_retention_days,
         access_keys=_access_keys(args.access_key), account_id=args.account_id, region=args.region,
+        auth=args.auth, model_roots=tuple(Path(p).resolve() for p in args.model_root),
     )
     from .billing import Prices
 
@@ -280,6 +284,26 @@ def cmd_image(args) -> int:
     return 0
 
 
+def cmd_credentials(args) -> int:
+    """``export`` lines for boto3, the AWS CLI and the SageMaker SDK: the generated pair of the
+    state dir's gateway, and the variables that point AWS code at it."""
+    import os
+
+    from . import credentials
+
+    state = Path(args.state_dir or DEFAULT_STATE_DIR)
+    key = credentials.read(state / credentials.FILE_NAME)
+    if key is None:
+        print(f"slimserve: no generated access key in {state.resolve()} (start the gateway there first, or pass "
+              "--state-dir)", file=sys.stderr)
+        return 1
+    url = args.url or os.environ.get("SLIMSERVE_URL") or "http://127.0.0.1:8080"
+    for name, value in (("AWS_ACCESS_KEY_ID", key.key_id), ("AWS_SECRET_ACCESS_KEY", key.secret),
+                        ("AWS_DEFAULT_REGION", args.region), ("AWS_ENDPOINT_URL", url)):
+        print(f"export {name}={value}")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     if args.url or not args.local:
         try:
@@ -360,9 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--policy-cold-start-ms", type=float, default=1000.0,
                    help="cold-start latency the adaptive policy weighs against idle memory (default 1000)")
     s.add_argument("--keep-alive", type=float, default=600.0, help="keep-alive of --policy fixed, seconds (default 600)")
-    s.add_argument("--access-key", action="append", default=[], metavar="ID:SECRET",
-                   help="require AWS SigV4 signatures made with this key on the SageMaker APIs (repeatable; "
-                        "also $SLIMSERVE_ACCESS_KEYS); without any, those APIs are open")
+    s.add_argument("--access-key", action="append", default=[], metavar="ID:SECRET[:read]",
+                   help="accept AWS SigV4 signatures made with this key (repeatable; also $SLIMSERVE_ACCESS_KEYS); "
+                        "':read' may only invoke, Describe and List. Given keys replace the pair generated in the "
+                        "state dir (slimserve credentials prints it)")
+    s.add_argument("--auth", choices=["sigv4", "none"], default="sigv4",
+                   help="sigv4 (default): every AWS-style API requires signatures; none: unsigned, loopback only")
+    s.add_argument("--model-root", action="append", default=[], metavar="DIR",
+                   help="a directory file:// and local ModelDataUrl may point into (repeatable; default: none, so "
+                        "model data comes only as uploads through the admin API); never the state dir")
     s.add_argument("--account-id", default="123456789012", help="account id in ARNs (default 123456789012)")
     s.add_argument("--region", default="us-east-1", help="region in ARNs and signatures (default us-east-1)")
     s.add_argument("--usage-retention-days", type=float, default=None, metavar="DAYS",
@@ -450,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     ld = client_cmd("load", "drive a live gateway with constant, poisson, burst or trace-replay traffic",
                     loadtest.run_from_args)
     loadtest.add_arguments(ld)
+    cr = client_cmd("credentials", "print the gateway's access key as AWS environment variables", cmd_credentials)
+    cr.add_argument("--region", default="us-east-1")
     dr = client_cmd("doctor", "which sandbox protections are in force here", cmd_doctor)
     dr.add_argument("--local", action="store_true", help="check this machine without asking a gateway")
     dr.add_argument("--cgroup", default="auto", choices=["auto", "v2", "v1", "none"])

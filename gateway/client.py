@@ -23,6 +23,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from . import credentials, sigv4
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_STATE_DIR = ".slimserve"
 
@@ -97,6 +99,8 @@ class Client:
         self.url = (url or os.environ.get("SLIMSERVE_URL") or DEFAULT_URL).rstrip("/")
         self.token = find_token(token, state_dir)
         self.timeout = timeout
+        self.access_key = credentials.find(state_dir)      # signs runtime calls (None: sent unsigned)
+        self.region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
 
     # --- transport ----------------------------------------------------------
     def _request(self, method: str, path: str, query=None, body: bytes | None = None,
@@ -113,6 +117,8 @@ class Client:
             if not self.token:
                 raise ClientError(0, "NoToken", "no admin token: pass --state-dir or set SLIMSERVE_TOKEN")
             hdrs["Authorization"] = f"Bearer {self.token}"
+        else:
+            hdrs = sigv4.sign_url(method, url, body or b"", self.access_key, self.region, hdrs)
         req = urllib.request.Request(url, data=body, method=method, headers=hdrs)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:

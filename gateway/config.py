@@ -46,7 +46,9 @@ class Settings:
     account_id: str = "123456789012"
     region: str = "us-east-1"
     max_payload_bytes: int = MAX_PAYLOAD_BYTES
-    access_keys: dict = field(default_factory=dict)   # access key id -> secret: SigV4 required on the SageMaker APIs
+    auth: str = "sigv4"                          # sigv4: every AWS-style API requires signatures | none (loopback only)
+    access_keys: tuple = ()                      # credentials.AccessKey given by the operator; none: the generated pair
+    model_roots: tuple[Path, ...] = ()           # where file:// and local ModelDataUrl may point (never the state dir)
     prices_path: Path | None = None              # price table for bills (default: the shipped example)
     extra: dict = field(default_factory=dict)
 

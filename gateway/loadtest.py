@@ -104,19 +104,24 @@ Sender = Callable[[str, bytes], Awaitable[Outcome]]
 class HttpSender:
     """POSTs invocations with one aiohttp session; never raises for HTTP or network failures."""
 
-    def __init__(self, session, url: str, content_type: str, accept: str | None = None):
+    def __init__(self, session, url: str, content_type: str, accept: str | None = None, access_key=None,
+                 region: str = "us-east-1"):
         self.session = session
         self.url = url.rstrip("/")
         self.headers = {"Content-Type": content_type}
         if accept:
             self.headers["Accept"] = accept
+        self.access_key, self.region = access_key, region      # each request signed (SigV4) when given
 
     async def __call__(self, endpoint: str, body: bytes) -> Outcome:
         import aiohttp
 
+        from .sigv4 import sign_url
+
         url = f"{self.url}/endpoints/{urllib.parse.quote(endpoint, safe='')}/invocations"
+        headers = sign_url("POST", url, body, self.access_key, self.region, self.headers)
         try:
-            async with self.session.post(url, data=body, headers=self.headers) as resp:
+            async with self.session.post(url, data=body, headers=headers) as resp:
                 data = await resp.read()
                 return Outcome(resp.status, error_kind(resp.status, resp.headers, data),
                                resp.headers.get("x-amzn-RequestId"))
@@ -531,7 +536,8 @@ class Progress:
 
 async def execute(plan: Plan, url: str, admin: Admin | None, *, content_type: str,
                   accept: str | None = None, concurrency: int, timeout_s: float, progress: Progress | None = None,
-                  clock: Clock | None = None, install_signals: bool = False) -> tuple[LoadRun, list[dict] | None]:
+                  clock: Clock | None = None, install_signals: bool = False, access_key=None,
+                  region: str = "us-east-1") -> tuple[LoadRun, list[dict] | None]:
     """Pre-flight, the run, then the usage records of the run (None without admin access)."""
     import aiohttp
 
@@ -557,7 +563,8 @@ async def execute(plan: Plan, url: str, admin: Admin | None, *, content_type: st
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        run = LoadRun(plan.arrivals, HttpSender(session, url, content_type, accept), default_body=plan.body,
+        run = LoadRun(plan.arrivals, HttpSender(session, url, content_type, accept, access_key, region),
+                      default_body=plan.body,
                       concurrency=concurrency, clock=clock, sample=sample if admin is not None else None,
                       on_tick=progress, duration_s=plan.duration_s)
         loop = asyncio.get_running_loop()
@@ -625,7 +632,7 @@ def run_from_args(args) -> int:
     progress = Progress(sys.stderr, sys.stderr.isatty()) if show else None
     coro = execute(plan, client.url, admin, content_type=args.content_type,
                    accept=args.accept, concurrency=args.concurrency, timeout_s=args.timeout, progress=progress,
-                   install_signals=True)
+                   install_signals=True, access_key=client.access_key, region=client.region)
     try:
         run, usage = _run_async(coro)
     except UsageError as exc:

@@ -1,16 +1,19 @@
-"""AWS Signature Version 4 verification, for the SageMaker APIs when access keys are configured.
+"""AWS Signature Version 4: verification for every AWS-style API the gateway serves, and
+signing for slimserve's own clients (one canonical request for both).
 
-Both planes sign with service ``sagemaker``.  The canonical request is rebuilt
-from the request as received (method, path, sorted query, the signed headers,
-SHA-256 of the body) and the signature recomputed with the secret of the
-access key named in the credential scope.  Failures carry the AWS error codes
-clients know: MissingAuthenticationTokenException (403),
-IncompleteSignatureException, UnrecognizedClientException and
+Both SageMaker planes sign with service ``sagemaker``.  The canonical request is
+rebuilt from the request as received (method, path, sorted query, the signed
+headers, SHA-256 of the body) and the signature recomputed with the secret of
+the access key named in the credential scope; derived signing keys are cached
+(one per key, day and region), so a warm invocation pays two HMACs.  Failures
+carry the AWS error codes clients know: MissingAuthenticationTokenException
+(403), IncompleteSignatureException, UnrecognizedClientException and
 InvalidSignatureException (400), as the real service answers.
 """
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 from urllib.parse import parse_qsl, quote
@@ -29,6 +32,7 @@ def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode(), hashlib.sha256).digest()
 
 
+@functools.lru_cache(maxsize=1024)
 def signing_key(secret: str, date: str, region: str, service: str = SERVICE) -> bytes:
     k = _hmac(("AWS4" + secret).encode(), date)
     k = _hmac(k, region)
@@ -87,19 +91,59 @@ def verify(method: str, path: str, query_string: str, headers, body: bytes, keys
     signed = parts["SignedHeaders"].split(";")
     if "host" not in signed:
         raise AuthError("InvalidSignatureException", "The host header must be signed.")
-    canonical_headers = "".join(f"{h}:{' '.join((headers.get(h) or '').split())}\n" for h in signed)
     payload_hash = hashlib.sha256(body).hexdigest()          # the body as received, never a client's claim
     claimed = headers.get("X-Amz-Content-SHA256")
     if claimed is not None and claimed != payload_hash:
         raise AuthError("InvalidSignatureException",
                         "The provided x-amz-content-sha256 header does not match what was computed.")
-    canonical = "\n".join([method, quote(path, safe="/-_.~"), canonical_query(query_string), canonical_headers,
-                           parts["SignedHeaders"], payload_hash])
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, f"{date}/{region}/{SERVICE}/aws4_request",
-                         hashlib.sha256(canonical.encode()).hexdigest()])
-    expected = hmac.new(signing_key(secret, date, region), to_sign.encode(), hashlib.sha256).hexdigest()
+    expected = _signature(secret, method, path, query_string, headers, signed, payload_hash, amz_date, region)
     if not hmac.compare_digest(expected, parts["Signature"]):
         raise AuthError("InvalidSignatureException",
                         "The request signature we calculated does not match the signature you provided. Check your "
                         "AWS Secret Access Key and signing method. Consult the service documentation for details.")
     return key_id
+
+
+def _signature(secret: str, method: str, path: str, query_string: str, headers, signed: list[str],
+               payload_hash: str, amz_date: str, region: str) -> str:
+    canonical_headers = "".join(f"{h}:{' '.join((headers.get(h) or '').split())}\n" for h in signed)
+    canonical = "\n".join([method, quote(path, safe="/-_.~"), canonical_query(query_string), canonical_headers,
+                           ";".join(signed), payload_hash])
+    date = amz_date[:8]
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, f"{date}/{region}/{SERVICE}/aws4_request",
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    return hmac.new(signing_key(secret, date, region), to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+class _Lower(dict):
+    def get(self, key, default=None):
+        return super().get(key.lower(), default)
+
+
+def sign(method: str, host: str, path: str, query_string: str, body: bytes, key_id: str, secret: str,
+         region: str, now: float, headers: dict | None = None) -> dict:
+    """The headers that sign a request (``Host``, ``X-Amz-Date``, ``X-Amz-Content-SHA256``,
+    ``Authorization``), covering ``headers`` too.  ``host`` is ``name:port`` as sent."""
+    amz_date = dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    payload_hash = hashlib.sha256(body or b"").hexdigest()
+    out = dict(headers or {}, Host=host, **{"X-Amz-Date": amz_date, "X-Amz-Content-SHA256": payload_hash})
+    lower = _Lower({k.lower(): v for k, v in out.items()})
+    signed = sorted(lower)
+    sig = _signature(secret, method, path, query_string, lower, signed, payload_hash, amz_date, region)
+    out["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={key_id}/{amz_date[:8]}/{region}/{SERVICE}/aws4_request, "
+                            f"SignedHeaders={';'.join(signed)}, Signature={sig}")
+    return out
+
+
+def sign_url(method: str, url: str, body: bytes, key, region: str, headers: dict | None = None,
+             now: float | None = None) -> dict:
+    """``headers`` plus the signature of a request to ``url`` with ``key`` (an object with
+    ``key_id`` and ``secret``, e.g. ``credentials.AccessKey``); ``headers`` alone when ``key`` is None."""
+    import time
+    from urllib.parse import unquote, urlsplit
+
+    if key is None:
+        return dict(headers or {})
+    parts = urlsplit(url)
+    return sign(method, parts.netloc, unquote(parts.path), parts.query, body or b"", key.key_id, key.secret, region,
+                time.time() if now is None else now, headers)

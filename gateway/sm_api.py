@@ -79,13 +79,23 @@ class SageMakerApi:
         return _json_response(result)
 
 
-def auth_middleware(keys: dict[str, str], region: str, max_body: int, clock=time.time):
-    """SigV4 on everything but the admin API (bearer token), /ping and /metrics."""
+def _action(request: web.Request) -> tuple[str, bool]:
+    """(the IAM-style action a request performs, whether a read-scoped key may perform it)."""
+    if request.path.startswith("/endpoints/"):
+        return "sagemaker:InvokeEndpoint", True
+    op = request.headers.get("X-Amz-Target", "").partition(".")[2] or "UnknownOperation"
+    return f"sagemaker:{op}", op.startswith(("Describe", "List"))
+
+
+def auth_middleware(keys: dict, region: str, max_body: int, account_id: str, clock=time.time):
+    """SigV4 on everything but the admin API (bearer token), /ping and /metrics; ``keys`` maps
+    access key ids to ``credentials.AccessKey`` (a ``read`` key may invoke, Describe and List)."""
     open_paths = ("/ping", "/metrics")
+    secrets = {k: v.secret for k, v in keys.items()}
 
     @web.middleware
     async def middleware(request: web.Request, handler):
-        if not keys or request.path.startswith("/admin") or request.path in open_paths:
+        if request.path.startswith("/admin") or request.path in open_paths:
             return await handler(request)
         try:
             body = await read_body(request, max_body)
@@ -93,10 +103,15 @@ def auth_middleware(keys: dict[str, str], region: str, max_body: int, clock=time
             return exc.response(str(uuid.uuid4()))
         request["body"] = body
         try:                                   # aiohttp's headers are already case-insensitive
-            verify(request.method, request.path, request.query_string, request.headers, body, keys, region, clock())
+            key_id = verify(request.method, request.path, request.query_string, request.headers, body, secrets,
+                            region, clock())
         except AuthError as exc:
             return error_response(exc.code, exc.message, exc.status)
+        action, is_read = _action(request)
+        if keys[key_id].scope == "read" and not is_read:
+            return error_response("AccessDeniedException",
+                                  f"User: arn:aws:iam::{account_id}:user/{key_id} is not authorized to perform: "
+                                  f"{action} because its access key is scoped to read (invoke, Describe*, List*).")
         return await handler(request)
 
     return middleware
-

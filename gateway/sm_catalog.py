@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -36,8 +37,12 @@ def _now() -> float:
 
 
 class Catalog:
-    def __init__(self, endpoints: EndpointService, store, account_id: str, region: str, local_image=None):
+    def __init__(self, endpoints: EndpointService, store, account_id: str, region: str, local_image=None,
+                 model_roots: tuple = (), state_dir=None):
         self.endpoints = endpoints
+        # file:// and local ModelDataUrl are read only under these, never under the state dir
+        self.model_roots = tuple(Path(r).resolve() for r in model_roots)
+        self.state_dir = Path(state_dir).resolve() if state_dir is not None else None
         self.local_image = local_image        # docker backend: image -> whether it can run as the model's server
         self.store = store
         self.account_id, self.region = account_id, region
@@ -116,9 +121,16 @@ class Catalog:
         else:
             raise invalid(f"Could not find model data at {url}: slimserve reads model data from local paths "
                           "or file:// URLs only.")
-        if not path.exists():
-            raise invalid(f"Could not find model data at {url}.")
+        if not self._allowed(path) or not path.exists():      # one answer, so nothing learns what exists
+            raise invalid(f"Could not find model data at {url}. Local model data is read only under a "
+                          "--model-root the gateway was started with.")
         return path
+
+    def _allowed(self, path: Path) -> bool:
+        real = Path(os.path.realpath(path))
+        if self.state_dir is not None and (real == self.state_dir or self.state_dir in real.parents):
+            return False
+        return any(real == root or root in real.parents for root in self.model_roots)
 
     def describe_model(self, req: dict) -> dict:
         name = check_name(req, "ModelName")

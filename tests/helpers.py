@@ -16,12 +16,22 @@ ROOT = Path(__file__).resolve().parent.parent
 LISTEN_RE = re.compile(r"listening on (http://[\d.]+:\d+)")
 
 
-class GatewayProcess:
-    """``slimserve serve`` on an ephemeral port with its own state dir."""
+# The access keys the tests' boto3 clients sign with (the conftest environment's, and those the
+# tests name), accepted unless a test gives keys of its own or asks for the generated pair (keys=False).
+TEST_KEYS = ("testing:testing", "test:test", "x:x")
 
-    def __init__(self, state_dir: Path, *extra: str):
+
+class GatewayProcess:
+    """``slimserve serve`` on an ephemeral port with its own state dir; SigV4 with ``TEST_KEYS``
+    (``keys=False``: the pair the gateway generates), local model data under the temp dir."""
+
+    def __init__(self, state_dir: Path, *extra: str, keys: bool = True):
         self.state_dir = Path(state_dir)
         self.extra = list(extra)
+        if keys and "--access-key" not in self.extra and "--auth" not in self.extra:
+            self.extra += [a for k in TEST_KEYS for a in ("--access-key", k)]
+        if "--model-root" not in self.extra:
+            self.extra += ["--model-root", tempfile.gettempdir()]
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
         self.output: list[str] = []

@@ -4,8 +4,12 @@ import time
 
 import aiohttp
 
+from gateway.credentials import AccessKey
+from gateway.sigv4 import sign_url
 from tests import models
-from tests.helpers import wait_until
+from tests.helpers import TEST_KEYS, wait_until
+
+KEY = AccessKey(*TEST_KEYS[0].split(":"))      # one of the keys the test gateway accepts
 
 # Zygote cold starts are milliseconds, so the policy's break-even keep-alive for a
 # 1 GB sandbox is 2400 GB-s/cold-s x 0.005 s = 12 s: the pool must shrink within seconds.
@@ -16,7 +20,8 @@ BREAK_EVEN_S = 2400 * COLD_START_MS / 1000
 async def _client_loop(session, url, stop_at, results):
     while time.monotonic() < stop_at:
         try:
-            async with session.post(url, data=b"0.2", headers={"Content-Type": "application/json"}) as resp:
+            headers = sign_url("POST", url, b"0.2", KEY, "us-east-1", {"Content-Type": "application/json"})
+            async with session.post(url, data=b"0.2", headers=headers) as resp:
                 await resp.read()
                 results.append(resp.headers.get("x-amzn-ErrorType", "?").split(":")[0] if resp.status != 200 else "ok")
                 if resp.status != 200:
