@@ -65,7 +65,7 @@ def make_backend(settings: Settings):
             work_dir=str(settings.sandboxes_dir), cgroup_mode=settings.cgroup_mode,
             network_isolation=settings.network_isolation, start_timeout_s=settings.start_timeout_s,
             instance=instance, pids_max=settings.sandbox_pids_max, uid_range=settings.sandbox_uid_range,
-            extra_binds=settings.sandbox_paths,
+            extra_binds=settings.sandbox_paths, max_response_bytes=settings.max_payload_bytes,
             zygotes=ZygoteConfig(enabled=settings.zygotes, stems=settings.zygote_stems,
                                  preload=tuple(dict.fromkeys(DEFAULT_PRELOAD + tuple(settings.zygote_preload))),
                                  log_path=str(settings.logs_dir / "_zygotes.log"),

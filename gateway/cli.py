@@ -315,9 +315,11 @@ def cmd_doctor(args) -> int:
     else:
         rep = None
     if rep is None:
+        from .app import make_backend
         from .doctor import report
 
-        rep = report(Settings(state_dir=Path(args.state_dir or DEFAULT_STATE_DIR), cgroup_mode=args.cgroup))
+        settings = Settings(state_dir=Path(args.state_dir or DEFAULT_STATE_DIR), cgroup_mode=args.cgroup)
+        rep = report(settings, make_backend(settings), probe=True)
         rep["source"] = "this machine (no gateway reached)"
     if args.format == "json":
         print(json.dumps(rep, indent=2))

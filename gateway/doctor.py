@@ -2,20 +2,18 @@
 
 A running gateway answers from what its backend probed at start (each mechanism
 tried for real in a throwaway child: ``runtime.jail.probe``); without one, the
-same probe runs here, so the answer is true for this machine and this user.
+CLI makes a backend and has it probe here, so the answer is true for this
+machine and this user.
 """
 from __future__ import annotations
 
 import asyncio
 
 
-def report(settings, backend=None) -> dict:
-    """{"backend": name, protection: {"ok", "mechanism", "detail"}, ...}.  With ``backend`` it
-    only reads what that backend found (safe on the event loop); without one it probes."""
-    if backend is None:
-        from .app import make_backend
-
-        backend = make_backend(settings)
-        if settings.backend == "process":
-            asyncio.run(backend.probe())
+def report(settings, backend, probe: bool = False) -> dict:
+    """{"backend": name, protection: {"ok", "mechanism", "detail"}, ...}.  Without ``probe`` it
+    only reads what ``backend`` found at its start (safe on the event loop); with it, a backend
+    that was never opened probes first."""
+    if probe and settings.backend == "process":
+        asyncio.run(backend.probe())
     return {"backend": settings.backend, **backend.protections()}

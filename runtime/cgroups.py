@@ -191,7 +191,7 @@ class Cgroup:
     """One sandbox's cgroup (a directory per hierarchy).  ``remove`` is idempotent."""
 
     def __init__(self, support: CgroupSupport, name: str, limit_bytes: int, pids_max: int = 0,
-                 create: bool = True):
+                 create: bool = True, exclusive: bool = False):
         assert support.base is not None
         if "/" in name or name in ("", ".", ".."):
             raise ValueError(f"bad cgroup name {name!r}")
@@ -200,9 +200,9 @@ class Cgroup:
         self.name = name
         self.path = support.base / name
         self.limit_bytes = limit_bytes
-        if create:
+        if create:                              # exclusive: fail rather than take over an existing cgroup
             for d in support.dirs(name):
-                d.mkdir(exist_ok=True)
+                d.mkdir(exist_ok=not exclusive)
             set_limits(support, name, limit_bytes, pids_max)
 
     @classmethod

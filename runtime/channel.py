@@ -8,14 +8,25 @@ import asyncio
 import time
 
 from . import protocol
-from .sandbox import DEAD_HANDLE, OUT_OF_MEMORY, TIMEOUT, InvokeRequest, InvokeResult, Sandbox, State
+from .sandbox import (
+    BAD_OUTPUT, DEAD_HANDLE, OUT_OF_MEMORY, TIMEOUT, InvokeRequest, InvokeResult, Sandbox, State, too_large_message,
+)
+
+
+DEFAULT_MAX_RESPONSE = 6 << 20
 
 
 class ChannelSandbox(Sandbox):
-    def __init__(self, spec, listeners, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    """``max_response_bytes``: the largest answer accepted.  The worker refuses to send a larger
+    one (a clean ModelError, the sandbox stays); a sandbox that announces one anyway is cut off
+    before the gateway reads a byte of it, and replaced."""
+
+    def __init__(self, spec, listeners, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE):
         super().__init__(spec, listeners)
         self._reader = reader
         self._writer = writer
+        self.max_response_bytes = max_response_bytes
 
     @abc.abstractmethod
     async def _death_cause(self) -> tuple[str, str]:
@@ -45,18 +56,25 @@ class ChannelSandbox(Sandbox):
             "content_type": request.content_type,
             "accept": request.accept,
             "custom_attributes": request.custom_attributes,
+            "max_response": self.max_response_bytes,
         }
         t0 = time.perf_counter()
         try:
             self._writer.write(protocol.encode(header, request.body))
             await self._writer.drain()
-            reply, payload = await asyncio.wait_for(protocol.recv_async(self._reader), timeout_s)
+            reply, payload = await asyncio.wait_for(
+                protocol.recv_async(self._reader, protocol.PEER_HEADER, self.max_response_bytes), timeout_s)
         except asyncio.TimeoutError:
             await self.destroy("invocation timed out")
             return InvokeResult(
                 False, error_kind=TIMEOUT, model_ms=(time.perf_counter() - t0) * 1000.0, original_status=0,
                 message=f"the model did not answer within {timeout_s:g} s; its sandbox was stopped and will be replaced",
             )
+        except protocol.FrameTooLarge as exc:
+            await self.destroy("sent an answer over the size limit")
+            return InvokeResult(False, error_kind=BAD_OUTPUT, model_ms=(time.perf_counter() - t0) * 1000.0,
+                                original_status=500, message=too_large_message(exc.payload_bytes,
+                                                                               self.max_response_bytes))
         except (protocol.ProtocolError, ConnectionError, OSError):
             elapsed = (time.perf_counter() - t0) * 1000.0
             kind, message = await self._death_cause()

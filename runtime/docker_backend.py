@@ -249,7 +249,8 @@ class DockerBackend(Backend):
                     logs = (await asyncio.to_thread(container.logs, tail=20)).decode(errors="replace")
                     raise StartError(SPAWN_FAILED, f"the sandbox container exited at start: {logs.strip()[-500:]}")
                 await asyncio.sleep(0.02)
-        header, _ = await asyncio.wait_for(protocol.recv_async(reader), self.config.start_timeout_s)
+        header, _ = await asyncio.wait_for(protocol.recv_async(reader, protocol.PEER_HEADER, 0),
+                                           self.config.start_timeout_s)
         if header.get("op") != "stem":
             raise StartError(SPAWN_FAILED, f"unexpected first message from a sandbox container: {header}")
         return _Stem(container, root, reader, writer, (time.perf_counter() - t0) * 1000.0)
@@ -332,7 +333,8 @@ class DockerBackend(Backend):
         try:
             stem.writer.write(protocol.encode(setup))
             await stem.writer.drain()
-            reply, _ = await asyncio.wait_for(protocol.recv_async(stem.reader), self.config.start_timeout_s)
+            reply, _ = await asyncio.wait_for(protocol.recv_async(stem.reader, protocol.PEER_HEADER, 0),
+                                              self.config.start_timeout_s)
         except (asyncio.TimeoutError, protocol.ProtocolError, ConnectionError, OSError) as exc:
             kind, _ = await sb._death_cause()
             if kind == OUT_OF_MEMORY:

@@ -76,3 +76,14 @@ def leave_network() -> str:
 def cap_address_space(limit_bytes: int) -> str:
     resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
     return "rlimit_as"
+
+
+def close_inherited(keep: set[int]) -> None:
+    """Close every file descriptor but stdin, stdout, stderr and ``keep``."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -38,6 +38,7 @@ import psutil
 
 from . import cgroups, isolation, jail, protocol
 from .channel import ChannelSandbox
+from .logpipe import LogPipe
 from .uids import UidPool, UidsExhausted, default_range
 from .zygotes import AdoptedProcess, ZygoteConfig, ZygoteHandle, ZygoteSet, ZygoteUnavailable, become_subreaper
 from .sandbox import (
@@ -65,18 +66,29 @@ class ProcessBackendConfig:
     pids_max: int = 1024              # processes + threads per sandbox (cgroup pids.max)
     uid_range: tuple[int, int] | None = None   # (first, count) of sandbox uids; None: from the instance
     extra_binds: tuple[str, ...] = ()  # host paths every sandbox also sees, read-only
+    max_response_bytes: int = 6 << 20  # the largest synchronous answer a sandbox may send
 
 
-def _uid_of(pid: int) -> int | None:
-    """The real uid of ``pid``, read from /proc (None if it is gone)."""
+def _status(pid: int) -> dict[str, str]:
+    """/proc/<pid>/status as {field: value} ({} if it is gone)."""
     try:
         with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("Uid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
+            return dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def verified_replica_protections(pid: int, zygote_pid: int, claimed: list[str]) -> list[str]:
+    """What a replica reports it applied, less what the kernel does not show: a replica is
+    forked by a zygote that ran model code, so its own account is not proof.  "pidns" stands
+    only if it is a PID namespace deeper than its zygote, "seccomp" only with a filter on."""
+    mine, theirs = _status(pid), _status(zygote_pid)
+    out = list(claimed)
+    if len(mine.get("NSpid", "").split()) <= len(theirs.get("NSpid", "").split()) and "pidns" in out:
+        out.remove("pidns")
+    if mine.get("Seccomp", "0").strip() != "2" and "seccomp" in out:
+        out.remove("seccomp")
+    return out
 
 
 def _signal_name(code: int) -> str:
@@ -87,8 +99,9 @@ def _signal_name(code: int) -> str:
 
 
 class ProcessSandbox(ChannelSandbox):
-    def __init__(self, spec, listeners, proc, reader, writer, cgroup, tmp_dir, release_uid=None):
-        super().__init__(spec, listeners, reader, writer)
+    def __init__(self, spec, listeners, proc, reader, writer, cgroup, tmp_dir, release_uid=None,
+                 max_response_bytes: int = 6 << 20):
+        super().__init__(spec, listeners, reader, writer, max_response_bytes)
         self.proc = proc
         self.cgroup: cgroups.Cgroup | None = cgroup
         self.tmp_dir = tmp_dir
@@ -223,6 +236,9 @@ class ProcessBackend(Backend):
         for sb in list(self._sandboxes.values()):
             await sb.destroy("backend closed")
         await self.zygotes.close()
+        # Stems of the zygotes just closed may still be on their way out: kill what is left in this
+        # gateway's cgroups, then remove them.
+        await asyncio.to_thread(cgroups.sweep_orphans, self.cgroup_support)
         cgroups.remove_base(self.cgroup_support)
 
     def protections(self) -> dict:
@@ -392,22 +408,25 @@ class ProcessBackend(Backend):
         setup = self._setup(spec, cgroup, tmp_dir, uid)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fork_info = {}
+        logs = LogPipe(spec.log_path)
         try:
-            with open(spec.log_path, "ab", buffering=0) as logf:
-                logf.write(f"--- sandbox {spec.sandbox_id} starting ({spec.memory_mb} MB, {path}) ---\n".encode())
-                if zygote is None:
-                    proc = await self._spawn_fresh(setup, child_sock, logf)
-                else:
-                    fork_info = await zygote.assign(dict(setup, role="sandbox", cgroup_by_gateway=replica),
-                                                    [child_sock.fileno(), logf.fileno()])
-                    if replica:
-                        t1 = time.perf_counter()
-                        cgroup = await self._replica_cgroup(zygote, fork_info["pid"], spec)
-                        gateway_ms["cgroup_join_ms"] = (time.perf_counter() - t1) * 1000.0
-                    proc = AdoptedProcess(fork_info["pid"])
-                    if fork_info.get("cgroup") and not replica:      # named by a trusted (root) stem only
-                        cgroup = cgroups.Cgroup.adopt(self.cgroup_support, fork_info["cgroup"], spec.memory_mb << 20)
+            logs.write(f"--- sandbox {spec.sandbox_id} starting ({spec.memory_mb} MB, {path}) ---\n".encode())
+            if zygote is None:
+                proc = await self._spawn_fresh(setup, child_sock, parent_sock, logs.write_fd)
+                logs.handed_over()
+            else:
+                fork_info = await zygote.assign(dict(setup, role="sandbox", cgroup_by_gateway=replica),
+                                                [child_sock.fileno(), logs.write_fd])
+                logs.handed_over()
+                if replica:
+                    t1 = time.perf_counter()
+                    cgroup = await self._replica_cgroup(zygote, fork_info["pid"], spec)
+                    gateway_ms["cgroup_join_ms"] = (time.perf_counter() - t1) * 1000.0
+                proc = AdoptedProcess(fork_info["pid"])
+                if fork_info.get("cgroup") and not replica:      # named by a trusted (root) stem only
+                    cgroup = cgroups.Cgroup.adopt(self.cgroup_support, fork_info["cgroup"], spec.memory_mb << 20)
         except BaseException:
+            logs.close()
             parent_sock.close()
             if cgroup is not None:
                 await asyncio.to_thread(cgroup.remove)
@@ -418,13 +437,18 @@ class ProcessBackend(Backend):
         finally:
             child_sock.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
-        sb = ProcessSandbox(spec, self.listeners, proc, reader, writer, cgroup, tmp_dir, release)
+        sb = ProcessSandbox(spec, self.listeners, proc, reader, writer, cgroup, tmp_dir, release,
+                            self.config.max_response_bytes)
         self._sandboxes[sb.id] = sb
         hello = await self._handshake(sb)
         timings = dict(hello.get("timings", {}), **gateway_ms)
         if fork_info:
             timings["fork_ms"] = fork_info.get("fork_ms", 0.0)
-        sb.info.update(pid=proc.pid, protections=hello.get("protections", {}), path=path,
+        protections = hello.get("protections", {})
+        if replica and isinstance(protections, dict):
+            protections["applied"] = verified_replica_protections(proc.pid, zygote.proc.pid,
+                                                                   list(protections.get("applied") or []))
+        sb.info.update(pid=proc.pid, protections=protections, path=path,
                        start_ms=(time.perf_counter() - t0) * 1000.0, timings=timings,
                        load_ms=timings.get("load_ms"), stem=fork_info.get("stem"))
         sb._move(State.IDLE)
@@ -434,7 +458,9 @@ class ProcessBackend(Backend):
         """A pid that a model zygote names must be one of its own stems: a process of its uid, in
         its cgroup.  The zygote has run model code, so what it says is checked, not believed."""
         members = zygote.cgroup.pids() if zygote.cgroup is not None else None
-        if not isinstance(pid, int) or _uid_of(pid) != zygote.uid or (members is not None and pid not in members):
+        if (not isinstance(pid, int) or isinstance(pid, bool) or pid == zygote.proc.pid
+                or _status(pid).get("Uid", "").split()[:1] != [str(zygote.uid)]
+                or (members is not None and pid not in members)):
             raise ZygoteUnavailable(f"zygote {zygote.name} named pid {pid!r}, which is not one of its stems")
 
     async def _prepare_stem(self, zygote: ZygoteHandle, memory_mb: int, pid: int):
@@ -442,7 +468,8 @@ class ProcessBackend(Backend):
         moved into it (a move can stall for an RCU grace period, ~10 ms here: not on a request)."""
         def make():
             self._check_stem(zygote, pid)
-            cg = cgroups.Cgroup(self.cgroup_support, f"stem-{pid}", memory_mb << 20, self.config.pids_max)
+            name = f"stem-r{pid}-{os.urandom(3).hex()}"       # never an existing cgroup, whatever pid it reuses
+            cg = cgroups.Cgroup(self.cgroup_support, name, memory_mb << 20, self.config.pids_max, exclusive=True)
             try:
                 cg.add(pid)
             except OSError:
@@ -461,7 +488,10 @@ class ProcessBackend(Backend):
         fut = zygote.take_prepared(pid) if isinstance(pid, int) else None
         if fut is not None:
             try:
-                return await fut
+                cg = await fut
+                if pid in await asyncio.to_thread(cg.pids):       # still that stem, not a reused pid
+                    return cg
+                await asyncio.to_thread(cg.remove)
             except (ZygoteUnavailable, OSError, asyncio.CancelledError):
                 pass
         if self.cgroup_support.base is None:
@@ -476,8 +506,11 @@ class ProcessBackend(Backend):
         except OSError as exc:
             raise ZygoteUnavailable(f"cannot cap zygote {zygote.name}'s stem {pid}: {exc}") from None
 
-    async def _spawn_fresh(self, setup: dict, child_sock: socket.socket, logf):
-        argv = [self.config.python, "-m", "runtime.worker", "--fd", str(child_sock.fileno()),
+    async def _spawn_fresh(self, setup: dict, child_sock: socket.socket, parent_sock: socket.socket, log_fd: int):
+        """A new interpreter, started root with the gateway's base environment only: the model's
+        variables (PYTHONPATH, LD_PRELOAD, … are the model's to choose) follow on the channel and
+        are set after the worker has confined itself, as on the zygote paths."""
+        argv = [self.config.python, "-s", "-m", "runtime.worker", "--fd", str(child_sock.fileno()),
                 "--bundle", setup["bundle"], "--kind", setup["kind"]]
         for procs in setup["cgroup_procs"]:
             argv += ["--cgroup-procs", procs]
@@ -487,20 +520,22 @@ class ProcessBackend(Backend):
             argv.append("--no-network")
         if setup.get("confine"):
             argv += ["--confine", json.dumps(setup["confine"])]
-        env = dict(self.zygotes.config.env, **setup["env"])
         try:
-            return await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, env=self.zygotes.config.env,
                 cwd=setup["tmp_dir"], pass_fds=(child_sock.fileno(),), start_new_session=True,
             )
         except OSError as exc:
             raise StartError(SPAWN_FAILED, f"cannot start a sandbox process: {exc}") from None
+        parent_sock.sendall(protocol.encode({"op": "env", "env": setup["env"]}))
+        return proc
 
     async def _handshake(self, sb: ProcessSandbox) -> dict:
         """Wait for the sandbox to report its bundle loaded; a failure destroys it."""
         spec = sb.spec
         try:
-            hello, _ = await asyncio.wait_for(protocol.recv_async(sb._reader), self.config.start_timeout_s)
+            hello, _ = await asyncio.wait_for(protocol.recv_async(sb._reader, protocol.PEER_HEADER, 0),
+                                              self.config.start_timeout_s)
         except asyncio.TimeoutError:
             await sb.destroy("start timed out")
             raise StartError(LOAD_FAILED,
@@ -545,16 +580,19 @@ class ProcessBackend(Backend):
         if spec.sample is not None:   # stems pre-run it, so copy-on-write faults happen before a request waits
             sample = spec.sample.body
             setup["warmup"] = {"content_type": spec.sample.content_type, "accept": spec.sample.accept}
+        logs = LogPipe(spec.log_path)        # the model zygote prints into its endpoint's log, through a pipe
         try:
-            with open(self.zygotes.config.log_path, "ab", buffering=0) as logf:
-                fds = [theirs.fileno(), logf.fileno()] + ([their_events.fileno()] if uid is not None else [])
-                reply = await base.assign(setup, fds, payload=sample)
+            logs.write(f"--- model zygote {zid} starting ({spec.memory_mb} MB) ---\n".encode())
+            fds = [theirs.fileno(), logs.write_fd] + ([their_events.fileno()] if uid is not None else [])
+            reply = await base.assign(setup, fds, payload=sample)
+            logs.handed_over()
             proc = AdoptedProcess(reply["pid"])
             if reply.get("cgroup"):
                 cgroup = cgroups.Cgroup.adopt(self.cgroup_support, reply["cgroup"], spec.memory_mb << 20)
             ours.setblocking(False)
             hello = await asyncio.wait_for(protocol.recv_sock_async(ours), self.config.start_timeout_s)
         except (ZygoteUnavailable, protocol.ProtocolError, asyncio.TimeoutError, OSError) as exc:
+            logs.close()
             ours.close()
             events.close()
             if cgroup is not None:

@@ -21,10 +21,21 @@ import struct
 _HEAD = struct.Struct("!II")
 MAX_HEADER = 1 << 20
 MAX_PAYLOAD = 1 << 30
+# What the gateway accepts from a peer that runs model code (a sandbox, a model zygote): it is
+# checked before anything is read, so a hostile peer cannot make the gateway buffer a gigabyte.
+PEER_HEADER = 64 << 10
 
 
 class ProtocolError(Exception):
     """The peer closed the channel or sent something that is not a frame."""
+
+
+class FrameTooLarge(ProtocolError):
+    """The peer announced a frame larger than this side accepts (nothing of it was read)."""
+
+    def __init__(self, hlen: int, plen: int, max_payload: int):
+        super().__init__(f"frame too large: header {hlen} B, payload {plen} B")
+        self.payload_bytes, self.max_payload = plen, max_payload
 
 
 def encode(header: dict, payload: bytes = b"") -> bytes:
@@ -32,9 +43,19 @@ def encode(header: dict, payload: bytes = b"") -> bytes:
     return _HEAD.pack(len(head), len(payload)) + head + payload
 
 
-def _check(hlen: int, plen: int) -> None:
-    if hlen > MAX_HEADER or plen > MAX_PAYLOAD:
-        raise ProtocolError(f"frame too large: header {hlen} B, payload {plen} B")
+def _check(hlen: int, plen: int, max_header: int = MAX_HEADER, max_payload: int = MAX_PAYLOAD) -> None:
+    if hlen > max_header or plen > max_payload:
+        raise FrameTooLarge(hlen, plen, max_payload)
+
+
+def _header(raw: bytes) -> dict:
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        raise ProtocolError("the frame's header is not JSON") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("the frame's header is not a JSON object")
+    return header
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -50,7 +71,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 def recv_blocking(sock: socket.socket) -> tuple[dict, bytes]:
     hlen, plen = _HEAD.unpack(_recv_exact(sock, _HEAD.size))
     _check(hlen, plen)
-    header = json.loads(_recv_exact(sock, hlen))
+    header = _header(_recv_exact(sock, hlen))
     payload = _recv_exact(sock, plen) if plen else b""
     return header, payload
 
@@ -59,11 +80,12 @@ def send_blocking(sock: socket.socket, header: dict, payload: bytes = b"") -> No
     sock.sendall(encode(header, payload))
 
 
-async def recv_async(reader: asyncio.StreamReader) -> tuple[dict, bytes]:
+async def recv_async(reader: asyncio.StreamReader, max_header: int = MAX_HEADER,
+                     max_payload: int = MAX_PAYLOAD) -> tuple[dict, bytes]:
     try:
         hlen, plen = _HEAD.unpack(await reader.readexactly(_HEAD.size))
-        _check(hlen, plen)
-        header = json.loads(await reader.readexactly(hlen))
+        _check(hlen, plen, max_header, max_payload)
+        header = _header(await reader.readexactly(hlen))
         payload = await reader.readexactly(plen) if plen else b""
     except asyncio.IncompleteReadError as exc:
         raise ProtocolError("channel closed") from exc
@@ -86,13 +108,14 @@ def recv_with_fds(sock: socket.socket, maxfds: int = 8) -> tuple[dict, bytes, li
         head += _recv_exact(sock, _HEAD.size - len(head))
     hlen, plen = _HEAD.unpack(head)
     _check(hlen, plen)
-    header = json.loads(_recv_exact(sock, hlen))
+    header = _header(_recv_exact(sock, hlen))
     payload = _recv_exact(sock, plen) if plen else b""
     return header, payload, list(fds)
 
 
-async def recv_sock_async(sock: socket.socket) -> dict:
-    """One frame's header from a non-blocking socket, on the running loop (payload dropped)."""
+async def recv_sock_async(sock: socket.socket, max_header: int = PEER_HEADER, max_payload: int = 0) -> dict:
+    """One frame's header from a non-blocking socket, on the running loop (a zygote's reply: no
+    payload is accepted)."""
     loop = asyncio.get_running_loop()
 
     async def exact(n: int) -> bytes:
@@ -105,8 +128,8 @@ async def recv_sock_async(sock: socket.socket) -> dict:
         return bytes(buf)
 
     hlen, plen = _HEAD.unpack(await exact(_HEAD.size))
-    _check(hlen, plen)
-    header = json.loads(await exact(hlen))
+    _check(hlen, plen, max_header, max_payload)
+    header = _header(await exact(hlen))
     if plen:
         await exact(plen)
     return header

@@ -87,6 +87,12 @@ def oom_message(memory_mb: int, while_loading: bool = False) -> str:
     return f"{what} exceeded its memory tier of {memory_mb} MB and was stopped; deploy it with a larger memory size"
 
 
+def too_large_message(size: int, limit: int) -> str:
+    """What a caller reads when a model's answer is over the synchronous size limit."""
+    return (f"the model's answer of {size} bytes is over the limit of {limit} bytes for a synchronous "
+            "response; return less, or use asynchronous inference")
+
+
 class StartError(Exception):
     """A sandbox could not be started or could not load its bundle."""
 

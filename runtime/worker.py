@@ -106,6 +106,7 @@ def _error_result(kind: str, exc: BaseException, original_status: int = 500, **e
 def serve(sock: socket.socket, handler) -> None:
     from .bundle import InvocationContext
     from .codec import OutputError, UnsupportedMediaType
+    from .sandbox import too_large_message
 
     while True:
         try:
@@ -133,6 +134,11 @@ def serve(sock: socket.socket, handler) -> None:
             traceback.print_exc()
         reply["model_ms"] = (time.perf_counter() - t0) * 1000.0
         reply["custom_attributes"] = ctx.response_custom_attributes
+        limit = header.get("max_response")
+        if reply["ok"] and isinstance(limit, int) and len(payload) > limit:
+            reply = dict(reply, ok=False, error_kind="bad_output", original_status=500,
+                         message=too_large_message(len(payload), limit))
+            payload = b""
         protocol.send_blocking(sock, reply, payload)
 
 
@@ -186,10 +192,17 @@ def main(argv=None) -> None:
         return
     if args.fd is None or not args.bundle or not args.kind:
         ap.error("--fd, --bundle and --kind are required (or --listen)")
+    isolation.close_inherited({args.fd})  # nothing the gateway had open reaches model code
     sock = socket.socket(fileno=args.fd)
     confine = json.loads(args.confine) if args.confine else None
     protections, timings = protect(tuple(args.cgroup_procs), args.no_network, args.rlimit_bytes, confine=confine)
+    try:                                  # the model's own environment, only now that it is confined
+        header, _ = protocol.recv_blocking(sock)
+    except protocol.ProtocolError:
+        return
+    os.environ.update({str(k): str(v) for k, v in (header.get("env") or {}).items()})
     load_and_serve(sock, bundle_path(args.bundle, confine), args.kind, protections, timings)
+
 
 
 def bundle_path(host_path: str, confine: dict | None) -> str:

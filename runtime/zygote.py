@@ -78,16 +78,6 @@ def preload(modules) -> list[str]:
     return loaded
 
 
-def _close_fds_except(keep: set[int]) -> None:
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
 def _reseed() -> None:
     """Copies of one process share its random state; give each its own."""
     random.seed()
@@ -157,7 +147,7 @@ class Zygote:
             for _, other, _ in self.stems:
                 other.detach()
             self.stems = []
-            _close_fds_except({sock.fileno()})
+            isolation.close_inherited({sock.fileno()})
             deadline = time.monotonic() + REPARENT_TIMEOUT_S
             while isolation.parent_pid() != self.gateway_pid:     # until the intermediate has exited
                 if time.monotonic() > deadline:

@@ -131,11 +131,11 @@ class ZygoteHandle:
             reader, writer = await asyncio.open_unix_connection(sock=sock)
             try:
                 while True:
-                    header, _ = await protocol.recv_async(reader)
+                    header, _ = await protocol.recv_async(reader, 4096, 0)
                     pid = header.get("pid")
                     if header.get("op") != "stem" or not isinstance(pid, int) or isinstance(pid, bool):
                         return
-                    self.prepared = {p: f for p, f in self.prepared.items() if not f.done() or not f.exception()}
+                    await self._prune_prepared()
                     if len(self.prepared) < limit and pid not in self.prepared:
                         self.prepared[pid] = asyncio.ensure_future(prepare(pid))
             except (protocol.ProtocolError, ConnectionError, OSError):
@@ -144,6 +144,17 @@ class ZygoteHandle:
                 writer.close()
 
         self._events = asyncio.get_running_loop().create_task(run())
+
+    async def _prune_prepared(self) -> None:
+        """Forget stems prepared ahead that failed, or died before any sandbox took them."""
+        for pid, fut in list(self.prepared.items()):
+            if not fut.done():
+                continue
+            if fut.cancelled() or fut.exception() is not None:
+                del self.prepared[pid]
+            elif not await asyncio.to_thread(fut.result().pids):
+                del self.prepared[pid]
+                await asyncio.to_thread(fut.result().remove)
 
     def take_prepared(self, pid: int) -> "asyncio.Future | None":
         return self.prepared.pop(pid, None)

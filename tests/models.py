@@ -208,3 +208,55 @@ def leaves_a_child(marker):
 
     p = subprocess.Popen(["sleep", str(marker)], start_new_session=True)
     return p.pid
+
+
+def open_fds(x):
+    """What every open file descriptor of the sandbox points to."""
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    return out
+
+
+def attacks_its_log(x):
+    """Truncate, preallocate and read back the log it writes to; then print a line."""
+    out = {}
+    for name, call in (("truncate", lambda: os.ftruncate(1, 0)),
+                       ("fallocate", lambda: os.posix_fallocate(1, 0, 1 << 30))):
+        try:
+            call()
+            out[name] = "done"
+        except OSError as exc:
+            out[name] = type(exc).__name__
+    print(f"still-logging-{x}", flush=True)
+    return out
+
+
+def big_answer(mb):
+    return "x" * int(float(mb) * (1 << 20))
+
+
+def forges_a_huge_frame(x):
+    """Write straight onto the channel a frame that claims a 1 GiB payload, then wait."""
+    import socket
+    import stat
+    import struct
+    import time
+
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                s = socket.socket(fileno=os.dup(fd))
+                head = b'{"op":"result","ok":true}'
+                s.sendall(struct.pack("!II", len(head), 1 << 30) + head + b"\0" * (1 << 20))
+        except OSError:
+            pass
+    time.sleep(30)
+    return "unreachable"
+
+
+def reads_env(name):
+    return os.environ.get(name)

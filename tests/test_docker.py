@@ -40,7 +40,15 @@ def _containers(client, state_dir):
     from gateway.config import Settings
 
     instance = make_backend(Settings(state_dir=state_dir, backend="docker")).config.instance
-    return client.containers.list(all=True, filters={"label": f"slimserve.instance={instance}"})
+    # List without inspecting, then inspect each: a container can be removed between the two (a
+    # stem retiring, a kill -9's leftovers exiting), and one gone is simply not there any more.
+    out = []
+    for sparse in client.containers.list(all=True, sparse=True, filters={"label": f"slimserve.instance={instance}"}):
+        try:
+            out.append(client.containers.get(sparse.id))
+        except docker.errors.NotFound:
+            pass
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -226,3 +226,73 @@ class _ReadsAtLoad:
     def __call__(self, x):
         return x
 
+
+
+def test_nothing_the_gateway_had_open_reaches_a_fresh_sandbox(fresh_only):
+    fds = _on_path(fresh_only, "fds-fresh", models.open_fds, "fresh", 0)
+    assert all(t.startswith(("pipe:", "socket:", "anon_inode:")) or t == "/dev/null" for t in fds.values()), fds
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_model_cannot_erase_or_bloat_its_log(path, gateway, fresh_only):
+    gw = _gw(path, gateway, fresh_only)
+    name = f"logs-{path}"
+    out = _on_path(gw, name, models.attacks_its_log, path, 1)
+    assert out["truncate"] != "done" and out["fallocate"] != "done"
+    log = gw.state_dir / "logs" / f"{name}.log"
+    assert wait_until(lambda: "still-logging-1" in log.read_text(), timeout=10)
+    assert "--- sandbox" in log.read_text()                  # the gateway's own lines are still there
+    assert log.stat().st_size < 1 << 20
+
+
+def test_an_answer_over_the_limit_is_refused_and_the_sandbox_stays(gateway):
+    c = gateway.client()
+    c.deploy("big", models.big_answer, memory_mb=1024)
+    assert len(_call(c, "big", 1)) == 1 << 20
+    with pytest.raises(ClientError) as err:
+        _call(c, "big", 7)
+    assert err.value.status == 424 and "over the limit of 6291456 bytes" in err.value.message
+    assert len(_call(c, "big", 0.5)) == 1 << 19
+    assert [u["cold_start"] for u in c.usage(endpoint="big")] == [True, False, False]
+
+
+def test_a_sandbox_announcing_a_huge_frame_is_cut_off_before_it_is_read(gateway):
+    import psutil
+
+    c = gateway.client()
+    c.deploy("forger", models.forges_a_huge_frame, memory_mb=1024)
+    with pytest.raises(ClientError) as err:
+        _call(c, "forger", 0)
+    assert err.value.status == 424 and "over the limit" in err.value.message
+    assert psutil.Process(gateway.proc.pid).memory_info().rss < 400 << 20
+    c.deploy("after-forger", models.echo, memory_mb=1024)
+    assert _call(c, "after-forger", 5) == {"echo": 5}
+
+
+def test_a_models_environment_never_reaches_a_root_process(fresh_only, tmp_path):
+    """PYTHONPATH, LD_PRELOAD … in a model's Environment are the model's to set, once it is confined:
+    a fresh worker starts with the gateway's environment and gets the model's after protecting itself."""
+    import boto3
+    from botocore.config import Config
+
+    marker = tmp_path / "ran-as-root"
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "model.pkl").write_bytes(__import__("gateway.client").client.pickle_model(models.reads_env))
+    (model_dir / "sitecustomize.py").write_text(
+        f"import os\nif os.getuid() == 0:\n    open({str(marker)!r}, 'w').write('root')\n")
+    bundle = fresh_only.state_dir / "bundles" / "envy" / "v1"        # where the gateway will unpack it
+    kw = dict(endpoint_url=fresh_only.url, region_name="us-east-1", aws_access_key_id="x",
+              aws_secret_access_key="x", config=Config(retries={"total_max_attempts": 1}))
+    sm, rt = boto3.client("sagemaker", **kw), boto3.client("sagemaker-runtime", **kw)
+    sm.create_model(ModelName="envy", PrimaryContainer={
+        "ModelDataUrl": str(model_dir),
+        "Environment": {"PYTHONPATH": str(bundle), "LD_PRELOAD": str(bundle / "nope.so"), "MARK": "seen"}})
+    sm.create_endpoint_config(EndpointConfigName="envy", ProductionVariants=[
+        {"VariantName": "AllTraffic", "ModelName": "envy", "ServerlessConfig": {"MemorySizeInMB": 1024,
+                                                                              "MaxConcurrency": 2}}])
+    sm.create_endpoint(EndpointName="envy", EndpointConfigName="envy")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="envy", WaiterConfig={"Delay": 0.2, "MaxAttempts": 150})
+    body = rt.invoke_endpoint(EndpointName="envy", Body=b'"MARK"', ContentType="application/json")["Body"].read()
+    assert body == b"seen"                                    # the model still gets its environment
+    assert not marker.exists()
