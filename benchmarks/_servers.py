@@ -40,7 +40,7 @@ _OTHER = None
 
 
 def start_gateway(state_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    from gateway import credentials
+    from gateway.sagemaker import credentials
 
     proc, url = start_server([sys.executable, "-m", "gateway.cli", "serve", "--port", "0",
                               "--state-dir", str(state_dir), *extra])
@@ -51,7 +51,7 @@ def start_gateway(state_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
 def signed(url: str, body: bytes, headers: dict | None = None) -> dict:
     """``headers`` signed (SigV4) for the gateway ``url`` belongs to; for any other server (a bare
     baseline) signed with a throwaway key, so both sides pay the same client-side cost."""
-    from gateway import credentials, sigv4
+    from gateway.sagemaker import credentials, sigv4
 
     global _OTHER
     key = next((k for u, k in _KEYS.items() if url.startswith(u)), None)

@@ -22,9 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway import billing, rollup  # noqa: E402
-from gateway.model import USAGE_FIELDS, UsageRecord  # noqa: E402
-from gateway.store import Store, connect  # noqa: E402
+from gateway import rollup  # noqa: E402
+from gateway.domain import USAGE_FIELDS, UsageRecord  # noqa: E402
+from gateway.metering import billing
+from gateway.store.sqlite import Store, connect  # noqa: E402
 
 TIERS = (1024, 2048, 3072, 4096, 5120, 6144)
 TEAMS = ("fraud", "search", "vision", "chat", "ads", "risk")

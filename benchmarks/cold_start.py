@@ -32,8 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._servers import signed, start_gateway, stop_server  # noqa: E402
-from gateway.stats import percentile  # noqa: E402
 from gateway.client import Client  # noqa: E402
+from gateway.reportkit.stats import percentile  # noqa: E402
 
 BODY = json.dumps([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]).encode()
 

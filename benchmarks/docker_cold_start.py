@@ -33,7 +33,7 @@ def main() -> int:
 
     import docker
 
-    from runtime import image
+    from runtime.docker import image
 
     image.build(docker.from_env(), log=lambda m: print(m, file=sys.stderr))
     model = make_model()

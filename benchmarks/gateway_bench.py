@@ -32,7 +32,7 @@ import aiohttp  # noqa: E402
 
 from benchmarks._servers import signed, start_gateway, start_server, stop_server  # noqa: E402
 from gateway.client import Client  # noqa: E402
-from gateway.stats import percentile as pct  # noqa: E402
+from gateway.reportkit.stats import percentile as pct  # noqa: E402
 
 BARE_SERVER = """
 import json, sys

@@ -35,8 +35,8 @@ import psutil  # noqa: E402
 
 from benchmarks._servers import signed, start_gateway, stop_server  # noqa: E402
 from gateway.client import Client  # noqa: E402
-from gateway.loadtest import error_kind  # noqa: E402
-from gateway.stats import percentile as pct  # noqa: E402
+from gateway.load.driver import error_kind  # noqa: E402
+from gateway.reportkit.stats import percentile as pct  # noqa: E402
 
 
 def echo(x):

@@ -14,28 +14,28 @@ import logging
 import psutil
 from aiohttp import web
 
-from runtime.process_backend import ProcessBackend, ProcessBackendConfig
-from runtime.zygote import DEFAULT_PRELOAD
-from runtime.zygotes import ZygoteConfig
-
-from . import credentials, errors
-from .admission import HostBudget
-from .clock import Clock
-from .config import Settings
-from .model import InvalidSpec
-from .endpoints import EndpointService
-from .http_admin import AdminApi, ensure_token
-from .http_runtime import RuntimeApi
-from .meter import Meter
-from .metrics import Metrics
-from . import policy as policies
-from .pools import PoolManager
-from .billing import Prices
-from .idlemeter import IdleMeter
-from .sm_api import SageMakerApi, auth_middleware
-from .sm_catalog import Catalog
-from .scaler import ProvisionedMeter, Scaler
-from .store import Store
+from gateway import errors
+from gateway.clock import Clock
+from gateway.config import Settings
+from gateway.domain import InvalidSpec
+from gateway.http.admin import AdminApi, ensure_token
+from gateway.http.metrics import Metrics
+from gateway.http.runtime import RuntimeApi
+from gateway.metering.billing import Prices
+from gateway.metering.idle import IdleMeter
+from gateway.metering.meter import Meter
+from gateway.pools import policy as policies
+from gateway.pools.admission import HostBudget
+from gateway.pools.manager import PoolManager
+from gateway.pools.scaler import ProvisionedMeter, Scaler
+from gateway.sagemaker import credentials
+from gateway.sagemaker.api import SageMakerApi, auth_middleware
+from gateway.sagemaker.catalog import Catalog
+from gateway.serving.endpoints import EndpointService
+from gateway.store.sqlite import Store
+from runtime.process.backend import ProcessBackend, ProcessBackendConfig
+from runtime.process.zygote import DEFAULT_PRELOAD
+from runtime.process.zygotes import ZygoteConfig
 
 log = logging.getLogger("slimserve.gateway")
 
@@ -74,7 +74,7 @@ def make_backend(settings: Settings):
                                  model_idle_s=settings.model_zygote_idle_s),
         ))
     if settings.backend == "docker":
-        from runtime.docker_backend import DockerBackend, DockerBackendConfig
+        from runtime.docker.backend import DockerBackend, DockerBackendConfig
 
         return DockerBackend(DockerBackendConfig(
             work_dir=str(settings.state_dir / "containers"), image=settings.docker_image, instance=instance,

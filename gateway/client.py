@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from . import credentials, sigv4
+from gateway.sagemaker import credentials, sigv4
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_STATE_DIR = ".slimserve"
@@ -83,7 +83,7 @@ def bundle_bytes(model) -> bytes:
     if isinstance(model, (str, Path)):
         path = Path(model)
         if path.is_dir():
-            from .bundles import pack_directory
+            from gateway.serving.bundles import pack_directory
 
             with tempfile.TemporaryDirectory() as tmp:
                 return pack_directory(path, Path(tmp) / "model.tar.gz").read_bytes()

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import codec
+from runtime import codec
 
 PICKLE = "pickle"
 SAGEMAKER = "sagemaker"

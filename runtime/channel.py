@@ -7,11 +7,18 @@ import abc
 import asyncio
 import time
 
-from . import protocol
-from .sandbox import (
-    BAD_OUTPUT, DEAD_HANDLE, OUT_OF_MEMORY, TIMEOUT, InvokeRequest, InvokeResult, Sandbox, State, too_large_message,
+from runtime import protocol
+from runtime.sandbox import (
+    BAD_OUTPUT,
+    DEAD_HANDLE,
+    OUT_OF_MEMORY,
+    TIMEOUT,
+    InvokeRequest,
+    InvokeResult,
+    Sandbox,
+    State,
+    too_large_message,
 )
-
 
 DEFAULT_MAX_RESPONSE = 6 << 20
 

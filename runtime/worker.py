@@ -16,7 +16,8 @@ import sys
 import time
 import traceback
 
-from . import isolation, protocol
+from runtime import protocol
+from runtime.process import isolation
 
 
 def protect(cgroup_procs: tuple[str, ...] = (), no_network: bool = False, rlimit_bytes: int = 0,
@@ -24,14 +25,14 @@ def protect(cgroup_procs: tuple[str, ...] = (), no_network: bool = False, rlimit
     """Apply the sandbox's protections to this process, before any user code runs.
 
     ``confine`` (from the gateway, which probed what this host allows) asks for the
-    filesystem view, the unprivileged uid and the seccomp filter of ``runtime.jail``;
+    filesystem view, the unprivileged uid and the seccomp filter of ``runtime.process.jail``;
     ``syscall_filter`` is a filter built ahead (a zygote's), else one is built here.
 
     Returns (protections, timings): what was applied and what is missing (with
     the reason), and how long each step took in ms.  Refuses to go on without
     the cgroup or the confinement it was given: they are the promise of a tier.
     """
-    from . import jail
+    from runtime.process import jail
 
     applied, missing, timings = [], {}, {}
     steps = []
@@ -75,7 +76,7 @@ def load_and_serve(sock: socket.socket, bundle_dir: str, kind: str, protections:
     t0 = time.perf_counter()
     if handler is None:
         try:
-            from . import bundle
+            from runtime import bundle
 
             handler = bundle.load(bundle_dir, kind)
         except BaseException as exc:  # noqa: BLE001 - any failure to load is reported, not raised
@@ -104,9 +105,9 @@ def _error_result(kind: str, exc: BaseException, original_status: int = 500, **e
 
 
 def serve(sock: socket.socket, handler) -> None:
-    from .bundle import InvocationContext
-    from .codec import OutputError, UnsupportedMediaType
-    from .sandbox import too_large_message
+    from runtime.bundle import InvocationContext
+    from runtime.codec import OutputError, UnsupportedMediaType
+    from runtime.sandbox import too_large_message
 
     while True:
         try:
@@ -185,7 +186,7 @@ def main(argv=None) -> None:
     ap.add_argument("--cgroup-procs", action="append", default=[], help="join this cgroup (once per hierarchy)")
     ap.add_argument("--no-network", action="store_true")
     ap.add_argument("--rlimit-bytes", type=int, default=0)
-    ap.add_argument("--confine", default="", help="JSON: the filesystem view, uid and filter (runtime.jail)")
+    ap.add_argument("--confine", default="", help="JSON: the filesystem view, uid and filter (runtime.process.jail)")
     args = ap.parse_args(argv)
     if args.listen:
         stem(args.listen, [m for m in args.preload.split(",") if m])
@@ -209,7 +210,7 @@ def bundle_path(host_path: str, confine: dict | None) -> str:
     """Where the bundle is seen from inside: /opt/ml/model in a confined view, else where it is."""
     if not confine:
         return host_path
-    from .jail import MODEL_DIR
+    from runtime.process.jail import MODEL_DIR
 
     return MODEL_DIR
 

@@ -11,7 +11,7 @@ import botocore
 import pytest
 from botocore.config import Config
 
-from gateway import credentials
+from gateway.sagemaker import credentials
 from tests import models
 from tests.helpers import ROOT, GatewayProcess, make_state_dir, remove_state_dir
 

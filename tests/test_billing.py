@@ -8,10 +8,11 @@ import subprocess
 
 import pytest
 
-from gateway import billing, rollup
-from gateway.billing import BillingError, Prices
-from gateway.model import ProvisionedRecord, UsageRecord
-from gateway.store import Store
+from gateway.domain import ProvisionedRecord, UsageRecord
+from gateway.metering import billing
+from gateway.metering.billing import BillingError, Prices
+from gateway.store import rollup
+from gateway.store.sqlite import Store
 from tests import models
 
 GROUPINGS = ["endpoint", "variant", "tier", "tag:team", "hour", "day", "tier,endpoint", "day,tag:team"]

@@ -174,7 +174,7 @@ def _file(tar, arcname, data=b"x"):
 
 
 def test_archives_cannot_write_outside_the_bundle(tmp_path):
-    from gateway.bundles import BundleRejected, unpack
+    from gateway.serving.bundles import BundleRejected, unpack
 
     outside = tmp_path / "outside"
 

@@ -4,8 +4,8 @@ import time
 
 import aiohttp
 
-from gateway.credentials import AccessKey
-from gateway.sigv4 import sign_url
+from gateway.sagemaker.credentials import AccessKey
+from gateway.sagemaker.sigv4 import sign_url
 from tests import models
 from tests.helpers import TEST_KEYS, wait_until
 

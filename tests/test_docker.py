@@ -29,7 +29,7 @@ def engine():
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but no Docker engine answers: {client}")
         pytest.skip(f"no Docker engine: {client}")
-    from runtime import image
+    from runtime.docker import image
 
     image.build(client, log=lambda m: None)
     return client

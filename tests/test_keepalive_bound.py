@@ -4,8 +4,8 @@ import pytest
 
 from benchmarks import keepalive_bound as kb
 from benchmarks import tracegen
-from gateway.policy import FixedKeepAlive
-from gateway.simulate import simulate
+from gateway.pools.policy import FixedKeepAlive
+from gateway.pools.simulate import simulate
 
 
 def test_best_keep_alive_by_hand():

@@ -19,9 +19,11 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from gateway import loadreport, loadschedule, loadtest
 from gateway.clock import FakeClock
-from gateway.loadtest import Arrival, BurstShape, LoadRun, Outcome
+from gateway.load import driver as loadtest
+from gateway.load import report as loadreport
+from gateway.load import schedule as loadschedule
+from gateway.load.driver import Arrival, BurstShape, LoadRun, Outcome
 from tests import models
 from tests.helpers import ROOT
 
@@ -125,7 +127,7 @@ def write_trace(path, rows):
 
 
 def test_trace_replay_speedup_and_endpoint_mapping(tmp_path):
-    from gateway.simulate import read_trace
+    from gateway.pools.simulate import read_trace
 
     path = write_trace(tmp_path / "t.csv.gz", [("a", 1000.0, 250, 1024), ("b", 1002.0, 40, 2048),
                                                 ("a", 1010.0, 1500, 1024), ("c", 1030.0, 10, 1024)])
@@ -463,7 +465,7 @@ def test_unknown_endpoint_is_a_one_line_error(endpoints, capsys):
 
 
 def test_the_slimserve_command(endpoints, tmp_path):
-    from gateway.cli import build_parser
+    from gateway.cli.main import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     if "load" not in sub.choices:

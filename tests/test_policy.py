@@ -3,12 +3,13 @@ import asyncio
 
 import pytest
 
-from gateway.admission import Candidate, HostBudget, choose_evictions
 from gateway.clock import FakeClock
-from gateway.model import VariantSpec
-from gateway.policy import FixedKeepAlive, IdleSandbox, NoKeepAlive, Plan, Traffic, select_reaps
-from gateway.pools import PoolManager, Throttled
-from gateway.scaler import ProvisionedMeter, Scaler
+from gateway.domain import VariantSpec
+from gateway.pools.admission import Candidate, HostBudget, choose_evictions
+from gateway.pools.manager import PoolManager
+from gateway.pools.policy import FixedKeepAlive, IdleSandbox, NoKeepAlive, Plan, Traffic, select_reaps
+from gateway.pools.pool import Throttled
+from gateway.pools.scaler import ProvisionedMeter, Scaler
 from tests.fakes import FakeBackend
 
 
@@ -174,7 +175,7 @@ async def _settle():
 async def test_a_request_waiting_for_a_prewarm_is_answered_when_it_breaks(tmp_path):
     """Budget full, so the request waits for a pre-warm; the backend then fails in a way
     nobody planned for: the request must get an answer, and its concurrency slot back."""
-    from gateway.pools import Throttled
+    from gateway.pools.pool import Throttled
 
     class Exploding(FakeBackend):
         async def start(self, spec):
@@ -194,7 +195,7 @@ async def test_a_request_waiting_for_a_prewarm_is_answered_when_it_breaks(tmp_pa
 
 
 async def test_idle_of_the_provisioned_floor_is_not_the_pools_cost(rig, tmp_path):
-    from gateway.idlemeter import IdleMeter
+    from gateway.metering.idle import IdleMeter
 
     clock, backend, manager, scaler, _ = rig
     manager.idle_meter = IdleMeter(clock)

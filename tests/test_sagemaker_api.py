@@ -367,7 +367,7 @@ def test_a_signed_request_cannot_carry_another_body():
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from gateway.sigv4 import AuthError, verify
+    from gateway.sagemaker.sigv4 import AuthError, verify
 
     body = b'{"EndpointName": "harmless"}'
     req = AWSRequest(method="POST", url="http://127.0.0.1:8080/", data=body,

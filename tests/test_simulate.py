@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from benchmarks import tracegen
-from gateway import policy, simulate
-from gateway.policy import AdaptivePolicy, FixedKeepAlive, HistogramPolicy, NoKeepAlive, Traffic
+from gateway.pools import policy, simulate
+from gateway.pools.policy import AdaptivePolicy, FixedKeepAlive, HistogramPolicy, NoKeepAlive, Traffic
 from tests.helpers import ROOT
 
 

@@ -8,10 +8,10 @@ import tarfile
 import numpy as np
 import pytest
 
-from gateway import bundles
-from gateway.meter import Meter
-from gateway.model import EndpointSpec, InvalidSpec, UsageRecord, VariantSpec, parse_tags
-from gateway.store import Store
+from gateway.domain import EndpointSpec, InvalidSpec, UsageRecord, VariantSpec, parse_tags
+from gateway.metering.meter import Meter
+from gateway.serving import bundles
+from gateway.store.sqlite import Store
 from runtime import codec
 from runtime.bundle import BundleError, check_requirements
 

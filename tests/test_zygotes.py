@@ -162,7 +162,7 @@ def test_no_zygotes_flag_uses_fresh_interpreters(fresh_gateway):
 # --- model zygotes stay within their limits -------------------------------------------------
 
 def test_model_zygote_limits_close_idle_ones_then_least_recently_used():
-    from runtime.zygote_limits import ModelZygote, choose_closures
+    from runtime.process.zygote_limits import ModelZygote, choose_closures
 
     zs = [ModelZygote(("a", 1024), 10.0, 300), ModelZygote(("b", 2048), 20.0, 300), ModelZygote(("c", 1024), 30.0, 300)]
     assert choose_closures(zs, now=40.0, max_count=3, max_mb=900, idle_s=100) == []
@@ -173,7 +173,7 @@ def test_model_zygote_limits_close_idle_ones_then_least_recently_used():
 
 
 def test_model_zygote_admission_displaces_only_for_a_bundle_started_more_often():
-    from runtime.zygote_limits import admit
+    from runtime.process.zygote_limits import admit
 
     assert admit(1, full=False, victim_cold_starts=None)      # room: the first cold start is enough
     assert not admit(1, full=True, victim_cold_starts=1)      # full: as often is not enough ...
@@ -254,7 +254,7 @@ def test_a_model_zygote_asked_for_a_fork_is_not_closed_and_closing_one_frees_its
     import socket
     import sys
 
-    from runtime.zygotes import ZygoteConfig, ZygoteHandle, ZygoteSet, ZygoteUnavailable
+    from runtime.process.zygotes import ZygoteConfig, ZygoteHandle, ZygoteSet, ZygoteUnavailable
 
     async def scenario():
         zs = ZygoteSet(ZygoteConfig(max_models=0))            # a limit that closes every model zygote
@@ -307,7 +307,7 @@ def _admission(templates, starts, wanted, max_models=16, memory_mb=1 << 20):
     import asyncio
     from types import SimpleNamespace
 
-    from runtime.zygotes import ZygoteConfig, ZygoteSet
+    from runtime.process.zygotes import ZygoteConfig, ZygoteSet
 
     async def scenario():
         zs = ZygoteSet(ZygoteConfig(max_models=max_models, models_memory_mb=memory_mb))
@@ -343,7 +343,7 @@ def test_admission_gives_each_displaced_zygote_to_one_newcomer_and_weighs_memory
     # A bundle far busier than the one it would displace gets its zygote, however busy that one.
     assert _admission({a: (1.0, 100)}, {a: 8, n1: 100}, [n1], max_models=1) == [n1]
     # With zygotes off nothing is counted (no sweep would ever prune it).
-    from runtime.zygotes import ZygoteConfig, ZygoteSet
+    from runtime.process.zygotes import ZygoteConfig, ZygoteSet
 
     off = ZygoteSet(ZygoteConfig(enabled=False))
     off.note_cold_start(a)

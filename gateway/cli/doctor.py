@@ -1,0 +1,19 @@
+"""``slimserve doctor``: which sandbox protections are in force here, and why not.
+
+A running gateway answers from what its backend probed at start (each mechanism
+tried for real in a throwaway child: ``runtime.process.jail.probe``); without one, the
+CLI makes a backend and has it probe here, so the answer is true for this
+machine and this user.
+"""
+from __future__ import annotations
+
+import asyncio
+
+
+def report(settings, backend, probe: bool = False) -> dict:
+    """{"backend": name, protection: {"ok", "mechanism", "detail"}, ...}.  Without ``probe`` it
+    only reads what ``backend`` found at its start (safe on the event loop); with it, a backend
+    that was never opened probes first."""
+    if probe and settings.backend == "process":
+        asyncio.run(backend.probe())
+    return {"backend": settings.backend, **backend.protections()}

@@ -1,0 +1,157 @@
+"""The pool manager: owns every variant's warm pool, the backend and the host memory
+budget; swaps pools in on an endpoint change and drains the old ones; makes room for a
+cold start by evicting other endpoints' idle sandboxes (``admission.choose_evictions``).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from gateway.clock import Clock
+from gateway.domain import VariantSpec
+from gateway.pools.admission import HostBudget, choose_evictions
+from gateway.pools.pool import Admission, VariantPool
+from runtime.sandbox import Backend, Sandbox
+
+
+class PoolManager:
+    RELEASE_WAIT_S = 10.0      # how long a start waits for memory that draining pools are giving back
+    def __init__(self, backend: Backend, budget: HostBudget, clock: Clock, logs_dir: Path,
+                 on_provisioned=None, policy=None, idle_meter=None):
+        from gateway.pools.policy import FixedKeepAlive
+
+        self.policy = policy or FixedKeepAlive()
+        self.idle_meter = idle_meter                 # books the idle time of warm sandboxes (IdleMeter)
+        self.backend = backend
+        self.budget = budget
+        self.clock = clock
+        self.logs_dir = Path(logs_dir)
+        self.current: dict[tuple[str, str], VariantPool] = {}
+        self.retired: set[VariantPool] = set()
+        self.owner: dict[str, VariantPool] = {}      # sandbox id -> pool, for lifecycle events
+        self._released = asyncio.Event()            # set whenever a sandbox's memory goes back to the budget
+        # told (key, count, memory_mb) whenever a variant's provisioned concurrency starts, changes or ends
+        self.on_provisioned = on_provisioned or (lambda key, count, mb: None)
+
+    LOG_ROTATE_BYTES = 16 << 20
+
+    def log_path(self, endpoint: str) -> Path:
+        return self.logs_dir / f"{endpoint}.log"
+
+    def rotate_log(self, endpoint: str) -> None:
+        """Past 16 MB an endpoint's sandbox log moves to ``.log.1`` (one kept), so a chatty
+        model cannot fill the disk; sandboxes already writing keep their open file."""
+        path = self.log_path(endpoint)
+        try:
+            if path.stat().st_size > self.LOG_ROTATE_BYTES:
+                os.replace(path, path.with_name(path.name + ".1"))
+        except FileNotFoundError:
+            pass
+
+    def on_sandbox_event(self, event: str, sb: Sandbox) -> None:
+        if event != "destroyed":
+            return
+        self.budget.release(sb.id)
+        self._released.set()
+        pool = self.owner.pop(sb.id, None)
+        if pool is not None:
+            pool.forget(sb)
+            if pool in self.retired and not pool.live and not pool.starting:
+                self.retired.discard(pool)
+
+    def pool(self, endpoint: str, variant: str) -> VariantPool | None:
+        return self.current.get((endpoint, variant))
+
+    def pools(self) -> list[VariantPool]:
+        return list(self.current.values())
+
+    async def configure(self, endpoint: str, variants: list[VariantSpec]) -> None:
+        """Make the pools of ``endpoint`` match ``variants``; changed pools drain."""
+        wanted = {v.name: v for v in variants}
+        for key in [k for k in self.current if k[0] == endpoint and k[1] not in wanted]:
+            await self._retire(self.current.pop(key))
+        for name, spec in wanted.items():
+            old = self.current.get((endpoint, name))
+            if old is not None and old.spec == spec:
+                continue
+            if old is None or (old.spec.provisioned, old.spec.memory_mb) != (spec.provisioned, spec.memory_mb):
+                self.on_provisioned((endpoint, name), spec.provisioned, spec.memory_mb)
+            admission = old.admission if old is not None else Admission(spec.max_concurrency)
+            admission.max_concurrency = spec.max_concurrency
+            if old is not None and _same_sandboxes(old.spec, spec):
+                old.spec = spec            # only counts or weights changed: keep the warm sandboxes
+                continue
+            self.current[(endpoint, name)] = VariantPool(self, endpoint, spec, admission)
+            if old is not None:
+                await self._retire(old)
+
+    async def remove(self, endpoint: str) -> None:
+        for key in [k for k in self.current if k[0] == endpoint]:
+            await self._retire(self.current.pop(key))
+
+    async def _retire(self, pool: VariantPool) -> None:
+        if self.current.get(pool.key) is None:
+            self.on_provisioned(pool.key, 0, pool.spec.memory_mb)
+        self.retired.add(pool)
+        await pool.drain()
+        if not any(p.spec.bundle_dir == pool.spec.bundle_dir for p in self.current.values()):
+            await self.backend.release_bundle(pool.spec.bundle_dir)
+        if not pool.live and not pool.starting:
+            self.retired.discard(pool)
+
+    async def make_room(self, requester: str, key: str, mb: int, speculative: bool = False) -> bool:
+        """Reserve ``mb`` for sandbox ``key``, evicting other endpoints' idle sandboxes if needed.
+        A speculative start (a pre-warm) never evicts and always leaves room for one more
+        sandbox of its size, so that guessing ahead can never throttle a real request."""
+        if speculative:
+            return self.budget.free_mb >= 2 * mb and self.budget.reserve(key, mb)
+        deadline = self.clock.now() + self.RELEASE_WAIT_S
+        while True:
+            if await self._make_room_now(requester, key, mb):
+                return True
+            # Memory already on its way back (pools being drained after an update or delete) is
+            # waited for, briefly; anything else is full, and the caller throttles at once.
+            freeing = sum(p.spec.memory_mb * len(p.live) for p in self.retired)
+            left = deadline - self.clock.now()
+            if left <= 0 or self.budget.free_mb + freeing < mb:
+                return False
+            self._released.clear()
+            try:
+                await asyncio.wait_for(self._released.wait(), left)
+            except asyncio.TimeoutError:
+                return False
+
+    async def _make_room_now(self, requester: str, key: str, mb: int) -> bool:
+        if self.budget.reserve(key, mb):
+            return True
+        candidates = [c for p in self.current.values() for c in p.evictable()]
+        victims = choose_evictions(candidates, mb, self.budget.free_mb, requester)
+        if victims is None:
+            return False
+        by_pool: dict[VariantPool, list[str]] = {}
+        for c in candidates:
+            if c.sandbox_id in victims:
+                by_pool.setdefault(self.owner[c.sandbox_id], []).append(c.sandbox_id)
+        doomed = [sb for pool, ids in by_pool.items() for sb in pool.take_idle(ids)]
+        for sb in doomed:          # release now, synchronously, so nobody else takes the room
+            self.budget.release(sb.id)
+        ok = self.budget.reserve(key, mb)
+        for sb in doomed:
+            await sb.destroy("evicted for host memory")
+        return ok
+
+    async def close(self) -> None:
+        for pool in list(self.current.values()) + list(self.retired):
+            await pool.close()
+        self.current.clear()
+        self.retired.clear()
+
+    def snapshot(self) -> list[dict]:
+        return [p.snapshot() for p in self.current.values()] + [p.snapshot() for p in self.retired]
+
+
+def _same_sandboxes(a: VariantSpec, b: VariantSpec) -> bool:
+    """Whether sandboxes started for ``a`` can serve ``b`` unchanged."""
+    return (a.memory_mb, a.bundle_dir, a.bundle_kind, a.bundle_version, a.env, a.network_isolation, a.image) == (
+        b.memory_mb, b.bundle_dir, b.bundle_kind, b.bundle_version, b.env, b.network_isolation, b.image)

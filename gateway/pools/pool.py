@@ -1,0 +1,367 @@
+"""Warm pools: one per (endpoint, variant, bundle version); ``gateway.pools.manager``
+owns them, the backend and the host memory budget.
+
+A request takes the most recently used idle sandbox, or starts one (a cold
+start).  Admission happens first: past the variant's MaxConcurrency the
+request is throttled at once; a cold start that does not fit the host budget
+evicts idle sandboxes of other endpoints (LRU first) or is throttled.
+
+An update swaps in a new pool and drains the old one: its idle sandboxes go at
+once, its busy ones finish their request and are then destroyed, so no
+in-flight request is dropped.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.domain import VariantSpec
+from gateway.pools.admission import Candidate
+from gateway.pools.policy import IdleSandbox, Plan, Traffic
+from runtime.sandbox import InvokeRequest, Sandbox, SandboxSpec, StartError, State
+
+log = logging.getLogger("slimserve.pools")
+
+if TYPE_CHECKING:
+    from gateway.pools.manager import PoolManager
+
+MAX_SAMPLE_BYTES = 64 * 1024     # larger requests are not kept as warm-up inputs
+
+
+class Throttled(Exception):
+    pass
+
+
+class NotReady(Exception):
+    pass
+
+
+class StartFailed(Exception):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class Admission:
+    """In-flight requests of one variant, shared by its pool generations."""
+
+    def __init__(self, max_concurrency: int):
+        self.max_concurrency = max_concurrency
+        self.in_flight = 0
+
+
+@dataclass
+class Lease:
+    sandbox: Sandbox
+    pool: "VariantPool"
+    cold: bool
+    init_ms: float = 0.0
+
+
+class VariantPool:
+    MAX_PREWARM_WINDOWS = 32
+
+    def __init__(self, manager: "PoolManager", endpoint: str, spec: VariantSpec, admission: Admission):
+        self.manager = manager
+        self.endpoint = endpoint
+        self.spec = spec
+        self.admission = admission
+        self.idle: list[Sandbox] = []             # most recently used last
+        self.idle_since: dict[str, float] = {}
+        self.expire_at: dict[str, float] = {}     # idle sandbox -> when the policy lets it go
+        self.last_used: dict[str, float] = {}
+        self.live: dict[str, Sandbox] = {}
+        self.starting = 0
+        self.traffic = Traffic(spec.memory_mb, f"{endpoint}/{spec.name}")   # what the policy learns from
+        self.prewarm_windows: list[tuple[float, float]] = []   # (from, until): one sandbox warm then
+        self.prewarms_open = 0                    # pre-warms starting that no request has claimed yet
+        self._claims: deque[asyncio.Future] = deque()   # requests waiting for one of them
+        self.draining = False
+        self.cold_starts = 0
+        self.last_failure: str | None = None
+        self._background: set[asyncio.Task] = set()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.endpoint, self.spec.name)
+
+    def idle_view(self) -> list[IdleSandbox]:
+        return [IdleSandbox(sb.id, self.expire_at.get(sb.id, 0.0)) for sb in self.idle]
+
+    def due_prewarms(self, now: float) -> int:
+        """Pre-warm windows that have opened: each wants one sandbox now (and is consumed)."""
+        due = [w for w in self.prewarm_windows if w[0] <= now]
+        self.prewarm_windows = [w for w in self.prewarm_windows if w[0] > now]
+        for _, until in due:
+            if until > now:
+                self.prewarm(1, until)
+        return len(due)
+
+    # --- the request path -------------------------------------------------
+    async def acquire(self, sample: InvokeRequest | None = None) -> Lease:
+        """A sandbox for one request; ``sample`` is that request, which a cold start
+        may hand to the backend as a warm-up input for what it keeps warm."""
+        if self.draining:
+            raise NotReady(f"endpoint {self.endpoint} is being updated or deleted; retry")
+        adm = self.admission
+        if adm.in_flight >= adm.max_concurrency:
+            raise Throttled(
+                f"endpoint {self.endpoint} variant {self.spec.name} is at its MaxConcurrency of {adm.max_concurrency}"
+            )
+        adm.in_flight += 1
+        now = self.manager.clock.now()
+        self.traffic.arrive(now)
+        alive = len(self.live) + self.starting
+        extra, keep_s = self.manager.policy.scale_out(self.traffic, now, alive)
+        extra = min(extra, adm.max_concurrency - alive - 1)     # never more sandboxes than can be used at once
+        if extra > 0:
+            self.prewarm(extra, now + keep_s)
+        try:
+            while self.idle:
+                sb = self.idle.pop()
+                self.idle_ended(sb.id, now)
+                self.expire_at.pop(sb.id, None)
+                if sb.state is State.IDLE:
+                    return Lease(sb, self, cold=False)
+            t0 = self.manager.clock.now()
+            try:
+                sb = await self._start_sandbox(sample)
+            except Throttled:
+                # No memory for a sandbox of its own: a pre-warm already starting will do.
+                sb = await self._claim_prewarm() if self.prewarms_open > 0 else None
+                if sb is None:
+                    raise
+            self.cold_starts += 1
+            return Lease(sb, self, cold=True, init_ms=(self.manager.clock.now() - t0) * 1000.0)
+        except BaseException:
+            adm.in_flight -= 1
+            raise
+
+    async def release(self, lease: Lease) -> None:
+        self.admission.in_flight -= 1
+        sb = lease.sandbox
+        now = self.manager.clock.now()
+        self.last_used[sb.id] = now
+        plan: Plan = self.manager.policy.plan(self.traffic, self.traffic.depart(now), now)
+        if plan.prewarm_at is not None:
+            self.prewarm_windows.append((plan.prewarm_at, plan.prewarm_until))
+            del self.prewarm_windows[:-self.MAX_PREWARM_WINDOWS]      # bounded: the latest plans win
+        if sb.state is State.IDLE and not self.draining:
+            self.idle.append(sb)
+            self.idle_since[sb.id] = now
+            self.expire_at[sb.id] = plan.expire_at      # the scaler reaps it then (above the provisioned floor)
+        elif sb.alive:
+            await sb.destroy("pool drained")
+
+    # --- sandbox lifecycle --------------------------------------------------
+    async def _start_sandbox(self, sample: InvokeRequest | None = None, speculative: bool = False) -> Sandbox:
+        mgr = self.manager
+        sid = f"sb-{uuid.uuid4().hex[:12]}"
+        self.starting += 1          # counted from now: a start waiting for memory is still on its way
+        try:
+            if not await mgr.make_room(self.endpoint, sid, self.spec.memory_mb, speculative):
+                raise Throttled(
+                    f"host memory budget ({mgr.budget.capacity_mb} MB) is full and no idle sandbox can be evicted"
+                )
+        except BaseException:
+            self._start_ended()
+            raise
+        mgr.rotate_log(self.endpoint)
+        spec = SandboxSpec(
+            sandbox_id=sid, endpoint=self.endpoint, variant=self.spec.name, memory_mb=self.spec.memory_mb,
+            bundle_dir=self.spec.bundle_dir, bundle_kind=self.spec.bundle_kind,
+            log_path=str(mgr.log_path(self.endpoint)), env=dict(self.spec.env),
+            network_isolation=self.spec.network_isolation, image=self.spec.image,
+            sample=sample if sample is not None and len(sample.body) <= MAX_SAMPLE_BYTES else None,
+        )
+        mgr.owner[sid] = self
+        try:
+            sb = await mgr.backend.start(spec)
+        except StartError as exc:
+            mgr.budget.release(sid)
+            mgr.owner.pop(sid, None)
+            self.last_failure = exc.message
+            raise StartFailed(exc.kind, exc.message) from None
+        except BaseException:
+            mgr.budget.release(sid)
+            mgr.owner.pop(sid, None)
+            raise
+        finally:
+            self._start_ended()
+        if not sb.alive:     # died between ready and here
+            raise StartFailed("exited", sb.death_reason or "sandbox died after start")
+        self.live[sid] = sb
+        self.last_failure = None
+        return sb
+
+    def _start_ended(self) -> None:
+        self.starting -= 1
+        mgr = self.manager
+        if self in mgr.retired and not self.live and not self.starting:
+            mgr.retired.discard(self)           # a retired pool whose last start was cancelled
+
+    def _idle_share(self) -> float:
+        """The part of this pool's idle time that is the warm pool's, not the provisioned floor's:
+        of n idle sandboxes in a pool of ``live`` with a floor of f, (live - f) at most are spare."""
+        idle = len(self.idle_since)
+        spare = len(self.live) - self.spec.provisioned
+        return 0.0 if idle == 0 or spare <= 0 else min(1.0, spare / idle)
+
+    def idle_ended(self, sid: str, now: float | None = None, share: float | None = None) -> None:
+        """The sandbox stops being idle (taken, reaped, evicted, dead): book its idle time.
+        Sandboxes that only hold the provisioned floor are the customer's, paid as provisioned time."""
+        share = self._idle_share() if share is None else share
+        since = self.idle_since.pop(sid, None)
+        meter = self.manager.idle_meter
+        if since is not None and meter is not None and share > 0:
+            now = self.manager.clock.now() if now is None else now
+            meter.book(self.endpoint, self.spec.name, self.spec.memory_mb, since, since + (now - since) * share)
+
+    def cut_idle(self, now: float) -> None:
+        """Book idle time so far of sandboxes still idle (a checkpoint)."""
+        share = self._idle_share()
+        for sid in list(self.idle_since):
+            self.idle_ended(sid, now, share)
+            self.idle_since[sid] = now
+
+    def forget(self, sb: Sandbox) -> None:
+        """Called when a sandbox is destroyed, whoever destroyed it."""
+        self.idle_ended(sb.id)
+        self.live.pop(sb.id, None)
+        self.expire_at.pop(sb.id, None)
+        self.last_used.pop(sb.id, None)
+        if sb in self.idle:
+            self.idle.remove(sb)
+
+    def take_idle(self, ids: list[str]) -> list[Sandbox]:
+        """Remove these idle sandboxes from the pool so no request can take them."""
+        wanted = set(ids)
+        taken = [sb for sb in self.idle if sb.id in wanted]
+        for sb in taken:
+            self.idle.remove(sb)
+            self.idle_ended(sb.id)
+            self.expire_at.pop(sb.id, None)
+        return taken
+
+    async def reap(self, ids: list[str], reason: str = "keep-alive expired") -> int:
+        taken = self.take_idle(ids)
+        for sb in taken:
+            await sb.destroy(reason)
+        return len(taken)
+
+    def prewarm(self, count: int, until: float = float("inf")) -> None:
+        """Start ``count`` sandboxes in the background and park them idle until ``until``."""
+        for _ in range(count):
+            self.prewarms_open += 1
+            task = asyncio.get_running_loop().create_task(self._prewarm_one(until))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _claim_prewarm(self) -> Sandbox | None:
+        """Wait for a pre-warm already starting, when the host budget has no room for a
+        sandbox of the request's own (None if the pre-warm failed too)."""
+        self.prewarms_open -= 1
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._claims.append(fut)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut in self._claims:             # nobody handed us one: the pre-warm is free again
+                self._claims.remove(fut)
+                self.prewarms_open += 1
+            elif fut.done() and not fut.cancelled() and fut.result() is not None:
+                self._park(fut.result(), float("inf"))
+            raise
+
+    def _hand_over(self, sb: Sandbox | None) -> bool:
+        """Give a finished pre-warm (or its failure, None) to the oldest waiting request."""
+        while self._claims:
+            fut = self._claims.popleft()
+            if not fut.done():
+                fut.set_result(sb)
+                return True
+        self.prewarms_open = max(0, self.prewarms_open - 1)
+        return False
+
+    async def _prewarm_one(self, until: float) -> None:
+        sb = None
+        try:
+            sb = await self._start_sandbox(speculative=until != float("inf"))   # the provisioned floor is not a guess
+        except (StartFailed, Throttled) as exc:
+            log.info("pre-warm of %s/%s not started: %s", self.endpoint, self.spec.name, exc)
+        except asyncio.CancelledError:
+            self._hand_over(None)
+            raise
+        except Exception:  # noqa: BLE001 - whatever broke, a request waiting for this pre-warm must hear
+            log.exception("pre-warm of %s/%s failed", self.endpoint, self.spec.name)
+        if sb is None or self.draining:
+            self._hand_over(None)
+            if sb is not None:
+                await sb.destroy("pool drained")
+            return
+        if not self._hand_over(sb):
+            self._park(sb, until)
+
+    def _park(self, sb: Sandbox, until: float) -> None:
+        now = self.manager.clock.now()
+        self.idle.insert(0, sb)
+        self.idle_since[sb.id] = now
+        self.expire_at[sb.id] = until
+        self.last_used[sb.id] = now
+
+    def evictable(self) -> list[Candidate]:
+        """Idle sandboxes beyond the provisioned floor, as eviction candidates."""
+        spare = max(0, len(self.live) - self.spec.provisioned)
+        by_age = sorted(self.idle, key=lambda sb: self.last_used.get(sb.id, 0.0))
+        return [Candidate(sb.id, self.endpoint, self.last_used.get(sb.id, 0.0), self.spec.memory_mb)
+                for sb in by_age[:spare]]
+
+    async def drain(self) -> None:
+        self.draining = True
+        for task in list(self._background):
+            task.cancel()
+        while self._claims:                     # requests waiting for a pre-warm start their own (or fail)
+            fut = self._claims.popleft()
+            if not fut.done():
+                fut.set_result(None)
+        self.prewarms_open = 0
+        idle, self.idle = self.idle, []
+        for sb in idle:
+            self.idle_ended(sb.id)
+        for sb in idle:
+            await sb.destroy("pool drained")
+
+    async def close(self) -> None:
+        await self.drain()
+        for sb in list(self.live.values()):
+            await sb.destroy("gateway stopping")
+
+    def snapshot(self) -> dict:
+        states: dict[str, int] = {}
+        sandboxes = []
+        now = self.manager.clock.now()
+        for sb in self.live.values():
+            states[sb.state.value] = states.get(sb.state.value, 0) + 1
+            expire = self.expire_at.get(sb.id)
+            sandboxes.append({
+                "expires_in_s": None if expire is None else round(expire - now, 3),
+                "id": sb.id, "state": sb.state.value, "pid": sb.info.get("pid"),
+                "start_path": sb.info.get("path"), "start_ms": sb.info.get("start_ms"),
+                "load_ms": sb.info.get("load_ms"), "timings": sb.info.get("timings", {}),
+                "protections": sb.info.get("protections"),
+                "memory_bytes": sb.memory_bytes(), "memory_cap_bytes": sb.spec.memory_mb << 20,
+            })
+        states["starting"] = self.starting
+        return {
+            "endpoint": self.endpoint, "variant": self.spec.name, "memory_mb": self.spec.memory_mb,
+            "bundle_version": self.spec.bundle_version, "draining": self.draining,
+            "in_flight": self.admission.in_flight, "max_concurrency": self.admission.max_concurrency,
+            "provisioned": self.spec.provisioned, "cold_starts": self.cold_starts,
+            "states": states, "sandboxes": sandboxes, "last_failure": self.last_failure,
+            "prewarm_windows": [(round(a - now, 3), round(b - now, 3)) for a, b in self.prewarm_windows],
+        }

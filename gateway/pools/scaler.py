@@ -1,0 +1,106 @@
+"""The loop beside the request path: applies the policy's plans to every pool.
+
+The pools ask the policy for a plan whenever a sandbox goes idle (when to let
+it go, when to have one warm again).  Each ``tick`` reaps idle sandboxes whose
+time is up (never below the provisioned floor), starts the pre-warms whose
+window has opened, keeps the provisioned floor, and writes the wall time of
+provisioned concurrency to the ledger.  ``run`` calls ``tick`` on the injected
+clock; tests call ``tick`` directly after moving a fake clock.
+"""
+from __future__ import annotations
+
+import logging
+
+from gateway.clock import Clock
+from gateway.domain import ProvisionedRecord
+from gateway.metering.meter import Meter
+from gateway.pools.manager import PoolManager
+from gateway.pools.policy import select_reaps
+
+log = logging.getLogger("slimserve.scaler")
+
+
+class ProvisionedMeter:
+    """Provisioned concurrency as wall-time records.
+
+    The pool manager reports every change of a variant's provisioned count
+    (``change``); ``checkpoint`` cuts the open intervals at ``now`` so that a
+    crash loses at most one checkpoint interval of provisioned time.
+    """
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self._open: dict[tuple[str, str], tuple[float, int, int]] = {}   # key -> (wall start, count, mb)
+        self._closed: list[ProvisionedRecord] = []
+
+    def change(self, key: tuple[str, str], count: int, memory_mb: int) -> None:
+        now = self.clock.wall()
+        prev = self._open.pop(key, None)
+        if prev is not None:
+            self._closed.extend(self._record(key, prev, now))
+        if count > 0:
+            self._open[key] = (now, count, memory_mb)
+
+    def checkpoint(self) -> list[ProvisionedRecord]:
+        now = self.clock.wall()
+        out, self._closed = self._closed, []
+        for key, prev in list(self._open.items()):
+            out.extend(self._record(key, prev, now))
+            self._open[key] = (now, prev[1], prev[2])
+        return out
+
+    @staticmethod
+    def _record(key, prev, now) -> list[ProvisionedRecord]:
+        start, count, mb = prev
+        ms = int(round((now - start) * 1000.0)) * count
+        if ms <= 0:
+            return []
+        return [ProvisionedRecord(endpoint=key[0], variant=key[1], memory_mb=mb, start=start, end=now,
+                                  sandboxes=count, billed_ms=ms)]
+
+
+class Scaler:
+    def __init__(self, manager: PoolManager, meter: Meter, clock: Clock,
+                 interval_s: float, checkpoint_s: float, provisioned: ProvisionedMeter):
+        self.manager = manager
+        self.meter = meter
+        self.clock = clock
+        self.interval_s = interval_s
+        self.checkpoint_s = checkpoint_s
+        self.provisioned = provisioned
+        self._last_checkpoint = clock.now()
+        self.reaped = 0
+
+    async def tick(self) -> None:
+        now = self.clock.now()
+        for pool in self.manager.pools():
+            if pool.draining:
+                continue
+            ids = select_reaps(pool.idle_view(), len(pool.live), pool.spec.provisioned, now)
+            if ids:
+                self.reaped += await pool.reap(ids)
+                if not pool.live and not pool.starting:    # the pool went cold: so does its model zygote
+                    await self.manager.backend.release_bundle(pool.spec.bundle_dir)
+            pool.due_prewarms(now)
+            missing = pool.spec.provisioned - len(pool.live) - pool.starting
+            if missing > 0:
+                pool.prewarm(missing)
+        if now - self._last_checkpoint >= self.checkpoint_s:
+            await self.checkpoint()
+
+    async def checkpoint(self) -> None:
+        now = self._last_checkpoint = self.clock.now()
+        await self.meter.record_provisioned(self.provisioned.checkpoint())
+        meter = self.manager.idle_meter
+        if meter is not None:
+            for pool in self.manager.pools():
+                pool.cut_idle(now)
+            await self.meter.record_idle(meter.take())
+
+    async def run(self) -> None:
+        while True:
+            await self.clock.sleep(self.interval_s)
+            try:
+                await self.tick()
+            except Exception:  # noqa: BLE001 - one bad tick must not stop reaping for good
+                log.exception("scaler tick failed")

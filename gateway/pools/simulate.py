@@ -1,0 +1,216 @@
+"""``slimserve simulate``: replay an invocation trace through a warm-pool policy on a virtual clock.
+
+Trace: CSV (or .csv.gz) with header ``endpoint,start_s,duration_ms,memory_mb``,
+one invocation a row, sorted by start.  Semantics, fixed so that numbers
+compare across implementations:
+
+* a sandbox serves one invocation at a time;
+* a request takes the most recently used idle sandbox of its endpoint;
+* with no idle (or pre-warmed and ready) sandbox it is a cold start, delayed by
+  the cold-start latency;
+* a sandbox is reaped the moment its keep-alive runs out;
+* a pre-warmed sandbox starts (cold-start latency) so as to be ready at the
+  policy's pre-warm time, and is reaped at the window's end unless used.
+
+Reported: ``invocations``, ``cold_starts``, ``cold_start_pct``,
+``endpoint_cold_start_pct_p75`` (75th percentile, linear interpolation, of
+each endpoint's cold-start percentage), ``idle_gb_s`` (memory x time of
+sandboxes alive and not serving, starting pre-warms included, up to the end of
+the trace's last invocation) and ``billed_gb_s`` (memory x run time).
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import heapq
+import io
+import time
+from pathlib import Path
+
+from gateway.pools.policy import Traffic, parse
+from gateway.reportkit.stats import percentile
+
+ARRIVE, END, EXPIRE, PREWARM, READY = range(5)
+
+
+class _Sandbox:
+    __slots__ = ("idle_since", "epoch", "idle")
+
+    def __init__(self, t: float):
+        self.idle_since = t
+        self.epoch = 0
+        self.idle = False
+
+
+class _Endpoint:
+    __slots__ = ("mem_gb", "stack", "traffic", "invocations", "cold", "idle_gb_s", "alive")
+
+    def __init__(self, memory_mb: int, name: str = ""):
+        self.mem_gb = memory_mb / 1024.0
+        self.stack: list[_Sandbox] = []         # idle sandboxes, most recently used last
+        self.traffic = Traffic(memory_mb, name)
+        self.invocations = 0
+        self.cold = 0
+        self.idle_gb_s = 0.0
+        self.alive = 0                          # sandboxes starting, idle or busy
+
+
+def read_trace(path: str | Path):
+    """Rows of (start_s, endpoint, duration_s, memory_mb), as stored (sorted by start)."""
+    path = Path(path)
+    raw = gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")
+    with raw as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        want = ["endpoint", "start_s", "duration_ms", "memory_mb"]
+        if [h.strip() for h in header] != want:
+            raise ValueError(f"{path}: header must be {','.join(want)}, not {','.join(header)}")
+        last = float("-inf")
+        for n, row in enumerate(reader, start=2):
+            try:
+                ep, start, dur, mem = row[0], float(row[1]), float(row[2]), int(row[3])
+            except (ValueError, IndexError):
+                raise ValueError(f"{path}:{n}: malformed row {row!r}") from None
+            if start < last:
+                raise ValueError(f"{path}:{n}: rows must be sorted by start_s ({start} after {last})")
+            last = start
+            yield start, ep, dur / 1000.0, mem
+
+
+def simulate(rows, policy, cold_start_ms: float = 1000.0) -> dict:
+    cold_s = cold_start_ms / 1000.0
+    eps: dict[str, _Endpoint] = {}
+    heap: list = []
+    seq = 0
+    billed_gb_s = 0.0
+    horizon = 0.0
+    pending = [0]                  # invocations still running
+
+    def push(t, kind, a=None, b=None, c=None):
+        nonlocal seq
+        seq += 1
+        heapq.heappush(heap, (t, seq, kind, a, b, c))
+
+    def take_idle(ep: _Endpoint, t: float) -> bool:
+        while ep.stack:
+            sb = ep.stack.pop()
+            if sb.idle:
+                sb.idle = False
+                sb.epoch += 1
+                ep.idle_gb_s += (t - sb.idle_since) * ep.mem_gb
+                return True
+        return False
+
+    def handle(t, _seq, kind, a, b, c):
+        nonlocal horizon
+        if kind == END:                      # a: endpoint, b: sandbox
+            ep = a
+            pending[0] -= 1
+            horizon = max(horizon, t)
+            level = ep.traffic.depart(t)
+            plan = policy.plan(ep.traffic, level, t)
+            if plan.prewarm_at is not None:
+                start = max(t, plan.prewarm_at - cold_s)
+                push(start, PREWARM, ep, plan.prewarm_until)
+            if plan.expire_at > t:
+                sb = b
+                sb.idle, sb.idle_since = True, t
+                ep.stack.append(sb)
+                push(plan.expire_at, EXPIRE, ep, sb, sb.epoch)
+            else:
+                ep.alive -= 1
+        elif kind == EXPIRE:                 # a: endpoint, b: sandbox, c: epoch
+            sb = b
+            if sb.idle and sb.epoch == c:
+                sb.idle = False
+                a.idle_gb_s += (t - sb.idle_since) * a.mem_gb
+                a.stack.remove(sb)
+                a.alive -= 1
+        elif kind == PREWARM:                # a: endpoint, b: until
+            sb = _Sandbox(t)                 # alive (starting) from now: its memory counts as idle
+            a.alive += 1
+            push(t + cold_s, READY, a, sb, b)
+        elif kind == READY:                  # a: endpoint, b: sandbox, c: until
+            if c > t:
+                b.idle = True
+                a.stack.append(b)
+                push(c, EXPIRE, a, b, b.epoch)
+            else:
+                a.idle_gb_s += (t - b.idle_since) * a.mem_gb
+                a.alive -= 1
+
+    invocations = 0
+    for start, name, dur, mem in rows:
+        while heap and heap[0][0] <= start:
+            handle(*heapq.heappop(heap))
+        ep = eps.get(name)
+        if ep is None:
+            ep = eps[name] = _Endpoint(mem, name)
+        invocations += 1
+        ep.invocations += 1
+        ep.traffic.arrive(start)
+        billed_gb_s += dur * ep.mem_gb
+        extra, keep_s = policy.scale_out(ep.traffic, start, ep.alive)
+        for _ in range(extra):
+            push(start, PREWARM, ep, start + keep_s)
+        if ep.stack and take_idle(ep, start):
+            sb = _Sandbox(start)           # the sandbox taken; a new handle is as good (idle time is booked)
+            run_at = start
+        else:
+            ep.cold += 1
+            ep.alive += 1
+            sb = _Sandbox(start)
+            run_at = start + cold_s
+        pending[0] += 1
+        push(run_at + dur, END, ep, sb)
+    while heap and pending[0]:                   # until the last invocation has ended
+        handle(*heapq.heappop(heap))
+    # Books close at the horizon: idle sandboxes, and pre-warms already starting, count until then.
+    for ep in eps.values():
+        ep.idle_gb_s += sum(max(0.0, horizon - sb.idle_since) for sb in ep.stack) * ep.mem_gb
+    for t, _, kind, a, b, c in heap:
+        if kind == READY:
+            a.idle_gb_s += max(0.0, horizon - b.idle_since) * a.mem_gb
+    idle_gb_s = sum(e.idle_gb_s for e in eps.values())
+    cold = sum(e.cold for e in eps.values())
+    per_ep = [100.0 * e.cold / e.invocations for e in eps.values() if e.invocations]
+    return {
+        "policy": policy.name,
+        "cold_start_ms": cold_start_ms,
+        "endpoints": len(eps),
+        "invocations": invocations,
+        "cold_starts": cold,
+        "cold_start_pct": round(100.0 * cold / invocations, 4) if invocations else 0.0,
+        "endpoint_cold_start_pct_p75": round(percentile(per_ep, 75), 4) if per_ep else 0.0,
+        "idle_gb_s": round(idle_gb_s, 3),
+        "billed_gb_s": round(billed_gb_s, 3),
+        "by_endpoint": {name: {"invocations": e.invocations, "cold_starts": e.cold,
+                               "idle_gb_s": round(e.idle_gb_s, 3)} for name, e in eps.items()},
+    }
+
+
+def run(trace: str | Path, policy_spec: str, cold_start_ms: float = 1000.0) -> dict:
+    t0 = time.perf_counter()
+    result = simulate(read_trace(trace), parse(policy_spec, cold_start_ms), cold_start_ms)
+    result["trace"] = str(trace)
+    result["sim_seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def format_table(results: list[dict]) -> str:
+    cols = ["policy", "invocations", "cold_starts", "cold_start_pct", "endpoint_cold_start_pct_p75",
+            "idle_gb_s", "billed_gb_s", "sim_seconds"]
+    base = next((r for r in results if r["policy"] == "fixed:600"), None)
+    out = io.StringIO()
+    heads = ["policy", "invocations", "cold", "cold %", "ep cold % p75", "idle GB-s", "billed GB-s", "sim s"]
+    if base:
+        heads += ["cold/fixed", "p75/fixed", "idle/fixed"]
+    out.write("  ".join(f"{h:>13}" for h in heads) + "\n")
+    for r in results:
+        cells = [f"{r[c]:>13}" if isinstance(r[c], str) else f"{r[c]:>13,.2f}" if isinstance(r[c], float)
+                 else f"{r[c]:>13,}" for c in cols]
+        if base:
+            for key in ("cold_starts", "endpoint_cold_start_pct_p75", "idle_gb_s"):
+                cells.append(f"{(r[key] / base[key] if base[key] else float('nan')):>13.2f}")
+        out.write("  ".join(cells) + "\n")
+    return out.getvalue()

@@ -1,0 +1,117 @@
+"""The SageMaker control-plane API over HTTP: AWS JSON 1.1, ``POST /`` with
+``X-Amz-Target: SageMaker.<Operation>``, so ``boto3.client("sagemaker")`` and the
+SageMaker Python SDK work unchanged.  Also the SigV4 check for both SageMaker
+APIs when access keys are configured (the admin API keeps its bearer token).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from aiohttp import web
+
+from gateway import errors
+from gateway.http.runtime import read_body
+from gateway.sagemaker.catalog import Catalog
+from gateway.sagemaker.shapes import SmError
+from gateway.sagemaker.sigv4 import AuthError, verify
+
+log = logging.getLogger("slimserve.sagemaker")
+CONTENT_TYPE = "application/x-amz-json-1.1"
+MAX_BODY_BYTES = 1 << 20
+
+
+def _json_response(doc: dict, status: int = 200) -> web.Response:
+    return web.Response(body=json.dumps(doc).encode(), status=status, content_type=CONTENT_TYPE,
+                        headers={"x-amzn-RequestId": str(uuid.uuid4())})
+
+
+def error_response(code: str, message: str, status: int = 400) -> web.Response:
+    """The AWS error shape: JSON 1.1 readers take ``__type``, REST-JSON readers the header."""
+    resp = _json_response({"__type": code, "message": message}, status)
+    resp.headers["x-amzn-ErrorType"] = f"{code}:http://internal.amazon.com/coral/com.amazonaws.sagemaker/"
+    return resp
+
+
+class SageMakerApi:
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        c = catalog
+        self.ops = {
+            "CreateModel": c.create_model, "DescribeModel": c.describe_model, "ListModels": c.list_models,
+            "DeleteModel": c.delete_model,
+            "CreateEndpointConfig": c.create_endpoint_config, "DescribeEndpointConfig": c.describe_endpoint_config,
+            "ListEndpointConfigs": c.list_endpoint_configs, "DeleteEndpointConfig": c.delete_endpoint_config,
+            "CreateEndpoint": c.create_endpoint, "DescribeEndpoint": c.describe_endpoint,
+            "ListEndpoints": c.list_endpoints, "UpdateEndpoint": c.update_endpoint,
+            "UpdateEndpointWeightsAndCapacities": c.update_weights, "DeleteEndpoint": c.delete_endpoint,
+            "AddTags": c.add_tags, "ListTags": c.list_tags, "DeleteTags": c.delete_tags,
+        }
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/", self.handle)]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        target = request.headers.get("X-Amz-Target", "")
+        service, _, op = target.partition(".")
+        if service != "SageMaker" or op not in self.ops:
+            return error_response("UnknownOperationException",
+                                  f"Unknown operation {target or '(no X-Amz-Target header)'}"
+                                  + ("" if service in ("SageMaker", "") else ": this endpoint serves SageMaker"))
+        try:
+            raw = await read_body(request, MAX_BODY_BYTES)
+        except errors.ApiError:
+            return error_response("ValidationException", f"The request body is over {MAX_BODY_BYTES} bytes.", 413)
+        try:
+            req = json.loads(raw or b"{}")
+        except ValueError:
+            return error_response("SerializationException", "The request body is not valid JSON.")
+        if not isinstance(req, dict):
+            return error_response("SerializationException", "The request body must be a JSON object.")
+        try:
+            result = self.ops[op](req)
+            if hasattr(result, "__await__"):
+                result = await result
+        except SmError as exc:
+            return error_response(exc.code, exc.message, exc.status)
+        return _json_response(result)
+
+
+def _action(request: web.Request) -> tuple[str, bool]:
+    """(the IAM-style action a request performs, whether a read-scoped key may perform it)."""
+    if request.path.startswith("/endpoints/"):
+        return "sagemaker:InvokeEndpoint", True
+    op = request.headers.get("X-Amz-Target", "").partition(".")[2] or "UnknownOperation"
+    return f"sagemaker:{op}", op.startswith(("Describe", "List"))
+
+
+def auth_middleware(keys: dict, region: str, max_body: int, account_id: str, clock=time.time):
+    """SigV4 on everything but the admin API (bearer token), /ping and /metrics; ``keys`` maps
+    access key ids to ``credentials.AccessKey`` (a ``read`` key may invoke, Describe and List)."""
+    open_paths = ("/ping", "/metrics")
+    secrets = {k: v.secret for k, v in keys.items()}
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        if request.path.startswith("/admin") or request.path in open_paths:
+            return await handler(request)
+        try:
+            body = await read_body(request, max_body)
+        except errors.ApiError as exc:
+            return exc.response(str(uuid.uuid4()))
+        request["body"] = body
+        try:                                   # aiohttp's headers are already case-insensitive
+            key_id = verify(request.method, request.path, request.query_string, request.headers, body, secrets,
+                            region, clock())
+        except AuthError as exc:
+            return error_response(exc.code, exc.message, exc.status)
+        action, is_read = _action(request)
+        if keys[key_id].scope == "read" and not is_read:
+            return error_response("AccessDeniedException",
+                                  f"User: arn:aws:iam::{account_id}:user/{key_id} is not authorized to perform: "
+                                  f"{action} because its access key is scoped to read (invoke, Describe*, List*).")
+        return await handler(request)
+
+    return middleware

@@ -1,0 +1,152 @@
+"""The SageMaker API's shapes and rules, as botocore's service model and the real service
+state them: name patterns, production variants, tags, listing (sort, filter, paginate), and
+errors worded the way the service words them."""
+from __future__ import annotations
+
+import base64
+import re
+
+from gateway.config import MAX_CONCURRENCY_RANGE, MEMORY_TIERS_MB
+from gateway.sagemaker.instances import UnknownInstanceType, instance_memory_mb
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+CONTAINS_RE = re.compile(r"^[a-zA-Z0-9-]+$")
+ENDPOINT_STATUSES = ("OutOfService", "Creating", "Updating", "SystemUpdating", "RollingBack", "InService",
+                     "Deleting", "Failed", "UpdateRollbackFailed")
+
+
+class SmError(Exception):
+    def __init__(self, code: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+def invalid(message: str) -> SmError:
+    return SmError("ValidationException", message)
+
+
+def check_name(req: dict, key: str, path: str | None = None) -> str:
+    value = req.get(key)
+    if not isinstance(value, str) or not value:
+        raise invalid(f"1 validation error detected: Value null at '{path or _camel(key)}' failed to satisfy "
+                      "constraint: Member must not be null")
+    if not NAME_RE.match(value):
+        raise invalid(f"1 validation error detected: Value '{value}' at '{path or _camel(key)}' failed to satisfy "
+                      "constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+    return value
+
+
+def check_variant(pv, i: int) -> None:
+    at = f"productionVariants.{i}.member"
+    if not isinstance(pv, dict):
+        raise invalid(f"Value at '{at}' must be an object.")
+    check_name(pv, "VariantName", f"{at}.variantName")
+    check_name(pv, "ModelName", f"{at}.modelName")
+    serverless, itype = pv.get("ServerlessConfig"), pv.get("InstanceType")
+    if bool(serverless) == bool(itype):
+        raise invalid(f"Variant {pv['VariantName']}: give either ServerlessConfig or InstanceType with "
+                      "InitialInstanceCount.")
+    if serverless:
+        mem, conc = serverless.get("MemorySizeInMB"), serverless.get("MaxConcurrency")
+        prov = serverless.get("ProvisionedConcurrency", 0) or 0
+        if mem not in MEMORY_TIERS_MB:
+            raise invalid(f"1 validation error detected: Value '{mem}' at '{at}.serverlessConfig.memorySizeInMB' "
+                          "failed to satisfy constraint: Member must satisfy enum value set: "
+                          f"[{', '.join(map(str, MEMORY_TIERS_MB))}]")
+        lo, hi = MAX_CONCURRENCY_RANGE
+        if not isinstance(conc, int) or not lo <= conc <= hi:
+            raise invalid(f"1 validation error detected: Value '{conc}' at '{at}.serverlessConfig.maxConcurrency' "
+                          f"failed to satisfy constraint: Member must have value between {lo} and {hi}")
+        if not isinstance(prov, int) or not 0 <= prov <= conc:
+            raise invalid(f"Variant {pv['VariantName']}: ProvisionedConcurrency {prov} must be between 1 and "
+                          f"MaxConcurrency ({conc}).")
+    else:
+        try:
+            instance_memory_mb(itype)
+        except UnknownInstanceType as exc:
+            raise invalid(f"1 validation error detected: Value '{itype}' at '{at}.instanceType' failed to satisfy "
+                          f"constraint: Member must satisfy enum value set ({exc})") from None
+        count = pv.get("InitialInstanceCount")
+        if not isinstance(count, int) or not 1 <= count <= MAX_CONCURRENCY_RANGE[1]:
+            raise invalid(f"1 validation error detected: Value '{count}' at '{at}.initialInstanceCount' failed to "
+                          f"satisfy constraint: Member must have value between 1 and {MAX_CONCURRENCY_RANGE[1]}")
+    weight = pv.get("InitialVariantWeight", 1.0)
+    if not isinstance(weight, (int, float)) or weight < 0:
+        raise invalid(f"1 validation error detected: Value '{weight}' at '{at}.initialVariantWeight' failed to "
+                      "satisfy constraint: Member must have value greater than or equal to 0")
+
+
+def list_page(req: dict, docs: list[dict], name_key: str, result_key: str, summary, sort_keys) -> dict:
+    sort_by = req.get("SortBy") or "CreationTime"
+    order = req.get("SortOrder") or "Descending"
+    if sort_by not in sort_keys:
+        raise invalid(f"1 validation error detected: Value '{sort_by}' at 'sortBy' failed to satisfy constraint: "
+                      f"Member must satisfy enum value set: [{', '.join(sort_keys)}]")
+    if order not in ("Ascending", "Descending"):
+        raise invalid(f"1 validation error detected: Value '{order}' at 'sortOrder' failed to satisfy constraint: "
+                      "Member must satisfy enum value set: [Ascending, Descending]")
+    contains = req.get("NameContains")
+    if contains:
+        if not CONTAINS_RE.match(contains):
+            raise invalid(f"1 validation error detected: Value '{contains}' at 'nameContains' failed to satisfy "
+                          "constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9-]+")
+        docs = [d for d in docs if contains.lower() in d[name_key].lower()]
+    for key, op in (("CreationTimeBefore", "lt"), ("CreationTimeAfter", "gt")):
+        if req.get(key) is not None:
+            t = timestamp(req[key], key)
+            docs = [d for d in docs if (d["CreationTime"] < t if op == "lt" else d["CreationTime"] > t)]
+    field = {"Name": name_key, "CreationTime": "CreationTime", "Status": "EndpointStatus"}[sort_by]
+    docs.sort(key=lambda d: (d[field], d[name_key]), reverse=order == "Descending")
+    size = req.get("MaxResults") or 10
+    if not isinstance(size, int) or not 1 <= size <= 100:
+        raise invalid(f"1 validation error detected: Value '{size}' at 'maxResults' failed to satisfy "
+                      "constraint: Member must have value between 1 and 100")
+    start = token_offset(req.get("NextToken"))
+    out = {result_key: [summary(d) for d in docs[start:start + size]]}
+    if start + size < len(docs):
+        out["NextToken"] = page_token(start + size)
+    return out
+
+
+def _camel(key: str) -> str:
+    return key[:1].lower() + key[1:]
+
+
+def tags_of(tags) -> list[dict]:
+    if tags is None:
+        return []
+    if not isinstance(tags, list) or len(tags) > 50:
+        raise invalid("Tags must be a list of at most 50 {Key, Value} objects.")
+    out = []
+    for t in tags:
+        if not isinstance(t, dict) or not isinstance(t.get("Key"), str) or not 1 <= len(t["Key"]) <= 128 \
+                or not isinstance(t.get("Value", ""), str) or len(t.get("Value", "")) > 256:
+            raise invalid(f"Invalid tag {t!r}: Key is 1-128 characters, Value up to 256.")
+        out.append({"Key": t["Key"], "Value": t.get("Value", "")})
+    return out
+
+
+def tag_dict(tags: list[dict]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in tags}
+
+
+def timestamp(value, key: str) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    raise invalid(f"{key} must be a timestamp.")
+
+
+def page_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
+
+
+def token_offset(token) -> int:
+    if not token:
+        return 0
+    try:
+        kind, _, n = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if kind == "o" and int(n) >= 0:
+            return int(n)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise invalid("Invalid pagination token.")

@@ -1,0 +1,238 @@
+"""The endpoint service: deploy, update, describe, delete -- the one place that
+changes endpoints, used by the admin API now and the SageMaker control plane later.
+
+Every change is validated, persisted, then applied to the pools; a new bundle
+is loaded once in a sandbox before it is accepted, so a bundle that cannot
+load is refused at deploy rather than at its first request.
+"""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+from gateway.config import Settings
+from gateway.domain import EndpointSpec, InvalidSpec, VariantSpec
+from gateway.pools.manager import PoolManager
+from gateway.serving.bundles import BundleRejected, install, install_artifacts, make_readable, unpack
+from gateway.store.sqlite import Store
+from runtime.sandbox import SandboxSpec, StartError
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(ValueError):
+    pass
+
+
+class EndpointService:
+    def __init__(self, settings: Settings, store: Store, manager: PoolManager):
+        self.settings = settings
+        self.store = store
+        self.manager = manager
+        self.specs: dict[str, EndpointSpec] = {}
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        """Restore endpoints saved by an earlier run."""
+        for spec in await self.store.load_endpoints():
+            self.specs[spec.name] = spec
+            await self._apply(spec)
+
+    def get(self, name: str) -> EndpointSpec:
+        spec = self.specs.get(name)
+        if spec is None:
+            raise NotFound(f"endpoint {name} not found")
+        return spec
+
+    def list(self) -> list[EndpointSpec]:
+        return [self.specs[n] for n in sorted(self.specs)]
+
+    async def deploy(self, name: str, upload: Path | None, variant: VariantSpec,
+                     tags: dict[str, str] | None = None) -> EndpointSpec:
+        async with self._lock:
+            if name in self.specs:
+                raise Conflict(f"endpoint {name} already exists; use update")
+            if upload is None:
+                raise InvalidSpec("deploy needs a bundle")
+            now = time.time()
+            spec = EndpointSpec(name=name, variants=[replace(variant, bundle_version=1)],
+                                tags=dict(tags or {}), created=now, updated=now)
+            spec.validate()
+            spec.variants[0] = await self._install(name, upload, spec.variants[0])
+            await self.store.put_endpoint(spec)
+            self.specs[name] = spec
+            await self._apply(spec)
+            return spec
+
+    async def update(self, name: str, upload: Path | None = None, *, memory_mb: int | None = None,
+                     max_concurrency: int | None = None, provisioned: int | None = None,
+                     tags: dict[str, str] | None = None, variant_name: str | None = None) -> EndpointSpec:
+        async with self._lock:
+            old = self.get(name)
+            target = old.variant(variant_name) if variant_name else old.variants[0]
+            if target is None:
+                raise NotFound(f"endpoint {name} has no variant {variant_name}")
+            changes = {k: v for k, v in dict(memory_mb=memory_mb, max_concurrency=max_concurrency,
+                                             provisioned=provisioned).items() if v is not None}
+            new_variant = replace(target, **changes)
+            new = replace(old, variants=[new_variant if v is target else v for v in old.variants],
+                          tags=dict(old.tags, **(tags or {})), updated=time.time())
+            new.validate()
+            if upload is not None:
+                version = max(v.bundle_version for v in old.variants) + 1
+                installed = await self._install(name, upload, replace(new_variant, bundle_version=version))
+                new.variants = [installed if v is new_variant else v for v in new.variants]
+            elif new_variant.memory_mb != target.memory_mb and self.settings.validate_on_deploy:
+                await self._trial_load(name, new_variant)
+            await self.store.put_endpoint(new)
+            self.specs[name] = new
+            await self._apply(new)
+            self._prune_bundles(new)
+            return new
+
+    async def put(self, name: str, variants: list[tuple[VariantSpec, Path]], tags: dict[str, str] | None = None,
+                  *, replace_existing: bool = False) -> EndpointSpec:
+        """Create an endpoint (or replace all of its variants: blue/green) from variants whose
+        bundles come from local sources (a model directory, model.tar.gz or .pkl, left in place).
+        Every new bundle is installed and trial-loaded before traffic moves; in-flight requests
+        on the old variants finish on them."""
+        async with self._lock:
+            old = self.specs.get(name)
+            if old is not None and not replace_existing:
+                raise Conflict(f"endpoint {name} already exists")
+            if old is None and replace_existing:
+                raise NotFound(f"endpoint {name} not found")
+            base = max((v.bundle_version for v in old.variants), default=0) if old else 0
+            now = time.time()
+            staged = [replace(v, bundle_version=base + i + 1) for i, (v, _) in enumerate(variants)]
+            spec = EndpointSpec(name=name, variants=staged, tags=dict(tags if tags is not None else old.tags if old else {}),
+                                created=old.created if old else now, updated=now)
+            spec.validate()
+            installed = []
+            try:
+                for v, (_, source) in zip(staged, variants):
+                    installed.append(await self._install(name, Path(source) if source else None, v, copy=True))
+            except BaseException:
+                for v in installed:
+                    shutil.rmtree(v.bundle_dir, ignore_errors=True)
+                raise
+            spec.variants = installed
+            await self.store.put_endpoint(spec)
+            self.specs[name] = spec
+            await self._apply(spec)
+            if old is not None:                    # the old bundles stay while their pools drain
+                self._prune_bundles(spec, keep_also={Path(v.bundle_dir).name for v in old.variants})
+            return spec
+
+    async def set_variants(self, name: str, changes: dict[str, dict]) -> EndpointSpec:
+        """Change weights and counts of existing variants in place (warm sandboxes stay)."""
+        async with self._lock:
+            old = self.get(name)
+            unknown = set(changes) - {v.name for v in old.variants}
+            if unknown:
+                raise NotFound(f"endpoint {name} has no variant {sorted(unknown)[0]}")
+            new = replace(old, variants=[replace(v, **changes.get(v.name, {})) for v in old.variants],
+                          updated=time.time())
+            new.validate()
+            await self.store.put_endpoint(new)
+            self.specs[name] = new
+            await self._apply(new)
+            return new
+
+    async def set_tags(self, name: str, tags: dict[str, str]) -> EndpointSpec:
+        """Replace an endpoint's tags (bills group costs by them)."""
+        async with self._lock:
+            new = replace(self.get(name), tags=dict(tags), updated=time.time())
+            new.validate()
+            await self.store.put_endpoint(new)
+            self.specs[name] = new
+            return new
+
+    async def delete(self, name: str) -> None:
+        async with self._lock:
+            self.get(name)
+            await self.store.delete_endpoint(name)
+            del self.specs[name]
+            await self.manager.remove(name)
+            shutil.rmtree(self.settings.bundles_dir / name, ignore_errors=True)
+
+    async def _apply(self, spec: EndpointSpec) -> None:
+        await self.manager.configure(spec.name, spec.variants)
+        for v in spec.variants:
+            pool = self.manager.pool(spec.name, v.name)
+            missing = v.provisioned - len(pool.live) - pool.starting
+            if missing > 0:
+                pool.prewarm(missing)
+
+    async def _install(self, name: str, upload: Path | None, variant: VariantSpec, copy: bool = False) -> VariantSpec:
+        dest = self.settings.bundles_dir / name / f"v{variant.bundle_version}"
+        if dest.exists():
+            shutil.rmtree(dest)
+        if variant.image:                 # the container brings its own server: artifacts are copied as they are
+            kind = await asyncio.to_thread(install_artifacts, upload, dest)
+        else:
+            kind = await asyncio.to_thread(install if copy else unpack, upload, dest)
+        await asyncio.to_thread(make_readable, dest)
+        installed = replace(variant, bundle_kind=kind, bundle_dir=str(dest.resolve()))
+        if self.settings.validate_on_deploy:
+            try:
+                await self._trial_load(name, installed)
+            except BundleRejected:
+                shutil.rmtree(dest, ignore_errors=True)
+                raise
+        return installed
+
+    async def _trial_load(self, name: str, variant: VariantSpec) -> None:
+        """Load the bundle once in a real sandbox at its tier, then stop it."""
+        mgr = self.manager
+        sid = f"sb-check-{uuid.uuid4().hex[:8]}"
+        if not await mgr.make_room(name, sid, variant.memory_mb):
+            raise InvalidSpec(f"the host memory budget has no room to check a {variant.memory_mb} MB bundle now")
+        spec = SandboxSpec(sandbox_id=sid, endpoint=name, variant=variant.name, memory_mb=variant.memory_mb,
+                           bundle_dir=variant.bundle_dir, bundle_kind=variant.bundle_kind,
+                           log_path=str(mgr.log_path(name)), env=dict(variant.env),
+                           network_isolation=variant.network_isolation, image=variant.image, check_only=True)
+        try:
+            sb = await mgr.backend.start(spec)
+        except StartError as exc:
+            raise BundleRejected(exc.message) from None
+        finally:
+            mgr.budget.release(sid)
+        await sb.destroy("bundle check done")
+
+    def _prune_bundles(self, spec: EndpointSpec, keep_also: set[str] = frozenset()) -> None:
+        """Keep the bundles in use and the one before them (a retired pool may still start from it)."""
+        keep = {Path(v.bundle_dir).name for v in spec.variants} | set(keep_also)
+        newest = max(v.bundle_version for v in spec.variants)
+        keep.add(f"v{newest - 1}")
+        root = self.settings.bundles_dir / spec.name
+        for child in root.iterdir() if root.exists() else []:
+            if child.name not in keep:
+                shutil.rmtree(child, ignore_errors=True)
+
+    def describe(self, name: str) -> dict:
+        spec = self.get(name)
+        pools = {p["variant"]: p for p in self.manager.snapshot() if p["endpoint"] == name and not p["draining"]}
+        failures = [p["last_failure"] for p in pools.values() if p.get("last_failure")]
+        return {
+            "name": spec.name,
+            "status": "InService",
+            "tags": spec.tags,
+            "created": spec.created,
+            "updated": spec.updated,
+            "last_failure": failures[0] if failures else None,
+            "variants": [
+                {
+                    "name": v.name, "memory_mb": v.memory_mb, "max_concurrency": v.max_concurrency,
+                    "provisioned": v.provisioned, "weight": v.weight, "bundle_kind": v.bundle_kind,
+                    "bundle_version": v.bundle_version, "pool": pools.get(v.name),
+                }
+                for v in spec.variants
+            ],
+        }

@@ -1,0 +1,310 @@
+"""SQLite state: endpoints and the usage ledger.  Nothing else writes the file.
+
+WAL mode with ``synchronous=FULL``: a commit is on disk (WAL fsynced) before
+``insert_usage`` returns, which is what lets the meter promise that a response
+never leaves before its usage record is durable.  All calls run on one
+dedicated thread that owns the connection, so the event loop never blocks on
+disk and SQLite never sees two writers from this process.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from gateway.domain import PROVISIONED_FIELDS, USAGE_FIELDS, EndpointSpec, ProvisionedRecord, UsageRecord
+from gateway.store import rollup
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS endpoints (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sm_resources (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE IF NOT EXISTS retired_endpoints (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS usage (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL UNIQUE,
+    endpoint TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    start REAL NOT NULL,
+    billed_ms INTEGER NOT NULL,
+    model_ms REAL NOT NULL,
+    overhead_ms REAL NOT NULL,
+    cold_start INTEGER NOT NULL,
+    init_ms REAL NOT NULL,
+    status TEXT NOT NULL,
+    error_kind TEXT,
+    bytes_in INTEGER NOT NULL DEFAULT 0,
+    bytes_out INTEGER NOT NULL DEFAULT 0,
+    sandbox_id TEXT,
+    start_path TEXT,
+    init_detail TEXT
+);
+CREATE INDEX IF NOT EXISTS usage_endpoint_start ON usage (endpoint, start);
+CREATE INDEX IF NOT EXISTS usage_start ON usage (start);
+CREATE TABLE IF NOT EXISTS rollup_hourly (
+    hour INTEGER NOT NULL,
+    endpoint TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    invocations INTEGER NOT NULL DEFAULT 0,
+    billed_ms INTEGER NOT NULL DEFAULT 0,
+    cold_starts INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    bytes_in INTEGER NOT NULL DEFAULT 0,
+    bytes_out INTEGER NOT NULL DEFAULT 0,
+    provisioned_ms INTEGER NOT NULL DEFAULT 0,
+    idle_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour, endpoint, variant, memory_mb)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS provisioned_usage (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    sandboxes INTEGER NOT NULL,
+    billed_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS provisioned_start ON provisioned_usage (start);
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.executescript(SCHEMA)
+    _add_missing_columns(conn)
+    _build_missing_rollups(conn)
+    return conn
+
+
+def _build_missing_rollups(conn: sqlite3.Connection) -> None:
+    """A ledger from before roll-ups existed gets them, derived from its raw records."""
+    if conn.execute("SELECT 1 FROM rollup_hourly LIMIT 1").fetchone() is None and \
+            conn.execute("SELECT 1 FROM usage LIMIT 1").fetchone() is not None:
+        conn.execute("BEGIN IMMEDIATE")
+        for sql in rollup.REBUILD_SQL:
+            conn.execute(sql)
+        deltas = rollup.provisioned_deltas(
+            ProvisionedRecord(*row) for row in conn.execute(f"SELECT {', '.join(PROVISIONED_FIELDS)} FROM provisioned_usage"))
+        conn.executemany(rollup.UPSERT_SQL, rollup.rows(deltas))
+        conn.execute("COMMIT")
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Ledgers written by an older version gain the newer (nullable) columns."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(usage)")}
+    for col in ("start_path", "init_detail"):
+        if col not in have:
+            conn.execute(f"ALTER TABLE usage ADD COLUMN {col} TEXT")
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slimserve-store")
+        self._conn: sqlite3.Connection | None = None
+        self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slimserve-reports")
+        self._reader: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        self._conn = await self._run(connect, self.path)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await asyncio.get_running_loop().run_in_executor(self._read_pool, self._reader.close)
+            self._reader = None
+        self._read_pool.shutdown(wait=True)
+        if self._conn is not None:
+            await self._run(self._conn.close)
+            self._conn = None
+        self._pool.shutdown(wait=True)
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    # --- endpoints --------------------------------------------------------
+    async def put_endpoint(self, spec: EndpointSpec) -> None:
+        await self._run(self._put_endpoint, spec)
+
+    def _put_endpoint(self, spec: EndpointSpec) -> None:
+        self._conn.execute(
+            "INSERT INTO endpoints (name, spec) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET spec = excluded.spec",
+            (spec.name, json.dumps(spec.to_dict())),
+        )
+
+    async def delete_endpoint(self, name: str) -> None:
+        await self._run(self._delete_endpoint, name)
+
+    def _delete_endpoint(self, name: str) -> None:
+        """Gone from service, but its last spec stays for the bills (tags group its costs)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT OR REPLACE INTO retired_endpoints SELECT name, spec FROM endpoints WHERE name = ?", (name,))
+        conn.execute("DELETE FROM endpoints WHERE name = ?", (name,))
+        conn.execute("COMMIT")
+
+    async def load_endpoints(self) -> list[EndpointSpec]:
+        rows = await self._run(lambda: self._conn.execute("SELECT spec FROM endpoints ORDER BY name").fetchall())
+        return [EndpointSpec.from_dict(json.loads(r[0])) for r in rows]
+
+    # --- SageMaker control-plane resources (models, endpoint configs, endpoint records) ---
+    async def put_resource(self, kind: str, name: str, doc: dict) -> None:
+        await self._run(self._conn.execute,
+                        "INSERT INTO sm_resources (kind, name, doc) VALUES (?, ?, ?) "
+                        "ON CONFLICT(kind, name) DO UPDATE SET doc = excluded.doc", (kind, name, json.dumps(doc)))
+
+    async def delete_resource(self, kind: str, name: str) -> None:
+        await self._run(self._conn.execute, "DELETE FROM sm_resources WHERE kind = ? AND name = ?", (kind, name))
+
+    async def load_resources(self) -> list[tuple[str, str, dict]]:
+        rows = await self._run(lambda: self._conn.execute("SELECT kind, name, doc FROM sm_resources").fetchall())
+        return [(k, n, json.loads(d)) for k, n, d in rows]
+
+    # --- usage ------------------------------------------------------------
+    async def insert_usage(self, records: list[UsageRecord]) -> None:
+        await self._run(self._insert, "usage", USAGE_FIELDS, records, rollup.usage_deltas(records))
+
+    async def insert_provisioned(self, records: list[ProvisionedRecord]) -> None:
+        await self._run(self._insert, "provisioned_usage", PROVISIONED_FIELDS, records,
+                        rollup.provisioned_deltas(records))
+
+    async def add_idle(self, deltas: dict) -> None:
+        """Idle sandbox-ms per hour (from the idle meter): roll-ups only, no raw rows."""
+        if deltas:
+            await self._run(self._insert, None, (), (), deltas)
+
+    def _insert(self, table: str | None, cols, records, deltas: dict) -> None:
+        """``records`` and their roll-up ``deltas`` in one transaction: one fsync, all or nothing."""
+        rows = [tuple(getattr(r, c) for c in cols) for r in records]
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if rows:
+                conn.executemany(
+                    f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", rows)
+            conn.executemany(rollup.UPSERT_SQL, rollup.rows(deltas))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    async def prune_usage(self, before: float, batch: int = 20_000) -> int:
+        """Drop raw records older than the hour boundary ``before`` (their roll-ups stay, so
+        bills of those hours are unchanged); in small transactions, so commits of new
+        records wait at most one batch.  Returns the number of records dropped."""
+        before = rollup.hour_of(before)
+        gone = 0
+        while True:
+            n = await self._run(self._prune_batch, before, batch)
+            gone += n
+            if n < batch:
+                return gone
+
+    def _prune_batch(self, before: float, batch: int) -> int:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = conn.execute("DELETE FROM usage WHERE seq IN (SELECT seq FROM usage WHERE start < ? LIMIT ?)",
+                             (before, batch)).rowcount
+            conn.execute("DELETE FROM provisioned_usage WHERE end <= ?", (before,))
+            conn.execute("INSERT INTO ledger_meta (key, value) VALUES ('raw_kept_from', ?) ON CONFLICT(key) "
+                         "DO UPDATE SET value = MAX(CAST(value AS REAL), excluded.value)", (str(before),))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return n
+
+    async def bill(self, since: float | None, until: float | None, by: list[str], prices) -> dict:
+        from gateway.metering.billing import bill
+
+        return await self._read(lambda conn: bill(conn, since, until, by, prices))
+
+    async def bill_set(self, since: float | None, until: float | None, by: list[str], prices) -> dict:
+        """The bill grouped ``by`` plus the views the HTML page charts, from one read."""
+        from gateway.metering.billing import bill_set
+
+        return await self._read(lambda conn: bill_set(conn, since, until, by, prices))
+
+    async def _read(self, fn):
+        """Reports run on a reader connection of their own (WAL: readers never block the
+        writer), so a long report cannot hold up the commit of a usage record."""
+        def call():
+            if self._reader is None:
+                self._reader = sqlite3.connect(str(self.path), check_same_thread=False)
+                self._reader.execute("PRAGMA query_only=1")
+            return fn(self._reader)
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, call)
+
+    async def query_usage(self, endpoint: str | None = None, since: float | None = None,
+                          until: float | None = None, limit: int | None = None) -> list[dict]:
+        return await self._read(lambda conn: self._query(conn, "usage", USAGE_FIELDS, endpoint, since, until, limit))
+
+    async def usage_page(self, kind: str = "invocation", endpoint: str | None = None, since: float | None = None,
+                         until: float | None = None, after: int = 0, size: int = 5000) -> list[dict]:
+        """Up to ``size`` records after cursor ``after``, oldest first, each with its ``seq``
+        (the next cursor): an export reads the ledger a page at a time, never all at once."""
+        table, cols = ("provisioned_usage", PROVISIONED_FIELDS) if kind == "provisioned" else ("usage", USAGE_FIELDS)
+        return await self._read(lambda conn: self._query(conn, table, ["seq"] + cols, endpoint, since, until,
+                                                        None, after=after, size=size))
+
+    async def query_provisioned(self, endpoint: str | None = None, since: float | None = None,
+                                until: float | None = None, limit: int | None = None) -> list[dict]:
+        return await self._read(
+            lambda conn: self._query(conn, "provisioned_usage", PROVISIONED_FIELDS, endpoint, since, until, limit))
+
+    @staticmethod
+    def _query(conn, table, cols, endpoint, since, until, limit, after: int | None = None,
+               size: int | None = None) -> list[dict]:
+        where, args = [], []
+        # Paging by seq walks the table in seq order from the cursor; the unary + keeps SQLite
+        # off the (endpoint, start) index, whose rows it would have to sort again on every page.
+        plus = "+" if after is not None else ""
+        if after is not None:
+            where.append("seq > ?")
+            args.append(after)
+        if endpoint:
+            where.append(f"{plus}endpoint = ?")
+            args.append(endpoint)
+        if since is not None:
+            where.append(f"{plus}start >= ?")
+            args.append(since)
+        if until is not None:
+            where.append(f"{plus}start < ?")
+            args.append(until)
+        sql = f"SELECT {', '.join(cols)} FROM {table}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq"
+        if size:
+            sql += f" LIMIT {int(size)}"
+        elif limit:
+            sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY start"
+        out = []
+        for row in conn.execute(sql, args):
+            d = dict(zip(cols, row))
+            if "cold_start" in d:
+                d["cold_start"] = bool(d["cold_start"])
+            out.append(d)
+        return out

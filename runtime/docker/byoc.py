@@ -1,0 +1,128 @@
+"""Bring your own container: images that follow SageMaker's inference container contract.
+
+The container is started with ``serve`` and answers ``GET /ping`` and
+``POST /invocations`` on port 8080, with artifacts in /opt/ml/model and the
+SAGEMAKER_* environment.  It runs with ``network_mode: none`` like every
+sandbox, so its port is reached on the loopback of its own network namespace:
+a relay thread enters that namespace (``setns``, which is per thread on Linux)
+and makes the HTTP calls from inside it.  No bridge, no published port, no
+traffic to any other address.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import http.client
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from runtime.docker.container_life import ContainerLife
+from runtime.sandbox import TIMEOUT, InvokeRequest, InvokeResult, Sandbox, State
+
+CLONE_NEWNET = 0x40000000
+PORT = 8080
+SAGEMAKER_ENV = {"SAGEMAKER_BIND_TO_PORT": str(PORT), "SAGEMAKER_SAFE_PORT_RANGE": "8080-8080",
+                 "SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SM_MODEL_DIR": "/opt/ml/model"}
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _enter_netns(pid: int) -> None:
+    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"cannot enter the network namespace of pid {pid}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+class Relay:
+    """One thread that lives in the container's network namespace and makes its HTTP calls."""
+
+    def __init__(self, pid: int):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"slimserve-relay-{pid}",
+                                       initializer=_enter_netns, initargs=(pid,))
+
+    async def call(self, method: str, path: str, body: bytes | None, headers: dict, timeout_s: float):
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool, _http, method, path, body, headers, timeout_s)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _http(method, path, body, headers, timeout_s):
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=timeout_s)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+async def wait_ready(relay: Relay, timeout_s: float, alive) -> None:
+    """Poll GET /ping until the model server answers 200 (the contract's health check)."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not await alive():
+            raise RuntimeError(f"the container exited before it answered /ping ({last})")
+        try:
+            status, _, _ = await relay.call("GET", "/ping", None, {}, 2.0)
+            if status == 200:
+                return
+            last = f"/ping answered {status}"
+        except (OSError, http.client.HTTPException) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"the container did not answer /ping with 200 within {timeout_s:g} s ({last})")
+
+
+class ContainerServerSandbox(ContainerLife, Sandbox):
+    """A sandbox whose model server speaks HTTP inside its container."""
+
+    def __init__(self, spec, listeners, backend, container, root, relay: Relay):
+        super().__init__(spec, listeners)
+        self._init_container(backend, container, root)
+        self.relay = relay
+
+    async def invoke(self, request: InvokeRequest, timeout_s: float) -> InvokeResult:
+        if self.state is not State.IDLE:
+            return InvokeResult(False, error_kind="dead", message=f"sandbox {self.id} is {self.state.value}")
+        self._move(State.BUSY)
+        headers = {"Content-Type": request.content_type or "application/octet-stream"}
+        if request.accept:
+            headers["Accept"] = request.accept
+        if request.custom_attributes:
+            headers["X-Amzn-SageMaker-Custom-Attributes"] = request.custom_attributes
+        t0 = time.perf_counter()
+        try:
+            status, rh, body = await asyncio.wait_for(
+                self.relay.call("POST", "/invocations", request.body, headers, timeout_s), timeout_s + 1)
+        except (asyncio.TimeoutError, TimeoutError):
+            await self.destroy("invocation timed out")
+            return InvokeResult(False, error_kind=TIMEOUT, model_ms=(time.perf_counter() - t0) * 1000.0,
+                                original_status=0, message=f"the model did not answer within {timeout_s:g} s; "
+                                                           "its container was stopped and will be replaced")
+        except (OSError, http.client.HTTPException):     # the server broke off or died mid-answer
+            elapsed = (time.perf_counter() - t0) * 1000.0
+            kind, message = await self.container_death()
+            await self.destroy("died during an invocation")
+            return InvokeResult(False, error_kind=kind, model_ms=elapsed, original_status=500, message=message)
+        model_ms = (time.perf_counter() - t0) * 1000.0
+        self._move(State.IDLE)
+        if 200 <= status < 300:
+            return InvokeResult(True, body=body, content_type=rh.get("content-type"), model_ms=model_ms,
+                                custom_attributes=rh.get("x-amzn-sagemaker-custom-attributes"))
+        return InvokeResult(False, error_kind="model_raised", model_ms=model_ms, original_status=status,
+                            message=body.decode("utf-8", errors="replace")[:2048])
+
+    async def destroy(self, reason: str = "destroyed") -> None:
+        if self.state is State.DEAD:
+            return
+        self.death_reason = reason
+        self.relay.close()
+        await self.backend.remove(self.container, self.root)
+        self._mark_dead(reason)

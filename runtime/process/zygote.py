@@ -1,0 +1,373 @@
+"""A zygote: a process that holds an interpreter with libraries (and maybe a model)
+already imported, and hands out copies of itself as sandboxes.
+
+Cold starts are the cost of a fresh interpreter importing numpy and scikit-learn
+(about a second here); a fork of a process that already holds them is a few
+milliseconds.  To take even the fork off the request path, a zygote keeps a
+few *stem* processes forked ahead of demand.  A stem waits for an assignment;
+on one it joins its sandbox's cgroup, leaves the network, takes its channel and
+log, loads the bundle (unless the zygote already holds the model) and serves.
+
+Stems are forked twice so that their parent is the gateway (a child
+subreaper), not the zygote: a zygote that dies takes none of its sandboxes with
+it, and PR_SET_PDEATHSIG still ties every sandbox to the gateway's life.
+
+A zygote is single-threaded when it forks: thread-pool variables are pinned to
+one thread before anything is imported, and a fork is refused if the process
+has grown a thread anyway (a forked child would inherit locks held by threads
+that do not exist in it).
+
+Protocol on the control channel (``runtime.protocol`` frames), one request at
+a time from the gateway:
+  ``assign``  {role: "sandbox"|"zygote", ...setup}  + fds [channel, log]
+              -> {ok, pid, fork_ms, stem}          the process took the assignment
+  ``ping``    -> {ok, pid, stems, modules}
+A model zygote is a stem assigned the ``zygote`` role: it loads the bundle and
+then runs this same loop on the control channel it was given.  Confined (see
+``runtime.process.jail``), it is unprivileged once it has loaded the bundle, so its stems
+cannot make cgroups: it announces each one on a third, one-way channel
+(``{op: "stem", pid}``) and the gateway checks the pid, caps it and moves it in
+ahead of demand; each such stem also becomes PID 1 of user, PID, mount and IPC
+namespaces of its own before it warms up.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import os
+import random
+import select
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+
+from runtime import protocol
+from runtime.process import cgroups, isolation, jail
+
+DEFAULT_PRELOAD = ("numpy", "scipy", "pandas", "sklearn", "sklearn.ensemble", "sklearn.linear_model",
+                   "onnxruntime", "torch", "cloudpickle")
+REPARENT_TIMEOUT_S = 2.0
+REFILL_QUIET_S = 0.05
+
+
+class ForkRefused(Exception):
+    pass
+
+
+def thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
+def preload(modules) -> list[str]:
+    loaded = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except Exception:  # noqa: BLE001 - a library that is not installed is simply not preloaded
+            pass
+    return loaded
+
+
+def _reseed() -> None:
+    """Copies of one process share its random state; give each its own."""
+    random.seed()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed()
+
+
+class Zygote:
+    """``cgroups``: where a (root) base zygote's stems make and join their cgroups ahead of
+    demand; a model zygote has none (it is unprivileged: the gateway moves its replicas).
+    ``filters``: seccomp filters built before any model code ran ("sandbox", "zygote").
+    ``replica``: a model zygote's {uid, gid, tmp_bytes, no_network, userns} for its stems."""
+
+    def __init__(self, control: socket.socket, gateway_pid: int, stems: int, handler=None,
+                 bundle: tuple[str, str] | None = None, cgroups_: cgroups.CgroupSupport | None = None,
+                 warmup: tuple[bytes, dict] | None = None, stem_limit_bytes: int = 0, pids_max: int = 0,
+                 filters: dict | None = None, replica: dict | None = None, events: socket.socket | None = None):
+        self.control = control
+        self.gateway_pid = gateway_pid
+        self.target_stems = stems
+        self.cgroups = cgroups_ if cgroups_ is not None and cgroups_.base is not None else None
+        self.pids_max = pids_max
+        self.warmup = warmup                  # (body, {content_type, accept}) a model zygote's stems pre-run
+        self.stem_limit_bytes = stem_limit_bytes   # cap while a stem waits
+        self.handler = handler            # a model zygote's loaded bundle
+        self.bundle = bundle
+        self.filters = filters or {}
+        self.replica = replica
+        self.events = events                  # tells the gateway each stem forked, so it can cap it ahead
+        self.stems: list[tuple[int, socket.socket, str]] = []     # (pid, socket, cgroup name)
+
+    # --- stems ----------------------------------------------------------------
+    def make_stem(self) -> tuple[int, socket.socket]:
+        if thread_count() != 1:
+            raise ForkRefused(f"zygote has {thread_count()} threads; forking now could deadlock the copy")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:                                   # intermediate: fork once more and leave
+            try:
+                if self.replica is not None and self.replica.get("userns"):
+                    r = self.replica              # the next fork is PID 1 of namespaces of its own
+                    jail.enter_replica(r["uid"], r["gid"], r["no_network"])
+                if os.fork() == 0:
+                    ours.detach()
+                    self._stem_main(theirs)            # never returns
+            except BaseException:  # noqa: BLE001 - the stem is simply not made; the zygote sees EOF
+                traceback.print_exc()
+            finally:
+                os._exit(0)
+        theirs.close()
+        os.waitpid(pid, 0)
+        try:
+            hello, _ = protocol.recv_blocking(ours)
+        except protocol.ProtocolError:
+            ours.close()
+            raise ForkRefused("stem died before it was adopted by the gateway") from None
+        return hello["pid"], ours, hello.get("cgroup", "")
+
+    def _stem_main(self, sock: socket.socket) -> None:
+        try:
+            # Forget the zygote's sockets without letting Python close them later by
+            # number (the numbers will be reused), then close every fd but our own.
+            self.control.detach()
+            if self.events is not None:
+                self.events.detach()
+            for _, other, _ in self.stems:
+                other.detach()
+            self.stems = []
+            isolation.close_inherited({sock.fileno()})
+            deadline = time.monotonic() + REPARENT_TIMEOUT_S
+            while isolation.parent_pid() != self.gateway_pid:     # until the intermediate has exited
+                if time.monotonic() > deadline:
+                    os._exit(3)                         # the gateway is not our subreaper: give up
+                time.sleep(0.0002)
+            isolation.die_with_parent(self.gateway_pid)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            pid = _host_pid()
+            cgroup = ""
+            if self.cgroups is not None:     # joining a cgroup can stall on an RCU grace period: do it now
+                cgroup = f"stem-{pid}"
+                cgroups.make_and_join(self.cgroups, cgroup)
+                cgroups.set_limits(self.cgroups, cgroup, self.stem_limit_bytes, self.pids_max)
+            if self.replica is not None:
+                self._confine_replica()
+            self._warm_up()
+            protocol.send_blocking(sock, {"pid": pid, "cgroup": cgroup})
+            header, payload, fds = protocol.recv_with_fds(sock)
+            self._take_assignment(sock, header, fds, cgroup, payload)
+        except BaseException:  # noqa: BLE001 - a stem must never return into the zygote's loop
+            traceback.print_exc()
+        os._exit(1)
+
+    def _confine_replica(self) -> None:
+        """A model zygote's stem: already unprivileged; with user namespaces, PID 1 of its own
+        PID, mount and IPC namespaces, given its own /tmp and /proc; then a stricter filter."""
+        if self.replica.get("userns"):
+            jail.finish_replica(self.replica["tmp_bytes"])
+        if "sandbox" in self.filters:
+            jail.load_filter(self.filters["sandbox"])
+
+    def _warm_up(self) -> None:
+        """Run the model once on a real request's input, discarding the answer: the pages
+        a call touches are copied now, while nobody waits, instead of on the first request."""
+        if self.warmup is None or self.handler is None:
+            return
+        from runtime.bundle import InvocationContext
+
+        body, meta = self.warmup
+        try:
+            self.handler.invoke(body, InvocationContext(content_type=meta.get("content_type"),
+                                                        accept=meta.get("accept")))
+        except Exception:  # noqa: BLE001 - a failed warm-up only means a slower first request
+            pass
+
+    def _take_assignment(self, zsock: socket.socket, setup: dict, fds: list[int], cgroup: str,
+                         payload: bytes = b"") -> None:
+        from runtime.worker import bundle_path, load_and_serve, protect
+
+        t0 = time.perf_counter()
+        if cgroup:                                   # the cap comes before anything else
+            limit = setup["memory_limit_bytes"]
+            if setup.get("role") == "zygote":        # its stems warm up here before the gateway moves them
+                limit *= 1 + self.target_stems
+            cgroups.set_limits(self.cgroups, cgroup, limit, self.pids_max)
+        limit_ms = (time.perf_counter() - t0) * 1000.0
+        channel_fd, log_fd, *events_fd = fds          # a model zygote also gets its stem-event channel
+        os.setsid()
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        zsock.close()
+        confine = setup.get("confine") if self.replica is None else None   # a replica is confined already
+        role = setup.get("role")
+        flt = self.filters.get("zygote" if role == "zygote" else "sandbox") if confine else None
+        protections, timings = protect((), setup.get("no_network", False) and self.replica is None,
+                                       setup.get("rlimit_bytes", 0), pdeathsig=False, confine=confine,
+                                       syscall_filter=flt)
+        protections["applied"][:0] = ["pdeathsig"] + (["cgroup"] if cgroup or setup.get("cgroup_by_gateway") else [])
+        if self.replica is not None:
+            protections["applied"] += ["netns"] * bool(self.replica["no_network"]) + ["view", "uid", "seccomp"]
+            if self.replica.get("userns"):
+                protections["applied"].append("pidns")
+        timings["cgroup_ms"] = limit_ms
+        os.environ.update(setup.get("env", {}))
+        tmp = "/tmp" if confine or self.replica is not None else setup.get("tmp_dir")
+        if tmp:
+            os.chdir(tmp)
+            tempfile.tempdir = None
+        _reseed()
+        channel = socket.socket(fileno=channel_fd)
+        if role == "zygote":
+            events = socket.socket(fileno=events_fd[0]) if events_fd else None
+            self._become_model_zygote(channel, setup, protections, timings, payload, events)
+        else:
+            load_and_serve(channel, bundle_path(setup["bundle"], setup.get("confine")), setup["kind"],
+                           protections, timings, handler=self.handler)
+        os._exit(0)
+
+    def _become_model_zygote(self, control: socket.socket, setup: dict, protections: dict, timings: dict,
+                             sample: bytes, events: socket.socket | None = None) -> None:
+        from runtime import bundle
+        from runtime.worker import bundle_path
+
+        t0 = time.perf_counter()
+        try:
+            handler = bundle.load(bundle_path(setup["bundle"], setup.get("confine")), setup["kind"])
+        except BaseException as exc:  # noqa: BLE001 - reported to the gateway, which keeps the base path
+            traceback.print_exc()
+            protocol.send_blocking(control, {"op": "failed", "message": f"{type(exc).__name__}: {exc}"})
+            return
+        gc.collect()
+        gc.freeze()
+        timings["load_ms"] = (time.perf_counter() - t0) * 1000.0
+        warmup = (sample, setup["warmup"]) if "warmup" in setup else None
+        replica = {"uid": os.getuid(), "gid": os.getgid(), "tmp_bytes": setup["confine"]["tmp_bytes"]
+                   if setup.get("confine") else 0,
+                   "no_network": bool(setup.get("no_network")), "userns": bool(setup.get("replica_userns"))}
+        zy = Zygote(control, self.gateway_pid, self.target_stems, handler, (setup["bundle"], setup["kind"]),
+                    None if setup.get("confine") else self.cgroups,      # unprivileged: the gateway moves its stems
+                    warmup, setup.get("memory_limit_bytes", 0), self.pids_max, filters=self.filters,
+                    replica=replica if setup.get("confine") else None, events=events)
+        protocol.send_blocking(control, {"op": "ready", "pid": os.getpid(), "threads": thread_count(),
+                                         "protections": protections, "timings": timings})
+        zy.loop()
+
+    def _announce(self, pid: int) -> None:
+        if self.events is None:
+            return
+        try:
+            protocol.send_blocking(self.events, {"op": "stem", "pid": pid})
+        except OSError:                 # the gateway stopped listening: it caps stems on demand then
+            self.events = None
+
+    # --- serving the gateway -----------------------------------------------------
+    def _pending(self, wait_s: float) -> bool:
+        return bool(select.select([self.control], [], [], wait_s)[0])
+
+    def loop(self) -> None:
+        while True:
+            self.stems = [stem for stem in self.stems if _alive(stem[1])]
+            # Refill only once the gateway has been quiet for a moment: a fork right after an
+            # assignment would compete for the CPU with the sandbox's first response.
+            if len(self.stems) < self.target_stems and not self._pending(REFILL_QUIET_S):
+                try:
+                    self.stems.append(self.make_stem())
+                    self._announce(self.stems[-1][0])
+                except ForkRefused:
+                    traceback.print_exc()
+                    time.sleep(0.05)
+                continue
+            try:
+                header, payload, fds = protocol.recv_with_fds(self.control)
+            except protocol.ProtocolError:
+                return                                      # the gateway closed the channel
+            try:
+                reply = self.handle(header, fds, payload)
+            except ForkRefused as exc:
+                reply = {"ok": False, "message": str(exc)}
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            protocol.send_blocking(self.control, reply)
+
+    def handle(self, header: dict, fds: list[int], payload: bytes = b"") -> dict:
+        op = header.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid(), "stems": len(self.stems), "threads": thread_count(),
+                    "modules": sorted(m for m in sys.modules if "." not in m)}
+        if op != "assign":
+            return {"ok": False, "message": f"unknown op {op!r}"}
+        t0 = time.perf_counter()
+        from_stem = bool(self.stems)
+        pid, sock, cgroup = self.stems.pop(0) if self.stems else self.make_stem()
+        fork_ms = (time.perf_counter() - t0) * 1000.0
+        try:
+            protocol.send_with_fds(sock, header, fds, payload)
+        except OSError:
+            sock.close()
+            raise ForkRefused("the stem died before it took its assignment") from None
+        sock.close()
+        return {"ok": True, "pid": pid, "cgroup": cgroup, "fork_ms": fork_ms, "stem": from_stem}
+
+
+def _host_pid() -> int:
+    """This process's pid as the gateway sees it, also from inside a PID namespace of its
+    own (whose /proc is not mounted yet: /proc is still the zygote's)."""
+    return int(os.readlink("/proc/self"))
+
+
+def _alive(sock: socket.socket) -> bool:
+    """A waiting stem never writes; a readable socket means it closed (died)."""
+    if select.select([sock], [], [], 0)[0]:
+        sock.close()
+        return False
+    return True
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="slimserve-zygote")
+    ap.add_argument("--fd", type=int, required=True, help="control channel to the gateway")
+    ap.add_argument("--gateway-pid", type=int, required=True)
+    ap.add_argument("--stems", type=int, default=2, help="processes kept forked ahead of demand")
+    ap.add_argument("--preload", default=",".join(DEFAULT_PRELOAD))
+    ap.add_argument("--cgroups", default="", help="JSON: where stems make their cgroups (CgroupSupport.to_args)")
+    ap.add_argument("--pids-max", type=int, default=0, help="processes and threads per sandbox")
+    ap.add_argument("--seccomp", action="store_true", help="build the sandboxes' seccomp filters ahead")
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    isolation.die_with_parent()
+    control = socket.socket(fileno=args.fd)
+    t0 = time.perf_counter()
+    loaded = preload([m for m in args.preload.split(",") if m])
+    filters = {"sandbox": jail.make_filter(), "zygote": jail.make_filter(for_zygote=True)} if args.seccomp else {}
+    gc.collect()
+    gc.freeze()          # keep the collector from touching (and so copying) inherited objects
+    threads = thread_count()
+    protocol.send_blocking(control, {"op": "ready", "pid": os.getpid(), "preloaded": loaded,
+                                     "threads": threads, "preload_ms": (time.perf_counter() - t0) * 1000.0})
+    if threads != 1:
+        print(f"slimserve zygote: {threads} threads after preloading {loaded}; refusing to fork", file=sys.stderr)
+        return
+    support = cgroups.CgroupSupport.from_args(json.loads(args.cgroups)) if args.cgroups else None
+    Zygote(control, args.gateway_pid, args.stems, cgroups_=support, pids_max=args.pids_max,
+           filters=filters).loop()
+
+
+if __name__ == "__main__":
+    main()
