@@ -128,7 +128,8 @@ def main() -> int:
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
-        print(f"records {args.records:,} in {insert_s:.1f} s ({args.records / insert_s:,.0f}/s through the ledger's insert path)")
+        print(f"records {args.records:,} in {insert_s:.1f} s "
+              f"({args.records / insert_s:,.0f}/s through the ledger's insert path)")
         print(f"ledger {size / 1e6:,.1f} MB = {per_million / 1e6:,.1f} MB per million records; "
               f"{rollup_rows:,} roll-up rows; a year at this rate: {yearly / 1e9:,.1f} GB")
         print(f"{'report by':16} {'rows':>7} {'report s':>9} {'raw scan s':>11} {'scan/report':>12}")

@@ -52,7 +52,8 @@ def main() -> int:
             client.deploy("rf", model, memory_mb=2048)
             timed_invoke(url, "rf")                              # first request: warms zygotes / stems
             if expect == "model-zygote":
-                wait_for(lambda: any("/rf/" in m["bundle"] and m["alive"] for m in client.zygotes()["models"]))
+                wait_for(lambda client=client: any("/rf/" in m["bundle"] and m["alive"]
+                                                 for m in client.zygotes()["models"]))
             time.sleep(args.pause)
             results.append(summarise(label, cold_samples(client, url, "rf", n, args.pause), expect))
             stop_server(proc)

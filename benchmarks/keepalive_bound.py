@@ -176,7 +176,7 @@ def per_endpoint_choice(rows: list, base: dict, lams: list[float], specs: list[s
 
     points = []
     for lam in lams:
-        def cost(spec: str, n: str) -> float:
+        def cost(spec: str, n: str, lam: float = lam) -> float:
             return runs[spec][n]["idle_gb_s"] + lam * runs[spec][n]["cold_starts"]
 
         pick = {n: min(specs, key=lambda spec: cost(spec, n)) for n in names}
@@ -244,7 +244,8 @@ def _print_points(title: str, points: list[dict]) -> None:
     print(f"{'lam GB-s':>10}  {'cold':>6}  {'p75':>6}  {'idle':>6}")
     for p in points:
         meets = all(p[k] <= GOAL[k] for k in GOAL)
-        print(f"{p['lam']:>10,.0f}  {p['cold']:>6.2f}  {p['p75']:>6.2f}  {p['idle']:>6.2f}" + ("   meets the goal" if meets else ""))
+        print(f"{p['lam']:>10,.0f}  {p['cold']:>6.2f}  {p['p75']:>6.2f}  {p['idle']:>6.2f}"
+              + ("   meets the goal" if meets else ""))
 
 
 if __name__ == "__main__":

@@ -101,7 +101,8 @@ def fleet(n: int, rounds: int, concurrency: int, seed: int, serve_args: list[str
         sandboxes = sum(len(e["variants"][0]["pool"]["sandboxes"]) for e in (client.describe(m) for m in names[:50]))
         models = len([m for m in client.zygotes()["models"] if m["alive"]])
         return {"endpoints": n, "deploy_ms": deploy_ms, "invocations": len(latencies) + sum(errors.values()),
-                "p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99), "cold_pct": 100.0 * cold / max(1, len(usage)),
+                "p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99),
+                "cold_pct": 100.0 * cold / max(1, len(usage)),
                 "errors": errors, "gateway_rss_mb": rss_mb, "sandboxes_first_50": sandboxes, "model_zygotes": models}
     finally:
         stop_server(proc)
@@ -126,9 +127,11 @@ def main() -> int:
         print(f"{r['endpoints']:>9,}  {r['deploy_ms']:>9.1f}  {r['invocations']:>11,}  {r['p50_ms']:>7.1f}  "
               f"{r['p99_ms']:>7.1f}  {r['cold_pct']:>6.1f}  {r['gateway_rss_mb']:>10.1f}  {r['model_zygotes']:>13}  "
               f"{r['errors'] or 'none'}")
-    per_endpoint_kb = (large["gateway_rss_mb"] - small["gateway_rss_mb"]) * 1024 / (large["endpoints"] - small["endpoints"])
+    per_endpoint_kb = ((large["gateway_rss_mb"] - small["gateway_rss_mb"]) * 1024
+                       / (large["endpoints"] - small["endpoints"]))
     print(f"gateway memory per extra endpoint: {per_endpoint_kb:.0f} KB; "
-          f"p50 ratio large/small {large['p50_ms'] / small['p50_ms']:.2f}, p99 ratio {large['p99_ms'] / small['p99_ms']:.2f}")
+          f"p50 ratio large/small {large['p50_ms'] / small['p50_ms']:.2f}, "
+          f"p99 ratio {large['p99_ms'] / small['p99_ms']:.2f}")
     return 0
 
 

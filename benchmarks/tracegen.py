@@ -119,7 +119,7 @@ def generate(hours: float, endpoints: int, seed: int, shapes: dict[str, float] |
     """All rows of a trace, sorted by start."""
     rng = random.Random(seed)
     shapes = shapes or SHAPES
-    names, weights = zip(*shapes.items())
+    names, weights = zip(*shapes.items(), strict=True)
     horizon = hours * 3600.0
     streams = []
     for i in range(endpoints):

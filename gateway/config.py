@@ -24,7 +24,8 @@ class Settings:
     # Fraction of host RAM that live sandboxes (each counted at its tier) may reserve.
     memory_budget_fraction: float = 0.8
     memory_budget_mb: int | None = None          # overrides the fraction when set
-    policy: str = "adaptive"                     # warm-pool policy: adaptive | adaptive:H | histogram | fixed | fixed:S | none
+    # warm-pool policy: adaptive | adaptive:H | histogram | fixed | fixed:S | none
+    policy: str = "adaptive"
     policy_cold_start_ms: float = 1000.0         # the cold-start latency the policy trades idle memory against
     keep_alive_s: float = 600.0                  # the window of policy "fixed"
     reaper_interval_s: float = 1.0               # how often the scaler reaps and opens pre-warm windows

@@ -75,7 +75,8 @@ class ChannelSandbox(Sandbox):
             await self.destroy("invocation timed out")
             return InvokeResult(
                 False, error_kind=TIMEOUT, model_ms=(time.perf_counter() - t0) * 1000.0, original_status=0,
-                message=f"the model did not answer within {timeout_s:g} s; its sandbox was stopped and will be replaced",
+                message=f"the model did not answer within {timeout_s:g} s; its sandbox was stopped and will be "
+                        "replaced",
             )
         except protocol.FrameTooLarge as exc:
             await self.destroy("sent an answer over the size limit")
@@ -98,7 +99,8 @@ class ChannelSandbox(Sandbox):
             custom_attributes=reply.get("custom_attributes"),
             model_ms=float(reply.get("model_ms", 0.0)),
             error_kind=reply.get("error_kind"),
-            message=self._out_of_memory_text() if reply.get("error_kind") == OUT_OF_MEMORY else reply.get("message", ""),
+            message=(self._out_of_memory_text() if reply.get("error_kind") == OUT_OF_MEMORY
+                     else reply.get("message", "")),
             original_status=reply.get("original_status"),
         )
 

@@ -165,11 +165,11 @@ class Backend(abc.ABC):
     def protections(self) -> dict:
         """What this backend enforces on this machine, and why anything is missing."""
 
-    async def release_bundle(self, bundle_dir: str) -> None:
+    async def release_bundle(self, bundle_dir: str) -> None:  # noqa: B027 - optional hook, no-op by default
         """No pool serves this bundle any more: drop what was kept warm for it (a model zygote)."""
 
-    async def open(self) -> None:
+    async def open(self) -> None:  # noqa: B027 - optional hook
         """Start background work (watchdogs, orphan sweeps)."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Stop background work; sandboxes are destroyed by their owners first."""

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -9,7 +10,7 @@ for _key, _value in {"AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": 
                      "SAGEMAKER_SUPPRESS_V2_WARNING": "1"}.items():
     os.environ.setdefault(_key, _value)
 
-from tests.helpers import GatewayProcess, make_state_dir, remove_state_dir
+from tests.helpers import GatewayProcess, make_state_dir, remove_state_dir  # noqa: E402 - after the environment
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,6 @@ def pytest_runtest_makereport(item, call):
     """Under CI=true a skipped docker test is a failure: CI has an engine, so a skip hides a break."""
     outcome = yield
     report = outcome.get_result()
-    if os.environ.get("CI") == "true" and report.skipped and "docker" in item.nodeid.split("::")[0]:
+    if os.environ.get("CI") == "true" and report.skipped and Path(str(item.fspath)).parent.name == "docker":
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true, where the Docker engine must run: {report.longrepr}"

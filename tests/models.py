@@ -80,7 +80,7 @@ def randoms(x):
     return [random.random(), float(np.random.rand())]
 
 
-# --- hostile models (tests/test_isolation.py): each reports what it could do -------------------
+# --- hostile models (tests/integration/test_isolation.py): each reports what it could do -------------------
 def reads(path):
     """Read a host path; the error's name if it cannot."""
     try:

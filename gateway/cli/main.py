@@ -29,8 +29,8 @@ def _fmt_time(ts) -> str:
 def _table(rows: list[dict], cols: list[str]) -> str:
     cells = [[str(r.get(c, "")) for c in cols] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
 
 
@@ -99,7 +99,8 @@ def cmd_serve(args) -> int:
         state_dir=Path(args.state_dir or DEFAULT_STATE_DIR), host=args.host, port=args.port,
         sandbox_pids_max=args.sandbox_pids_max, sandbox_uid_range=uid_range,
         sandbox_paths=tuple(str(Path(p).resolve()) for p in args.sandbox_path), byoc_user=args.byoc_user,
-        backend=args.backend, docker_image=args.docker_image, docker_stems=args.docker_stems, invocation_timeout_s=args.timeout, memory_budget_mb=args.memory_budget_mb,
+        backend=args.backend, docker_image=args.docker_image, docker_stems=args.docker_stems,
+        invocation_timeout_s=args.timeout, memory_budget_mb=args.memory_budget_mb,
         memory_budget_fraction=args.memory_budget_fraction, keep_alive_s=args.keep_alive,
         policy=args.policy, policy_cold_start_ms=args.policy_cold_start_ms,
         cgroup_mode=args.cgroup, network_isolation=not args.allow_network,
@@ -372,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     s.add_argument("--backend", default="process", choices=["process", "docker"],
-                   help="process (default): OS processes with cgroups; docker: containers (run `slimserve image build` first)")
+                   help="process (default): OS processes with cgroups; docker: containers "
+                        "(run `slimserve image build` first)")
     s.add_argument("--docker-image", default="slimserve-runtime:latest", help="runtime image of the docker backend")
     s.add_argument("--docker-stems", type=int, default=2,
                    help="paused containers the docker backend keeps ready for cold starts (default 2; 0: none)")
@@ -385,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "start is worth, default 2400), histogram, fixed (uses --keep-alive), fixed:SECONDS, none")
     s.add_argument("--policy-cold-start-ms", type=float, default=1000.0,
                    help="cold-start latency the adaptive policy weighs against idle memory (default 1000)")
-    s.add_argument("--keep-alive", type=float, default=600.0, help="keep-alive of --policy fixed, seconds (default 600)")
+    s.add_argument("--keep-alive", type=float, default=600.0,
+                   help="keep-alive of --policy fixed, seconds (default 600)")
     s.add_argument("--access-key", action="append", default=[], metavar="ID:SECRET[:read]",
                    help="accept AWS SigV4 signatures made with this key (repeatable; also $SLIMSERVE_ACCESS_KEYS); "
                         "':read' may only invoke, Describe and List. Given keys replace the pair generated in the "

@@ -403,7 +403,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--accept", default=None, help="Accept header to send")
     r.add_argument("--concurrency", type=int, default=256,
                    help="at most this many requests in flight; arrivals beyond it are dropped, not sent (default 256)")
-    r.add_argument("--timeout", type=float, default=120.0, help="seconds before a request counts as Timeout (default 120)")
+    r.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds before a request counts as Timeout (default 120)")
     o = p.add_argument_group("report")
     o.add_argument("--format", choices=["text", "json"], default="text", help="stdout report format")
     o.add_argument("--out", default=None, metavar="DIR", help="write DIR/load.json and DIR/report.html")

@@ -238,8 +238,8 @@ def format_text(doc: dict, max_rows: int = 180) -> str:
         lines.append("cold starts   unknown (no admin token)")
     else:
         cl = s["cold_start_latency_ms"]
-        lines.append(f"cold starts   {s['cold_starts']}" + (f" (latency p50 {_ms(cl['p50'])} ms, max {_ms(cl['max'])} ms)"
-                                                            if cl["p50"] is not None else ""))
+        latency = f" (latency p50 {_ms(cl['p50'])} ms, max {_ms(cl['max'])} ms)" if cl["p50"] is not None else ""
+        lines.append(f"cold starts   {s['cold_starts']}{latency}")
     lines.append(f"throttled     {s['throttled']} ({THROTTLE})")
     errs = ", ".join(f"{k} {v}" for k, v in s["errors_by_kind"].items()) or "none"
     lines.append(f"other errors  {errs}")
@@ -264,7 +264,8 @@ def format_text(doc: dict, max_rows: int = 180) -> str:
         for r in series:
             lines.append(f"{r['t']:4d}  {r['offered']:7d}  {r['sent']:4d}  {r['dropped']:4d}  {r['completed']:4d}"
                          f"  {r['ok']:4d}  {r['throttled']:3d}  {r['errors']:3d}  {r['cold_starts']:4d}"
-                         f"  {_ms(r['p50_ms']):>7}  {_ms(r['p99_ms']):>7}  {'-' if r['warm'] is None else r['warm']:>4}")
+                         f"  {_ms(r['p50_ms']):>7}  {_ms(r['p99_ms']):>7}"
+                         f"  {'-' if r['warm'] is None else r['warm']:>4}")
     else:
         lines.append(f"({len(series)} seconds of series: see --format json or --out)")
     return "\n".join(lines)
@@ -331,7 +332,8 @@ def svg_chart(title: str, n: int, *, lines: list[dict], bars: dict | None = None
     while k * xstep <= n + 1e-9:
         x = X(k * xstep)
         out.append(f'<line x1="{x:.1f}" y1="{y1}" x2="{x:.1f}" y2="{y1 + 4}" stroke="#888"/>')
-        out.append(f'<text x="{x:.1f}" y="{y1 + 16}" text-anchor="middle" fill="#444">{_e(_fmt_tick(k * xstep))}</text>')
+        out.append(f'<text x="{x:.1f}" y="{y1 + 16}" text-anchor="middle" fill="#444">'
+                   f'{_e(_fmt_tick(k * xstep))}</text>')
         k += 1
     out.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{height - 4}" text-anchor="middle" fill="#444">seconds</text>')
     out.append(f'<text transform="translate(14 {(y0 + y1) / 2:.1f}) rotate(-90)" text-anchor="middle"'
@@ -420,7 +422,8 @@ def render_html(doc: dict) -> str:
         ("dropped by client cap", s["dropped_client_cap"]), ("client cap (in flight)", c.get("concurrency")),
         ("completed (HTTP response)", s["completed"]), ("without response", s["no_response"]),
         ("ok", s["ok"]), ("throttled (ThrottlingException)", s["throttled"]), ("other errors", s["errors"]),
-        ("elapsed s", s["elapsed_s"]), ("offered req/s", s["offered_rps"]), ("ok throughput req/s", s["throughput_rps"]),
+        ("elapsed s", s["elapsed_s"]), ("offered req/s", s["offered_rps"]),
+        ("ok throughput req/s", s["throughput_rps"]),
         ("latency p50 ms", lat["p50"]), ("latency p90 ms", lat["p90"]), ("latency p99 ms", lat["p99"]),
         ("latency max ms", lat["max"]),
         ("cold starts", s["cold_starts"]), ("cold-start latency p50 ms", s["cold_start_latency_ms"]["p50"]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Callable, Iterable
 
 Knot = tuple[float, float]     # (seconds from start, planned req/s); the rate is linear between knots
@@ -51,7 +52,7 @@ class BurstShape:
 def _validate_knots(knots: list[Knot]) -> None:
     if len(knots) < 2:
         raise ValueError("a rate profile needs at least two knots")
-    for (t0, r0), (t1, r1) in zip(knots, knots[1:]):
+    for (t0, _r0), (t1, _r1) in pairwise(knots):
         if t1 < t0:
             raise ValueError("rate profile knots must be in time order")
     if any(r < 0 or not math.isfinite(r) for _, r in knots):
@@ -60,7 +61,7 @@ def _validate_knots(knots: list[Knot]) -> None:
 
 def profile_total(knots: list[Knot]) -> float:
     """Planned arrivals over the whole profile: the integral of the rate."""
-    return sum((r0 + r1) / 2.0 * (t1 - t0) for (t0, r0), (t1, r1) in zip(knots, knots[1:]))
+    return sum((r0 + r1) / 2.0 * (t1 - t0) for (t0, r0), (t1, r1) in pairwise(knots))
 
 
 def profile_offsets(knots: list[Knot], *, poisson: bool = False, seed: int | None = None) -> list[float]:
@@ -87,7 +88,7 @@ def profile_offsets(knots: list[Knot], *, poisson: bool = False, seed: int | Non
 def _invert(knots: list[Knot], targets: list[float]) -> list[float]:
     """The times at which Λ reaches each of the ascending ``targets``."""
     out: list[float] = []
-    segs = list(zip(knots, knots[1:]))
+    segs = list(pairwise(knots))
     i, acc = 0, 0.0                              # acc = Λ at the start of segment i
     for y in targets:
         while i + 1 < len(segs):

@@ -112,7 +112,9 @@ def _time_series(doc: dict) -> tuple[list[str], list[tuple[str, list[float], str
 
 
 def _when(t) -> str:
-    return "the beginning" if t is None else dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    if t is None:
+        return "the beginning"
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def render(docs: dict[str, dict]) -> str:
@@ -136,7 +138,8 @@ def render(docs: dict[str, dict]) -> str:
         ("invocation GB-s", f"{total['gb_s']:,.3f}"), ("provisioned GB-s", f"{total['provisioned_gb_s']:,.3f}"),
         ("data in / out", f"{total['data_in_bytes']:,} / {total['data_out_bytes']:,} bytes"),
         ("cost", f"{total['cost']:,.6f} {cur}"),
-        ("idle GB-s of warm pools (operator)", f"{total['idle_gb_s']:,.3f} ({total['idle_cost']:,.6f} {cur} at compute prices)"),
+        ("idle GB-s of warm pools (operator)",
+         f"{total['idle_gb_s']:,.3f} ({total['idle_cost']:,.6f} {cur} at compute prices)"),
     ]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', "<title>slimserve bill</title>",
@@ -145,7 +148,8 @@ def render(docs: dict[str, dict]) -> str:
         html_table(summary),
         f'<p class="warn">{e(main["prices_note"])}</p>' if main["prices_note"] else "",
         f"<h2>Cost over time by endpoint ({e(cur)})</h2>",
-        stacked_bars("Cost over time, stacked by endpoint", cats, series, cur) if cats else "<p>No usage in this period.</p>",
+        (stacked_bars("Cost over time, stacked by endpoint", cats, series, cur) if cats
+         else "<p>No usage in this period.</p>"),
         "<h2>GB-s by memory tier</h2>", tier_chart,
         "<h2>Cold starts against idle cost</h2>",
         "<p>Each point is an endpoint: how much idle warm memory cost (at compute prices) against the cold "

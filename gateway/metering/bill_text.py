@@ -25,9 +25,10 @@ def table(doc: dict) -> str:
     total = ["TOTAL"] + [cell(k, doc["total"][k]) for k in TABLE_FIELDS]
     widths = [max(len(h), *(len(row[i]) for row in body + [total])) for i, h in enumerate(heads)]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
+                                   for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
     out = [line([h.upper() for h in heads])] + [line(r) for r in body] + [line(total)]
-    out.append(f"cost in {doc['currency']} from {doc['prices']}" + (f" - {doc['prices_note']}" if doc["prices_note"] else ""))
+    out.append(f"cost in {doc['currency']} from {doc['prices']}"
+               + (f" - {doc['prices_note']}" if doc["prices_note"] else ""))
     return "\n".join(out) + "\n"
 
 

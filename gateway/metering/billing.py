@@ -292,7 +292,7 @@ def report(base: Base, by: list[str], prices: Prices, tags: dict[str, dict[str, 
     rows = []
     for key in sorted(groups, key=lambda k: tuple(str(x) if not isinstance(x, int) else f"{x:012d}" for x in k)):
         row = {"group": " / ".join(str(x) for x in key)}
-        row.update({d: v for d, v in zip(by, key)})
+        row.update(dict(zip(by, key, strict=True)))
         row.update(_finish(groups[key]))
         rows.append(row)
     return {"by": by, "currency": prices.currency, "prices": prices.source, "prices_note": prices.note,

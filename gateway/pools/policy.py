@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from itertools import pairwise
 
 LEVELS = 8          # levels tracked separately; deeper ones share the last
 SAMPLES = 16        # most recent idle times remembered per level (periodicity)
@@ -51,7 +52,7 @@ EPISODE_GAP_S = 60.0      # idle longer than this ends an episode of activity
 EPISODES = 8              # episodes remembered (peak concurrency, duration)
 RECENT_ARRIVALS = 64      # arrival times remembered, for the panic window
 _EDGES = [HIST_MIN_S * 10 ** (i / BINS_PER_DECADE) for i in range(HIST_BINS + 1)]
-_MIDS = [math.sqrt(a * b) for a, b in zip(_EDGES, _EDGES[1:])]
+_MIDS = [math.sqrt(a * b) for a, b in pairwise(_EDGES)]
 
 
 def _bin(it: float) -> int:
@@ -315,7 +316,7 @@ class AdaptivePolicy:
         miss = sum(1 for it in its if not p <= it <= k) / len(its)
         if hist:
             total = sum(hist)
-            far = sum(m for mid, m in zip(_MIDS, hist) if mid < 0.8 * p or mid > 1.25 * k)
+            far = sum(m for mid, m in zip(_MIDS, hist, strict=False) if mid < 0.8 * p or mid > 1.25 * k)
             miss = max(miss, far / total if total > 0 else 0.0)
         return (k - p) / 2 + self.cold_s + miss * harm_s
 

@@ -168,7 +168,7 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0) -> dict:
     # Books close at the horizon: idle sandboxes, and pre-warms already starting, count until then.
     for ep in eps.values():
         ep.idle_gb_s += sum(max(0.0, horizon - sb.idle_since) for sb in ep.stack) * ep.mem_gb
-    for t, _, kind, a, b, c in heap:
+    for _t, _, kind, a, b, _c in heap:
         if kind == READY:
             a.idle_gb_s += max(0.0, horizon - b.idle_since) * a.mem_gb
     idle_gb_s = sum(e.idle_gb_s for e in eps.values())

@@ -71,7 +71,8 @@ def verify(method: str, path: str, query_string: str, headers, body: bytes, keys
     try:
         key_id, date, scope_region, service, terminator = parts["Credential"].split("/")
     except ValueError:
-        raise AuthError("IncompleteSignatureException", "Credential must be KEY/DATE/REGION/SERVICE/aws4_request.") from None
+        raise AuthError("IncompleteSignatureException",
+                        "Credential must be KEY/DATE/REGION/SERVICE/aws4_request.") from None
     if service != SERVICE or terminator != "aws4_request":
         raise AuthError("InvalidSignatureException", f"Credential should be scoped to correct service: '{SERVICE}'. ")
     if scope_region != region:

@@ -111,12 +111,13 @@ class EndpointService:
             base = max((v.bundle_version for v in old.variants), default=0) if old else 0
             now = time.time()
             staged = [replace(v, bundle_version=base + i + 1) for i, (v, _) in enumerate(variants)]
-            spec = EndpointSpec(name=name, variants=staged, tags=dict(tags if tags is not None else old.tags if old else {}),
+            spec = EndpointSpec(name=name, variants=staged,
+                                tags=dict(tags if tags is not None else old.tags if old else {}),
                                 created=old.created if old else now, updated=now)
             spec.validate()
             installed = []
             try:
-                for v, (_, source) in zip(staged, variants):
+                for v, (_, source) in zip(staged, variants, strict=True):
                     installed.append(await self._install(name, Path(source) if source else None, v, copy=True))
             except BaseException:
                 for v in installed:

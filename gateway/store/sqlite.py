@@ -106,7 +106,8 @@ def _build_missing_rollups(conn: sqlite3.Connection) -> None:
         for sql in rollup.REBUILD_SQL:
             conn.execute(sql)
         deltas = rollup.provisioned_deltas(
-            ProvisionedRecord(*row) for row in conn.execute(f"SELECT {', '.join(PROVISIONED_FIELDS)} FROM provisioned_usage"))
+            ProvisionedRecord(*row)
+            for row in conn.execute(f"SELECT {', '.join(PROVISIONED_FIELDS)} FROM provisioned_usage"))
         conn.executemany(rollup.UPSERT_SQL, rollup.rows(deltas))
         conn.execute("COMMIT")
 
@@ -160,7 +161,8 @@ class Store:
         """Gone from service, but its last spec stays for the bills (tags group its costs)."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT OR REPLACE INTO retired_endpoints SELECT name, spec FROM endpoints WHERE name = ?", (name,))
+        conn.execute("INSERT OR REPLACE INTO retired_endpoints SELECT name, spec FROM endpoints WHERE name = ?",
+                     (name,))
         conn.execute("DELETE FROM endpoints WHERE name = ?", (name,))
         conn.execute("COMMIT")
 
@@ -303,7 +305,7 @@ class Store:
             sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY start"
         out = []
         for row in conn.execute(sql, args):
-            d = dict(zip(cols, row))
+            d = dict(zip(cols, row, strict=True))
             if "cold_start" in d:
                 d["cold_start"] = bool(d["cold_start"])
             out.append(d)

@@ -251,11 +251,12 @@ class DockerBackend(Backend):
                 break
             except (FileNotFoundError, ConnectionRefusedError):
                 if time.monotonic() > deadline:
-                    raise StartError(SPAWN_FAILED, "a sandbox container did not come up in time")
+                    raise StartError(SPAWN_FAILED, "a sandbox container did not come up in time") from None
                 state = await self.container_state(container)
                 if state and not state.get("Running", True):
                     logs = (await asyncio.to_thread(container.logs, tail=20)).decode(errors="replace")
-                    raise StartError(SPAWN_FAILED, f"the sandbox container exited at start: {logs.strip()[-500:]}")
+                    raise StartError(SPAWN_FAILED,
+                                     f"the sandbox container exited at start: {logs.strip()[-500:]}") from None
                 await asyncio.sleep(0.02)
         header, _ = await asyncio.wait_for(protocol.recv_async(reader, protocol.PEER_HEADER, 0),
                                            self.config.start_timeout_s)

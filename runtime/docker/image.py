@@ -83,7 +83,8 @@ def _add_file(tar: tarfile.TarFile, src: str, arcname: str, seen: set[str]) -> N
     tar.add(src, arcname=arcname, recursive=False)
 
 
-def _add_tree(tar: tarfile.TarFile, src: Path, dest: str, seen: set[str], skip_top=frozenset(), skip_re=None) -> list[Path]:
+def _add_tree(tar: tarfile.TarFile, src: Path, dest: str, seen: set[str], skip_top=frozenset(),
+              skip_re=None) -> list[Path]:
     """Add a directory tree; returns the ELF shared objects in it (for ldd)."""
     sos = []
     _add_dirs(tar, dest, seen)

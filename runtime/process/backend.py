@@ -298,9 +298,9 @@ class ProcessBackend(Backend):
                                       "MISSING: a private directory as TMPDIR, on the host's disk, uncapped"},
             "pids_limit": {"ok": pids_ok, "mechanism": f"pids.max {self.config.pids_max}" if pids_ok else "none",
                            "detail": cg.pids_reason if pids_ok else f"MISSING: {cg.pids_reason or cg.reason}"},
-            "process_isolation": dict(probed("view", "/proc shows a sandbox only its own processes "
-                                                     f"({jail.proc_options() or 'hidepid unavailable before Linux 5.8'})"
-                                                     "; other uids cannot be signalled or traced"),
+            "process_isolation": dict(probed("view", "/proc shows a sandbox only its own processes ("
+                                                     + (jail.proc_options() or "hidepid unavailable before Linux 5.8")
+                                                     + "); other uids cannot be signalled or traced"),
                                       mechanism="hidepid + uid"),
             "replica_isolation": dict(probed("replicas", "sandboxes forked from one model zygote share its uid; "
                                                          "each is PID 1 of user, PID, mount and IPC namespaces of its"

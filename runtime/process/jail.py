@@ -371,7 +371,7 @@ def probe(scratch: str, uid: int) -> dict:
             return ""
         raise OSError(errno.EEXIST, "a connection to 127.0.0.1 still went through")
 
-    out["network"] = dict(zip(("ok", "detail"), _in_child(net)))
+    out["network"] = dict(zip(("ok", "detail"), _in_child(net), strict=True))
     if os.geteuid() != 0:
         why = "the gateway is not root: sandboxes cannot get a uid, a mount namespace or a /tmp of their own"
         out.update({name: {"ok": False, "detail": why} for name in ("view", "uid", "seccomp", "replicas")})

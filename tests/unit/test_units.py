@@ -3,6 +3,7 @@ import asyncio
 import io
 import json
 import pickle
+import sqlite3
 import tarfile
 
 import numpy as np
@@ -121,7 +122,7 @@ async def test_group_commit_batches_and_every_waiter_is_durable(tmp_path):
     assert sum(batches) == 100 and len(batches) < 100          # shared transactions
     rows = await store.query_usage()
     assert [r["request_id"] for r in rows] == [f"r{i}" for i in range(100)]
-    with pytest.raises(Exception):
+    with pytest.raises(sqlite3.IntegrityError):
         await meter.record(_rec(0))                              # a duplicate is refused, not doubled
     assert len(await store.query_usage()) == 100
     await meter.stop()

@@ -64,7 +64,7 @@ def test_custom_attributes_pass_both_ways(deployed):
 
 def test_sandbox_has_private_tmp_no_network_no_gpu(deployed):
     out = json.loads(invoke(deployed, "sandbox", b"0")["Body"].read())
-    # confined (root): its own tmpfs at /tmp (tests/test_isolation.py); otherwise a directory of its own
+    # confined (root): its own tmpfs at /tmp (tests/integration/test_isolation.py); otherwise a directory of its own
     assert out["tmpdir"] == "/tmp" if os.geteuid() == 0 else "/sandboxes/sb-" in out["tmpdir"]
     assert out["cuda"] == ""
     assert out["net"] == 101   # ENETUNREACH: the namespace has no interface up

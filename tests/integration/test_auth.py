@@ -75,7 +75,8 @@ def test_our_own_clients_sign_with_the_state_dirs_pair(closed):
 
 
 def test_a_read_key_may_invoke_and_describe_but_not_change_anything(fresh_gateway):
-    gw = fresh_gateway("--no-zygotes", "--access-key", "AKIDWRITER:w-secret", "--access-key", "AKIDREADER:r-secret:read")
+    gw = fresh_gateway("--no-zygotes", "--access-key", "AKIDWRITER:w-secret",
+                       "--access-key", "AKIDREADER:r-secret:read")
     gw.client().deploy("ro", models.echo, memory_mb=1024)
     sm, rt = _clients(gw.url, "AKIDREADER", "r-secret")
     assert sm.describe_endpoint(EndpointName="ro")["EndpointStatus"] == "InService"

@@ -172,7 +172,7 @@ def test_billed_ms_brackets_the_sandbox_run_time_on_real_invocations(gateway):
 
 
 def test_usage_export_streams_every_record_in_pages(gateway, tmp_path):
-    from tests.test_cli import run
+    from tests.integration.test_cli import run
 
     client = gateway.client()
     client.deploy("bill-pages", models.echo, memory_mb=1024)
@@ -195,7 +195,8 @@ def test_usage_export_streams_every_record_in_pages(gateway, tmp_path):
     assert out == lines
     # without a limit JSON is streamed too, with the same records; a limit gives the last N
     assert client.usage(endpoint="bill-pages") == whole
-    assert [r["request_id"] for r in client.usage(endpoint="bill-pages", limit=4)] == [r["request_id"] for r in whole[-4:]]
+    last4 = [r["request_id"] for r in client.usage(endpoint="bill-pages", limit=4)]
+    assert last4 == [r["request_id"] for r in whole[-4:]]
     for bad in ("0", "50001", "x"):
         with pytest.raises(Exception, match="page"):
             client._request("GET", "/admin/usage", query=dict(format="csv", page=bad))
@@ -220,12 +221,13 @@ def test_bill_html_is_self_contained_and_renders_in_chromium(gateway, tmp_path):
     html_path, png = tmp_path / "bill.html", tmp_path / "bill.png"
     html_path.write_text(page)
     proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
-                           "--window-size=1000,1600", html_path.as_uri()], capture_output=True, timeout=120, cwd=tmp_path)
+                           "--window-size=1000,1600", html_path.as_uri()], capture_output=True, timeout=120,
+                          cwd=tmp_path)
     assert png.exists() and png.stat().st_size > 20_000, proc.stderr[-500:]
 
 
 def test_bill_cli_writes_each_format(gateway, tmp_path):
-    from tests.test_cli import run
+    from tests.integration.test_cli import run
 
     out = tmp_path / "bill.html"
     run(gateway, "bill", "--format", "html", "--output", str(out))

@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 from html.parser import HTMLParser
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_constant_is_evenly_spaced_at_the_rate():
     offs = loadtest.constant_offsets(10.0, 3.0)
     assert len(offs) == 30
     assert offs[0] == 0.0
-    assert all(b - a == pytest.approx(0.1) for a, b in zip(offs, offs[1:]))
+    assert all(b - a == pytest.approx(0.1) for a, b in pairwise(offs))
     assert offs[-1] == pytest.approx(2.9)
     assert len(loadtest.constant_offsets(2.5, 3.0)) == 8        # ceil(7.5): arrivals at k / 2.5 < 3 s
 

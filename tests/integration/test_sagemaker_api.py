@@ -148,7 +148,8 @@ def test_model_config_endpoint_lifecycle_with_waiters_and_weights(gw, data):
 def test_failed_model_reports_failure_reason_and_the_waiter_stops(gw, data):
     sm, _ = clients(gw.url)
     _model(sm, "m-broken", data / "broken")
-    sm.create_endpoint_config(EndpointConfigName="cfg-broken", ProductionVariants=[_serverless("AllTraffic", "m-broken")])
+    sm.create_endpoint_config(EndpointConfigName="cfg-broken",
+                              ProductionVariants=[_serverless("AllTraffic", "m-broken")])
     sm.create_endpoint(EndpointName="broken", EndpointConfigName="cfg-broken")
     with pytest.raises(botocore.exceptions.WaiterError):
         sm.get_waiter("endpoint_in_service").wait(EndpointName="broken", WaiterConfig=FAST)
@@ -185,7 +186,8 @@ def test_blue_green_update_under_load_fails_no_request(gw, data):
     _model(sm, "m-old", data / "a.pkl")
     _model(sm, "m-new", data / "c.pkl")
     sm.create_endpoint_config(EndpointConfigName="cfg-old", ProductionVariants=[_serverless("AllTraffic", "m-old")])
-    sm.create_endpoint_config(EndpointConfigName="cfg-new", ProductionVariants=[_serverless("AllTraffic", "m-new", mem=2048)])
+    sm.create_endpoint_config(EndpointConfigName="cfg-new",
+                              ProductionVariants=[_serverless("AllTraffic", "m-new", mem=2048)])
     sm.create_endpoint(EndpointName="bg", EndpointConfigName="cfg-old")
     sm.get_waiter("endpoint_in_service").wait(EndpointName="bg", WaiterConfig=FAST)
 
@@ -196,7 +198,8 @@ def test_blue_green_update_under_load_fails_no_request(gw, data):
         _, rt2 = clients(gw.url)
         while not stop.is_set():
             try:
-                seen.append(rt2.invoke_endpoint(EndpointName="bg", Body=b"{}", ContentType="application/json")["Body"].read())
+                r = rt2.invoke_endpoint(EndpointName="bg", Body=b"{}", ContentType="application/json")
+                seen.append(r["Body"].read())
             except Exception as exc:  # noqa: BLE001 - any failure is what this test looks for
                 failures.append(repr(exc))
 
@@ -227,7 +230,8 @@ def test_errors_read_as_the_real_service_writes_them(gw, data):
         (lambda: sm.describe_endpoint_config(EndpointConfigName="ghost"),
          f'Could not find endpoint configuration "{arn}:endpoint-config/ghost".'),
         (lambda: sm.delete_endpoint(EndpointName="ghost"), "Could not find endpoint"),
-        (lambda: sm.create_endpoint(EndpointName="x1", EndpointConfigName="ghost"), "Could not find endpoint configuration"),
+        (lambda: sm.create_endpoint(EndpointName="x1", EndpointConfigName="ghost"),
+         "Could not find endpoint configuration"),
         (lambda: sm.create_model(ModelName="m-s3", PrimaryContainer={"ModelDataUrl": "s3://bucket/model.tar.gz"}),
          "Could not find model data at s3://bucket/model.tar.gz"),
         (lambda: sm.create_endpoint_config(EndpointConfigName="big", ProductionVariants=[
@@ -238,7 +242,8 @@ def test_errors_read_as_the_real_service_writes_them(gw, data):
          "instanceType"),
         (lambda: sm.create_endpoint_config(EndpointConfigName="bad name!", ProductionVariants=[
             _serverless("v", "m")]), "regular expression pattern"),
-        (lambda: sm.list_endpoints(SortBy="Colour"), "Member must satisfy enum value set: [Name, CreationTime, Status]"),
+        (lambda: sm.list_endpoints(SortBy="Colour"),
+         "Member must satisfy enum value set: [Name, CreationTime, Status]"),
     ]
     _model(sm, "m-dup", data / "a.pkl")
     cases.append((lambda: _model(sm, "m-dup", data / "a.pkl"),
@@ -296,7 +301,8 @@ def test_signed_requests_pass_and_unsigned_or_missigned_ones_get_aws_errors(sign
     sm.create_endpoint_config(EndpointConfigName="signed", ProductionVariants=[_serverless("AllTraffic", "signed")])
     sm.create_endpoint(EndpointName="signed", EndpointConfigName="signed")
     sm.get_waiter("endpoint_in_service").wait(EndpointName="signed", WaiterConfig=FAST)
-    assert b'"a"' in rt.invoke_endpoint(EndpointName="signed", Body=b"{}", ContentType="application/json")["Body"].read()
+    r = rt.invoke_endpoint(EndpointName="signed", Body=b"{}", ContentType="application/json")
+    assert b'"a"' in r["Body"].read()
 
     bad_sm, bad_rt = clients(signed_gw.url, "AKIDSLIMSERVE", "wrong")
     for call in (lambda: bad_sm.list_endpoints(), lambda: bad_rt.invoke_endpoint(EndpointName="signed", Body=b"{}")):
@@ -335,7 +341,7 @@ def test_sagemaker_python_sdk_predictor(gw, data):
     predictor = Predictor("sdk", sagemaker_session=session, serializer=JSONSerializer(),
                           deserializer=JSONDeserializer())
     assert predictor.predict({"x": 1}) == {"variant": "b"}
-    predictor.delete_endpoint()                                  # DescribeEndpoint -> DeleteEndpointConfig -> DeleteEndpoint
+    predictor.delete_endpoint()             # DescribeEndpoint -> DeleteEndpointConfig -> DeleteEndpoint
     with pytest.raises(botocore.exceptions.ClientError, match="Could not find endpoint"):
         sm.describe_endpoint(EndpointName="sdk")
 
@@ -403,5 +409,6 @@ def test_update_of_a_cli_endpoint_goes_through_updating(gw, data):
     sm.get_waiter("endpoint_in_service").wait(EndpointName="cli-upd", WaiterConfig=FAST)
     d = sm.describe_endpoint(EndpointName="cli-upd")
     assert d["EndpointConfigName"] == "cfg-upd" and "PendingDeploymentSummary" not in d
-    assert b'"b"' in rt.invoke_endpoint(EndpointName="cli-upd", Body=b"{}", ContentType="application/json")["Body"].read()
+    r = rt.invoke_endpoint(EndpointName="cli-upd", Body=b"{}", ContentType="application/json")
+    assert b'"b"' in r["Body"].read()
     sm.delete_endpoint(EndpointName="cli-upd")

@@ -108,7 +108,7 @@ def test_containers_are_capped_isolated_and_unprivileged(dgw, engine):
 
 
 def test_containers_meet_the_process_sandboxes_list(dgw):
-    """The same attacks as tests/test_isolation.py, against a container."""
+    """The same attacks as tests/integration/test_isolation.py, against a container."""
     me = json.loads(invoke(dgw, "identity", b"0")["Body"].read())
     assert me["uid"] == 10001 and me["gid"] == 10001 and set(me["groups"]) <= {10001}    # no other group
     assert int(me["cap_eff"], 16) == 0 and me["no_new_privs"] == "1" and me["seccomp"] == "2"
@@ -279,7 +279,7 @@ def test_bring_your_own_sagemaker_container(dgw, engine, tmp_path):
     servers = [c for c in _containers(engine, dgw.state_dir) if c.labels.get("slimserve.role") == "container-server"]
     assert servers and all(c.attrs["HostConfig"]["NetworkMode"] == "none" for c in servers)
     assert all(c.attrs["Config"]["User"] == "4242" for c in servers)              # --byoc-user
-    assert all(c.attrs["HostConfig"]["CapDrop"] == ["ALL"] and "no-new-privileges" in c.attrs["HostConfig"]["SecurityOpt"]
-               for c in servers)
+    assert all(c.attrs["HostConfig"]["CapDrop"] == ["ALL"]
+               and "no-new-privileges" in c.attrs["HostConfig"]["SecurityOpt"] for c in servers)
     assert dgw.client().usage(endpoint="byoc")[0]["billed_ms"] >= 1
     sm.delete_endpoint(EndpointName="byoc")
