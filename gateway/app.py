@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 
 import psutil
 from aiohttp import web
@@ -113,6 +114,7 @@ class Gateway:
         s = self.settings
         for d in (s.state_dir, s.logs_dir, s.bundles_dir, s.sandboxes_dir):
             d.mkdir(parents=True, exist_ok=True)
+        os.chmod(s.state_dir, 0o700)          # the ledger, keys and bundles: the gateway's user's alone
         self.token = ensure_token(s.token_path)
         if s.auth == "none" and not _is_loopback(s.host):
             raise InvalidSpec(f"--auth none is refused on {s.host}: only a loopback address may serve unsigned")

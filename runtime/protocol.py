@@ -51,8 +51,8 @@ def _check(hlen: int, plen: int, max_header: int = MAX_HEADER, max_payload: int 
 def _header(raw: bytes) -> dict:
     try:
         header = json.loads(raw)
-    except ValueError:
-        raise ProtocolError("the frame's header is not JSON") from None
+    except (ValueError, RecursionError):         # a peer's JSON may be anything, nested 30,000 deep too
+        raise ProtocolError("the frame's header is not JSON this side can read") from None
     if not isinstance(header, dict):
         raise ProtocolError("the frame's header is not a JSON object")
     return header

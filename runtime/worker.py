@@ -18,6 +18,7 @@ import traceback
 
 from runtime import protocol
 from runtime.process import isolation
+from runtime.sandbox import too_large_message  # imported before any fork: a replica may not see the file
 
 
 def protect(cgroup_procs: tuple[str, ...] = (), no_network: bool = False, rlimit_bytes: int = 0,
@@ -107,7 +108,6 @@ def _error_result(kind: str, exc: BaseException, original_status: int = 500, **e
 def serve(sock: socket.socket, handler) -> None:
     from runtime.bundle import InvocationContext
     from runtime.codec import OutputError, UnsupportedMediaType
-    from runtime.sandbox import too_large_message
 
     while True:
         try:

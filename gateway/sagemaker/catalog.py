@@ -133,7 +133,7 @@ class Catalog:
         if not self._allowed(path) or not path.exists():      # one answer, so nothing learns what exists
             raise invalid(f"Could not find model data at {url}. Local model data is read only under a "
                           "--model-root the gateway was started with.")
-        return path
+        return Path(os.path.realpath(path))                   # what was checked is what is read
 
     def _allowed(self, path: Path) -> bool:
         real = Path(os.path.realpath(path))

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, quote
 
 SERVICE = "sagemaker"
 MAX_SKEW_S = 15 * 60
+MUST_SIGN = ("host", "x-amz-target", "x-amz-date", "content-type")   # signed whenever present
 
 
 class AuthError(Exception):
@@ -90,8 +91,11 @@ def verify(method: str, path: str, query_string: str, headers, body: bytes, keys
         raise AuthError("InvalidSignatureException", "Signature expired or not yet valid: the request time is "
                         "more than 15 minutes from the server's, or does not match the credential's date.")
     signed = parts["SignedHeaders"].split(";")
-    if "host" not in signed:
-        raise AuthError("InvalidSignatureException", "The host header must be signed.")
+    # What the request does must be what was signed: the operation (X-Amz-Target), the time and
+    # the body's type, whenever they are sent; else a captured request could be replayed as another.
+    unsigned = [h for h in MUST_SIGN if h not in signed and (h == "host" or headers.get(h) is not None)]
+    if unsigned:
+        raise AuthError("InvalidSignatureException", f"The {unsigned[0]} header must be signed.")
     payload_hash = hashlib.sha256(body).hexdigest()          # the body as received, never a client's claim
     claimed = headers.get("X-Amz-Content-SHA256")
     if claimed is not None and claimed != payload_hash:

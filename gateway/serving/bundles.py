@@ -89,7 +89,7 @@ def install(source: Path, dest: Path) -> str:
         raise BundleRejected(f"model data {source} does not exist")
     if source.is_dir():
         try:
-            shutil.copytree(source, dest, symlinks=False)
+            copy_tree(source, dest)
         except (OSError, shutil.Error) as exc:
             shutil.rmtree(dest, ignore_errors=True)
             raise BundleRejected(f"cannot copy model directory {source}: {exc}") from None
@@ -105,6 +105,18 @@ def install(source: Path, dest: Path) -> str:
         return unpack(staged, dest)
     finally:
         staged.unlink(missing_ok=True)
+
+
+def copy_tree(source: Path, dest: Path, dirs_exist_ok: bool = False) -> None:
+    """Copy a model directory that holds no symbolic links: a link could point anywhere on the
+    host (the state dir's keys included), and the copy would carry what it points to into a
+    bundle a model reads.  Links are copied as links, then refused, so nothing is followed."""
+    shutil.copytree(source, dest, symlinks=True, dirs_exist_ok=dirs_exist_ok)
+    links = [p for p in [dest, *dest.rglob("*")] if p.is_symlink()]
+    if links:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise BundleRejected(f"model directory {source} holds a symbolic link ({links[0].relative_to(dest)}); "
+                             "copy the files themselves into it")
 
 
 def make_readable(dest: Path) -> None:
@@ -126,7 +138,7 @@ def install_artifacts(source: Path | None, dest: Path) -> str:
     source = Path(source)
     try:
         if source.is_dir():
-            shutil.copytree(source, dest, dirs_exist_ok=True)
+            copy_tree(source, dest, dirs_exist_ok=True)
         elif tarfile.is_tarfile(source):
             with tarfile.open(source, "r:*") as tar:
                 safe_extract(tar, dest)

@@ -564,6 +564,9 @@ class ProcessBackend(Backend):
                 raise StartError(OUT_OF_MEMORY, oom_message(spec.memory_mb, while_loading=True)) from None
             raise StartError(EXITED, f"the sandbox exited while loading the model ({sb._exit_text()});"
                                      f" see the endpoint's logs") from None
+        except BaseException:                 # cancelled, or anything else: never leave it running untracked
+            await asyncio.shield(sb.destroy("start abandoned"))
+            raise
         if hello.get("op") != "ready":
             await sb.destroy(hello.get("message", "load failed"))
             kind = hello.get("kind", LOAD_FAILED)
@@ -598,6 +601,7 @@ class ProcessBackend(Backend):
             sample = spec.sample.body
             setup["warmup"] = {"content_type": spec.sample.content_type, "accept": spec.sample.accept}
         logs = LogPipe(spec.log_path)        # the model zygote prints into its endpoint's log, through a pipe
+        proc = None
         try:
             logs.write(f"--- model zygote {zid} starting ({spec.memory_mb} MB) ---\n".encode())
             fds = [theirs.fileno(), logs.write_fd] + ([their_events.fileno()] if uid is not None else [])
@@ -608,14 +612,21 @@ class ProcessBackend(Backend):
                 cgroup = cgroups.Cgroup.adopt(self.cgroup_support, reply["cgroup"], spec.memory_mb << 20)
             ours.setblocking(False)
             hello = await asyncio.wait_for(protocol.recv_sock_async(ours), self.config.start_timeout_s)
-        except (ZygoteUnavailable, protocol.ProtocolError, asyncio.TimeoutError, OSError) as exc:
+        except BaseException as exc:          # whatever went wrong, nothing of it is left running or held
             logs.close()
             ours.close()
             events.close()
+            if proc is not None and proc.returncode is None:
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             if cgroup is not None:
-                await asyncio.to_thread(cgroup.remove)
-            await asyncio.to_thread(release)
-            raise ZygoteUnavailable(f"model zygote for {spec.bundle_dir} did not start: {exc!r}") from None
+                await asyncio.shield(asyncio.to_thread(cgroup.remove))
+            await asyncio.shield(asyncio.to_thread(release))
+            if isinstance(exc, (ZygoteUnavailable, protocol.ProtocolError, asyncio.TimeoutError, OSError)):
+                raise ZygoteUnavailable(f"model zygote for {spec.bundle_dir} did not start: {exc!r}") from None
+            raise
         finally:
             theirs.close()
             their_events.close()

@@ -47,7 +47,7 @@ NAMESPACE_FLAGS = (CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLO
                    CLONE_NEWNET)
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
 MNT_DETACH = 2
 
 PR_SET_DUMPABLE = 4
@@ -270,11 +270,41 @@ def enter_replica(uid: int, gid: int, no_network: bool) -> None:
         prctl(PR_SET_DUMPABLE, 0)
 
 
+def _mounts_under(top: str) -> list[str]:
+    """Mount points strictly below ``top`` in this mount namespace, outermost only."""
+    points = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(top.rstrip("/") + "/"):
+                points.append(point)
+    out: list[str] = []
+    for p in sorted(set(points), key=len):
+        if not any(p.startswith(q + "/") for q in out):
+            out.append(p)
+    return out
+
+
+def _private_tmp(tmp_bytes: int) -> None:
+    """A new tmpfs over /tmp that still shows what the view bound below /tmp (a checkout or a
+    virtualenv that lives there): built aside, the binds copied onto it, then moved into place."""
+    stage = f"/tmp/.replica-{os.urandom(6).hex()}"
+    _tmpfs(stage, tmp_bytes, "1777")
+    for point in _mounts_under("/tmp"):
+        if point == stage:
+            continue
+        target = stage + point[len("/tmp"):]
+        _ensure(target, point)
+        mount(point, target, None, MS_BIND | MS_REC)
+        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    mount(stage, "/tmp", None, MS_MOVE)
+
+
 def finish_replica(tmp_bytes: int) -> None:
     """In the replica (PID 1 of its own namespace, capabilities only there): its own /tmp,
     /dev/shm and /proc, then no capabilities at all."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _tmpfs("/tmp", tmp_bytes, "1777")
+    _private_tmp(tmp_bytes)
     _tmpfs("/dev/shm", tmp_bytes, "1777")
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _drop_bounding_set()

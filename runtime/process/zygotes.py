@@ -118,6 +118,9 @@ class ZygoteHandle:
             except (OSError, protocol.ProtocolError, asyncio.TimeoutError) as exc:
                 self.broken = True
                 raise ZygoteUnavailable(f"zygote {self.name} failed: {exc!r}") from None
+            except BaseException:             # cancelled mid-frame: the channel is out of step for good
+                self.broken = True
+                raise
         if not reply.get("ok"):
             raise ZygoteUnavailable(f"zygote {self.name} refused: {reply.get('message')}")
         self.forks += 1
@@ -139,6 +142,9 @@ class ZygoteHandle:
                     if len(self.prepared) < limit and pid not in self.prepared:
                         self.prepared[pid] = asyncio.ensure_future(prepare(pid))
             except (protocol.ProtocolError, ConnectionError, OSError):
+                return
+            except Exception:  # noqa: BLE001 - whatever a model zygote sends ends the watch, not the gateway
+                log.exception("stem announcements of %s stopped", self.name)
                 return
             finally:
                 writer.close()
