@@ -23,10 +23,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from gateway.config import DEFAULT_STATE_DIR
 from gateway.sagemaker import credentials, sigv4
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-DEFAULT_STATE_DIR = ".slimserve"
 
 
 class ClientError(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+DEFAULT_STATE_DIR = ".slimserve"             # where serve keeps its state, and clients look for it
 MEMORY_TIERS_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 MAX_CONCURRENCY_RANGE = (1, 200)
 DEFAULT_MAX_CONCURRENCY = 20
@@ -13,7 +14,7 @@ DEFAULT_VARIANT = "AllTraffic"
 
 @dataclass
 class Settings:
-    state_dir: Path = Path(".slimserve")
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
     host: str = "127.0.0.1"
     port: int = 8080
     backend: str = "process"                     # process | docker

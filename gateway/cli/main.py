@@ -15,8 +15,8 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway.client import DEFAULT_STATE_DIR, Client, ClientError
-from gateway.config import MEMORY_TIERS_MB, Settings
+from gateway.client import Client, ClientError
+from gateway.config import DEFAULT_STATE_DIR, MEMORY_TIERS_MB, Settings
 from gateway.domain import InvalidSpec, parse_tags
 from gateway.metering.billing import BillingError
 
@@ -368,48 +368,53 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
+    d = Settings()        # the defaults live in Settings alone; these flags only read them
     s = sub.add_parser("serve", help="run the gateway", description="Run the gateway.")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--host", default=d.host)
+    s.add_argument("--port", type=int, default=d.port)
     s.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
-    s.add_argument("--backend", default="process", choices=["process", "docker"],
+    s.add_argument("--backend", default=d.backend, choices=["process", "docker"],
                    help="process (default): OS processes with cgroups; docker: containers "
                         "(run `slimserve image build` first)")
-    s.add_argument("--docker-image", default="slimserve-runtime:latest", help="runtime image of the docker backend")
-    s.add_argument("--docker-stems", type=int, default=2,
-                   help="paused containers the docker backend keeps ready for cold starts (default 2; 0: none)")
-    s.add_argument("--timeout", type=float, default=60.0, help="invocation timeout in seconds (default 60)")
+    s.add_argument("--docker-image", default=d.docker_image, help="runtime image of the docker backend")
+    s.add_argument("--docker-stems", type=int, default=d.docker_stems,
+                   help=f"paused containers the docker backend keeps ready for cold starts (default {d.docker_stems};"
+                        " 0: none)")
+    s.add_argument("--timeout", type=float, default=d.invocation_timeout_s,
+                   help=f"invocation timeout in seconds (default {d.invocation_timeout_s:g})")
     s.add_argument("--memory-budget-mb", type=int, default=None, help="host memory sandboxes may reserve")
-    s.add_argument("--memory-budget-fraction", type=float, default=0.8,
-                   help="fraction of RAM sandboxes may reserve when --memory-budget-mb is unset (default 0.8)")
-    s.add_argument("--policy", default="adaptive",
+    s.add_argument("--memory-budget-fraction", type=float, default=d.memory_budget_fraction,
+                   help="fraction of RAM sandboxes may reserve when --memory-budget-mb is unset "
+                        f"(default {d.memory_budget_fraction:g})")
+    s.add_argument("--policy", default=d.policy,
                    help="warm-pool policy: adaptive (default), adaptive:H (H: GB-s of idle memory one second of cold "
                         "start is worth, default 2400), histogram, fixed (uses --keep-alive), fixed:SECONDS, none")
-    s.add_argument("--policy-cold-start-ms", type=float, default=1000.0,
-                   help="cold-start latency the adaptive policy weighs against idle memory (default 1000)")
-    s.add_argument("--keep-alive", type=float, default=600.0,
-                   help="keep-alive of --policy fixed, seconds (default 600)")
+    s.add_argument("--policy-cold-start-ms", type=float, default=d.policy_cold_start_ms,
+                   help="cold-start latency the adaptive policy weighs against idle memory "
+                        f"(default {d.policy_cold_start_ms:g})")
+    s.add_argument("--keep-alive", type=float, default=d.keep_alive_s,
+                   help=f"keep-alive of --policy fixed, seconds (default {d.keep_alive_s:g})")
     s.add_argument("--access-key", action="append", default=[], metavar="ID:SECRET[:read]",
                    help="accept AWS SigV4 signatures made with this key (repeatable; also $SLIMSERVE_ACCESS_KEYS); "
                         "':read' may only invoke, Describe and List. Given keys replace the pair generated in the "
                         "state dir (slimserve credentials prints it)")
-    s.add_argument("--auth", choices=["sigv4", "none"], default="sigv4",
+    s.add_argument("--auth", choices=["sigv4", "none"], default=d.auth,
                    help="sigv4 (default): every AWS-style API requires signatures; none: unsigned, loopback only")
     s.add_argument("--model-root", action="append", default=[], metavar="DIR",
                    help="a directory file:// and local ModelDataUrl may point into (repeatable; default: none, so "
                         "model data comes only as uploads through the admin API); never the state dir")
-    s.add_argument("--account-id", default="123456789012", help="account id in ARNs (default 123456789012)")
-    s.add_argument("--region", default="us-east-1", help="region in ARNs and signatures (default us-east-1)")
+    s.add_argument("--account-id", default=d.account_id, help=f"account id in ARNs (default {d.account_id})")
+    s.add_argument("--region", default=d.region, help=f"region in ARNs and signatures (default {d.region})")
     s.add_argument("--usage-retention-days", type=float, default=None, metavar="DAYS",
                    help="drop raw usage records older than this; hourly roll-ups keep every bill (default: keep all)")
     s.add_argument("--prices", default=None, metavar="FILE",
                    help="price table for bills (JSON; default: the shipped example, gateway/prices.json)")
-    s.add_argument("--cgroup", default="auto", choices=["auto", "v2", "v1", "none"])
+    s.add_argument("--cgroup", default=d.cgroup_mode, choices=["auto", "v2", "v1", "none"])
     s.add_argument("--allow-network", action="store_true",
                    help="do not put sandboxes in a network namespace: they reach the host's network, its loopback "
                         "services and its abstract Unix sockets")
-    s.add_argument("--sandbox-pids-max", type=int, default=1024, metavar="N",
-                   help="processes and threads per sandbox (cgroup pids.max, default 1024)")
+    s.add_argument("--sandbox-pids-max", type=int, default=d.sandbox_pids_max, metavar="N",
+                   help=f"processes and threads per sandbox (cgroup pids.max, default {d.sandbox_pids_max})")
     s.add_argument("--sandbox-uids", default=None, metavar="FIRST:COUNT",
                    help="uids sandboxes run as, one each (default: 1024 uids from 200000 up, chosen by state dir)")
     s.add_argument("--sandbox-path", action="append", default=[], metavar="PATH",
@@ -420,13 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start every sandbox as a fresh interpreter instead of forking it from a zygote")
     s.add_argument("--preload", default="", metavar="MOD,MOD",
                    help="modules the base zygote imports besides numpy, scikit-learn, pandas, onnxruntime, torch")
-    s.add_argument("--max-model-zygotes", type=int, default=16, metavar="N",
+    s.add_argument("--max-model-zygotes", type=int, default=d.model_zygotes_max, metavar="N",
                    help="bundles kept loaded in model zygotes at most, least recently used closed first "
-                        "(default 16; 0: no model zygotes)")
+                        f"(default {d.model_zygotes_max}; 0: no model zygotes)")
     s.add_argument("--model-zygotes-memory-mb", type=int, default=None, metavar="MB",
                    help="memory model zygotes may hold, beyond the sandbox budget (default: a tenth of RAM)")
-    s.add_argument("--model-zygote-idle", type=float, default=1800.0, metavar="SECONDS",
-                   help="close a model zygote not forked from for this long (default 1800)")
+    s.add_argument("--model-zygote-idle", type=float, default=d.model_zygote_idle_s, metavar="SECONDS",
+                   help=f"close a model zygote not forked from for this long (default {d.model_zygote_idle_s:g})")
     s.set_defaults(fn=cmd_serve)
 
     d = client_cmd("deploy", "deploy a bundle to a new endpoint", cmd_deploy)
