@@ -354,6 +354,12 @@ def main(argv=None) -> None:
     isolation.die_with_parent()
     control = socket.socket(fileno=args.fd)
     t0 = time.perf_counter()
+    # What every stem runs once it has an assignment, imported here once instead of in each copy
+    # (a stem writes no bytecode, and a confined one may no longer see every source file).
+    import runtime.bundle  # noqa: F401
+    import runtime.codec  # noqa: F401
+    import runtime.worker  # noqa: F401
+
     loaded = preload([m for m in args.preload.split(",") if m])
     filters = {"sandbox": jail.make_filter(), "zygote": jail.make_filter(for_zygote=True)} if args.seccomp else {}
     gc.collect()
