@@ -146,11 +146,12 @@ class Client:
 
     # --- admin ----------------------------------------------------------------
     def deploy(self, name: str, model, memory_mb: int, max_concurrency: int | None = None,
-               provisioned: int | None = None, tags: dict | None = None) -> dict:
+               provisioned: int | None = None, tags: dict | None = None, warmup: bool = True) -> dict:
         return self._json("PUT", f"/admin/endpoints/{_q(name)}", body=bundle_bytes(model),
                           headers={"Content-Type": "application/octet-stream"},
                           query=dict(memory_mb=memory_mb, max_concurrency=max_concurrency, provisioned=provisioned,
-                                     tag=[f"{k}={v}" for k, v in (tags or {}).items()]))
+                                     tag=[f"{k}={v}" for k, v in (tags or {}).items()],
+                                     warmup=None if warmup else "0"))
 
     def update(self, name: str, model=None, memory_mb: int | None = None, max_concurrency: int | None = None,
                provisioned: int | None = None, tags: dict | None = None) -> dict:

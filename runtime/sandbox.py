@@ -33,6 +33,9 @@ _ALLOWED = {
     State.DEAD: set(),
 }
 
+# A model's Environment variable that turns the warm-up replay off ("0"); `deploy --no-warmup` sets it.
+WARMUP_ENV = "SLIMSERVE_WARMUP"
+
 # Error kinds a sandbox reports; the gateway maps each to a SageMaker error.
 MODEL_RAISED = "model_raised"
 BAD_OUTPUT = "bad_output"

@@ -260,3 +260,44 @@ def forges_a_huge_frame(x):
 
 def reads_env(name):
     return os.environ.get(name)
+
+
+def exits_3(x):
+    os._exit(3)
+
+
+def fine_until(deadline):
+    """Answers until the wall clock passes ``deadline``, then exits."""
+    import time
+
+    if time.time() > float(deadline):
+        os._exit(4)
+    return 1
+
+
+def dies_in_replicas(x):
+    """Answers in a sandbox of the host's PID namespace, exits in a model zygote's replica (PID 1
+    of a namespace of its own): every warm-up replay of it dies."""
+    if os.getpid() == 1:
+        os._exit(4)
+    return 1
+
+
+def prints_once(x):
+    print(f"side-effect-{x}", flush=True)
+    return x
+
+
+class KillsItsForks:
+    """Once loaded, every process forked from the one that loaded it dies at once: a model
+    zygote of it can make no stem, with or without a warm-up."""
+
+    def __getstate__(self):
+        return {"armed": True}
+
+    def __setstate__(self, state):
+        os.register_at_fork(after_in_child=lambda: os._exit(5))
+        self.__dict__.update(state)
+
+    def __call__(self, x):
+        return 1

@@ -137,7 +137,7 @@ def _uid_range(text: str | None) -> tuple[int, int] | None:
 def cmd_deploy(args) -> int:
     info = _client(args).deploy(args.name, args.bundle, memory_mb=args.memory,
                                 max_concurrency=args.max_concurrency, provisioned=args.provisioned,
-                                tags=parse_tags(args.tag))
+                                tags=parse_tags(args.tag), warmup=not args.no_warmup)
     _print_describe(info, args.format)
     return 0
 
@@ -442,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-concurrency", type=int, default=None, help="1-200 (default 20)")
     d.add_argument("--provisioned", type=int, default=None, help="sandboxes kept warm always (default 0)")
     d.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    d.add_argument("--no-warmup", action="store_true",
+                   help="never replay a request to warm up this endpoint's forked sandboxes (for models whose "
+                        "calls have side effects)")
     d.add_argument("--format", choices=["table", "json"], default="table")
 
     u = client_cmd("update", "change an endpoint's bundle or settings without dropping requests", cmd_update)

@@ -36,6 +36,7 @@ from gateway.metering import bill_text as billreport
 from gateway.metering.billing import BillingError, parse_by, parse_time
 from gateway.serving.bundles import BundleRejected
 from gateway.serving.endpoints import Conflict, NotFound
+from runtime.sandbox import WARMUP_ENV
 
 MAX_BUNDLE_BYTES = 16 << 30
 
@@ -149,6 +150,7 @@ class AdminApi:
             name=q.get("variant") or DEFAULT_VARIANT, memory_mb=memory,
             max_concurrency=_int_arg(q, "max_concurrency", DEFAULT_MAX_CONCURRENCY),
             provisioned=_int_arg(q, "provisioned", 0),
+            env={WARMUP_ENV: "0"} if q.get("warmup", "1").lower() in ("0", "false", "no") else {},
         )
         upload = await self._save_upload(request)
         try:

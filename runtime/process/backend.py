@@ -54,6 +54,7 @@ from runtime.sandbox import (
     LOAD_FAILED,
     OUT_OF_MEMORY,
     SPAWN_FAILED,
+    WARMUP_ENV,
     Backend,
     Listener,
     Sandbox,
@@ -66,6 +67,7 @@ from runtime.sandbox import (
 log = logging.getLogger("slimserve.process")
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 RLIMIT_HEADROOM_BYTES = 1 << 30
+MAX_SAMPLE_BYTES = 64 << 10           # a larger request is not kept to warm up stems with
 PASSED_ENV = ("LANG", "LANGUAGE", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 PASSED_ENV_PREFIXES = ("LC_",)
 
@@ -123,10 +125,18 @@ class ProcessSandbox(ChannelSandbox):
         self.cgroup: cgroups.Cgroup | None = cgroup
         self.tmp_dir = tmp_dir
         self._release_uid = release_uid   # the uid goes back to the pool once nothing runs as it
+        self.on_first_success = None      # told the request of the first invocation that succeeds
         self.killed_by_watchdog = False
         self.oom_killed = False          # latched before the cgroup is removed
         self._ps = None
         self._monitor = asyncio.get_running_loop().create_task(self._watch_exit())
+
+    async def invoke(self, request, timeout_s: float):
+        result = await super().invoke(request, timeout_s)
+        if result.ok and self.on_first_success is not None:
+            tell, self.on_first_success = self.on_first_success, None
+            tell(request)
+        return result
 
     async def _watch_exit(self) -> None:
         await self.proc.wait()
@@ -353,17 +363,19 @@ class ProcessBackend(Backend):
                 log.warning("forked sandbox %s died while starting (%s); trying the next path",
                             spec.sandbox_id, exc.message)
                 continue
-            if path == "zygote":
-                self._want_template(spec)
             return sb
-        sb = await self._start(spec, "fresh", None)
-        self._want_template(spec)
-        return sb
+        return await self._start(spec, "fresh", None)
 
-    def _want_template(self, spec: SandboxSpec) -> None:
-        """A bundle with traffic gets a model zygote, so later cold starts skip loading it."""
-        if not spec.check_only and self.zygotes.base is not None and self.zygotes.base.alive:
-            self.zygotes.want_template((spec.bundle_dir, spec.memory_mb), lambda: self._make_template(spec))
+    def _want_template(self, spec: SandboxSpec, request) -> None:
+        """A bundle with traffic gets a model zygote, so later cold starts skip loading it: once
+        one of its sandboxes has answered a request, which its stems then replay to warm up (only a
+        request that succeeded, so a request that kills its sandbox is never replayed; none with
+        SLIMSERVE_WARMUP=0, for models whose calls have side effects)."""
+        if spec.check_only or self.zygotes.base is None or not self.zygotes.base.alive:
+            return
+        warm = spec.env.get(WARMUP_ENV, "1") != "0" and len(request.body) <= MAX_SAMPLE_BYTES
+        spec = replace(spec, sample=request if warm else None)
+        self.zygotes.want_template((spec.bundle_dir, spec.memory_mb), lambda: self._make_template(spec))
 
     async def release_bundle(self, bundle_dir: str) -> None:
         await self.zygotes.drop(bundle_dir)
@@ -456,6 +468,8 @@ class ProcessBackend(Backend):
         reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
         sb = ProcessSandbox(spec, self.listeners, proc, reader, writer, cgroup, tmp_dir, release,
                             self.config.max_response_bytes)
+        if path != "model-zygote":            # its first success makes the bundle a model zygote
+            sb.on_first_success = lambda request: self._want_template(spec, request)
         self._sandboxes[sb.id] = sb
         hello = await self._handshake(sb)
         timings = dict(hello.get("timings", {}), **gateway_ms)

@@ -53,6 +53,10 @@ DEFAULT_PRELOAD = ("numpy", "scipy", "pandas", "sklearn", "sklearn.ensemble", "s
                    "onnxruntime", "torch", "cloudpickle")
 REPARENT_TIMEOUT_S = 2.0
 REFILL_QUIET_S = 0.05
+MAX_BACKOFF_S = 5.0
+WARMUP_TRIES = 3           # stems that die in a row before a model zygote stops warming them up
+MAX_STEM_FAILURES = 6      # ... and before it exits
+GAVE_UP = 75               # the exit status of a model zygote whose stems kept dying
 
 
 class ForkRefused(Exception):
@@ -109,6 +113,7 @@ class Zygote:
         self.filters = filters or {}
         self.replica = replica
         self.events = events                  # tells the gateway each stem forked, so it can cap it ahead
+        self.failures = 0                     # stems in a row that died before they were ready
         self.stems: list[tuple[int, socket.socket, str]] = []     # (pid, socket, cgroup name)
 
     # --- stems ----------------------------------------------------------------
@@ -188,11 +193,25 @@ class Zygote:
         from runtime.bundle import InvocationContext
 
         body, meta = self.warmup
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 1)                  # what the replay prints the model already printed once
+        os.dup2(quiet, 2)
+        os.close(quiet)
         try:
             self.handler.invoke(body, InvocationContext(content_type=meta.get("content_type"),
                                                         accept=meta.get("accept")))
         except Exception:  # noqa: BLE001 - a failed warm-up only means a slower first request
             pass
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
     def _take_assignment(self, zsock: socket.socket, setup: dict, fds: list[int], cgroup: str,
                          payload: bytes = b"") -> None:
@@ -268,6 +287,25 @@ class Zygote:
                                          "protections": protections, "timings": timings})
         zy.loop()
 
+    def _refill_wait(self) -> float:
+        """Quiet time before the next refill: backs off exponentially while stems keep dying."""
+        return REFILL_QUIET_S if not self.failures else min(MAX_BACKOFF_S, REFILL_QUIET_S * 2 ** self.failures)
+
+    def _stem_failed(self, exc: Exception) -> None:
+        """A stem died before it was ready.  A model zygote whose stems keep dying while they warm
+        up stops warming them after WARMUP_TRIES, and exits (``GAVE_UP``, which the gateway
+        reads as "do not remake this one for a while") after MAX_STEM_FAILURES."""
+        self.failures += 1
+        print(f"slimserve zygote: {exc} ({self.failures} in a row)", file=sys.stderr, flush=True)
+        if self.handler is None:
+            return
+        if self.failures == WARMUP_TRIES and self.warmup is not None:
+            print("slimserve zygote: stems die while warming up; no more warm-ups", file=sys.stderr, flush=True)
+            self.warmup = None
+        elif self.failures >= MAX_STEM_FAILURES:
+            print("slimserve zygote: stems keep dying; giving up", file=sys.stderr, flush=True)
+            os._exit(GAVE_UP)
+
     def _announce(self, pid: int) -> None:
         if self.events is None:
             return
@@ -285,13 +323,13 @@ class Zygote:
             self.stems = [stem for stem in self.stems if _alive(stem[1])]
             # Refill only once the gateway has been quiet for a moment: a fork right after an
             # assignment would compete for the CPU with the sandbox's first response.
-            if len(self.stems) < self.target_stems and not self._pending(REFILL_QUIET_S):
+            if len(self.stems) < self.target_stems and not self._pending(self._refill_wait()):
                 try:
                     self.stems.append(self.make_stem())
                     self._announce(self.stems[-1][0])
-                except ForkRefused:
-                    traceback.print_exc()
-                    time.sleep(0.05)
+                    self.failures = 0
+                except ForkRefused as exc:
+                    self._stem_failed(exc)
                 continue
             try:
                 header, payload, fds = protocol.recv_with_fds(self.control)

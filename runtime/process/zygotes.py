@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from runtime import protocol
+from runtime.process.zygote import GAVE_UP
 from runtime.process.zygote_limits import ModelZygote, admit, choose_closures
 
 log = logging.getLogger("slimserve.zygotes")
@@ -222,7 +223,7 @@ class ZygoteSet:
         self._supervisor: asyncio.Task | None = None
         self._closing = False
         self._sweeper: asyncio.Task | None = None
-        self._too_big: dict[tuple[str, int], float] = {}   # key -> when its zygote alone broke the memory limit
+        self._shunned: dict[tuple[str, int], float] = {}   # key -> when its zygote alone broke the memory limit, or gave up
         self._cold_starts: dict[tuple[str, int], tuple[float, float]] = {}  # key -> (decaying count, when)
         self.restarts = 0
         self.models_closed = 0
@@ -287,6 +288,10 @@ class ZygoteSet:
         t = self.templates.get(key)
         if t is not None and not t.alive:
             self.templates.pop(key, None)
+            if t.proc.returncode == GAVE_UP:          # its stems kept dying: not again so soon
+                log.warning("model zygote for %s gave up (its stems kept dying); not remade for %.0f s",
+                            key[0], self.config.model_idle_s)
+                self._shunned[key] = time.monotonic()
             asyncio.get_running_loop().create_task(t.close())
             return None
         return t
@@ -312,7 +317,7 @@ class ZygoteSet:
         if key in self._creating or self.template(key) is not None:
             return
         now = time.monotonic()
-        if now - self._too_big.get(key, float("-inf")) < c.model_idle_s:
+        if now - self._shunned.get(key, float("-inf")) < c.model_idle_s:
             return                                  # it did not fit last time: not again so soon
         # Full when one more would break a limit (its size guessed as the others' average).
         sizes = [t.memory_mb for t in self.templates.values()]
@@ -344,7 +349,7 @@ class ZygoteSet:
             log.info("model zygote for %s holds %d MB, more than all model zygotes may (%d MB): closed, "
                      "not remade for %.0f s", key[0], handle.memory_mb, self.config.models_memory_mb,
                      self.config.model_idle_s)
-            self._too_big[key] = time.monotonic()
+            self._shunned[key] = time.monotonic()
             self.models_closed += 1
             await handle.close()
             return
@@ -373,7 +378,7 @@ class ZygoteSet:
         if measure:
             for t in self.templates.values():
                 t.memory_mb = self._own_memory_mb(t) or t.memory_mb
-            self._too_big = {k: at for k, at in self._too_big.items() if now - at < self.config.model_idle_s}
+            self._shunned = {k: at for k, at in self._shunned.items() if now - at < self.config.model_idle_s}
             self._cold_starts = {k: v for k, v in self._cold_starts.items()
                                  if self._recent_cold_starts(k, now) >= 0.01 or k in self.templates}
         models = [ModelZygote(k, now if t.busy else t.last_used, t.memory_mb) for k, t in self.templates.items()]
