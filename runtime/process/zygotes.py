@@ -223,7 +223,8 @@ class ZygoteSet:
         self._supervisor: asyncio.Task | None = None
         self._closing = False
         self._sweeper: asyncio.Task | None = None
-        self._shunned: dict[tuple[str, int], float] = {}   # key -> when its zygote alone broke the memory limit, or gave up
+        # key -> when its zygote alone broke the memory limit, or gave up (its stems kept dying)
+        self._shunned: dict[tuple[str, int], float] = {}
         self._cold_starts: dict[tuple[str, int], tuple[float, float]] = {}  # key -> (decaying count, when)
         self.restarts = 0
         self.models_closed = 0
