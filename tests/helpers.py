@@ -148,3 +148,24 @@ def answered_until_killed(gw: "GatewayProcess", endpoint: str, clients: int, at_
     assert reached, f"only {len(answered)} answers before the kill"
     with lock:
         return list(answered)
+
+
+def sagemaker_clients(url: str, key: str = "x", secret: str = "x"):
+    """boto3's SageMaker and SageMaker Runtime clients for a test gateway (one attempt each)."""
+    import boto3
+    from botocore.config import Config
+
+    kw = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id=key, aws_secret_access_key=secret,
+              config=Config(retries={"total_max_attempts": 1}))
+    return boto3.client("sagemaker", **kw), boto3.client("sagemaker-runtime", **kw)
+
+
+def serverless_endpoint(sm, name: str, container: dict, memory_mb: int = 1024, delay: float = 0.2) -> None:
+    """CreateModel, CreateEndpointConfig (one serverless variant) and CreateEndpoint, all named
+    ``name``; returns once the endpoint is InService."""
+    sm.create_model(ModelName=name, PrimaryContainer=container)
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
+        {"VariantName": "AllTraffic", "ModelName": name,
+         "ServerlessConfig": {"MemorySizeInMB": memory_mb, "MaxConcurrency": 2}}])
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": delay, "MaxAttempts": 200})

@@ -8,7 +8,15 @@ import time
 import pytest
 
 from tests import models
-from tests.helpers import GatewayProcess, answered_until_killed, make_state_dir, remove_state_dir, wait_until
+from tests.helpers import (
+    GatewayProcess,
+    answered_until_killed,
+    make_state_dir,
+    remove_state_dir,
+    sagemaker_clients,
+    serverless_endpoint,
+    wait_until,
+)
 
 docker = pytest.importorskip("docker")
 
@@ -241,8 +249,6 @@ HTTPServer(("0.0.0.0", int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))), H
 
 
 def test_bring_your_own_sagemaker_container(dgw, engine, tmp_path):
-    import boto3
-    from botocore.config import Config
 
     python = engine.images.get("slimserve-runtime:latest").attrs["Config"]["Env"]
     python = next(e.split("=", 1)[1] for e in python if e.startswith("SLIMSERVE_PYTHON="))
@@ -256,15 +262,9 @@ def test_bring_your_own_sagemaker_container(dgw, engine, tmp_path):
     data.mkdir()
     (data / "weights.txt").write_text("w=0.42\n")
 
-    kw = dict(endpoint_url=dgw.url, region_name="us-east-1", config=Config(retries={"total_max_attempts": 1}))
-    sm, rt = boto3.client("sagemaker", **kw), boto3.client("sagemaker-runtime", **kw)
-    sm.create_model(ModelName="byoc", PrimaryContainer={"Image": "slimserve-test-byoc:1", "ModelDataUrl": str(data),
-                                                        "Environment": {"GREETING": "hello"}})
-    sm.create_endpoint_config(EndpointConfigName="byoc", ProductionVariants=[
-        {"VariantName": "AllTraffic", "ModelName": "byoc",
-         "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2}}])
-    sm.create_endpoint(EndpointName="byoc", EndpointConfigName="byoc")
-    sm.get_waiter("endpoint_in_service").wait(EndpointName="byoc", WaiterConfig={"Delay": 0.3, "MaxAttempts": 200})
+    sm, rt = sagemaker_clients(dgw.url)
+    serverless_endpoint(sm, "byoc", {"Image": "slimserve-test-byoc:1", "ModelDataUrl": str(data),
+                                     "Environment": {"GREETING": "hello"}}, delay=0.3)
     r = rt.invoke_endpoint(EndpointName="byoc", Body=b'{"x": 1}', ContentType="application/json",
                            CustomAttributes="trace=7")
     out = json.loads(r["Body"].read())

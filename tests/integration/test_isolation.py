@@ -15,7 +15,14 @@ import pytest
 
 from gateway.client import ClientError
 from tests import models
-from tests.helpers import GatewayProcess, make_state_dir, remove_state_dir, wait_until
+from tests.helpers import (
+    GatewayProcess,
+    make_state_dir,
+    remove_state_dir,
+    sagemaker_clients,
+    serverless_endpoint,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sandbox confinement needs a root gateway")
 
@@ -272,9 +279,6 @@ def test_a_sandbox_announcing_a_huge_frame_is_cut_off_before_it_is_read(gateway)
 def test_a_models_environment_never_reaches_a_root_process(fresh_only, tmp_path):
     """PYTHONPATH, LD_PRELOAD … in a model's Environment are the model's to set, once it is confined:
     a fresh worker starts with the gateway's environment and gets the model's after protecting itself."""
-    import boto3
-    from botocore.config import Config
-
     marker = tmp_path / "ran-as-root"
     model_dir = tmp_path / "m"
     model_dir.mkdir()
@@ -282,17 +286,10 @@ def test_a_models_environment_never_reaches_a_root_process(fresh_only, tmp_path)
     (model_dir / "sitecustomize.py").write_text(
         f"import os\nif os.getuid() == 0:\n    open({str(marker)!r}, 'w').write('root')\n")
     bundle = fresh_only.state_dir / "bundles" / "envy" / "v1"        # where the gateway will unpack it
-    kw = dict(endpoint_url=fresh_only.url, region_name="us-east-1", aws_access_key_id="x",
-              aws_secret_access_key="x", config=Config(retries={"total_max_attempts": 1}))
-    sm, rt = boto3.client("sagemaker", **kw), boto3.client("sagemaker-runtime", **kw)
-    sm.create_model(ModelName="envy", PrimaryContainer={
+    sm, rt = sagemaker_clients(fresh_only.url)
+    serverless_endpoint(sm, "envy", {
         "ModelDataUrl": str(model_dir),
         "Environment": {"PYTHONPATH": str(bundle), "LD_PRELOAD": str(bundle / "nope.so"), "MARK": "seen"}})
-    sm.create_endpoint_config(EndpointConfigName="envy", ProductionVariants=[
-        {"VariantName": "AllTraffic", "ModelName": "envy", "ServerlessConfig": {"MemorySizeInMB": 1024,
-                                                                              "MaxConcurrency": 2}}])
-    sm.create_endpoint(EndpointName="envy", EndpointConfigName="envy")
-    sm.get_waiter("endpoint_in_service").wait(EndpointName="envy", WaiterConfig={"Delay": 0.2, "MaxAttempts": 150})
     body = rt.invoke_endpoint(EndpointName="envy", Body=b'"MARK"', ContentType="application/json")["Body"].read()
     assert body == b"seen"                                    # the model still gets its environment
     assert not marker.exists()

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.client import ClientError
 from tests import models
-from tests.helpers import wait_until
+from tests.helpers import sagemaker_clients, serverless_endpoint, wait_until
 
 
 def _model_zygotes(c, name):
@@ -78,25 +78,11 @@ def test_a_sagemaker_model_opts_out_with_its_environment(gateway, tmp_path):
     from gateway.client import pickle_model
 
     (tmp_path / "model.pkl").write_bytes(pickle_model(models.dies_in_replicas))
-    sm, rt = _sagemaker(gateway)
-    sm.create_model(ModelName="wu-env", PrimaryContainer={"ModelDataUrl": str(tmp_path),
-                                                          "Environment": {"SLIMSERVE_WARMUP": "0"}})
-    sm.create_endpoint_config(EndpointConfigName="wu-env", ProductionVariants=[
-        {"VariantName": "AllTraffic", "ModelName": "wu-env",
-         "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2}}])
-    sm.create_endpoint(EndpointName="wu-env", EndpointConfigName="wu-env")
-    sm.get_waiter("endpoint_in_service").wait(EndpointName="wu-env", WaiterConfig={"Delay": 0.2, "MaxAttempts": 150})
+    sm, rt = sagemaker_clients(gateway.url)
+    serverless_endpoint(sm, "wu-env", {"ModelDataUrl": str(tmp_path), "Environment": {"SLIMSERVE_WARMUP": "0"}})
     assert rt.invoke_endpoint(EndpointName="wu-env", Body=b"0", ContentType="application/json")["Body"].read() == b"1"
     c = gateway.client()
     assert wait_until(lambda: _model_zygotes(c, "wu-env"), timeout=60)
     time.sleep(2)
     assert "in a row" not in _log(gateway, "wu-env")
 
-
-def _sagemaker(gw):
-    import boto3
-    from botocore.config import Config
-
-    kw = dict(endpoint_url=gw.url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x",
-              config=Config(retries={"total_max_attempts": 1}))
-    return boto3.client("sagemaker", **kw), boto3.client("sagemaker-runtime", **kw)
