@@ -221,7 +221,9 @@ class ProcessBackend(Backend):
         """Sandboxes get the view, a uid of their own and the filter (the probe found all three)."""
         return all(self.confinement.get(k, {}).get("ok") for k in ("view", "uid", "seccomp"))
 
-    async def _probe(self) -> None:
+    async def probe(self) -> None:
+        """Try each confinement in throwaway children (``runtime.process.jail`` as a program) and
+        keep what this host allows; warn loudly about what it does not."""
         scratch = Path(self.config.work_dir) / ".probe"
         proc = await asyncio.create_subprocess_exec(
             self.config.python, "-m", "runtime.process.jail", str(scratch), str(self.uids.first + self.uids.count - 1),
@@ -244,7 +246,7 @@ class ProcessBackend(Backend):
         self.zygotes.config.seccomp = self.confined
 
     async def open(self) -> None:
-        await self._probe()
+        await self.probe()
         await asyncio.to_thread(cgroups.sweep_orphans, self.cgroup_support)
         loop = asyncio.get_running_loop()
         if self.cgroup_support.base is None:
@@ -327,9 +329,6 @@ class ProcessBackend(Backend):
                                   "detail": "sandboxes die with the gateway; a restart kills what a kill -9 left in "
                                             "this gateway's own cgroups, never another gateway's"},
         }
-
-    async def probe(self) -> None:
-        await self._probe()
 
     def _base_env(self) -> dict:
         """A sandbox's environment starts empty: none of the gateway's variables (credentials,
