@@ -301,3 +301,29 @@ class KillsItsForks:
 
     def __call__(self, x):
         return 1
+
+
+class SendsNestedJsonAtLoad:
+    """When unpickled, writes onto every socket it holds a frame whose 4 KiB header is JSON nested
+    too deep to read, then waits: a start that does not destroy it would leave it running."""
+
+    def __getstate__(self):
+        return {"depth": 4000}
+
+    def __setstate__(self, state):
+        import socket
+        import stat
+        import struct
+        import time
+
+        head = b"[" * state["depth"]
+        for fd in map(int, os.listdir("/proc/self/fd")):
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    socket.socket(fileno=os.dup(fd)).sendall(struct.pack("!II", len(head), 0) + head)
+            except OSError:
+                pass
+        time.sleep(60)
+
+    def __call__(self, x):
+        return x

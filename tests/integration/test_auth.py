@@ -132,3 +132,25 @@ def test_auth_none_only_on_loopback(fresh_gateway):
     _, anon_rt = _clients(gw.url, signature_version=botocore.UNSIGNED)
     assert anon_rt.invoke_endpoint(EndpointName="open", Body=b"3", ContentType="application/json")["Body"].read()
     assert any("SIGNING IS OFF" in line for line in gw.output)
+
+
+def test_a_model_directory_holding_a_symlink_is_refused(fresh_gateway, tmp_path):
+    """A link inside a model root could point anywhere (the state dir's keys): it is not followed."""
+    root = tmp_path / "models"
+    model = root / "linked"
+    model.mkdir(parents=True)
+    (model / "model.pkl").write_bytes(__import__("gateway.client").client.pickle_model(models.echo))
+    gw = fresh_gateway("--no-zygotes", "--model-root", str(root))
+    (model / "creds.json").symlink_to(gw.state_dir / "credentials.json")
+    sm, _ = _clients(gw.url)
+    sm.create_model(ModelName="linked", PrimaryContainer={"ModelDataUrl": str(model)})
+    sm.create_endpoint_config(EndpointConfigName="linked", ProductionVariants=[
+        {"VariantName": "AllTraffic", "ModelName": "linked",
+         "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1}}])
+    sm.create_endpoint(EndpointName="linked", EndpointConfigName="linked")
+    with pytest.raises(botocore.exceptions.WaiterError):
+        sm.get_waiter("endpoint_in_service").wait(EndpointName="linked", WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    desc = sm.describe_endpoint(EndpointName="linked")
+    assert desc["EndpointStatus"] == "Failed" and "symbolic link (creds.json)" in desc["FailureReason"]
+    copies = list((gw.state_dir / "bundles").rglob("creds.json")) if (gw.state_dir / "bundles").exists() else []
+    assert copies == []

@@ -293,3 +293,28 @@ def test_a_models_environment_never_reaches_a_root_process(fresh_only, tmp_path)
     body = rt.invoke_endpoint(EndpointName="envy", Body=b'"MARK"', ContentType="application/json")["Body"].read()
     assert body == b"seen"                                    # the model still gets its environment
     assert not marker.exists()
+
+
+def test_a_start_answered_with_unreadable_json_leaves_nothing_running(gateway):
+    import psutil
+
+    c = gateway.client()
+    gw = psutil.Process(gateway.proc.pid)
+    before = {p.pid for p in gw.children(recursive=True)}
+    with pytest.raises(ClientError) as err:
+        c.deploy("nested", models.SendsNestedJsonAtLoad(), memory_mb=1024)
+    assert err.value.status == 400 and "exited while loading" in err.value.message
+    # the trial load's sandbox was destroyed, not left sleeping: a failed deploy makes no model zygote,
+    # so no process of a sandbox uid is left among the gateway's children
+    assert wait_until(lambda: not [p for p in gw.children(recursive=True)
+                                   if p.pid not in before and _uid(p) != 0 and p.status() != "zombie"], timeout=15)
+    c.deploy("after-nested", models.echo, memory_mb=1024)
+    assert c.invoke("after-nested", 1) == {"echo": 1}
+
+
+def _uid(p):
+    try:
+        return p.uids().real
+    except Exception:  # noqa: BLE001 - gone
+        return 0
+
