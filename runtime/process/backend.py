@@ -493,9 +493,11 @@ class ProcessBackend(Backend):
                 or (members is not None and pid not in members)):
             raise ZygoteUnavailable(f"zygote {zygote.name} named pid {pid!r}, which is not one of its stems")
 
-    async def _prepare_stem(self, zygote: ZygoteHandle, memory_mb: int, pid: int):
+    async def _prepare_stem(self, zygote: ZygoteHandle, memory_mb: int, pid: int, strict: bool = True):
         """Ahead of demand: a cgroup at the tier for a stem the zygote just forked, and the stem
-        moved into it (a move can stall for an RCU grace period, ~10 ms here: not on a request)."""
+        moved into it (a move can stall for an RCU grace period, ~10 ms here: not on a request).
+        ``strict`` (on an assignment): a pid that is not the zygote's stem marks the zygote broken.
+        An announcement is only a hint: its stem may already have been assigned and moved."""
         def make():
             self._check_stem(zygote, pid)
             name = f"stem-r{pid}-{os.urandom(3).hex()}"       # never an existing cgroup, whatever pid it reuses
@@ -509,7 +511,8 @@ class ProcessBackend(Backend):
         try:
             return await asyncio.to_thread(make)
         except ZygoteUnavailable:
-            zygote.broken = True                  # a zygote that lies is closed and replaced
+            if strict:
+                zygote.broken = True              # a zygote that lies is closed and replaced
             raise
 
     async def _replica_cgroup(self, zygote: ZygoteHandle, pid, spec: SandboxSpec):
@@ -646,7 +649,7 @@ class ProcessBackend(Backend):
         handle = ZygoteHandle(f"model:{Path(spec.bundle_dir).name}", proc, ours, hello, uid=uid, on_close=release)
         handle.cgroup = cgroup
         if uid is not None:                   # unprivileged: the gateway caps its stems, ahead of demand
-            handle.watch_stems(events, lambda pid: self._prepare_stem(handle, spec.memory_mb, pid),
+            handle.watch_stems(events, lambda pid: self._prepare_stem(handle, spec.memory_mb, pid, strict=False),
                                limit=self.zygotes.config.stems + 2)
         else:
             events.close()

@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 
 from runtime import protocol
 from runtime.process import cgroups, isolation, jail
@@ -91,6 +92,14 @@ def _reseed() -> None:
         np.random.seed()
 
 
+@dataclass
+class Stem:
+    pid: int
+    sock: socket.socket
+    cgroup: str                      # the cgroup it joined ahead of demand ("" if the gateway moves it)
+    warm: bool                       # ready for an assignment: warmed up, or nothing to warm up with
+
+
 class Zygote:
     """``cgroups``: where a (root) base zygote's stems make and join their cgroups ahead of
     demand; a model zygote has none (it is unprivileged: the gateway moves its replicas).
@@ -114,10 +123,13 @@ class Zygote:
         self.replica = replica
         self.events = events                  # tells the gateway each stem forked, so it can cap it ahead
         self.failures = 0                     # stems in a row that died before they were ready
-        self.stems: list[tuple[int, socket.socket, str]] = []     # (pid, socket, cgroup name)
+        self.stems: list[Stem] = []
 
     # --- stems ----------------------------------------------------------------
-    def make_stem(self) -> tuple[int, socket.socket]:
+    def make_stem(self, warm_up: bool = True) -> Stem:
+        """Fork a stem and wait until the gateway has adopted it.  With ``warm_up`` (and a model
+        to warm up with) it then replays the warm-up request on its own, and says "warm" when
+        done: the zygote never waits for a warm-up."""
         if thread_count() != 1:
             raise ForkRefused(f"zygote has {thread_count()} threads; forking now could deadlock the copy")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -129,7 +141,7 @@ class Zygote:
                     jail.enter_replica(r["uid"], r["gid"], r["no_network"])
                 if os.fork() == 0:
                     ours.detach()
-                    self._stem_main(theirs)            # never returns
+                    self._stem_main(theirs, warm_up)   # never returns
             except BaseException:  # noqa: BLE001 - the stem is simply not made; the zygote sees EOF
                 traceback.print_exc()
             finally:
@@ -141,17 +153,17 @@ class Zygote:
         except protocol.ProtocolError:
             ours.close()
             raise ForkRefused("stem died before it was adopted by the gateway") from None
-        return hello["pid"], ours, hello.get("cgroup", "")
+        return Stem(hello["pid"], ours, hello.get("cgroup", ""), warm=not hello.get("warming"))
 
-    def _stem_main(self, sock: socket.socket) -> None:
+    def _stem_main(self, sock: socket.socket, warm_up: bool = True) -> None:
         try:
             # Forget the zygote's sockets without letting Python close them later by
             # number (the numbers will be reused), then close every fd but our own.
             self.control.detach()
             if self.events is not None:
                 self.events.detach()
-            for _, other, _ in self.stems:
-                other.detach()
+            for other in self.stems:
+                other.sock.detach()
             self.stems = []
             isolation.close_inherited({sock.fileno()})
             deadline = time.monotonic() + REPARENT_TIMEOUT_S
@@ -169,8 +181,11 @@ class Zygote:
                 cgroups.set_limits(self.cgroups, cgroup, self.stem_limit_bytes, self.pids_max)
             if self.replica is not None:
                 self._confine_replica()
-            self._warm_up()
-            protocol.send_blocking(sock, {"pid": pid, "cgroup": cgroup})
+            warming = warm_up and self.warmup is not None and self.handler is not None
+            protocol.send_blocking(sock, {"pid": pid, "cgroup": cgroup, "warming": warming})
+            if warming:
+                self._warm_up()
+                protocol.send_blocking(sock, {"op": "warm"})
             header, payload, fds = protocol.recv_with_fds(sock)
             self._take_assignment(sock, header, fds, cgroup, payload)
         except BaseException:  # noqa: BLE001 - a stem must never return into the zygote's loop
@@ -318,19 +333,46 @@ class Zygote:
     def _pending(self, wait_s: float) -> bool:
         return bool(select.select([self.control], [], [], wait_s)[0])
 
+    def _check_stems(self) -> None:
+        """Drop stems that died; note the warming ones that finished (or died warming up)."""
+        keep = []
+        for st in self.stems:
+            if not select.select([st.sock], [], [], 0)[0]:
+                keep.append(st)
+                continue
+            if st.warm:                      # a ready stem never writes: readable means it closed
+                st.sock.close()
+                continue
+            try:
+                msg, _ = protocol.recv_blocking(st.sock)
+            except protocol.ProtocolError:
+                st.sock.close()
+                self._stem_failed(ForkRefused("stem died while warming up"))
+                continue
+            st.warm = msg.get("op") == "warm"
+            if st.warm:
+                self.failures = 0
+            keep.append(st)
+        self.stems = keep
+
     def loop(self) -> None:
         while True:
-            self.stems = [stem for stem in self.stems if _alive(stem[1])]
+            self._check_stems()
             # Refill only once the gateway has been quiet for a moment: a fork right after an
             # assignment would compete for the CPU with the sandbox's first response.
             if len(self.stems) < self.target_stems and not self._pending(self._refill_wait()):
                 try:
-                    self.stems.append(self.make_stem())
-                    self._announce(self.stems[-1][0])
-                    self.failures = 0
+                    stem = self.make_stem()
+                    self.stems.append(stem)
+                    self._announce(stem.pid)
+                    if stem.warm:
+                        self.failures = 0
                 except ForkRefused as exc:
                     self._stem_failed(exc)
                 continue
+            warming = [st.sock for st in self.stems if not st.warm]
+            if self.control not in select.select([self.control, *warming], [], [])[0]:
+                continue                     # a stem finished warming up (or died): see it above
             try:
                 header, payload, fds = protocol.recv_with_fds(self.control)
             except protocol.ProtocolError:
@@ -352,30 +394,27 @@ class Zygote:
         if op != "assign":
             return {"ok": False, "message": f"unknown op {op!r}"}
         t0 = time.perf_counter()
-        from_stem = bool(self.stems)
-        pid, sock, cgroup = self.stems.pop(0) if self.stems else self.make_stem()
+        self._check_stems()
+        stem = next((st for st in self.stems if st.warm), None)
+        from_stem = stem is not None
+        if stem is not None:
+            self.stems.remove(stem)
+        else:                                # never wait for another stem's warm-up: fork one that skips it
+            stem = self.make_stem(warm_up=False)     # (not announced: the gateway caps it on assignment)
         fork_ms = (time.perf_counter() - t0) * 1000.0
         try:
-            protocol.send_with_fds(sock, header, fds, payload)
+            protocol.send_with_fds(stem.sock, header, fds, payload)
         except OSError:
-            sock.close()
+            stem.sock.close()
             raise ForkRefused("the stem died before it took its assignment") from None
-        sock.close()
-        return {"ok": True, "pid": pid, "cgroup": cgroup, "fork_ms": fork_ms, "stem": from_stem}
+        stem.sock.close()
+        return {"ok": True, "pid": stem.pid, "cgroup": stem.cgroup, "fork_ms": fork_ms, "stem": from_stem}
 
 
 def _host_pid() -> int:
     """This process's pid as the gateway sees it, also from inside a PID namespace of its
     own (whose /proc is not mounted yet: /proc is still the zygote's)."""
     return int(os.readlink("/proc/self"))
-
-
-def _alive(sock: socket.socket) -> bool:
-    """A waiting stem never writes; a readable socket means it closed (died)."""
-    if select.select([sock], [], [], 0)[0]:
-        sock.close()
-        return False
-    return True
 
 
 def main(argv=None) -> None:
