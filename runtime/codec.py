@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -63,6 +64,32 @@ def _jsonable(obj):
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
 
 
+def dumps(value) -> bytes:
+    """JSON that every parser reads: NaN and ±Infinity, which JSON has no words for (Python
+    would write the non-JSON ``NaN``), are written as ``null``, as JavaScript's JSON.stringify
+    and pandas do.  Only an answer holding one pays for the second pass."""
+    try:
+        return json.dumps(value, default=_jsonable, allow_nan=False).encode()
+    except ValueError as exc:
+        if "Out of range float" not in str(exc):
+            raise
+        return json.dumps(_finite(value), default=_jsonable, allow_nan=False).encode()
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return _finite(obj.tolist())
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        return _finite(obj.item())
+    return obj
+
+
 def encode_result(value, accept: str | None) -> tuple[bytes, str]:
     """Serialise a callable's return value; returns (body, content type)."""
     try:
@@ -81,7 +108,7 @@ def _encode(value, accept: str | None) -> tuple[bytes, str]:
     if isinstance(value, str):
         return value.encode(), want or "text/plain; charset=utf-8"
     if want in ("", JSON) or want.endswith("+json"):
-        return json.dumps(value, default=_jsonable).encode(), JSON
+        return dumps(value), JSON
     if want == CSV:
         return _to_csv(value), CSV
     if want == NPY:
@@ -135,7 +162,7 @@ def default_predict_fn(data, model):
 def default_output_fn(prediction, accept: str | None):
     want = _wants(accept) or JSON
     if want == JSON:
-        return json.dumps(prediction, default=_jsonable).encode(), JSON
+        return dumps(prediction), JSON
     if want == CSV:
         return _to_csv(prediction), CSV
     if want == NPY:
