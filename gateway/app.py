@@ -30,7 +30,7 @@ from gateway.pools.admission import HostBudget
 from gateway.pools.manager import PoolManager
 from gateway.pools.scaler import ProvisionedMeter, Scaler
 from gateway.sagemaker import credentials
-from gateway.sagemaker.api import SageMakerApi, auth_middleware
+from gateway.sagemaker.api import SageMakerApi, auth_middleware, error_response
 from gateway.sagemaker.catalog import Catalog
 from gateway.serving.endpoints import EndpointService
 from gateway.store.sqlite import Store
@@ -205,12 +205,23 @@ class Gateway:
         await self.store.close()
 
 
+def _unknown_operation(request: web.Request, status: int) -> web.Response:
+    """An unknown path or method: the control plane's JSON 1.1 error on its path (``POST /``), the
+    runtime's REST-JSON shape elsewhere; both carry ``UnknownOperationException``."""
+    message = f"No operation at {request.method} {request.path}"
+    if request.path == "/":
+        return error_response("UnknownOperationException", message, status)
+    return errors.ApiError("UnknownOperationException", status, message).response("-")
+
+
 @web.middleware
 async def _internal_errors(request: web.Request, handler):
     try:
         return await handler(request)
     except errors.ApiError as exc:
         return exc.response("-")
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:     # no such route: still a shape clients parse
+        return _unknown_operation(request, exc.status)
     except web.HTTPException:
         raise
     except Exception as exc:  # noqa: BLE001 - the caller gets a SageMaker-shaped 500, the gateway keeps serving

@@ -68,6 +68,8 @@ class SageMakerApi:
             req = json.loads(raw or b"{}")
         except ValueError:
             return error_response("SerializationException", "The request body is not valid JSON.")
+        except RecursionError:
+            return error_response("ValidationException", "The request body nests JSON objects or arrays too deeply.")
         if not isinstance(req, dict):
             return error_response("SerializationException", "The request body must be a JSON object.")
         try:

@@ -20,7 +20,9 @@ from urllib.parse import parse_qsl, quote
 
 SERVICE = "sagemaker"
 MAX_SKEW_S = 15 * 60
-MUST_SIGN = ("host", "x-amz-target", "x-amz-date", "content-type")   # signed whenever present
+# Signed whenever present: what the request does (its operation) and when.  Content-Type is not
+# required: some clients' HTTP libraries add one after signing, and it does not choose the operation.
+MUST_SIGN = ("host", "x-amz-target", "x-amz-date")
 
 
 class AuthError(Exception):
@@ -91,8 +93,8 @@ def verify(method: str, path: str, query_string: str, headers, body: bytes, keys
         raise AuthError("InvalidSignatureException", "Signature expired or not yet valid: the request time is "
                         "more than 15 minutes from the server's, or does not match the credential's date.")
     signed = parts["SignedHeaders"].split(";")
-    # What the request does must be what was signed: the operation (X-Amz-Target), the time and
-    # the body's type, whenever they are sent; else a captured request could be replayed as another.
+    # What the request does must be what was signed: the operation (X-Amz-Target) and the time,
+    # whenever they are sent; else a captured request could be replayed as another operation.
     unsigned = [h for h in MUST_SIGN if h not in signed and (h == "host" or headers.get(h) is not None)]
     if unsigned:
         raise AuthError("InvalidSignatureException", f"The {unsigned[0]} header must be signed.")

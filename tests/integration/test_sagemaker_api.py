@@ -412,3 +412,37 @@ def test_update_of_a_cli_endpoint_goes_through_updating(gw, data):
     r = rt.invoke_endpoint(EndpointName="cli-upd", Body=b"{}", ContentType="application/json")
     assert b'"b"' in r["Body"].read()
     sm.delete_endpoint(EndpointName="cli-upd")
+
+
+def _signed_raw(gw, method, path, body=b"", headers=None):
+    import urllib.error
+    import urllib.request
+
+    from gateway.sagemaker.credentials import AccessKey
+    from gateway.sagemaker.sigv4 import sign_url
+    from tests.helpers import TEST_KEYS
+
+    url = gw.url + path
+    hdrs = sign_url(method, url, body, AccessKey(*TEST_KEYS[0].split(":")), "us-east-1", headers)
+    req = urllib.request.Request(url, data=body or None, method=method, headers=hdrs)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_unknown_paths_methods_and_over_deep_json_get_the_error_shapes_clients_parse(gw):
+    import json as _json
+
+    status, hdrs, body = _signed_raw(gw, "POST", "/no/such/operation", b"{}")
+    assert status == 404 and hdrs["Content-Type"].startswith("application/json")
+    assert _json.loads(body)["ErrorCode"] == "UnknownOperationException"
+    assert hdrs["x-amzn-ErrorType"].startswith("UnknownOperationException")
+    status, hdrs, body = _signed_raw(gw, "GET", "/")
+    assert status == 405 and _json.loads(body)["__type"] == "UnknownOperationException"
+    deep = b"[" * 100_000 + b"]" * 100_000
+    status, _, body = _signed_raw(gw, "POST", "/", deep, {"X-Amz-Target": "SageMaker.ListModels",
+                                                           "Content-Type": "application/x-amz-json-1.1"})
+    assert status == 400 and _json.loads(body)["__type"] == "ValidationException"
+    assert "too deeply" in _json.loads(body)["message"]
