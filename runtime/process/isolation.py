@@ -6,12 +6,12 @@ the gateway so ``describe`` and ``doctor`` can show it.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import signal
 
-CLONE_NEWNET = 0x40000000
+from runtime.process import jail  # the one ctypes wrapper of prctl and unshare
+
 PR_SET_PDEATHSIG = 1
 
 # Environment that hides accelerators and pins math libraries to one thread:
@@ -30,18 +30,6 @@ SANDBOX_ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",
 }
 
-_libc = None
-
-
-def _libc_call(name: str, *args) -> None:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if getattr(_libc, name)(*args) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 def parent_pid() -> int:
     """The parent's pid as /proc sees it: also right in the first process of a PID namespace
     of its own, for which ``os.getppid()`` is 0 (its parent is outside)."""
@@ -55,7 +43,7 @@ def parent_pid() -> int:
 def die_with_parent(parent: int | None = None) -> str:
     """SIGKILL this process when its parent (the gateway) dies, so no sandbox outlives it."""
     parent = parent_pid() if parent is None else parent
-    _libc_call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    jail.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if parent_pid() != parent:  # the gateway died before prctl took effect
         os._exit(1)
     return "pdeathsig"
@@ -69,7 +57,7 @@ def join_cgroup(procs_file: str) -> str:
 
 def leave_network() -> str:
     """Move into a fresh network namespace: only a loopback, and it is down."""
-    _libc_call("unshare", CLONE_NEWNET)
+    jail.unshare(jail.CLONE_NEWNET)
     return "netns"
 
 
