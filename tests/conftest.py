@@ -10,18 +10,14 @@ for _key, _value in {"AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": 
                      "SAGEMAKER_SUPPRESS_V2_WARNING": "1"}.items():
     os.environ.setdefault(_key, _value)
 
-from tests.helpers import GatewayProcess, make_state_dir, remove_state_dir  # noqa: E402 - after the environment
+from tests.helpers import GatewayProcess, make_state_dir, remove_state_dir, running_gateway  # noqa: E402 - after env
 
 
 @pytest.fixture(scope="module")
 def gateway():
     """One real gateway per test module (process backend, SQLite), 5 s invocation timeout."""
-    state = make_state_dir()
-    gw = GatewayProcess(state, "--timeout", "5").start()
-    gw.wait_for_zygote()
-    yield gw
-    gw.stop()
-    remove_state_dir(state)
+    with running_gateway("--timeout", "5", zygote=True) as gw:
+        yield gw
 
 
 @pytest.fixture

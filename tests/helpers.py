@@ -1,6 +1,7 @@
 """Test helpers: a real gateway in a subprocess, and small model bundles."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -169,3 +170,18 @@ def serverless_endpoint(sm, name: str, container: dict, memory_mb: int = 1024, d
          "ServerlessConfig": {"MemorySizeInMB": memory_mb, "MaxConcurrency": 2}}])
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": delay, "MaxAttempts": 200})
+
+
+@contextlib.contextmanager
+def running_gateway(*extra: str, keys: bool = True, zygote: bool = False):
+    """A gateway of its own state dir for a ``with`` block (or a fixture's ``yield``): stopped and
+    its state removed afterwards, whatever happened; ``zygote``: wait for the base zygote first."""
+    state = make_state_dir()
+    gw = GatewayProcess(state, *extra, keys=keys).start()
+    try:
+        if zygote:
+            gw.wait_for_zygote()
+        yield gw
+    finally:
+        gw.stop()
+        remove_state_dir(state)

@@ -13,7 +13,7 @@ from botocore.config import Config
 
 from gateway.sagemaker import credentials
 from tests import models
-from tests.helpers import ROOT, GatewayProcess, make_state_dir, remove_state_dir
+from tests.helpers import ROOT, make_state_dir, remove_state_dir, running_gateway
 
 
 def _clients(url, key_id="x", secret="x", **cfg):
@@ -25,12 +25,9 @@ def _clients(url, key_id="x", secret="x", **cfg):
 @pytest.fixture(scope="module")
 def closed():
     """A gateway as a user starts it: no keys given, so it generates its own pair."""
-    state = make_state_dir()
-    gw = GatewayProcess(state, "--no-zygotes", keys=False).start()
-    gw.client().deploy("kept", models.echo, memory_mb=1024)
-    yield gw
-    gw.stop()
-    remove_state_dir(state)
+    with running_gateway("--no-zygotes", keys=False) as gw:
+        gw.client().deploy("kept", models.echo, memory_mb=1024)
+        yield gw
 
 
 def _code(call):

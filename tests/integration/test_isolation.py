@@ -19,6 +19,7 @@ from tests.helpers import (
     GatewayProcess,
     make_state_dir,
     remove_state_dir,
+    running_gateway,
     sagemaker_clients,
     serverless_endpoint,
     wait_until,
@@ -53,11 +54,8 @@ def _on_path(gw, name, model, path, payload, memory_mb=1024):
 @pytest.fixture(scope="module")
 def fresh_only():
     """A gateway without zygotes: every sandbox a fresh interpreter."""
-    state = make_state_dir()
-    gw = GatewayProcess(state, "--timeout", "20", "--no-zygotes").start()
-    yield gw
-    gw.stop()
-    remove_state_dir(state)
+    with running_gateway("--timeout", "20", "--no-zygotes") as gw:
+        yield gw
 
 
 PATHS = ["fresh", "zygote", "model-zygote"]

@@ -13,7 +13,7 @@ import pytest
 from botocore.config import Config
 
 from gateway.client import pickle_model
-from tests.helpers import GatewayProcess, make_state_dir, remove_state_dir
+from tests.helpers import running_gateway
 
 FAST = {"Delay": 0.2, "MaxAttempts": 150}
 ACCOUNT = "123456789012"
@@ -37,12 +37,8 @@ def _env_model(x):
 
 @pytest.fixture(scope="module")
 def gw():
-    state = make_state_dir()
-    g = GatewayProcess(state, "--timeout", "10").start()
-    g.wait_for_zygote()
-    yield g
-    g.stop()
-    remove_state_dir(state)
+    with running_gateway("--timeout", "10", zygote=True) as g:
+        yield g
 
 
 @pytest.fixture(scope="module")
@@ -288,11 +284,8 @@ def test_cli_endpoints_appear_in_the_sagemaker_api(gw, data):
 # --- SigV4 ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def signed_gw():
-    state = make_state_dir()
-    g = GatewayProcess(state, "--access-key", "AKIDSLIMSERVE:s3cr3t-key", "--no-zygotes").start()
-    yield g
-    g.stop()
-    remove_state_dir(state)
+    with running_gateway("--access-key", "AKIDSLIMSERVE:s3cr3t-key", "--no-zygotes") as g:
+        yield g
 
 
 def test_signed_requests_pass_and_unsigned_or_missigned_ones_get_aws_errors(signed_gw, data):
