@@ -18,10 +18,10 @@ from aiohttp import web
 from gateway import errors
 from gateway.clock import Clock
 from gateway.config import Settings
-from gateway.domain import InvalidSpec
 from gateway.http.admin import AdminApi, ensure_token
 from gateway.http.metrics import Metrics
 from gateway.http.runtime import RuntimeApi
+from gateway.http.wire import control_error, runtime_error
 from gateway.metering.billing import Prices
 from gateway.metering.idle import IdleMeter
 from gateway.metering.meter import Meter
@@ -30,9 +30,10 @@ from gateway.pools.admission import HostBudget
 from gateway.pools.manager import PoolManager
 from gateway.pools.scaler import ProvisionedMeter, Scaler
 from gateway.sagemaker import credentials
-from gateway.sagemaker.api import SageMakerApi, auth_middleware, error_response
+from gateway.sagemaker.api import SageMakerApi, auth_middleware
 from gateway.sagemaker.catalog import Catalog
 from gateway.serving.endpoints import EndpointService
+from gateway.serving.invoker import Invoker
 from gateway.store.sqlite import Store
 from runtime.process.backend import ProcessBackend, ProcessBackendConfig
 from runtime.process.zygote import DEFAULT_PRELOAD
@@ -117,7 +118,7 @@ class Gateway:
         os.chmod(s.state_dir, 0o700)          # the ledger, keys and bundles: the gateway's user's alone
         self.token = ensure_token(s.token_path)
         if s.auth == "none" and not _is_loopback(s.host):
-            raise InvalidSpec(f"--auth none is refused on {s.host}: only a loopback address may serve unsigned")
+            raise errors.Invalid(f"--auth none is refused on {s.host}: only a loopback address may serve unsigned")
         # Keys given with --access-key replace the generated pair, which is made at first start either way
         # (clients of this state dir find it there).
         generated = credentials.ensure(s.state_dir)
@@ -147,7 +148,8 @@ class Gateway:
                                state_dir=s.state_dir)
         await self.catalog.load()
         admin = AdminApi(self, self.token)
-        runtime_api = RuntimeApi(self)
+        self.invoker = Invoker(s, self.clock, self.endpoints, self.manager, self.meter, self.metrics)
+        runtime_api = RuntimeApi(self.invoker, s.max_payload_bytes)
         sagemaker = SageMakerApi(self.catalog)
         middlewares = [_internal_errors, admin.middleware]
         if s.auth == "sigv4":
@@ -208,22 +210,20 @@ class Gateway:
 def _unknown_operation(request: web.Request, status: int) -> web.Response:
     """An unknown path or method: the control plane's JSON 1.1 error on its path (``POST /``), the
     runtime's REST-JSON shape elsewhere; both carry ``UnknownOperationException``."""
-    message = f"No operation at {request.method} {request.path}"
-    if request.path == "/":
-        return error_response("UnknownOperationException", message, status)
-    return errors.ApiError("UnknownOperationException", status, message).response("-")
+    err = errors.UnknownOperation(f"No operation at {request.method} {request.path}", status)
+    return control_error(err) if request.path == "/" else runtime_error(err, "-")
 
 
 @web.middleware
 async def _internal_errors(request: web.Request, handler):
     try:
         return await handler(request)
-    except errors.ApiError as exc:
-        return exc.response("-")
+    except errors.SlimserveError as exc:
+        return runtime_error(exc, "-")
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:     # no such route: still a shape clients parse
         return _unknown_operation(request, exc.status)
     except web.HTTPException:
         raise
     except Exception as exc:  # noqa: BLE001 - the caller gets a SageMaker-shaped 500, the gateway keeps serving
         log.exception("unhandled error on %s", request.path)
-        return errors.internal(f"internal error: {type(exc).__name__}").response("-")
+        return runtime_error(errors.Internal(f"internal error: {type(exc).__name__}"), "-")

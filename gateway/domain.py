@@ -6,13 +6,10 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 
 from gateway.config import DEFAULT_MAX_CONCURRENCY, DEFAULT_VARIANT, MAX_CONCURRENCY_RANGE, MEMORY_TIERS_MB
+from gateway.errors import Invalid
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")   # SageMaker's EndpointName pattern
 TAG_KEY_RE = re.compile(r"^[\w.:/=+\-@ ]{1,128}$")
-
-
-class InvalidSpec(ValueError):
-    """A deploy or update request that breaks a rule; the message names the rule."""
 
 
 @dataclass
@@ -38,30 +35,30 @@ class VariantSpec:
             try:
                 memory_mb = instance_memory_mb(self.instance_type)
             except UnknownInstanceType as exc:
-                raise InvalidSpec(str(exc)) from None
+                raise Invalid(str(exc)) from None
             if memory_mb != self.memory_mb:
-                raise InvalidSpec(f"variant {self.name}: memory must follow instance type {self.instance_type}")
+                raise Invalid(f"variant {self.name}: memory must follow instance type {self.instance_type}")
             if not (1 <= self.provisioned == self.max_concurrency):
-                raise InvalidSpec(f"variant {self.name}: an instance variant runs a fixed count of sandboxes >= 1")
+                raise Invalid(f"variant {self.name}: an instance variant runs a fixed count of sandboxes >= 1")
             self._check_weight()
             return
         if self.memory_mb not in MEMORY_TIERS_MB:
-            raise InvalidSpec(
+            raise Invalid(
                 f"memory size {self.memory_mb} MB is not allowed; choose one of "
                 + ", ".join(str(m) for m in MEMORY_TIERS_MB)
             )
         lo, hi = MAX_CONCURRENCY_RANGE
         if not (lo <= self.max_concurrency <= hi):
-            raise InvalidSpec(f"max concurrency {self.max_concurrency} is outside {lo}..{hi}")
+            raise Invalid(f"max concurrency {self.max_concurrency} is outside {lo}..{hi}")
         if not (0 <= self.provisioned <= self.max_concurrency):
-            raise InvalidSpec(
+            raise Invalid(
                 f"provisioned concurrency {self.provisioned} is outside 0..{self.max_concurrency} (max concurrency)"
             )
         self._check_weight()
 
     def _check_weight(self) -> None:
         if not (self.weight >= 0 and math.isfinite(self.weight)):
-            raise InvalidSpec(f"variant weight {self.weight} must be a finite number >= 0")
+            raise Invalid(f"variant weight {self.weight} must be a finite number >= 0")
 
 
 @dataclass
@@ -74,19 +71,19 @@ class EndpointSpec:
 
     def validate(self) -> None:
         if not NAME_RE.match(self.name or ""):
-            raise InvalidSpec(
+            raise Invalid(
                 f"endpoint name {self.name!r} must be 1-63 letters, digits or hyphens, starting with a letter or digit"
             )
         if not self.variants:
-            raise InvalidSpec("an endpoint needs at least one variant")
+            raise Invalid("an endpoint needs at least one variant")
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
-            raise InvalidSpec("variant names must be unique")
+            raise Invalid("variant names must be unique")
         for v in self.variants:
             v.validate()
         for k, v in self.tags.items():
             if not TAG_KEY_RE.match(k) or len(v) > 256:
-                raise InvalidSpec(f"tag {k}={v} is not valid (key 1-128 chars, value up to 256)")
+                raise Invalid(f"tag {k}={v} is not valid (key 1-128 chars, value up to 256)")
 
     def variant(self, name: str) -> VariantSpec | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -106,7 +103,7 @@ def parse_tags(pairs) -> dict[str, str]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InvalidSpec(f"tag {pair!r} must be KEY=VALUE")
+            raise Invalid(f"tag {pair!r} must be KEY=VALUE")
         tags[key] = value
     return tags
 
@@ -138,7 +135,7 @@ class UsageRecord:
     bytes_out: int = 0
     sandbox_id: str | None = None
     start_path: str | None = None   # cold starts: fresh, zygote or model-zygote
-    init_detail: str | None = None  # cold starts: JSON of the phases of init_ms, in ms
+    init_detail: dict[str, float] | None = None  # cold starts: the phases of init_ms, in ms (JSON when stored)
 
     @staticmethod
     def bill(model_ms: float) -> int:

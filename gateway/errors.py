@@ -1,73 +1,100 @@
-"""SageMaker Runtime errors, shaped as botocore's rest-json parser reads them.
+"""One error hierarchy for everything a request can fail with, whichever API it came by.
 
-The error code travels in the ``x-amzn-ErrorType`` header and the body is a
-JSON object with ``message``/``Message``; ModelError adds OriginalStatusCode,
-OriginalMessage and LogStreamArn, which botocore exposes on the exception.
+A class says what went wrong; how that is written on the wire is ``gateway.http.wire``'s
+job, with one mapping per flavour (the runtime's REST-JSON, the control plane's JSON 1.1,
+the admin API).  Nothing here knows HTTP.
+
+``code`` is SageMaker Runtime's name for the failure.  It is also what the usage ledger
+stores as an invocation's status and what the metrics count, so records read the way
+CloudWatch's do; ``kind`` is the ledger's finer ``error_kind``.
 """
 from __future__ import annotations
 
-import json
 
-from aiohttp import web
+class SlimserveError(Exception):
+    code = "InternalFailure"
+    kind = "internal"
 
-from runtime import sandbox as sbx
-
-
-class ApiError(Exception):
-    def __init__(self, code: str, status: int, message: str, **fields):
+    def __init__(self, message: str):
         super().__init__(message)
-        self.code = code
-        self.status = status
         self.message = message
-        self.fields = fields
-
-    def response(self, request_id: str, headers: dict | None = None) -> web.Response:
-        body = {"ErrorCode": self.code, "message": self.message, "Message": self.message, **self.fields}
-        hdrs = {"x-amzn-ErrorType": f"{self.code}:http://internal.amazon.com/coral/com.amazonaws.sagemaker/",
-                "x-amzn-RequestId": request_id}
-        hdrs.update(headers or {})
-        return web.Response(status=self.status, body=json.dumps(body).encode(),
-                            content_type="application/json", headers=hdrs)
 
 
-def validation(message: str) -> ApiError:
-    return ApiError("ValidationError", 400, message)
+class Invalid(SlimserveError, ValueError):
+    """A request that breaks a rule; the message names the rule."""
+    code, kind = "ValidationError", "invalid"
 
 
-def payload_too_large(limit: int) -> ApiError:
-    return ApiError("ValidationError", 413, f"Request body exceeds the maximum of {limit} bytes")
+class Malformed(Invalid):
+    """A body that is not the JSON (or other encoding) the operation reads."""
+    kind = "malformed"
 
 
-def throttled(message: str) -> ApiError:
-    return ApiError("ThrottlingException", 429, message)
+class PayloadTooLarge(Invalid):
+    kind = "too_large"
+
+    def __init__(self, limit: int, what: str = "Request body"):
+        super().__init__(f"{what} exceeds the maximum of {limit} bytes")
+        self.limit = limit
 
 
-def not_ready(message: str) -> ApiError:
-    return ApiError("ModelNotReadyException", 429, message)
+class BundleRejected(Invalid):
+    """An uploaded bundle that cannot be served; the message says why."""
+    kind = "bundle_rejected"
 
 
-def unavailable(message: str) -> ApiError:
-    return ApiError("ServiceUnavailable", 503, message)
+class NotFound(SlimserveError, LookupError):
+    """No such resource.  SageMaker answers it as a validation error, hence the code."""
+    code, kind = "ValidationError", "not_found"
 
 
-def internal(message: str) -> ApiError:
-    return ApiError("InternalFailure", 500, message)
+class Conflict(SlimserveError):
+    """The resource exists already, or is in a state that does not allow the change."""
+    code, kind = "ValidationError", "conflict"
 
 
-def model_error(kind: str, message: str, original_status: int | None, log_stream: str) -> ApiError:
-    """A sandbox failure as SageMaker's ModelError (HTTP 424)."""
-    status = 500 if original_status is None else original_status
-    lead = {
-        sbx.MODEL_RAISED: f"Received server error ({status}) from model with message",
-        sbx.BAD_OUTPUT: f"Received server error ({status}) from model with message",
-        sbx.UNSUPPORTED_MEDIA: f"Received client error ({status}) from model with message",
-        sbx.OUT_OF_MEMORY: "Model exceeded its memory size:",
-        sbx.EXITED: "Model process exited:",
-        sbx.TIMEOUT: "Your invocation timed out while waiting for a response from the model:",
-        sbx.LOAD_FAILED: "Model failed to load:",
-    }.get(kind, "Model error:")
-    return ApiError(
-        "ModelError", 424, f'{lead} "{message}". See {log_stream} for more information.',
-        OriginalStatusCode=status, OriginalMessage=message, LogStreamArn=log_stream,
-        ErrorKind=kind,
-    )
+class Unauthorized(SlimserveError):
+    """A request whose credentials are missing, wrong or not allowed this action.  Its ``code``
+    is the AWS error code that says which (``SignatureDoesNotMatch``, ``AccessDeniedException``...)."""
+    kind = "unauthorized"
+
+    def __init__(self, message: str, code: str = "UnrecognizedClientException", status: int = 400):
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+class UnknownOperation(SlimserveError):
+    code, kind = "UnknownOperationException", "unknown_operation"
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class Throttled(SlimserveError):
+    """The endpoint is at its concurrency or the host at its memory budget."""
+    code, kind = "ThrottlingException", "throttled"
+
+
+class NotReady(SlimserveError):
+    """The endpoint is being changed, or the sandbox went away under the request."""
+    code, kind = "ModelNotReadyException", "not_ready"
+
+
+class Unavailable(SlimserveError):
+    """No sandbox could be started on this host (the backend, not the model, failed)."""
+    code, kind = "ServiceUnavailable", "unavailable"
+
+
+class Internal(SlimserveError):
+    """A gateway bug, or a usage record that could not be made durable."""
+
+
+class ModelFailed(SlimserveError):
+    """The model failed: it raised, answered badly, ran out of memory or time, exited, or did not
+    load.  ``kind`` is one of ``runtime.sandbox``'s error kinds; ``log_stream`` is where to look."""
+    code = "ModelError"
+
+    def __init__(self, kind: str, message: str, original_status: int | None = None, log_stream: str = ""):
+        super().__init__(message)
+        self.kind, self.original_status, self.log_stream = kind, original_status, log_stream

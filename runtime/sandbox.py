@@ -96,6 +96,25 @@ def too_large_message(size: int, limit: int) -> str:
             "response; return less, or use asynchronous inference")
 
 
+@dataclass
+class StartFacts:
+    """What a backend knows about how one sandbox started: ``describe`` shows it, and a cold
+    start's usage record keeps ``path`` and the phases of ``timings``."""
+    path: str | None = None       # fresh, zygote, model-zygote, stem, container ...
+    pid: int | None = None
+    start_ms: float | None = None
+    load_ms: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)     # phases of the start, in ms
+    protections: dict | None = None
+    container: str | None = None  # docker: the container's short id
+    stem: bool | None = None      # process: handed a ready stem (True) or forked one on demand
+
+    def __post_init__(self):
+        # Phases partly come from the sandbox's own hello: keep only what is a number.
+        self.timings = {k: float(v) for k, v in (self.timings or {}).items()
+                        if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 class StartError(Exception):
     """A sandbox could not be started or could not load its bundle."""
 
@@ -113,7 +132,7 @@ class Sandbox(abc.ABC):
         self.spec = spec
         self.state = State.STARTING
         self.created_at = time.time()
-        self.info: dict = {}          # backend facts: pid, protections, start breakdown
+        self.facts = StartFacts()
         self.death_reason: str | None = None
         self._listeners = list(listeners)
         self._emit("created")

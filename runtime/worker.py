@@ -18,7 +18,14 @@ import traceback
 
 from runtime import protocol
 from runtime.process import isolation
-from runtime.sandbox import too_large_message  # imported before any fork: a replica may not see the file
+from runtime.sandbox import (  # imported before any fork: a replica may not see the file
+    BAD_OUTPUT,
+    LOAD_FAILED,
+    MODEL_RAISED,
+    OUT_OF_MEMORY,
+    UNSUPPORTED_MEDIA,
+    too_large_message,
+)
 
 
 def protect(cgroup_procs: tuple[str, ...] = (), no_network: bool = False, rlimit_bytes: int = 0,
@@ -82,7 +89,7 @@ def load_and_serve(sock: socket.socket, bundle_dir: str, kind: str, protections:
             handler = bundle.load(bundle_dir, kind)
         except BaseException as exc:  # noqa: BLE001 - any failure to load is reported, not raised
             traceback.print_exc()
-            kind = "out_of_memory" if isinstance(exc, MemoryError) else "load_failed"
+            kind = OUT_OF_MEMORY if isinstance(exc, MemoryError) else LOAD_FAILED
             protocol.send_blocking(sock, {"op": "failed", "kind": kind, "message": f"{type(exc).__name__}: {exc}"})
             sys.exit(1)
     protocol.send_blocking(sock, {
@@ -125,19 +132,19 @@ def serve(sock: socket.socket, handler) -> None:
             payload, content_type = handler.invoke(body, ctx)
             reply = {"op": "result", "ok": True, "content_type": content_type}
         except MemoryError as exc:
-            reply = _error_result("out_of_memory", exc, fatal=True)
+            reply = _error_result(OUT_OF_MEMORY, exc, fatal=True)
         except UnsupportedMediaType as exc:
-            reply = _error_result("unsupported_media", exc, 415)
+            reply = _error_result(UNSUPPORTED_MEDIA, exc, 415)
         except OutputError as exc:
-            reply = _error_result("bad_output", exc)
+            reply = _error_result(BAD_OUTPUT, exc)
         except Exception as exc:  # noqa: BLE001 - the model's own exception, reported to the caller
-            reply = _error_result("model_raised", exc)
+            reply = _error_result(MODEL_RAISED, exc)
             traceback.print_exc()
         reply["model_ms"] = (time.perf_counter() - t0) * 1000.0
         reply["custom_attributes"] = ctx.response_custom_attributes
         limit = header.get("max_response")
         if reply["ok"] and isinstance(limit, int) and len(payload) > limit:
-            reply = dict(reply, ok=False, error_kind="bad_output", original_status=500,
+            reply = dict(reply, ok=False, error_kind=BAD_OUTPUT, original_status=500,
                          message=too_large_message(len(payload), limit))
             payload = b""
         protocol.send_blocking(sock, reply, payload)

@@ -8,7 +8,7 @@ class FakeSandbox(Sandbox):
     def __init__(self, spec, listeners):
         super().__init__(spec, listeners)
         self._move(State.IDLE)
-        self.info["path"] = "fake"
+        self.facts.path = "fake"
 
     async def invoke(self, request: InvokeRequest, timeout_s: float) -> InvokeResult:
         self._move(State.BUSY)

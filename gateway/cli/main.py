@@ -17,7 +17,8 @@ from pathlib import Path
 
 from gateway.client import Client, ClientError
 from gateway.config import DEFAULT_STATE_DIR, MEMORY_TIERS_MB, Settings
-from gateway.domain import InvalidSpec, parse_tags
+from gateway.domain import parse_tags
+from gateway.errors import Invalid
 from gateway.metering.billing import BillingError
 
 
@@ -64,7 +65,7 @@ def _access_keys(given: list[str]) -> tuple:
     try:
         return tuple(credentials.parse(p) for p in pairs)
     except ValueError as exc:
-        raise InvalidSpec(str(exc)) from None
+        raise Invalid(str(exc)) from None
 
 
 def cmd_serve(args) -> int:
@@ -530,7 +531,7 @@ def main(argv=None) -> int:
     except ClientError as exc:
         print(f"slimserve: {exc}", file=sys.stderr)
         return 1
-    except (InvalidSpec, FileNotFoundError, OSError, BillingError) as exc:
+    except (Invalid, FileNotFoundError, OSError, BillingError) as exc:
         print(f"slimserve: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

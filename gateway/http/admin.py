@@ -30,12 +30,13 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway import errors
 from gateway.config import DEFAULT_MAX_CONCURRENCY, DEFAULT_VARIANT
-from gateway.domain import InvalidSpec, VariantSpec, parse_tags
+from gateway.domain import VariantSpec, parse_tags
+from gateway.errors import Invalid
+from gateway.http.wire import admin_error
 from gateway.metering import bill_text as billreport
 from gateway.metering.billing import BillingError, parse_by, parse_time
-from gateway.serving.bundles import BundleRejected
-from gateway.serving.endpoints import Conflict, NotFound
 from runtime.sandbox import WARMUP_ENV
 
 MAX_BUNDLE_BYTES = 16 << 30
@@ -53,10 +54,6 @@ def ensure_token(path: Path) -> str:
     return token
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
-
-
 def _int_arg(q, name: str, default=None):
     raw = q.get(name)
     if raw is None or raw == "":
@@ -64,7 +61,7 @@ def _int_arg(q, name: str, default=None):
     try:
         return int(raw)
     except ValueError:
-        raise InvalidSpec(f"{name} must be an integer, not {raw!r}") from None
+        raise Invalid(f"{name} must be an integer, not {raw!r}") from None
 
 
 def _float_arg(q, name: str):
@@ -74,7 +71,7 @@ def _float_arg(q, name: str):
     try:
         return float(raw)
     except ValueError:
-        raise InvalidSpec(f"{name} must be a number (Unix seconds), not {raw!r}") from None
+        raise Invalid(f"{name} must be a number (Unix seconds), not {raw!r}") from None
 
 
 class AdminApi:
@@ -104,19 +101,11 @@ class AdminApi:
         auth = request.headers.get("Authorization", "")
         given = auth[7:] if auth.startswith("Bearer ") else ""
         if not hmac.compare_digest(given.encode(), self.token.encode()):
-            return _error(401, "Unauthorized", "missing or wrong admin token (see <state-dir>/admin-token)")
+            return admin_error(errors.Unauthorized("missing or wrong admin token (see <state-dir>/admin-token)"))
         try:
             return await handler(request)
-        except InvalidSpec as exc:
-            return _error(400, "ValidationError", str(exc))
-        except BundleRejected as exc:
-            return _error(400, "BundleRejected", str(exc))
-        except NotFound as exc:
-            return _error(404, "NotFound", str(exc))
-        except Conflict as exc:
-            return _error(409, "Conflict", str(exc))
-        except BillingError as exc:
-            return _error(400, "ValidationError", str(exc))
+        except (errors.Invalid, errors.NotFound, errors.Conflict) as exc:
+            return admin_error(exc)
 
     async def _save_upload(self, request: web.Request) -> Path | None:
         if not request.body_exists:
@@ -131,7 +120,7 @@ class AdminApi:
                 if size > MAX_BUNDLE_BYTES:
                     fh.close()
                     path.unlink()
-                    raise InvalidSpec(f"bundle exceeds {MAX_BUNDLE_BYTES} bytes")
+                    raise Invalid(f"bundle exceeds {MAX_BUNDLE_BYTES} bytes")
                 fh.write(chunk)
         if size == 0:
             path.unlink()
@@ -145,7 +134,7 @@ class AdminApi:
         q = request.query
         memory = _int_arg(q, "memory_mb")
         if memory is None:
-            raise InvalidSpec("memory_mb is required")
+            raise Invalid("memory_mb is required")
         variant = VariantSpec(
             name=q.get("variant") or DEFAULT_VARIANT, memory_mb=memory,
             max_concurrency=_int_arg(q, "max_concurrency", DEFAULT_MAX_CONCURRENCY),
@@ -214,7 +203,7 @@ class AdminApi:
         kind = q.get("kind", "invocation")
         page = _int_arg(q, "page", self.EXPORT_PAGE)
         if not 1 <= page <= 50_000:
-            raise InvalidSpec(f"page must be 1 to 50000 records, not {page}")
+            raise Invalid(f"page must be 1 to 50000 records, not {page}")
         if "after" in q:                    # one page of records after a cursor, with the next cursor
             rows = await self.gw.store.usage_page(kind, args["endpoint"], args["since"], args["until"],
                                                   _int_arg(q, "after") or 0, page)
@@ -222,11 +211,11 @@ class AdminApi:
             return web.Response(body=json.dumps(rows).encode(), content_type="application/json", headers=headers)
         fmt = q.get("format", "json")
         if fmt not in ("json", "csv"):
-            raise InvalidSpec(f"format must be json or csv, not {fmt!r}")
+            raise Invalid(f"format must be json or csv, not {fmt!r}")
         if not args["limit"]:
             return await self._export(request, kind, args, page, fmt)
         if not 1 <= args["limit"] <= self.MAX_LIMIT:
-            raise InvalidSpec(f"limit must be 1 to {self.MAX_LIMIT} records (for more, leave it out: every "
+            raise Invalid(f"limit must be 1 to {self.MAX_LIMIT} records (for more, leave it out: every "
                               "record is streamed, or page with after=SEQ)")
         if kind == "provisioned":
             rows = await self.gw.store.query_provisioned(**args)

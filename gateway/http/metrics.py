@@ -3,8 +3,6 @@ meter's listeners); gauges about sandboxes are read from pool snapshots at
 scrape time, so they cannot drift from the pools themselves."""
 from __future__ import annotations
 
-import json
-
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
@@ -48,7 +46,7 @@ class Metrics:
             path = rec.start_path or "unknown"
             self.cold_starts.labels(rec.endpoint, rec.variant).inc()
             self.model_setup.labels(rec.endpoint, path).observe(rec.init_ms / 1000.0)
-            for phase, ms in json.loads(rec.init_detail or "{}").items():
+            for phase, ms in (rec.init_detail or {}).items():
                 if phase.endswith("_ms") and phase != "total_ms":
                     self.setup_phase.labels(path, phase[:-3]).observe(ms / 1000.0)
 

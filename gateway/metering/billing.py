@@ -30,6 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.errors import Invalid
 from gateway.store.rollup import HOUR, SUMS, hour_of
 
 DEFAULT_PRICES = Path(__file__).with_name("prices.json")
@@ -39,7 +40,7 @@ ROW_FIELDS = ("invocations", "billed_ms", "gb_s", "cold_starts", "errors", "prov
               "provisioned_cost", "cost", "idle_cost")
 
 
-class BillingError(ValueError):
+class BillingError(Invalid):
     """A bad period, grouping or price table: the user's to fix."""
 
 

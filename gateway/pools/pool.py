@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.domain import VariantSpec
+from gateway.errors import NotReady, Throttled
 from gateway.pools.admission import Candidate
 from gateway.pools.policy import IdleSandbox, Plan, Traffic
-from runtime.sandbox import InvokeRequest, Sandbox, SandboxSpec, StartError, State
+from runtime.sandbox import EXITED, InvokeRequest, Sandbox, SandboxSpec, StartError, State
 
 log = logging.getLogger("slimserve.pools")
 
@@ -30,21 +31,6 @@ if TYPE_CHECKING:
     from gateway.pools.manager import PoolManager
 
 MAX_SAMPLE_BYTES = 64 * 1024     # larger requests are not kept as warm-up inputs
-
-
-class Throttled(Exception):
-    pass
-
-
-class NotReady(Exception):
-    pass
-
-
-class StartFailed(Exception):
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
 
 
 class Admission:
@@ -186,7 +172,7 @@ class VariantPool:
             mgr.budget.release(sid)
             mgr.owner.pop(sid, None)
             self.last_failure = exc.message
-            raise StartFailed(exc.kind, exc.message) from None
+            raise
         except BaseException:
             mgr.budget.release(sid)
             mgr.owner.pop(sid, None)
@@ -194,7 +180,7 @@ class VariantPool:
         finally:
             self._start_ended()
         if not sb.alive:     # died between ready and here
-            raise StartFailed("exited", sb.death_reason or "sandbox died after start")
+            raise StartError(EXITED, sb.death_reason or "sandbox died after start")
         self.live[sid] = sb
         self.last_failure = None
         return sb
@@ -292,7 +278,7 @@ class VariantPool:
         sb = None
         try:
             sb = await self._start_sandbox(speculative=until != float("inf"))   # the provisioned floor is not a guess
-        except (StartFailed, Throttled) as exc:
+        except (StartError, Throttled) as exc:
             log.info("pre-warm of %s/%s not started: %s", self.endpoint, self.spec.name, exc)
         except asyncio.CancelledError:
             self._hand_over(None)
@@ -350,10 +336,10 @@ class VariantPool:
             expire = self.expire_at.get(sb.id)
             sandboxes.append({
                 "expires_in_s": None if expire is None else round(expire - now, 3),
-                "id": sb.id, "state": sb.state.value, "pid": sb.info.get("pid"),
-                "start_path": sb.info.get("path"), "start_ms": sb.info.get("start_ms"),
-                "load_ms": sb.info.get("load_ms"), "timings": sb.info.get("timings", {}),
-                "protections": sb.info.get("protections"),
+                "id": sb.id, "state": sb.state.value, "pid": sb.facts.pid,
+                "start_path": sb.facts.path, "start_ms": sb.facts.start_ms,
+                "load_ms": sb.facts.load_ms, "timings": sb.facts.timings,
+                "protections": sb.facts.protections,
                 "memory_bytes": sb.memory_bytes(), "memory_cap_bytes": sb.spec.memory_mb << 20,
             })
         states["starting"] = self.starting

@@ -14,25 +14,12 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.http.runtime import read_body
+from gateway.http.wire import control_error, control_json, runtime_error
 from gateway.sagemaker.catalog import Catalog
-from gateway.sagemaker.shapes import SmError
 from gateway.sagemaker.sigv4 import AuthError, verify
 
 log = logging.getLogger("slimserve.sagemaker")
-CONTENT_TYPE = "application/x-amz-json-1.1"
 MAX_BODY_BYTES = 1 << 20
-
-
-def _json_response(doc: dict, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(doc).encode(), status=status, content_type=CONTENT_TYPE,
-                        headers={"x-amzn-RequestId": str(uuid.uuid4())})
-
-
-def error_response(code: str, message: str, status: int = 400) -> web.Response:
-    """The AWS error shape: JSON 1.1 readers take ``__type``, REST-JSON readers the header."""
-    resp = _json_response({"__type": code, "message": message}, status)
-    resp.headers["x-amzn-ErrorType"] = f"{code}:http://internal.amazon.com/coral/com.amazonaws.sagemaker/"
-    return resp
 
 
 class SageMakerApi:
@@ -57,28 +44,37 @@ class SageMakerApi:
         target = request.headers.get("X-Amz-Target", "")
         service, _, op = target.partition(".")
         if service != "SageMaker" or op not in self.ops:
-            return error_response("UnknownOperationException",
-                                  f"Unknown operation {target or '(no X-Amz-Target header)'}"
-                                  + ("" if service in ("SageMaker", "") else ": this endpoint serves SageMaker"))
+            return control_error(errors.UnknownOperation(
+                f"Unknown operation {target or '(no X-Amz-Target header)'}"
+                + ("" if service in ("SageMaker", "") else ": this endpoint serves SageMaker")))
         try:
-            raw = await read_body(request, MAX_BODY_BYTES)
-        except errors.ApiError:
-            return error_response("ValidationException", f"The request body is over {MAX_BODY_BYTES} bytes.", 413)
-        try:
-            req = json.loads(raw or b"{}")
-        except ValueError:
-            return error_response("SerializationException", "The request body is not valid JSON.")
-        except RecursionError:
-            return error_response("ValidationException", "The request body nests JSON objects or arrays too deeply.")
-        if not isinstance(req, dict):
-            return error_response("SerializationException", "The request body must be a JSON object.")
-        try:
+            req = _parse(await _read(request))
             result = self.ops[op](req)
             if hasattr(result, "__await__"):
                 result = await result
-        except SmError as exc:
-            return error_response(exc.code, exc.message, exc.status)
-        return _json_response(result)
+        except errors.SlimserveError as exc:
+            return control_error(exc)
+        return control_json(result)
+
+
+async def _read(request: web.Request) -> bytes:
+    try:
+        return await read_body(request, MAX_BODY_BYTES)
+    except errors.PayloadTooLarge as exc:
+        exc.message = f"The request body is over {MAX_BODY_BYTES} bytes."
+        raise
+
+
+def _parse(raw: bytes) -> dict:
+    try:
+        req = json.loads(raw or b"{}")
+    except ValueError:
+        raise errors.Malformed("The request body is not valid JSON.") from None
+    except RecursionError:
+        raise errors.Invalid("The request body nests JSON objects or arrays too deeply.") from None
+    if not isinstance(req, dict):
+        raise errors.Malformed("The request body must be a JSON object.")
+    return req
 
 
 def _action(request: web.Request) -> tuple[str, bool]:
@@ -101,19 +97,20 @@ def auth_middleware(keys: dict, region: str, max_body: int, account_id: str, clo
             return await handler(request)
         try:
             body = await read_body(request, max_body)
-        except errors.ApiError as exc:
-            return exc.response(str(uuid.uuid4()))
+        except errors.PayloadTooLarge as exc:
+            return runtime_error(exc, str(uuid.uuid4()))
         request["body"] = body
         try:                                   # aiohttp's headers are already case-insensitive
             key_id = verify(request.method, request.path, request.query_string, request.headers, body, secrets,
                             region, clock())
         except AuthError as exc:
-            return error_response(exc.code, exc.message, exc.status)
+            return control_error(exc)
         action, is_read = _action(request)
         if keys[key_id].scope == "read" and not is_read:
-            return error_response("AccessDeniedException",
-                                  f"User: arn:aws:iam::{account_id}:user/{key_id} is not authorized to perform: "
-                                  f"{action} because its access key is scoped to read (invoke, Describe*, List*).")
+            return control_error(errors.Unauthorized(
+                f"User: arn:aws:iam::{account_id}:user/{key_id} is not authorized to perform: "
+                f"{action} because its access key is scoped to read (invoke, Describe*, List*).",
+                "AccessDeniedException"))
         return await handler(request)
 
     return middleware

@@ -2,7 +2,7 @@
 
 Operations take the request members (already parsed JSON) and return the
 response members, as botocore's service model for ``sagemaker`` defines them;
-every failure is an ``SmError`` with the code and wording the real service uses
+every failure is a ``gateway.errors`` error worded the way the real service words it
 ("Could not find endpoint "arn:..."." and so on).  Endpoints are served by the
 same ``EndpointService`` as the CLI's: a SageMaker endpoint is an endpoint of
 the gateway whose variants come from an endpoint config's production variants,
@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from gateway.domain import EndpointSpec, InvalidSpec, VariantSpec
+from gateway.domain import EndpointSpec, VariantSpec
+from gateway.errors import Conflict, Invalid, NotFound
 from gateway.sagemaker.instances import instance_memory_mb
 from gateway.sagemaker.shapes import (
     ENDPOINT_STATUSES,
-    SmError,
     check_name,
     check_variant,
     invalid,
@@ -33,8 +33,7 @@ from gateway.sagemaker.shapes import (
     timestamp,
     token_offset,
 )
-from gateway.serving.bundles import BundleRejected
-from gateway.serving.endpoints import Conflict, EndpointService, NotFound
+from gateway.serving.endpoints import EndpointService
 
 log = logging.getLogger("slimserve.sagemaker")
 
@@ -78,11 +77,11 @@ class Catalog:
     def arn(self, kind: str, name: str) -> str:
         return f"arn:aws:sagemaker:{self.region}:{self.account_id}:{kind}/{name.lower()}"
 
-    def not_found(self, kind: str, name: str) -> SmError:
-        return invalid(f'Could not find {KINDS[kind]} "{self.arn(kind, name)}".')
+    def not_found(self, kind: str, name: str) -> NotFound:
+        return NotFound(f'Could not find {KINDS[kind]} "{self.arn(kind, name)}".')
 
-    def exists(self, kind: str, name: str) -> SmError:
-        return invalid(f'Cannot create already existing {KINDS[kind]} "{self.arn(kind, name)}".')
+    def exists(self, kind: str, name: str) -> Conflict:
+        return Conflict(f'Cannot create already existing {KINDS[kind]} "{self.arn(kind, name)}".')
 
     async def _save(self, kind: str, name: str, doc: dict) -> None:
         await self.store.put_resource(kind, name, doc)
@@ -267,7 +266,7 @@ class Catalog:
         config_name = check_name(req, "EndpointConfigName")
         rec = self._record(name)
         if rec["EndpointStatus"] not in ("InService", "Failed"):
-            raise invalid(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
+            raise Conflict(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
         variants = await self._variants_of(self._config(config_name))
         rec.update(EndpointStatus="Updating", LastModifiedTime=_now(), PendingConfig=config_name)
         rec.pop("FailureReason", None)
@@ -286,7 +285,7 @@ class Catalog:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure ends the change; the record must say so
-            if not isinstance(exc, (BundleRejected, InvalidSpec, Conflict, NotFound, OSError)):
+            if not isinstance(exc, (Invalid, Conflict, NotFound, OSError)):
                 log.exception("endpoint %s failed to deploy", name)
             log.warning("endpoint %s failed to deploy: %s", name, exc)
             if rec is not None:
@@ -395,7 +394,7 @@ class Catalog:
         rec = self._record(name)
         spec: EndpointSpec | None = self.endpoints.specs.get(name)
         if spec is None or rec["EndpointStatus"] not in ("InService",):
-            raise invalid(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
+            raise Conflict(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
         wanted = req.get("DesiredWeightsAndCapacities")
         if not isinstance(wanted, list) or not wanted:
             raise invalid("1 validation error detected: Value at 'desiredWeightsAndCapacities' failed to satisfy "
@@ -431,7 +430,7 @@ class Catalog:
             raise invalid("At least one variant must have a weight greater than 0.")
         try:
             await self.endpoints.set_variants(name, changes)
-        except InvalidSpec as exc:
+        except Invalid as exc:
             raise invalid(str(exc)) from None
         if name in self.records:
             rec["LastModifiedTime"] = _now()
@@ -442,7 +441,7 @@ class Catalog:
         name = check_name(req, "EndpointName")
         rec = self._record(name)
         if rec["EndpointStatus"] in ("Creating", "Updating"):
-            raise invalid(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
+            raise Conflict(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
         if name in self.endpoints.specs:
             await self.endpoints.delete(name)
         if self.records.pop(name, None) is not None:

@@ -7,6 +7,7 @@ import base64
 import re
 
 from gateway.config import MAX_CONCURRENCY_RANGE, MEMORY_TIERS_MB
+from gateway.errors import Invalid
 from gateway.sagemaker.instances import UnknownInstanceType, instance_memory_mb
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -15,14 +16,8 @@ ENDPOINT_STATUSES = ("OutOfService", "Creating", "Updating", "SystemUpdating", "
                      "Deleting", "Failed", "UpdateRollbackFailed")
 
 
-class SmError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
-
-
-def invalid(message: str) -> SmError:
-    return SmError("ValidationException", message)
+def invalid(message: str) -> Invalid:
+    return Invalid(message)
 
 
 def check_name(req: dict, key: str, path: str | None = None) -> str:

@@ -18,6 +18,8 @@ import hashlib
 import hmac
 from urllib.parse import parse_qsl, quote
 
+from gateway.errors import Unauthorized
+
 SERVICE = "sagemaker"
 MAX_SKEW_S = 15 * 60
 # Signed whenever present: what the request does (its operation) and when.  Content-Type is not
@@ -25,10 +27,11 @@ MAX_SKEW_S = 15 * 60
 MUST_SIGN = ("host", "x-amz-target", "x-amz-date")
 
 
-class AuthError(Exception):
+class AuthError(Unauthorized):
+    """A request SigV4 does not let in; ``code`` is the AWS error code that says why."""
+
     def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
+        super().__init__(message, code, status)
 
 
 def _hmac(key: bytes, msg: str) -> bytes:

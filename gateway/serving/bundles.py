@@ -13,11 +13,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from gateway.errors import BundleRejected
 from runtime import bundle as rb
-
-
-class BundleRejected(ValueError):
-    """The uploaded bundle cannot be served; the message says why."""
 
 
 def detect_format(path: Path) -> str:

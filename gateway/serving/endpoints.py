@@ -15,19 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from gateway.config import Settings
-from gateway.domain import EndpointSpec, InvalidSpec, VariantSpec
+from gateway.domain import EndpointSpec, VariantSpec
+from gateway.errors import BundleRejected, Conflict, Invalid, NotFound
 from gateway.pools.manager import PoolManager
-from gateway.serving.bundles import BundleRejected, install, install_artifacts, make_readable, unpack
+from gateway.serving.bundles import install, install_artifacts, make_readable, unpack
 from gateway.store.sqlite import Store
 from runtime.sandbox import SandboxSpec, StartError
-
-
-class NotFound(LookupError):
-    pass
-
-
-class Conflict(ValueError):
-    pass
 
 
 class EndpointService:
@@ -59,7 +52,7 @@ class EndpointService:
             if name in self.specs:
                 raise Conflict(f"endpoint {name} already exists; use update")
             if upload is None:
-                raise InvalidSpec("deploy needs a bundle")
+                raise Invalid("deploy needs a bundle")
             now = time.time()
             spec = EndpointSpec(name=name, variants=[replace(variant, bundle_version=1)],
                                 tags=dict(tags or {}), created=now, updated=now)
@@ -194,7 +187,7 @@ class EndpointService:
         mgr = self.manager
         sid = f"sb-check-{uuid.uuid4().hex[:8]}"
         if not await mgr.make_room(name, sid, variant.memory_mb):
-            raise InvalidSpec(f"the host memory budget has no room to check a {variant.memory_mb} MB bundle now")
+            raise Invalid(f"the host memory budget has no room to check a {variant.memory_mb} MB bundle now")
         spec = SandboxSpec(sandbox_id=sid, endpoint=name, variant=variant.name, memory_mb=variant.memory_mb,
                            bundle_dir=variant.bundle_dir, bundle_kind=variant.bundle_kind,
                            log_path=str(mgr.log_path(name)), env=dict(variant.env),

@@ -4,10 +4,11 @@ from __future__ import annotations
 import random
 
 from gateway.domain import EndpointSpec, VariantSpec
+from gateway.errors import Invalid
 
 
-class UnknownVariant(LookupError):
-    pass
+class UnknownVariant(Invalid):
+    """A TargetVariant the endpoint does not have."""
 
 
 def pick_variant(spec: EndpointSpec, target: str | None, rng: random.Random | None = None) -> VariantSpec:

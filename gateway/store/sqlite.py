@@ -198,7 +198,7 @@ class Store:
 
     def _insert(self, table: str | None, cols, records, deltas: dict) -> None:
         """``records`` and their roll-up ``deltas`` in one transaction: one fsync, all or nothing."""
-        rows = [tuple(getattr(r, c) for c in cols) for r in records]
+        rows = [tuple(_cell(getattr(r, c)) for c in cols) for r in records]
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -310,3 +310,8 @@ class Store:
                 d["cold_start"] = bool(d["cold_start"])
             out.append(d)
         return out
+
+
+def _cell(value):
+    """A record's field as SQLite stores it: mappings (a cold start's phases) as sorted JSON."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else value

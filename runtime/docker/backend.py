@@ -44,6 +44,7 @@ from runtime.sandbox import (
     Sandbox,
     SandboxSpec,
     StartError,
+    StartFacts,
     State,
     oom_message,
 )
@@ -329,10 +330,10 @@ class DockerBackend(Backend):
             if isinstance(exc, (StartError, asyncio.CancelledError)) or not isinstance(exc, Exception):
                 raise
             raise StartError(SPAWN_FAILED, f"the Docker engine could not start a sandbox: {exc}") from None
-        sb.info = {"pid": reply.get("pid"), "container": stem.container.short_id, "path": path,
-                   "start_ms": round((time.perf_counter() - t0) * 1000.0, 3),
-                   "timings": dict(reply.get("timings", {}), prepare_ms=(t_ready - t0) * 1000.0),
-                   "protections": self.protections_applied()}
+        sb.facts = StartFacts(pid=reply.get("pid"), container=stem.container.short_id, path=path,
+                              start_ms=round((time.perf_counter() - t0) * 1000.0, 3),
+                              timings=dict(reply.get("timings", {}), prepare_ms=(t_ready - t0) * 1000.0),
+                              protections=self.protections_applied())
         sb._move(State.IDLE)
         return sb
 
@@ -412,10 +413,10 @@ class DockerBackend(Backend):
             if oom:
                 raise StartError(OUT_OF_MEMORY, oom_message(mb, while_loading=True)) from None
             raise StartError(LOAD_FAILED, f"{exc}; container log: {logs}" if logs else str(exc)) from None
-        sb.info = {"pid": pid, "container": container.short_id, "path": "container",
-                   "start_ms": round((time.perf_counter() - t0) * 1000.0, 3), "timings": {},
-                   "protections": {"applied": ["container", "memory+swap limit", "network none (relay)",
-                                               "no capabilities", "pids limit"], "missing": {}}}
+        sb.facts = StartFacts(pid=pid, container=container.short_id, path="container",
+                              start_ms=round((time.perf_counter() - t0) * 1000.0, 3),
+                              protections={"applied": ["container", "memory+swap limit", "network none (relay)",
+                                                       "no capabilities", "pids limit"], "missing": {}})
         sb._move(State.IDLE)
         return sb
 

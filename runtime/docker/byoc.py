@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from runtime.docker.container_life import ContainerLife
-from runtime.sandbox import TIMEOUT, InvokeRequest, InvokeResult, Sandbox, State
+from runtime.sandbox import MODEL_RAISED, TIMEOUT, InvokeRequest, InvokeResult, Sandbox, State
 
 CLONE_NEWNET = 0x40000000
 PORT = 8080
@@ -116,7 +116,7 @@ class ContainerServerSandbox(ContainerLife, Sandbox):
         if 200 <= status < 300:
             return InvokeResult(True, body=body, content_type=rh.get("content-type"), model_ms=model_ms,
                                 custom_attributes=rh.get("x-amzn-sagemaker-custom-attributes"))
-        return InvokeResult(False, error_kind="model_raised", model_ms=model_ms, original_status=status,
+        return InvokeResult(False, error_kind=MODEL_RAISED, model_ms=model_ms, original_status=status,
                             message=body.decode("utf-8", errors="replace")[:2048])
 
     async def destroy(self, reason: str = "destroyed") -> None:

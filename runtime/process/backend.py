@@ -60,6 +60,7 @@ from runtime.sandbox import (
     Sandbox,
     SandboxSpec,
     StartError,
+    StartFacts,
     State,
     oom_message,
 )
@@ -478,9 +479,9 @@ class ProcessBackend(Backend):
         if replica and isinstance(protections, dict):
             protections["applied"] = verified_replica_protections(proc.pid, zygote.proc.pid,
                                                                    list(protections.get("applied") or []))
-        sb.info.update(pid=proc.pid, protections=protections, path=path,
-                       start_ms=(time.perf_counter() - t0) * 1000.0, timings=timings,
-                       load_ms=timings.get("load_ms"), stem=fork_info.get("stem"))
+        sb.facts = StartFacts(pid=proc.pid, protections=protections, path=path,
+                              start_ms=(time.perf_counter() - t0) * 1000.0, timings=timings,
+                              load_ms=timings.get("load_ms"), stem=fork_info.get("stem"))
         sb._move(State.IDLE)
         return sb
 

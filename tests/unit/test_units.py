@@ -9,7 +9,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from gateway.domain import EndpointSpec, InvalidSpec, UsageRecord, VariantSpec, parse_tags
+from gateway.domain import EndpointSpec, UsageRecord, VariantSpec, parse_tags
+from gateway.errors import Invalid
 from gateway.metering.meter import Meter
 from gateway.serving import bundles
 from gateway.store.sqlite import Store
@@ -84,12 +85,12 @@ def test_bundle_rejects_path_escape(tmp_path):
 
 def test_spec_validation_messages():
     EndpointSpec("ok-name", [VariantSpec(memory_mb=6144, max_concurrency=200, provisioned=200)]).validate()
-    with pytest.raises(InvalidSpec, match="1024, 2048"):
+    with pytest.raises(Invalid, match="1024, 2048"):
         VariantSpec(memory_mb=512).validate()
-    with pytest.raises(InvalidSpec):
+    with pytest.raises(Invalid):
         EndpointSpec("-bad", [VariantSpec()]).validate()
     assert parse_tags(["a=b", "c=d=e"]) == {"a": "b", "c": "d=e"}
-    with pytest.raises(InvalidSpec):
+    with pytest.raises(Invalid):
         parse_tags(["novalue"])
 
 

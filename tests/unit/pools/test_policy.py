@@ -5,10 +5,10 @@ import pytest
 
 from gateway.clock import FakeClock
 from gateway.domain import VariantSpec
+from gateway.errors import Throttled
 from gateway.pools.admission import Candidate, HostBudget, choose_evictions
 from gateway.pools.manager import PoolManager
 from gateway.pools.policy import FixedKeepAlive, IdleSandbox, NoKeepAlive, Plan, Traffic, select_reaps
-from gateway.pools.pool import Throttled
 from gateway.pools.scaler import ProvisionedMeter, Scaler
 from tests.fakes import FakeBackend
 
@@ -175,7 +175,7 @@ async def _settle():
 async def test_a_request_waiting_for_a_prewarm_is_answered_when_it_breaks(tmp_path):
     """Budget full, so the request waits for a pre-warm; the backend then fails in a way
     nobody planned for: the request must get an answer, and its concurrency slot back."""
-    from gateway.pools.pool import Throttled
+    from gateway.errors import Throttled
 
     class Exploding(FakeBackend):
         async def start(self, spec):

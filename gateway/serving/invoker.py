@@ -1,0 +1,138 @@
+"""Serving one invocation, whichever API asked for it (runtime HTTP today; async and batch next).
+
+route to a variant -> lease a sandbox from its pool (admission, maybe a cold start) -> invoke
+-> release -> commit the usage record -> the outcome.  Nothing here knows HTTP: the caller
+renders the ``Outcome``.  An invocation of a known variant gets exactly one usage record, made
+durable before ``invoke`` returns, and runs shielded, so a caller that goes away cannot skip it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+from gateway import errors
+from gateway.domain import UsageRecord, VariantSpec
+from gateway.serving.router import pick_variant
+from runtime import sandbox as sbx
+
+log = logging.getLogger("slimserve.invoker")
+
+
+@dataclass(frozen=True)
+class Invocation:
+    endpoint: str
+    body: bytes
+    content_type: str | None = None
+    accept: str | None = None
+    custom_attributes: str | None = None
+    target_variant: str | None = None
+    request_id: str = ""
+
+
+@dataclass
+class Outcome:
+    """What became of one invocation: the model's answer, or the error to report, never both."""
+    request_id: str
+    variant: str | None = None               # None: refused before it was routed (no usage record)
+    result: sbx.InvokeResult | None = None
+    error: errors.SlimserveError | None = None
+    record: UsageRecord | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Invoker:
+    def __init__(self, settings, clock, endpoints, manager, meter, metrics):
+        self.settings, self.clock = settings, clock
+        self.endpoints, self.manager, self.meter, self.metrics = endpoints, manager, meter, metrics
+
+    def log_stream(self, endpoint: str) -> str:
+        s = self.settings
+        return f"arn:aws:logs:{s.region}:{s.account_id}:log-group:/aws/sagemaker/Endpoints/{endpoint}"
+
+    def refused(self, request_id: str, error: errors.SlimserveError) -> Outcome:
+        """A request turned away before routing (bad body, unknown endpoint): counted, not billed."""
+        self.metrics.request_rejected(error.code)
+        return Outcome(request_id, error=error)
+
+    async def invoke(self, inv: Invocation) -> Outcome:
+        request_id = inv.request_id or str(uuid.uuid4())
+        spec = self.endpoints.specs.get(inv.endpoint)
+        if spec is None:
+            s = self.settings
+            return self.refused(request_id, errors.NotFound(f"Endpoint {inv.endpoint} of account {s.account_id} "
+                                                            "not found."))
+        try:
+            variant = pick_variant(spec, inv.target_variant)
+        except errors.Invalid as exc:
+            return self.refused(request_id, exc)
+        return await asyncio.shield(self._run(request_id, inv, variant))
+
+    async def _run(self, request_id: str, inv: Invocation, variant: VariantSpec) -> Outcome:
+        clock = self.clock
+        t0 = clock.now()
+        start_wall = clock.wall()
+        pool = self.manager.pool(inv.endpoint, variant.name)
+        lease = None
+        result: sbx.InvokeResult | None = None
+        error: errors.SlimserveError | None = None
+        try:
+            if pool is None:
+                raise errors.NotReady(f"endpoint {inv.endpoint} is being updated")
+            req = sbx.InvokeRequest(body=inv.body, content_type=inv.content_type, accept=inv.accept,
+                                    custom_attributes=inv.custom_attributes)
+            lease = await pool.acquire(sample=req)
+            result = await lease.sandbox.invoke(req, self.settings.invocation_timeout_s)
+            if result.error_kind == sbx.DEAD_HANDLE:
+                raise errors.NotReady(result.message)
+            if not result.ok:
+                error = errors.ModelFailed(result.error_kind, result.message, result.original_status,
+                                           self.log_stream(inv.endpoint))
+        except (errors.Throttled, errors.NotReady) as exc:
+            error = exc
+        except sbx.StartError as exc:
+            if exc.kind == sbx.SPAWN_FAILED:
+                error = errors.Unavailable(exc.message)
+            else:
+                kind = exc.kind if exc.kind == sbx.OUT_OF_MEMORY else sbx.LOAD_FAILED
+                error = errors.ModelFailed(kind, exc.message, 500, self.log_stream(inv.endpoint))
+        except Exception as exc:  # noqa: BLE001 - a gateway bug still gets a record and a 500
+            log.exception("invocation of %s failed inside the gateway", inv.endpoint)
+            error = errors.Internal(f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            if lease is not None:
+                await lease.pool.release(lease)
+        rec = self._record(request_id, inv, variant, start_wall, (clock.now() - t0) * 1000.0, lease, result, error)
+        try:
+            await self.meter.record(rec)
+        except Exception as exc:  # noqa: BLE001 - without a durable record we must not answer "ok"
+            return Outcome(request_id, variant.name, error=errors.Internal(f"usage could not be recorded: {exc}"))
+        return Outcome(request_id, variant.name, result=result if error is None else None, error=error, record=rec)
+
+    @staticmethod
+    def _record(request_id, inv, variant, start_wall, total_ms, lease, result, error) -> UsageRecord:
+        model_ms = result.model_ms if result is not None else 0.0
+        init_ms = lease.init_ms if lease is not None else 0.0
+        cold = bool(lease and lease.cold)
+        return UsageRecord(
+            request_id=request_id, endpoint=inv.endpoint, variant=variant.name, memory_mb=variant.memory_mb,
+            start=start_wall, billed_ms=UsageRecord.bill(model_ms), model_ms=model_ms,
+            overhead_ms=max(0.0, total_ms - model_ms - init_ms), cold_start=cold, init_ms=init_ms,
+            status="ok" if error is None else error.code, error_kind=None if error is None else error.kind,
+            bytes_in=len(inv.body), bytes_out=len(result.body) if result is not None and error is None else 0,
+            sandbox_id=lease.sandbox.id if lease is not None else None,
+            start_path=lease.sandbox.facts.path if cold else None,
+            init_detail=_phases(lease, model_ms) if cold else None,
+        )
+
+
+def _phases(lease, model_ms: float) -> dict[str, float]:
+    """Where a cold start's time went: the sandbox's own phases, the first predict, and the total."""
+    phases = {k: round(v, 3) for k, v in lease.sandbox.facts.timings.items()}
+    phases["first_predict_ms"] = round(model_ms, 3)
+    phases["total_ms"] = round(lease.init_ms, 3)
+    return phases
