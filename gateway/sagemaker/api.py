@@ -16,26 +16,35 @@ from gateway import errors
 from gateway.http.runtime import read_body
 from gateway.http.wire import control_error, control_json, runtime_error
 from gateway.sagemaker.catalog import Catalog
+from gateway.sagemaker.endpoint_configs import EndpointConfigs
+from gateway.sagemaker.endpoints import Endpoints
+from gateway.sagemaker.models import Models
 from gateway.sagemaker.sigv4 import AuthError, verify
+from gateway.sagemaker.tags import Tags
 
 log = logging.getLogger("slimserve.sagemaker")
 MAX_BODY_BYTES = 1 << 20
 
 
+def operations(catalog: Catalog) -> dict:
+    """Operation name -> handler, over one catalog's records."""
+    m, c, e, t = Models(catalog), EndpointConfigs(catalog), Endpoints(catalog), Tags(catalog)
+    return {
+        "CreateModel": m.create_model, "DescribeModel": m.describe_model, "ListModels": m.list_models,
+        "DeleteModel": m.delete_model,
+        "CreateEndpointConfig": c.create_endpoint_config, "DescribeEndpointConfig": c.describe_endpoint_config,
+        "ListEndpointConfigs": c.list_endpoint_configs, "DeleteEndpointConfig": c.delete_endpoint_config,
+        "CreateEndpoint": e.create_endpoint, "DescribeEndpoint": e.describe_endpoint,
+        "ListEndpoints": e.list_endpoints, "UpdateEndpoint": e.update_endpoint,
+        "UpdateEndpointWeightsAndCapacities": e.update_weights, "DeleteEndpoint": e.delete_endpoint,
+        "AddTags": t.add_tags, "ListTags": t.list_tags, "DeleteTags": t.delete_tags,
+    }
+
+
 class SageMakerApi:
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
-        c = catalog
-        self.ops = {
-            "CreateModel": c.create_model, "DescribeModel": c.describe_model, "ListModels": c.list_models,
-            "DeleteModel": c.delete_model,
-            "CreateEndpointConfig": c.create_endpoint_config, "DescribeEndpointConfig": c.describe_endpoint_config,
-            "ListEndpointConfigs": c.list_endpoint_configs, "DeleteEndpointConfig": c.delete_endpoint_config,
-            "CreateEndpoint": c.create_endpoint, "DescribeEndpoint": c.describe_endpoint,
-            "ListEndpoints": c.list_endpoints, "UpdateEndpoint": c.update_endpoint,
-            "UpdateEndpointWeightsAndCapacities": c.update_weights, "DeleteEndpoint": c.delete_endpoint,
-            "AddTags": c.add_tags, "ListTags": c.list_tags, "DeleteTags": c.delete_tags,
-        }
+        self.ops = operations(catalog)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/", self.handle)]

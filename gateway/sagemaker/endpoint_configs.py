@@ -1,0 +1,57 @@
+"""SageMaker endpoint configs: CreateEndpointConfig, DescribeEndpointConfig,
+ListEndpointConfigs, DeleteEndpointConfig.  A config is kept as given (its production
+variants checked against the service's rules) and read when an endpoint is created or updated."""
+from __future__ import annotations
+
+from gateway.sagemaker.catalog import Catalog, now
+from gateway.sagemaker.shapes import check_name, check_variant, invalid, list_page, tags_of
+
+
+class EndpointConfigs:
+    def __init__(self, catalog: Catalog):
+        self.c = catalog
+
+    async def create_endpoint_config(self, req: dict) -> dict:
+        name = check_name(req, "EndpointConfigName")
+        if name in self.c.configs:
+            raise self.c.exists("endpoint-config", name)
+        variants = req.get("ProductionVariants")
+        if not isinstance(variants, list) or not 1 <= len(variants) <= 10:
+            raise invalid("1 validation error detected: Value at 'productionVariants' failed to satisfy constraint: "
+                          "Member must have length between 1 and 10")
+        seen = set()
+        for i, pv in enumerate(variants, start=1):
+            check_variant(pv, i)
+            if pv["VariantName"] in seen:
+                raise invalid(f"Variant name {pv['VariantName']} appears more than once in ProductionVariants.")
+            seen.add(pv["VariantName"])
+        doc = {"EndpointConfigName": name, "EndpointConfigArn": self.c.arn("endpoint-config", name),
+               "ProductionVariants": variants, "CreationTime": now(), "Tags": tags_of(req.get("Tags"))}
+        for key in ("DataCaptureConfig", "AsyncInferenceConfig", "KmsKeyId", "ExplainerConfig",
+                    "ShadowProductionVariants", "ExecutionRoleArn", "VpcConfig", "EnableNetworkIsolation"):
+            if req.get(key) is not None:
+                doc[key] = req[key]
+        self.c.configs[name] = doc
+        await self.c.save("endpoint-config", name, doc)
+        return {"EndpointConfigArn": doc["EndpointConfigArn"]}
+
+    def describe_endpoint_config(self, req: dict) -> dict:
+        name = check_name(req, "EndpointConfigName")
+        doc = self.c.configs.get(name)
+        if doc is None:
+            raise self.c.not_found("endpoint-config", name)
+        return {k: v for k, v in doc.items() if k != "Tags"}
+
+    def list_endpoint_configs(self, req: dict) -> dict:
+        return list_page(req, list(self.c.configs.values()), "EndpointConfigName", "EndpointConfigs",
+                          lambda d: {"EndpointConfigName": d["EndpointConfigName"],
+                                     "EndpointConfigArn": d["EndpointConfigArn"], "CreationTime": d["CreationTime"]},
+                          ("Name", "CreationTime"))
+
+    async def delete_endpoint_config(self, req: dict) -> dict:
+        name = check_name(req, "EndpointConfigName")
+        if name not in self.c.configs:
+            raise self.c.not_found("endpoint-config", name)
+        del self.c.configs[name]
+        await self.c.store.delete_resource("endpoint-config", name)
+        return {}
