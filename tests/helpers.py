@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import gzip
 import os
 import re
 import shutil
@@ -185,3 +187,13 @@ def running_gateway(*extra: str, keys: bool = True, zygote: bool = False):
     finally:
         gw.stop()
         remove_state_dir(state)
+
+
+def write_trace(path, rows):
+    """A trace CSV (or .csv.gz) of ``endpoint,start_s,duration_ms,memory_mb`` rows."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wt", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["endpoint", "start_s", "duration_ms", "memory_mb"])
+        w.writerows(rows)
+    return path

@@ -489,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="endpoint (default), variant, tier, tag:KEY, hour or day; comma-separated to nest")
     bl.add_argument("--format", choices=["table", "csv", "json", "html"], default="table")
     bl.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
-    from gateway.load import driver as loadtest
+    from gateway.load import command as loadtest
 
     ld = client_cmd("load", "drive a live gateway with constant, poisson, burst or trace-replay traffic",
                     loadtest.run_from_args)
