@@ -37,14 +37,16 @@ from pathlib import Path
 import psutil
 
 from runtime import protocol
-from runtime.channel import ChannelSandbox
 from runtime.process import cgroups, isolation, jail
+from runtime.process import protections as host_protections
 from runtime.process.logpipe import LogPipe
+from runtime.process.sandbox import ProcessSandbox, verified_replica_protections
+from runtime.process.stems import replica_cgroup
+from runtime.process.templates import make_template
 from runtime.process.uids import UidPool, UidsExhausted, default_range
 from runtime.process.zygotes import (
     AdoptedProcess,
     ZygoteConfig,
-    ZygoteHandle,
     ZygoteSet,
     ZygoteUnavailable,
     become_subreaper,
@@ -89,117 +91,6 @@ class ProcessBackendConfig:
     max_response_bytes: int = 6 << 20  # the largest synchronous answer a sandbox may send
 
 
-def _status(pid: int) -> dict[str, str]:
-    """/proc/<pid>/status as {field: value} ({} if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            return dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
-    except OSError:
-        return {}
-
-
-def verified_replica_protections(pid: int, zygote_pid: int, claimed: list[str]) -> list[str]:
-    """What a replica reports it applied, less what the kernel does not show: a replica is
-    forked by a zygote that ran model code, so its own account is not proof.  "pidns" stands
-    only if it is a PID namespace deeper than its zygote, "seccomp" only with a filter on."""
-    mine, theirs = _status(pid), _status(zygote_pid)
-    out = list(claimed)
-    if len(mine.get("NSpid", "").split()) <= len(theirs.get("NSpid", "").split()) and "pidns" in out:
-        out.remove("pidns")
-    if mine.get("Seccomp", "0").strip() != "2" and "seccomp" in out:
-        out.remove("seccomp")
-    return out
-
-
-def _signal_name(code: int) -> str:
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
-
-
-class ProcessSandbox(ChannelSandbox):
-    def __init__(self, spec, listeners, proc, reader, writer, cgroup, tmp_dir, release_uid=None,
-                 max_response_bytes: int = 6 << 20):
-        super().__init__(spec, listeners, reader, writer, max_response_bytes)
-        self.proc = proc
-        self.cgroup: cgroups.Cgroup | None = cgroup
-        self.tmp_dir = tmp_dir
-        self._release_uid = release_uid   # the uid goes back to the pool once nothing runs as it
-        self.on_first_success = None      # told the request of the first invocation that succeeds
-        self.killed_by_watchdog = False
-        self.oom_killed = False          # latched before the cgroup is removed
-        self._ps = None
-        self._monitor = asyncio.get_running_loop().create_task(self._watch_exit())
-
-    async def invoke(self, request, timeout_s: float):
-        result = await super().invoke(request, timeout_s)
-        if result.ok and self.on_first_success is not None:
-            tell, self.on_first_success = self.on_first_success, None
-            tell(request)
-        return result
-
-    async def _watch_exit(self) -> None:
-        await self.proc.wait()
-        if self.state is State.IDLE:      # STARTING and BUSY: the start or invoke path reports the death
-            await self.destroy(f"exited while idle ({self._exit_text()})")
-
-    def _exit_text(self) -> str:
-        code = self.proc.returncode
-        if code is None:
-            return "still running"
-        return f"killed by {_signal_name(code)}" if code < 0 else f"exit code {code}"
-
-    def memory_bytes(self) -> int:
-        if self.cgroup is not None:
-            return self.cgroup.usage_bytes()
-        try:
-            if self._ps is None:
-                self._ps = psutil.Process(self.proc.pid)
-            return self._ps.memory_info().rss
-        except psutil.Error:
-            return 0
-
-    def _out_of_memory_text(self) -> str:
-        return oom_message(self.spec.memory_mb)
-
-    async def _death_cause(self) -> tuple[str, str]:
-        try:
-            await asyncio.wait_for(self.proc.wait(), 2.0)
-        except asyncio.TimeoutError:
-            pass
-        self._latch_oom()
-        if self.oom_killed:
-            return OUT_OF_MEMORY, self._out_of_memory_text()
-        return EXITED, f"the model process exited during the invocation ({self._exit_text()})"
-
-    def _latch_oom(self) -> None:
-        if self.killed_by_watchdog or (self.cgroup is not None and self.cgroup.oom_kills() > 0):
-            self.oom_killed = True
-
-    async def destroy(self, reason: str = "destroyed") -> None:
-        if not self._begin_destroy(reason):
-            return
-        if self.proc.returncode is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.cgroup is not None:
-            self.cgroup.kill_all()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 5.0)
-        except asyncio.TimeoutError:
-            pass
-        if self.cgroup is not None:
-            self._latch_oom()
-            await asyncio.to_thread(self.cgroup.remove)
-        await asyncio.to_thread(shutil.rmtree, self.tmp_dir, True)
-        if self._release_uid is not None:
-            self._release_uid()
-        self._mark_dead(reason)
-
-
 class ProcessBackend(Backend):
     name = "process"
 
@@ -219,31 +110,14 @@ class ProcessBackend(Backend):
 
     @property
     def confined(self) -> bool:
-        """Sandboxes get the view, a uid of their own and the filter (the probe found all three)."""
-        return all(self.confinement.get(k, {}).get("ok") for k in ("view", "uid", "seccomp"))
+        return host_protections.confined(self.confinement)
 
     async def probe(self) -> None:
-        """Try each confinement in throwaway children (``runtime.process.jail`` as a program) and
-        keep what this host allows; warn loudly about what it does not."""
-        scratch = Path(self.config.work_dir) / ".probe"
-        proc = await asyncio.create_subprocess_exec(
-            self.config.python, "-m", "runtime.process.jail", str(scratch), str(self.uids.first + self.uids.count - 1),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.zygotes.config.env)
-        out, err = await proc.communicate()
-        await asyncio.to_thread(shutil.rmtree, scratch, True)
-        try:
-            self.confinement = json.loads(out)
-        except ValueError:
-            why = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
-            self.confinement = {k: {"ok": False, "detail": f"the probe failed: {why}"}
-                                for k in ("network", "view", "uid", "seccomp", "replicas")}
-        missing = {k: v["detail"] for k, v in self.confinement.items() if not v["ok"]}
-        if not self.confined:
-            log.warning("SANDBOXES ARE NOT CONFINED on this host: model code can read and write what the gateway "
-                        "can. %s", "; ".join(f"{k}: {v}" for k, v in missing.items()))
-        elif "replicas" in missing:
-            log.warning("sandboxes forked from one model zygote share its uid, PID namespace and /tmp: %s",
-                        missing["replicas"])
+        """Keep what confinement this host allows (``protections.probe``); warn about what it does not."""
+        self.confinement = await host_protections.probe(
+            self.config.python, Path(self.config.work_dir) / ".probe", self.uids.first + self.uids.count - 1,
+            self.zygotes.config.env)
+        host_protections.warn_missing(self.confinement)
         self.zygotes.config.seccomp = self.confined
 
     async def open(self) -> None:
@@ -272,64 +146,8 @@ class ProcessBackend(Backend):
         cgroups.remove_base(self.cgroup_support)
 
     def protections(self) -> dict:
-        """Each protection, whether this host gives it, and in one line what it is or why not
-        (from the probe at start: nothing here guesses from versions)."""
-        cg, c = self.cgroup_support, self.confinement
-
-        def probed(key: str, what: str) -> dict:
-            got = c.get(key, {"ok": False, "detail": "not probed yet"})
-            return {"ok": got["ok"], "detail": what if got["ok"] else f"MISSING: {got['detail']}"}
-
-        last = self.uids.first + self.uids.count - 1
-        memory = {"ok": cg.version is not None,
-                  "mechanism": f"cgroup {cg.version}" if cg.version else "rlimit_as+rss_watchdog",
-                  "detail": f"kernel-enforced cap per sandbox under {cg.base}" if cg.version else
-                  f"no writable memory cgroup ({cg.reason}); falling back to RLIMIT_AS and an RSS watchdog"}
-        pids_ok = cg.pids_base is not None
-        if self.config.network_isolation:
-            network = dict(probed("network", "each sandbox gets its own network namespace with no interfaces up:"
-                                             " no host network, no loopback services, no abstract Unix sockets"),
-                           mechanism="netns")
-        else:
-            network = {"ok": False, "mechanism": "host network (--allow-network)",
-                       "detail": "sandboxes share the host's network namespace: they reach every address the host "
-                                 "does, its loopback services and its abstract Unix sockets (those live in the "
-                                 "network namespace, not the filesystem)"}
-        view_ok = bool(c.get("view", {}).get("ok"))
-        return {
-            "memory_cap": memory,
-            "sandbox_uid": dict(probed("uid", f"a uid of its own per sandbox ({self.uids.first}-{last}), never 0;"
-                                              " no groups, no capabilities, no_new_privs, not dumpable"),
-                                mechanism="setresuid"),
-            "filesystem_view": dict(probed("view", "default-deny mount namespace: read-only system and Python "
-                                                   "directories, the bundle read-only at /opt/ml/model; no state "
-                                                   "dir, /run, /var, home directories or host sockets"),
-                                    mechanism="mount namespace + pivot_root"),
-            "private_tmp": {"ok": view_ok, "mechanism": "tmpfs" if view_ok else "directory",
-                            "detail": "/tmp and /dev/shm are tmpfs of half the tier each; what is written there counts "
-                                      "against its memory" if view_ok else
-                                      "MISSING: a private directory as TMPDIR, on the host's disk, uncapped"},
-            "pids_limit": {"ok": pids_ok, "mechanism": f"pids.max {self.config.pids_max}" if pids_ok else "none",
-                           "detail": cg.pids_reason if pids_ok else f"MISSING: {cg.pids_reason or cg.reason}"},
-            "process_isolation": dict(probed("view", "/proc shows a sandbox only its own processes ("
-                                                     + (jail.proc_options() or "hidepid unavailable before Linux 5.8")
-                                                     + "); other uids cannot be signalled or traced"),
-                                      mechanism="hidepid + uid"),
-            "replica_isolation": dict(probed("replicas", "sandboxes forked from one model zygote share its uid; "
-                                                         "each is PID 1 of user, PID, mount and IPC namespaces of its"
-                                                         " own, with its own /tmp"),
-                                      mechanism="user + PID namespace"),
-            "seccomp": dict(probed("seccomp", f"{len(jail.DENIED)} syscalls refused: mount, ptrace, kernel modules,"
-                                              " keyrings, bpf, new namespaces (model zygotes may still make user "
-                                              "namespaces for their replicas) …"), mechanism="libseccomp filter"),
-            "network_isolation": network,
-            "gpu_hidden": {"ok": True, "mechanism": "hidden",
-                           "detail": "CUDA/HIP/ROCR_VISIBLE_DEVICES empty; no device nodes in the view but null, "
-                                     "zero, full, random, urandom"},
-            "dies_with_gateway": {"ok": True, "mechanism": "pdeathsig + cgroup",
-                                  "detail": "sandboxes die with the gateway; a restart kills what a kill -9 left in "
-                                            "this gateway's own cgroups, never another gateway's"},
-        }
+        return host_protections.table(self.cgroup_support, self.confinement, self.uids,
+                                      self.config.network_isolation, self.config.pids_max)
 
     def _base_env(self) -> dict:
         """A sandbox's environment starts empty: none of the gateway's variables (credentials,
@@ -375,12 +193,12 @@ class ProcessBackend(Backend):
             return
         warm = spec.env.get(WARMUP_ENV, "1") != "0" and len(request.body) <= MAX_SAMPLE_BYTES
         spec = replace(spec, sample=request if warm else None)
-        self.zygotes.want_template((spec.bundle_dir, spec.memory_mb), lambda: self._make_template(spec))
+        self.zygotes.want_template((spec.bundle_dir, spec.memory_mb), lambda: make_template(self, spec))
 
     async def release_bundle(self, bundle_dir: str) -> None:
         await self.zygotes.drop(bundle_dir)
 
-    def _setup(self, spec: SandboxSpec, cgroup, tmp_dir: Path, uid: int | None = None,
+    def setup_for(self, spec: SandboxSpec, cgroup, tmp_dir: Path, uid: int | None = None,
                role: str = "sandbox") -> dict:
         limit = spec.memory_mb << 20
         has_cgroup = self.cgroup_support.base is not None
@@ -403,7 +221,7 @@ class ProcessBackend(Backend):
             setup["env"]["TMPDIR"] = "/tmp"
         return setup
 
-    def _lease_uid(self) -> int | None:
+    def lease_uid(self) -> int | None:
         if not self.confined:
             return None
         try:
@@ -420,21 +238,21 @@ class ProcessBackend(Backend):
             uid = zygote.uid
             self.uids.retain(uid)
         else:
-            uid = self._lease_uid()
+            uid = self.lease_uid()
         release = None if uid is None else (lambda: self.uids.release(uid))
         if replica:
             uid = None              # confined already: nothing for the stem to apply
         cgroup = None
         gateway_ms = {}
         # A fresh worker joins its cgroup before loading anything; a replica cannot (it is
-        # unprivileged), so the gateway moves it in (ahead of demand, see _prepare_stem);
+        # unprivileged), so the gateway moves it in (ahead of demand, see stems.prepare_stem);
         # a base zygote's stem brings its own.
         if self.cgroup_support.base is not None and zygote is None:
             t1 = time.perf_counter()
             cgroup = await asyncio.to_thread(cgroups.Cgroup, self.cgroup_support, spec.sandbox_id,
                                              spec.memory_mb << 20, self.config.pids_max)
             gateway_ms["cgroup_make_ms"] = (time.perf_counter() - t1) * 1000.0
-        setup = self._setup(spec, cgroup, tmp_dir, uid)
+        setup = self.setup_for(spec, cgroup, tmp_dir, uid)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fork_info = {}
         logs = LogPipe(spec.log_path)
@@ -449,7 +267,8 @@ class ProcessBackend(Backend):
                 logs.handed_over()
                 if replica:
                     t1 = time.perf_counter()
-                    cgroup = await self._replica_cgroup(zygote, fork_info["pid"], spec)
+                    cgroup = await replica_cgroup(self.cgroup_support, self.config.pids_max, zygote,
+                                                  fork_info["pid"], spec.memory_mb)
                     gateway_ms["cgroup_join_ms"] = (time.perf_counter() - t1) * 1000.0
                 proc = AdoptedProcess(fork_info["pid"])
                 if fork_info.get("cgroup") and not replica:      # named by a trusted (root) stem only
@@ -484,61 +303,6 @@ class ProcessBackend(Backend):
                               load_ms=timings.get("load_ms"), stem=fork_info.get("stem"))
         sb._move(State.IDLE)
         return sb
-
-    def _check_stem(self, zygote: ZygoteHandle, pid) -> None:
-        """A pid that a model zygote names must be one of its own stems: a process of its uid, in
-        its cgroup.  The zygote has run model code, so what it says is checked, not believed."""
-        members = zygote.cgroup.pids() if zygote.cgroup is not None else None
-        if (not isinstance(pid, int) or isinstance(pid, bool) or pid == zygote.proc.pid
-                or _status(pid).get("Uid", "").split()[:1] != [str(zygote.uid)]
-                or (members is not None and pid not in members)):
-            raise ZygoteUnavailable(f"zygote {zygote.name} named pid {pid!r}, which is not one of its stems")
-
-    async def _prepare_stem(self, zygote: ZygoteHandle, memory_mb: int, pid: int, strict: bool = True):
-        """Ahead of demand: a cgroup at the tier for a stem the zygote just forked, and the stem
-        moved into it (a move can stall for an RCU grace period, ~10 ms here: not on a request).
-        ``strict`` (on an assignment): a pid that is not the zygote's stem marks the zygote broken.
-        An announcement is only a hint: its stem may already have been assigned and moved."""
-        def make():
-            self._check_stem(zygote, pid)
-            name = f"stem-r{pid}-{os.urandom(3).hex()}"       # never an existing cgroup, whatever pid it reuses
-            cg = cgroups.Cgroup(self.cgroup_support, name, memory_mb << 20, self.config.pids_max, exclusive=True)
-            try:
-                cg.add(pid)
-            except OSError:
-                cg.remove()
-                raise
-            return cg
-        try:
-            return await asyncio.to_thread(make)
-        except ZygoteUnavailable:
-            if strict:
-                zygote.broken = True              # a zygote that lies is closed and replaced
-            raise
-
-    async def _replica_cgroup(self, zygote: ZygoteHandle, pid, spec: SandboxSpec):
-        """The cgroup of the replica that took an assignment: the one made ahead for it, or one
-        made and joined now.  None where there are no cgroups (the pid is still checked)."""
-        fut = zygote.take_prepared(pid) if isinstance(pid, int) else None
-        if fut is not None:
-            try:
-                cg = await fut
-                if pid in await asyncio.to_thread(cg.pids):       # still that stem, not a reused pid
-                    return cg
-                await asyncio.to_thread(cg.remove)
-            except (ZygoteUnavailable, OSError, asyncio.CancelledError):
-                pass
-        if self.cgroup_support.base is None:
-            try:
-                self._check_stem(zygote, pid)
-            except ZygoteUnavailable:
-                zygote.broken = True
-                raise
-            return None
-        try:
-            return await self._prepare_stem(zygote, spec.memory_mb, pid)
-        except OSError as exc:
-            raise ZygoteUnavailable(f"cannot cap zygote {zygote.name}'s stem {pid}: {exc}") from None
 
     async def _spawn_fresh(self, setup: dict, child_sock: socket.socket, parent_sock: socket.socket, log_fd: int):
         """A new interpreter, started root with the gateway's base environment only: the model's
@@ -591,75 +355,6 @@ class ProcessBackend(Backend):
                 raise StartError(OUT_OF_MEMORY, oom_message(spec.memory_mb, while_loading=True))
             raise StartError(kind, f"the model failed to load: {hello.get('message', 'unknown error')}")
         return hello
-
-    async def _make_template(self, spec: SandboxSpec) -> ZygoteHandle:
-        """Ask the base zygote for a process that loads ``spec``'s bundle and becomes its zygote."""
-        base = self.zygotes.base
-        if base is None or not base.alive:
-            raise ZygoteUnavailable("no base zygote")
-        zid = f"zy-{spec.sandbox_id[3:]}"
-        tmp_dir = Path(self.config.work_dir) / zid
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            uid = self._lease_uid()
-        except StartError as exc:
-            raise ZygoteUnavailable(exc.message) from None
-
-        def release() -> None:
-            self.uids.release(uid)
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        events, their_events = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        cgroup = None
-        setup = dict(self._setup(spec, None, tmp_dir, uid, role="zygote"), role="zygote")
-        sample = b""
-        if spec.sample is not None:   # stems pre-run it, so copy-on-write faults happen before a request waits
-            sample = spec.sample.body
-            setup["warmup"] = {"content_type": spec.sample.content_type, "accept": spec.sample.accept}
-        logs = LogPipe(spec.log_path)        # the model zygote prints into its endpoint's log, through a pipe
-        proc = None
-        try:
-            logs.write(f"--- model zygote {zid} starting ({spec.memory_mb} MB) ---\n".encode())
-            fds = [theirs.fileno(), logs.write_fd] + ([their_events.fileno()] if uid is not None else [])
-            reply = await base.assign(setup, fds, payload=sample)
-            logs.handed_over()
-            proc = AdoptedProcess(reply["pid"])
-            if reply.get("cgroup"):
-                cgroup = cgroups.Cgroup.adopt(self.cgroup_support, reply["cgroup"], spec.memory_mb << 20)
-            ours.setblocking(False)
-            hello = await asyncio.wait_for(protocol.recv_sock_async(ours), self.config.start_timeout_s)
-        except BaseException as exc:          # whatever went wrong, nothing of it is left running or held
-            logs.close()
-            ours.close()
-            events.close()
-            if proc is not None and proc.returncode is None:
-                try:
-                    os.kill(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            if cgroup is not None:
-                await asyncio.shield(asyncio.to_thread(cgroup.remove))
-            await asyncio.shield(asyncio.to_thread(release))
-            if isinstance(exc, (ZygoteUnavailable, protocol.ProtocolError, asyncio.TimeoutError, OSError)):
-                raise ZygoteUnavailable(f"model zygote for {spec.bundle_dir} did not start: {exc!r}") from None
-            raise
-        finally:
-            theirs.close()
-            their_events.close()
-        handle = ZygoteHandle(f"model:{Path(spec.bundle_dir).name}", proc, ours, hello, uid=uid, on_close=release)
-        handle.cgroup = cgroup
-        if uid is not None:                   # unprivileged: the gateway caps its stems, ahead of demand
-            handle.watch_stems(events, lambda pid: self._prepare_stem(handle, spec.memory_mb, pid, strict=False),
-                               limit=self.zygotes.config.stems + 2)
-        else:
-            events.close()
-        if hello.get("op") != "ready" or hello.get("threads", 1) != 1:
-            await handle.close()
-            raise ZygoteUnavailable(f"model zygote for {spec.bundle_dir} is not usable: {hello}")
-        log.info("model zygote pid %s for %s ready (load %.1f ms)", proc.pid, spec.bundle_dir,
-                 hello.get("timings", {}).get("load_ms", 0.0))
-        return handle
 
     # --- background ----------------------------------------------------------------
     def _on_event(self, event: str, sb: Sandbox) -> None:
