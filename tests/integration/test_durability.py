@@ -1,5 +1,8 @@
 """``kill -9`` of the gateway loses no usage record and leaves no sandbox behind."""
+import signal
 import sqlite3
+import threading
+import time
 
 import psutil
 
@@ -33,3 +36,28 @@ def test_kill9_loses_no_usage_record(fresh_gateway):
     r = gw2.boto().invoke_endpoint(EndpointName="ledger", Body=b"2", ContentType="application/json")
     assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
     assert len(gw2.client().usage(endpoint="ledger")) == len(ids) + 1
+
+
+def test_the_first_signal_waits_for_in_flight_requests_and_a_second_exits_at_once(fresh_gateway):
+    gw = fresh_gateway()
+    gw.client().deploy("slow", models.sleeps, memory_mb=1024)
+    boto = gw.boto()
+    answers: list = []
+
+    def invoke():
+        try:
+            answers.append(boto.invoke_endpoint(EndpointName="slow", Body=b"30", ContentType="application/json"))
+        except Exception as exc:  # noqa: BLE001 - the gateway is made to exit under it
+            answers.append(exc)
+
+    caller = threading.Thread(target=invoke, daemon=True)
+    caller.start()
+    busy = wait_until(lambda: any(v["pool"] and v["pool"]["states"].get("busy")
+                                  for v in gw.client().describe("slow")["variants"]), timeout=30)
+    assert busy
+    gw.proc.send_signal(signal.SIGINT)
+    time.sleep(1.5)
+    assert gw.proc.poll() is None          # draining: the request has 28 s to go
+    gw.proc.send_signal(signal.SIGINT)
+    assert gw.proc.wait(10) == 130
+    assert "second signal, exiting now" in "".join(gw.output)

@@ -1,0 +1,254 @@
+"""The client commands of ``slimserve``: they find the gateway with --url / SLIMSERVE_URL and
+the admin token with --state-dir / SLIMSERVE_TOKEN, and print tables or JSON."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from gateway.client import Client, ClientError
+from gateway.config import DEFAULT_STATE_DIR, Settings
+from gateway.domain import parse_tags
+
+
+def _fmt_time(ts) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z" \
+        if ts else "-"
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def _client(args) -> Client:
+    return Client(args.url, state_dir=args.state_dir)
+
+
+def cmd_deploy(args) -> int:
+    info = _client(args).deploy(args.name, args.bundle, memory_mb=args.memory,
+                                max_concurrency=args.max_concurrency, provisioned=args.provisioned,
+                                tags=parse_tags(args.tag), warmup=not args.no_warmup)
+    _print_describe(info, args.format)
+    return 0
+
+
+def cmd_update(args) -> int:
+    info = _client(args).update(args.name, args.bundle, memory_mb=args.memory,
+                                max_concurrency=args.max_concurrency, provisioned=args.provisioned,
+                                tags=parse_tags(args.tag))
+    _print_describe(info, args.format)
+    return 0
+
+
+def cmd_invoke(args) -> int:
+    if args.file:
+        body = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    else:
+        body = (args.data or "").encode()
+    hdrs, data = _client(args).invoke_raw(args.name, body, content_type=args.content_type, accept=args.accept,
+                                         custom_attributes=args.custom_attributes)
+    sys.stdout.buffer.write(data)
+    if data and not data.endswith(b"\n") and sys.stdout.isatty():
+        sys.stdout.write("\n")
+    return 0
+
+
+def cmd_endpoints(args) -> int:
+    eps = _client(args).endpoints()
+    if args.format == "json":
+        print(json.dumps(eps, indent=2))
+        return 0
+    rows = []
+    for e in eps:
+        for v in e["variants"]:
+            pool = v.get("pool") or {}
+            states = pool.get("states", {})
+            rows.append({"name": e["name"], "variant": v["name"], "memory_mb": v["memory_mb"],
+                         "max_conc": v["max_concurrency"], "provisioned": v["provisioned"],
+                         "idle": states.get("idle", 0), "busy": states.get("busy", 0),
+                         "cold_starts": pool.get("cold_starts", 0),
+                         "tags": ",".join(f"{k}={val}" for k, val in e["tags"].items())})
+    print(_table(rows, ["name", "variant", "memory_mb", "max_conc", "provisioned", "idle", "busy",
+                        "cold_starts", "tags"]) if rows else "no endpoints")
+    return 0
+
+
+def _print_describe(info: dict, fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(info, indent=2))
+        return
+    print(f"endpoint     {info['name']}  ({info['status']})")
+    print(f"created      {_fmt_time(info['created'])}   updated {_fmt_time(info['updated'])}")
+    if info["tags"]:
+        print("tags         " + ", ".join(f"{k}={v}" for k, v in info["tags"].items()))
+    if info.get("last_failure"):
+        print(f"last failure {info['last_failure']}")
+    for v in info["variants"]:
+        pool = v.get("pool") or {}
+        print(f"variant      {v['name']}: {v['memory_mb']} MB, max concurrency {v['max_concurrency']},"
+              f" provisioned {v['provisioned']}, bundle {v['bundle_kind']} v{v['bundle_version']}")
+        print(f"  pool       in flight {pool.get('in_flight', 0)}, cold starts {pool.get('cold_starts', 0)},"
+              f" states {pool.get('states', {})}")
+        for sb in pool.get("sandboxes", []):
+            prot = sb.get("protections") or {}
+            print(f"  sandbox    {sb['id']} {sb['state']} pid {sb['pid']} path {sb['start_path']}"
+                  f" start {sb['start_ms'] or 0:.1f} ms, memory {sb['memory_bytes'] >> 20}/"
+                  f"{sb['memory_cap_bytes'] >> 20} MB, protections {','.join(prot.get('applied', []))}"
+                  + (f" missing {prot.get('missing')}" if prot.get("missing") else ""))
+
+
+def cmd_describe(args) -> int:
+    _print_describe(_client(args).describe(args.name), args.format)
+    return 0
+
+
+def cmd_delete(args) -> int:
+    _client(args).delete(args.name)
+    print(f"deleted {args.name}")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    sys.stdout.write(_client(args).logs(args.name, tail=args.tail))
+    return 0
+
+
+USAGE_COLS = ["start", "endpoint", "variant", "memory_mb", "billed_ms", "model_ms", "overhead_ms",
+              "cold_start", "init_ms", "status"]
+
+
+def cmd_usage(args) -> int:
+    if args.format == "csv":                    # streamed: an export of millions of records stays small
+        sys.stdout.flush()
+        _client(args).usage_csv(endpoint=args.endpoint, kind=args.kind, out=sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return 0
+    rows = _client(args).usage(endpoint=args.endpoint, limit=args.limit, kind=args.kind)
+    if args.format == "json":
+        print(json.dumps(rows, indent=1))
+        return 0
+    if args.kind == "provisioned":
+        cols = ["start", "endpoint", "variant", "memory_mb", "sandboxes", "billed_ms"]
+    else:
+        cols = USAGE_COLS
+    shown = []
+    for r in rows:
+        r = dict(r, start=_fmt_time(r["start"]))
+        for k in ("model_ms", "overhead_ms", "init_ms"):
+            if k in r:
+                r[k] = f"{r[k]:.3f}"
+        shown.append(r)
+    print(_table(shown, cols) if shown else "no usage records")
+    return 0
+
+
+def cmd_bill(args) -> int:
+    from gateway.metering import bill_text as billreport
+
+    client = _client(args)
+    if args.format in ("json", "csv", "html"):
+        out = client.bill(since=args.since, until=args.until, by=args.by, format=args.format)
+        text = json.dumps(out, indent=1) + "\n" if args.format == "json" else out
+    else:
+        text = billreport.table(client.bill(since=args.since, until=args.until, by=args.by))
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"slimserve: bill written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_image(args) -> int:
+    import docker
+
+    from runtime.docker import image
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        print(f"slimserve: cannot reach the Docker engine: {exc}", file=sys.stderr)
+        return 1
+    tag = image.build(client, force=args.force, log=lambda m: print(f"slimserve image: {m}", file=sys.stderr))
+    print(tag)
+    return 0
+
+
+def cmd_credentials(args) -> int:
+    """``export`` lines for boto3, the AWS CLI and the SageMaker SDK: the generated pair of the
+    state dir's gateway, and the variables that point AWS code at it."""
+    import os
+
+    from gateway.sagemaker import credentials
+
+    state = Path(args.state_dir or DEFAULT_STATE_DIR)
+    key = credentials.read(state / credentials.FILE_NAME)
+    if key is None:
+        print(f"slimserve: no generated access key in {state.resolve()} (start the gateway there first, or pass "
+              "--state-dir)", file=sys.stderr)
+        return 1
+    url = args.url or os.environ.get("SLIMSERVE_URL") or "http://127.0.0.1:8080"
+    for name, value in (("AWS_ACCESS_KEY_ID", key.key_id), ("AWS_SECRET_ACCESS_KEY", key.secret),
+                        ("AWS_DEFAULT_REGION", args.region), ("AWS_ENDPOINT_URL", url)):
+        print(f"export {name}={value}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    if args.url or not args.local:
+        try:
+            rep = _client(args).doctor()
+        except ClientError as exc:
+            if exc.code != "ConnectionError" and exc.code != "NoToken":
+                raise
+            rep = None
+    else:
+        rep = None
+    if rep is None:
+        from gateway.app import make_backend
+        from gateway.cli.doctor import report
+
+        settings = Settings(state_dir=Path(args.state_dir or DEFAULT_STATE_DIR), cgroup_mode=args.cgroup)
+        rep = report(settings, make_backend(settings), probe=True)
+        rep["source"] = "this machine (no gateway reached)"
+    if args.format == "json":
+        print(json.dumps(rep, indent=2))
+        return 0
+    print(f"backend: {rep['backend']}" + (f"  [{rep['source']}]" if rep.get("source") else ""))
+    for key, val in rep.items():
+        if isinstance(val, dict):
+            mark = "ok  " if val.get("ok") else "MISSING"
+            print(f"  {mark:7} {key:18} {val.get('mechanism', '')} {val['detail']}".rstrip())
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from gateway.pools import simulate
+
+    specs = args.policy or ["adaptive"]
+    try:
+        for spec in specs:
+            simulate.parse(spec, args.cold_start_ms)      # a bad name fails before any run
+        results = [simulate.run(args.trace, spec, args.cold_start_ms) for spec in specs]
+    except ValueError as exc:                             # unknown policy, malformed trace
+        print(f"slimserve: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        for r in results:
+            if not args.by_endpoint:
+                r.pop("by_endpoint", None)
+            print(json.dumps(r))
+    else:
+        print(f"trace {args.trace}: {results[0]['invocations']:,} invocations, "
+              f"{results[0]['endpoints']:,} endpoints, cold start {args.cold_start_ms:g} ms")
+        print(simulate.format_table(results), end="")
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------
