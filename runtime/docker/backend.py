@@ -20,7 +20,6 @@ stream reconnects and lost stems are replaced).
 from __future__ import annotations
 
 import asyncio
-import http.client
 import logging
 import os
 import shutil
@@ -31,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime import protocol
-from runtime.channel import ChannelSandbox
-from runtime.docker.container_life import ContainerLife
+from runtime.docker.byoc import start_container_server
 from runtime.docker.image import SANDBOX_UID
+from runtime.docker.sandbox import LABEL, MODEL_DIR, DockerSandbox, Stem, link_tree
 from runtime.process.zygote import DEFAULT_PRELOAD
 from runtime.sandbox import (
     LOAD_FAILED,
@@ -50,9 +49,7 @@ from runtime.sandbox import (
 )
 
 log = logging.getLogger("slimserve.docker")
-LABEL = "slimserve.instance"
 SOCKET = "/run/slimserve/worker.sock"
-MODEL_DIR = "/opt/ml/model"
 
 
 @dataclass(frozen=True)
@@ -70,34 +67,6 @@ class DockerBackendConfig:
     preload: tuple[str, ...] = DEFAULT_PRELOAD
 
 
-class _Stem:
-    def __init__(self, container, root: Path, reader, writer, started_ms: float):
-        self.container = container
-        self.root = root
-        self.reader, self.writer = reader, writer
-        self.started_ms = started_ms
-
-
-class DockerSandbox(ContainerLife, ChannelSandbox):
-    """The slimserve worker in a container, reached over a Unix socket."""
-
-    def __init__(self, spec, listeners, backend: "DockerBackend", stem: _Stem):
-        super().__init__(spec, listeners, stem.reader, stem.writer)
-        self._init_container(backend, stem.container, stem.root)
-
-    def _out_of_memory_text(self) -> str:
-        return oom_message(self.spec.memory_mb)
-
-    async def _death_cause(self) -> tuple[str, str]:
-        return await self.container_death()
-
-    async def destroy(self, reason: str = "destroyed") -> None:
-        if not self._begin_destroy(reason):
-            return
-        await self.backend.remove(self.container, self.root)
-        self._mark_dead(reason)
-
-
 class DockerBackend(Backend):
     name = "docker"
 
@@ -105,7 +74,7 @@ class DockerBackend(Backend):
         self.config = config
         self.listeners = list(listeners or [])
         self._client = client
-        self._stems: list[_Stem] = []
+        self._stems: list[Stem] = []
         self._filling: asyncio.Task | None = None
         self._events_thread: threading.Thread | None = None
         self._closing = threading.Event()
@@ -229,7 +198,7 @@ class DockerBackend(Backend):
             environment={"SM_MODEL_DIR": MODEL_DIR},
         )
 
-    async def _new_stem(self, memory_mb: int = 1024) -> _Stem:
+    async def _new_stem(self, memory_mb: int = 1024) -> Stem:
         t0 = time.perf_counter()
         sid = uuid.uuid4().hex[:12]
         root = Path(self.config.work_dir) / f"c-{sid}"
@@ -243,7 +212,7 @@ class DockerBackend(Backend):
                 raise
             raise StartError(SPAWN_FAILED, f"a sandbox container did not come up: {exc}") from None
 
-    async def _handshake(self, container, root: Path, t0: float) -> _Stem:
+    async def _handshake(self, container, root: Path, t0: float) -> Stem:
         sock = root / "run" / "worker.sock"
         deadline = time.monotonic() + self.config.start_timeout_s
         while True:
@@ -263,7 +232,7 @@ class DockerBackend(Backend):
                                            self.config.start_timeout_s)
         if header.get("op") != "stem":
             raise StartError(SPAWN_FAILED, f"unexpected first message from a sandbox container: {header}")
-        return _Stem(container, root, reader, writer, (time.perf_counter() - t0) * 1000.0)
+        return Stem(container, root, reader, writer, (time.perf_counter() - t0) * 1000.0)
 
     async def _keep_stems(self) -> None:
         backoff = 0.5
@@ -300,7 +269,7 @@ class DockerBackend(Backend):
 
     async def start(self, spec: SandboxSpec) -> Sandbox:
         if spec.image:
-            return await self._start_container_server(spec)
+            return await start_container_server(self, spec)
         t0 = time.perf_counter()
         stem, path = None, "stem"
         while self._stems:
@@ -318,7 +287,7 @@ class DockerBackend(Backend):
             if path == "stem":
                 await asyncio.to_thread(self._prepare_paused, stem, spec)
             t_ready = time.perf_counter()
-            await asyncio.to_thread(_link_tree, Path(spec.bundle_dir), stem.root / "model")
+            await asyncio.to_thread(link_tree, Path(spec.bundle_dir), stem.root / "model")
             sb = DockerSandbox(spec, self.listeners, self, stem)
             self._by_container[stem.container.id] = sb
             reply = await self._assign(sb, stem, spec)
@@ -337,7 +306,7 @@ class DockerBackend(Backend):
         sb._move(State.IDLE)
         return sb
 
-    async def _assign(self, sb: "DockerSandbox", stem: _Stem, spec: SandboxSpec) -> dict:
+    async def _assign(self, sb: "DockerSandbox", stem: Stem, spec: SandboxSpec) -> dict:
         """Hand the stem its model; its ``ready`` reply, or a StartError saying why not."""
         setup = {"op": "assign", "bundle": MODEL_DIR, "kind": spec.bundle_kind, "env": dict(spec.env, TMPDIR="/tmp")}
         try:
@@ -356,71 +325,7 @@ class DockerBackend(Backend):
                              f"the model failed to load: {reply.get('message', '')}")
         return reply
 
-    async def _start_container_server(self, spec: SandboxSpec) -> Sandbox:
-        """A SageMaker-contract image: ``serve``, /ping and /invocations on 8080, reached through a
-        relay in its own network namespace."""
-        from runtime.docker.byoc import SAGEMAKER_ENV, ContainerServerSandbox, Relay, wait_ready
-
-        t0 = time.perf_counter()
-        sid = uuid.uuid4().hex[:12]
-        root = Path(self.config.work_dir) / f"c-{sid}"
-        cfg, mb = self.config, spec.memory_mb
-        container = None
-        try:
-            (root / "model").mkdir(parents=True, exist_ok=True)
-            if spec.bundle_dir:
-                await asyncio.to_thread(_link_tree, Path(spec.bundle_dir), root / "model")
-            container = await asyncio.to_thread(
-                self.client.containers.run, spec.image, ["serve"], name=f"slimserve-{cfg.instance}-{sid}",
-                detach=True, network_mode="none", mem_limit=f"{mb}m", memswap_limit=f"{mb}m",
-                **({"user": cfg.byoc_user} if cfg.byoc_user else {}),
-                cpu_shares=max(2, cfg.cpu_shares_per_gb * mb // 1024), pids_limit=cfg.pids_limit,
-                tmpfs={"/tmp": f"size={cfg.tmp_mb}m,mode=1777"}, cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                volumes={str(root / "model"): {"bind": MODEL_DIR, "mode": "ro"}},
-                labels={LABEL: cfg.instance, "slimserve.role": "container-server"},
-                environment=dict(SAGEMAKER_ENV, **spec.env))
-            await asyncio.to_thread(container.reload)
-            pid = container.attrs["State"]["Pid"]
-        except BaseException as exc:
-            if container is not None:
-                await self.remove(container, root)
-            else:
-                await asyncio.to_thread(shutil.rmtree, root, True)
-            if not isinstance(exc, Exception) or isinstance(exc, asyncio.CancelledError):
-                raise
-            raise StartError(SPAWN_FAILED, f"the Docker engine could not start image {spec.image}: {exc}") from None
-        relay = Relay(pid)
-        sb = ContainerServerSandbox(spec, self.listeners, self, container, root, relay)
-        self._by_container[container.id] = sb
-
-        async def alive() -> bool:
-            return not sb.exited.done()
-        try:
-            await wait_ready(relay, cfg.start_timeout_s, alive)
-        except BaseException as exc:
-            if not isinstance(exc, (RuntimeError, TimeoutError, OSError, http.client.HTTPException)):
-                await sb.destroy("start cancelled")
-                raise
-            state = await self.container_state(container)
-            logs = ""
-            try:
-                logs = (await asyncio.to_thread(container.logs, tail=20)).decode(errors="replace").strip()[-800:]
-            except Exception:  # noqa: BLE001 - removed already
-                pass
-            oom = sb.oom_killed or state.get("OOMKilled")
-            await sb.destroy("did not become ready")
-            if oom:
-                raise StartError(OUT_OF_MEMORY, oom_message(mb, while_loading=True)) from None
-            raise StartError(LOAD_FAILED, f"{exc}; container log: {logs}" if logs else str(exc)) from None
-        sb.facts = StartFacts(pid=pid, container=container.short_id, path="container",
-                              start_ms=round((time.perf_counter() - t0) * 1000.0, 3),
-                              protections={"applied": ["container", "memory+swap limit", "network none (relay)",
-                                                       "no capabilities", "pids limit"], "missing": {}})
-        sb._move(State.IDLE)
-        return sb
-
-    def _prepare_paused(self, stem: _Stem, spec: SandboxSpec) -> None:
+    def _prepare_paused(self, stem: Stem, spec: SandboxSpec) -> None:
         """Give a paused stem its tier (memory = swap, CPU shares) and wake it."""
         mb = spec.memory_mb
         stem.container.update(mem_limit=f"{mb}m", memswap_limit=f"{mb}m",
@@ -470,24 +375,3 @@ class DockerBackend(Backend):
             await asyncio.to_thread(self.remove_orphans)
         except Exception as exc:  # noqa: BLE001 - the engine is away: the next start sweeps
             log.warning("could not sweep containers at stop: %s", exc)
-
-
-def _link_tree(src: Path, dest: Path) -> None:
-    """Put the bundle into the container's model directory: hard links (no copy) where the
-    two share a filesystem, copies where they do not."""
-    for root, dirs, files in os.walk(src):
-        rel = Path(root).relative_to(src)
-        (dest / rel).mkdir(parents=True, exist_ok=True)
-        for f in files:
-            s, d = Path(root) / f, dest / rel / f
-            try:
-                os.link(s, d)
-            except OSError:
-                shutil.copy2(s, d)
-        for d in dirs:
-            (dest / rel / d).mkdir(exist_ok=True)
-    for path in [dest, *dest.rglob("*")]:           # readable by the sandbox user
-        try:
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
-        except OSError:
-            pass

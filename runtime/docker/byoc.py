@@ -14,11 +14,29 @@ import asyncio
 import ctypes
 import http.client
 import os
+import shutil
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from runtime.docker.container_life import ContainerLife
-from runtime.sandbox import MODEL_RAISED, TIMEOUT, InvokeRequest, InvokeResult, Sandbox, State
+from runtime.docker.sandbox import LABEL, MODEL_DIR, link_tree
+from runtime.sandbox import (
+    LOAD_FAILED,
+    MODEL_RAISED,
+    OUT_OF_MEMORY,
+    SPAWN_FAILED,
+    TIMEOUT,
+    InvokeRequest,
+    InvokeResult,
+    Sandbox,
+    SandboxSpec,
+    StartError,
+    StartFacts,
+    State,
+    oom_message,
+)
 
 CLONE_NEWNET = 0x40000000
 PORT = 8080
@@ -126,3 +144,66 @@ class ContainerServerSandbox(ContainerLife, Sandbox):
         self.relay.close()
         await self.backend.remove(self.container, self.root)
         self._mark_dead(reason)
+
+
+async def start_container_server(backend, spec: SandboxSpec) -> Sandbox:
+    """A SageMaker-contract image: ``serve``, /ping and /invocations on 8080, reached through a
+    relay in its own network namespace."""
+    t0 = time.perf_counter()
+    sid = uuid.uuid4().hex[:12]
+    root = Path(backend.config.work_dir) / f"c-{sid}"
+    cfg, mb = backend.config, spec.memory_mb
+    container = None
+    try:
+        (root / "model").mkdir(parents=True, exist_ok=True)
+        if spec.bundle_dir:
+            await asyncio.to_thread(link_tree, Path(spec.bundle_dir), root / "model")
+        container = await asyncio.to_thread(
+            backend.client.containers.run, spec.image, ["serve"], name=f"slimserve-{cfg.instance}-{sid}",
+            detach=True, network_mode="none", mem_limit=f"{mb}m", memswap_limit=f"{mb}m",
+            **({"user": cfg.byoc_user} if cfg.byoc_user else {}),
+            cpu_shares=max(2, cfg.cpu_shares_per_gb * mb // 1024), pids_limit=cfg.pids_limit,
+            tmpfs={"/tmp": f"size={cfg.tmp_mb}m,mode=1777"}, cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            volumes={str(root / "model"): {"bind": MODEL_DIR, "mode": "ro"}},
+            labels={LABEL: cfg.instance, "slimserve.role": "container-server"},
+            environment=dict(SAGEMAKER_ENV, **spec.env))
+        await asyncio.to_thread(container.reload)
+        pid = container.attrs["State"]["Pid"]
+    except BaseException as exc:
+        if container is not None:
+            await backend.remove(container, root)
+        else:
+            await asyncio.to_thread(shutil.rmtree, root, True)
+        if not isinstance(exc, Exception) or isinstance(exc, asyncio.CancelledError):
+            raise
+        raise StartError(SPAWN_FAILED, f"the Docker engine could not start image {spec.image}: {exc}") from None
+    relay = Relay(pid)
+    sb = ContainerServerSandbox(spec, backend.listeners, backend, container, root, relay)
+    backend._by_container[container.id] = sb
+
+    async def alive() -> bool:
+        return not sb.exited.done()
+    try:
+        await wait_ready(relay, cfg.start_timeout_s, alive)
+    except BaseException as exc:
+        if not isinstance(exc, (RuntimeError, TimeoutError, OSError, http.client.HTTPException)):
+            await sb.destroy("start cancelled")
+            raise
+        state = await backend.container_state(container)
+        logs = ""
+        try:
+            logs = (await asyncio.to_thread(container.logs, tail=20)).decode(errors="replace").strip()[-800:]
+        except Exception:  # noqa: BLE001 - removed already
+            pass
+        oom = sb.oom_killed or state.get("OOMKilled")
+        await sb.destroy("did not become ready")
+        if oom:
+            raise StartError(OUT_OF_MEMORY, oom_message(mb, while_loading=True)) from None
+        raise StartError(LOAD_FAILED, f"{exc}; container log: {logs}" if logs else str(exc)) from None
+    sb.facts = StartFacts(pid=pid, container=container.short_id, path="container",
+                          start_ms=round((time.perf_counter() - t0) * 1000.0, 3),
+                          protections={"applied": ["container", "memory+swap limit", "network none (relay)",
+                                                   "no capabilities", "pids limit"], "missing": {}})
+    sb._move(State.IDLE)
+    return sb
