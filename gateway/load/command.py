@@ -49,6 +49,7 @@ from pathlib import Path
 
 from gateway.clock import Clock
 from gateway.load import report as loadreport
+from gateway.load import report_html
 from gateway.load.driver import (
     DEFAULT_BODY,
     GatewayUnreachable,
@@ -388,7 +389,7 @@ def run_from_args(args) -> int:
         print(loadreport.format_text(doc))
     if args.out:
         try:
-            paths = loadreport.write(doc, Path(args.out))
+            paths = report_html.write(doc, Path(args.out))
         except OSError as exc:
             print(f"slimserve load: cannot write the report: {exc}", file=sys.stderr)
             return 1

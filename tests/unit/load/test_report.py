@@ -9,6 +9,8 @@ import pytest
 
 from gateway.load import command as loadtest
 from gateway.load import report as loadreport
+from gateway.load import report_html
+from gateway.reportkit.html import linear_ticks, log_ticks
 
 
 def synthetic_doc(endpoint="ep"):
@@ -97,7 +99,7 @@ def test_html_is_self_contained_and_escapes_user_strings(tmp_path):
     evil = '<script>alert(1)</script>"><img src="https://evil.example/x.png">'
     doc = synthetic_doc(endpoint=evil)
     doc["summary"]["errors_by_kind"]['<a href="http://x">k</a>'] = 1
-    page = loadreport.render_html(doc)
+    page = report_html.render_html(doc)
     assert page.startswith("<!DOCTYPE html>")
     assert page.count("<svg") == 3 and page.count("</svg>") == 3
     assert "<script" not in page.lower() and "<img" not in page.lower() and "<a " not in page
@@ -107,11 +109,11 @@ def test_html_is_self_contained_and_escapes_user_strings(tmp_path):
     checker = TagBalance()
     checker.feed(page)
     assert checker.errors == [] and checker.stack == [] and checker.refs == []
-    paths = loadreport.write(doc, tmp_path / "out")
+    paths = report_html.write(doc, tmp_path / "out")
     assert [p.name for p in paths] == ["load.json", "report.html"]
     again = json.loads(paths[0].read_text())
     assert again["summary"] == json.loads(json.dumps(doc["summary"]))
-    assert loadreport.render_html(again) == paths[1].read_text()
+    assert report_html.render_html(again) == paths[1].read_text()
 
 
 def html_escaped(s):
@@ -121,10 +123,10 @@ def html_escaped(s):
 
 
 def test_chart_ticks_are_round():
-    assert loadreport.linear_ticks(47) == [0, 10, 20, 30, 40, 50]
-    assert loadreport.linear_ticks(0) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
-    assert loadreport.log_ticks(3, 800) == [1, 10, 100, 1000]
-    assert loadreport.log_ticks(12, 300) == [10, 20, 50, 100, 200, 500, 1000]
+    assert linear_ticks(47) == [0, 10, 20, 30, 40, 50]
+    assert linear_ticks(0) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert log_ticks(3, 800) == [1, 10, 100, 1000]
+    assert log_ticks(12, 300) == [10, 20, 50, 100, 200, 500, 1000]
 
 
 # --- against a real gateway ---------------------------------------------------------------------------------
