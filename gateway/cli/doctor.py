@@ -1,7 +1,7 @@
 """``slimserve doctor``: which sandbox protections are in force here, and why not.
 
 A running gateway answers from what its backend probed at start (each mechanism
-tried for real in a throwaway child: ``runtime.process.jail.probe``); without one, the
+tried for real in a throwaway child: ``runtime.process.probe``); without one, the
 CLI makes a backend and has it probe here, so the answer is true for this
 machine and this user.
 """

@@ -1,6 +1,6 @@
 """The embedded default backend: one OS process per sandbox.
 
-Protections, strongest available first (probed at start: ``runtime.process.jail.probe``):
+Protections, strongest available first (probed at start: ``runtime.process.probe``):
   * identity: a uid of its own per sandbox (per model zygote for the replicas it
     forks, which then get user + PID namespaces of their own), no groups, no
     capabilities, no_new_privs, not dumpable; a seccomp filter;
@@ -102,7 +102,7 @@ class ProcessBackend(Backend):
         self._background: list[asyncio.Task] = []
         self.subreaper = False
         self.uids = UidPool(*(config.uid_range or default_range(config.instance)))
-        self.confinement: dict = {}           # what runtime.process.jail.probe found this host allows
+        self.confinement: dict = {}           # what runtime.process.probe found this host allows
         self.binds = jail.default_binds(config.extra_binds)
         zcfg = config.zygotes or ZygoteConfig(enabled=False)
         self.zygotes = ZygoteSet(replace(zcfg, env=self._base_env(), cgroups=self.cgroup_support.to_args(),

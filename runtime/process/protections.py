@@ -14,10 +14,10 @@ log = logging.getLogger("slimserve.process")
 
 
 async def probe(python: str, scratch: Path, last_uid: int, env: dict) -> dict:
-    """Try each confinement in throwaway children (``runtime.process.jail`` as a program):
+    """Try each confinement in throwaway children (``runtime.process.probe``):
     {name: {"ok": bool, "detail": str}} for network, view, uid, seccomp and replicas."""
     proc = await asyncio.create_subprocess_exec(
-        python, "-m", "runtime.process.jail", str(scratch), str(last_uid),
+        python, "-m", "runtime.process.probe", str(scratch), str(last_uid),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
     out, err = await proc.communicate()
     await asyncio.to_thread(shutil.rmtree, scratch, True)
