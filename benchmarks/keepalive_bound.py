@@ -47,8 +47,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.pools.policy import LEVELS, FixedKeepAlive, Plan, Traffic, parse  # noqa: E402
+from gateway.pools.policy import FixedKeepAlive, Plan, parse  # noqa: E402
 from gateway.pools.simulate import read_trace, simulate  # noqa: E402
+from gateway.pools.traffic import LEVELS, Traffic  # noqa: E402
 from gateway.reportkit.stats import percentile  # noqa: E402
 
 GOAL = {"cold": 0.50, "p75": 0.50, "idle": 0.70}

@@ -6,13 +6,7 @@ policy for a ``Plan``: keep the sandbox until ``expire_at``, or let it go now
 and have one warm again between ``prewarm_at`` and ``prewarm_until``.  The same
 code runs live and in ``slimserve simulate``.  All times are seconds.
 
-Levels.  When the number of in-flight requests drops from L to L-1, a sandbox
-goes idle "at level L"; it is needed again when demand next reaches L.  The
-time between the two is that level's *idle time* (IT).  Level 1 is the classic
-idle time of a function (last request done -> next request); higher levels are
-the extra sandboxes a burst or a daily peak needs.  ITs are properties of the
-demand, not of the policy, so they can be learned while any policy runs.
-Each level keeps its last ``SAMPLES`` ITs: bounded state per endpoint.
+What the policies learn from is ``gateway.pools.traffic.Traffic`` (per-level idle times).
 
 Policies:
   ``none``        reap at once: every request after a gap is a cold start.
@@ -38,27 +32,9 @@ Policies:
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
-from itertools import pairwise
 
-LEVELS = 8          # levels tracked separately; deeper ones share the last
-SAMPLES = 16        # most recent idle times remembered per level (periodicity)
-BINS_PER_DECADE = 10
-HIST_MIN_S = 0.1
-HIST_BINS = 68      # 0.1 s .. about a week, ratio 10^(1/10) a bin; longer ITs fall in the last
-HIST_HALF_LIFE_S = 3600.0  # an idle time observed this long ago counts half as much
-EPISODE_GAP_S = 60.0      # idle longer than this ends an episode of activity
-EPISODES = 8              # episodes remembered (peak concurrency, duration)
-RECENT_ARRIVALS = 64      # arrival times remembered, for the panic window
-_EDGES = [HIST_MIN_S * 10 ** (i / BINS_PER_DECADE) for i in range(HIST_BINS + 1)]
-_MIDS = [math.sqrt(a * b) for a, b in pairwise(_EDGES)]
-
-
-def _bin(it: float) -> int:
-    if it <= HIST_MIN_S:
-        return 0
-    return min(HIST_BINS - 1, int(math.log10(it / HIST_MIN_S) * BINS_PER_DECADE))
+from gateway.pools.traffic import _EDGES, _MIDS, EPISODE_GAP_S, LEVELS, Traffic
 
 
 @dataclass(frozen=True)
@@ -68,81 +44,6 @@ class Plan:
     expire_at: float                      # reap it then (== now: at once)
     prewarm_at: float | None = None       # have one warm again from then ...
     prewarm_until: float | None = None    # ... until then (unless a request takes it)
-
-
-class Traffic:
-    """Bounded record of one endpoint's demand: in-flight count and per-level idle times."""
-
-    __slots__ = ("in_flight", "its", "hist", "weight", "drops", "arrivals", "last_arrival", "fresh",
-                 "app_drop", "memo", "episode_start", "episode_peak", "peaks", "durations", "new_episode",
-                 "memory_gb", "recent", "name")
-
-    def __init__(self, memory_mb: int = 1024, name: str = "") -> None:
-        self.name = name                          # the endpoint's, for diagnostics and offline analysis
-        self.memory_gb = memory_mb / 1024.0
-        self.in_flight = 0
-        self.its = [deque(maxlen=SAMPLES) for _ in range(LEVELS + 1)]   # index = level (0 unused)
-        self.hist: list[list[float] | None] = [None] * (LEVELS + 1)      # decayed long-term IT histograms
-        self.weight = [0.0] * (LEVELS + 1)        # per slot: the time at which a new IT weighs 1
-        self.episode_start: float | None = None
-        self.episode_peak = 0
-        self.peaks: deque[int] = deque(maxlen=EPISODES)
-        self.durations: deque[float] = deque(maxlen=EPISODES)
-        self.new_episode = False
-        self.recent: deque[float] = deque(maxlen=RECENT_ARRIVALS)   # arrival times, for rate spikes
-        self.drops: dict[int, float] = {}         # level -> when demand last fell below it
-        self.arrivals = 0
-        self.last_arrival: float | None = None
-        self.fresh = [0] * (LEVELS + 1)           # ITs added per level since a policy last looked
-        self.app_drop: float | None = None
-        self.memo: dict = {}                      # a policy's own small derived state (cached choices)
-
-    def arrive(self, t: float) -> None:
-        self.new_episode = self.in_flight == 0 and (self.app_drop is None or t - self.app_drop >= EPISODE_GAP_S)
-        if self.new_episode:
-            if self.episode_start is not None:
-                self.peaks.append(self.episode_peak)
-                self.durations.append(self.app_drop - self.episode_start)
-            self.episode_start, self.episode_peak = t, 0
-        self.in_flight += 1
-        self.recent.append(t)
-        self.episode_peak = max(self.episode_peak, self.in_flight)
-        level = self.in_flight
-        self.arrivals += 1
-        self.last_arrival = t
-        dropped = self.drops.pop(level, None)
-        if dropped is not None:
-            self._observe(min(level, LEVELS), t - dropped, t)
-
-    def _observe(self, slot: int, it: float, t: float) -> None:
-        """Add an IT to the slot's histogram.  Older ITs count less by *time* (half-life
-        HIST_HALF_LIFE_S): new ones are added with a weight that grows with the clock, and
-        the histogram is renormalised now and then, so a quiet night soon outweighs the
-        busy day before it, however few its observations."""
-        self.its[slot].append(it)
-        self.fresh[slot] += 1
-        h = self.hist[slot]
-        if h is None:
-            h = self.hist[slot] = [0.0] * HIST_BINS
-            self.weight[slot] = t                     # reference time of weight 1
-        w = 2.0 ** ((t - self.weight[slot]) / HIST_HALF_LIFE_S)
-        if w > 1e6:
-            h[:] = [v / w for v in h]
-            self.weight[slot] = t
-            w = 1.0
-        h[_bin(it)] += w
-
-    def depart(self, t: float) -> int:
-        """A request finished; returns the level its sandbox goes idle at."""
-        level = self.in_flight
-        self.in_flight = max(0, self.in_flight - 1)
-        self.drops[level] = t
-        if self.in_flight == 0:
-            self.app_drop = t
-        return level
-
-    def level_its(self, level: int) -> deque:
-        return self.its[min(level, LEVELS)]
 
 
 class _NoScaleOut:

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 from gateway.domain import VariantSpec
 from gateway.errors import NotReady, Throttled
 from gateway.pools.admission import Candidate
-from gateway.pools.policy import IdleSandbox, Plan, Traffic
+from gateway.pools.policy import IdleSandbox, Plan
+from gateway.pools.traffic import Traffic
 from runtime.sandbox import EXITED, InvokeRequest, Sandbox, SandboxSpec, StartError, State
 
 log = logging.getLogger("slimserve.pools")

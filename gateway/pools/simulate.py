@@ -27,7 +27,8 @@ import io
 import time
 from pathlib import Path
 
-from gateway.pools.policy import Traffic, parse
+from gateway.pools.policy import parse
+from gateway.pools.traffic import Traffic
 from gateway.reportkit.stats import percentile
 
 ARRIVE, END, EXPIRE, PREWARM, READY = range(5)

@@ -44,13 +44,8 @@ from runtime.process.sandbox import ProcessSandbox, verified_replica_protections
 from runtime.process.stems import replica_cgroup
 from runtime.process.templates import make_template
 from runtime.process.uids import UidPool, UidsExhausted, default_range
-from runtime.process.zygotes import (
-    AdoptedProcess,
-    ZygoteConfig,
-    ZygoteSet,
-    ZygoteUnavailable,
-    become_subreaper,
-)
+from runtime.process.zygote_handle import AdoptedProcess, ZygoteUnavailable, become_subreaper
+from runtime.process.zygotes import ZygoteConfig, ZygoteSet
 from runtime.sandbox import (
     EXITED,
     LOAD_FAILED,

@@ -8,7 +8,7 @@ import os
 
 from runtime.process import cgroups
 from runtime.process.sandbox import proc_status
-from runtime.process.zygotes import ZygoteHandle, ZygoteUnavailable
+from runtime.process.zygote_handle import ZygoteHandle, ZygoteUnavailable
 
 
 def check_stem(zygote: ZygoteHandle, pid) -> None:

@@ -15,7 +15,7 @@ from runtime import protocol
 from runtime.process import cgroups
 from runtime.process.logpipe import LogPipe
 from runtime.process.stems import prepare_stem
-from runtime.process.zygotes import AdoptedProcess, ZygoteHandle, ZygoteUnavailable
+from runtime.process.zygote_handle import AdoptedProcess, ZygoteHandle, ZygoteUnavailable
 from runtime.sandbox import SandboxSpec, StartError
 
 log = logging.getLogger("slimserve.process")

@@ -254,7 +254,8 @@ def test_a_model_zygote_asked_for_a_fork_is_not_closed_and_closing_one_frees_its
     import socket
     import sys
 
-    from runtime.process.zygotes import ZygoteConfig, ZygoteHandle, ZygoteSet, ZygoteUnavailable
+    from runtime.process.zygote_handle import ZygoteHandle, ZygoteUnavailable
+    from runtime.process.zygotes import ZygoteConfig, ZygoteSet
 
     async def scenario():
         zs = ZygoteSet(ZygoteConfig(max_models=0))            # a limit that closes every model zygote

@@ -7,8 +7,9 @@ import sys
 import pytest
 
 from benchmarks import tracegen
-from gateway.pools import policy, simulate
-from gateway.pools.policy import AdaptivePolicy, FixedKeepAlive, HistogramPolicy, NoKeepAlive, Traffic
+from gateway.pools import policy, simulate, traffic
+from gateway.pools.policy import AdaptivePolicy, FixedKeepAlive, HistogramPolicy, NoKeepAlive
+from gateway.pools.traffic import Traffic
 from tests.helpers import ROOT
 
 
@@ -87,12 +88,12 @@ def test_histogram_policy_prewarms_once_its_histogram_is_representative():
 
 
 def test_adaptive_keep_alive_trades_idle_against_harm():
-    hist = [0.0] * policy.HIST_BINS
-    hist[policy._bin(5.0)] = 100.0
+    hist = [0.0] * traffic.HIST_BINS
+    hist[traffic._bin(5.0)] = 100.0
     k = AdaptivePolicy.keep_alive(hist, harm_s=100.0)
     assert 5.0 <= k <= 7.0               # just past the idle times it keeps seeing
-    hist = [0.0] * policy.HIST_BINS
-    hist[policy._bin(1000.0)] = 100.0
+    hist = [0.0] * traffic.HIST_BINS
+    hist[traffic._bin(1000.0)] = 100.0
     assert AdaptivePolicy.keep_alive(hist, harm_s=10.0) == 0.0    # a cold start is cheaper than waiting
     assert AdaptivePolicy.keep_alive(None, harm_s=42.0) == 42.0   # nothing known: break even
 
@@ -133,9 +134,9 @@ def test_state_per_endpoint_stays_bounded():
     for i in range(20000):
         t.arrive(i * 0.5)
         t.depart(i * 0.5 + 0.1 * (i % 7))
-    assert all(len(d) <= policy.SAMPLES for d in t.its)
-    assert len(t.recent) <= policy.RECENT_ARRIVALS and len(t.peaks) <= policy.EPISODES
-    assert len(t.drops) <= policy.LEVELS + 2
+    assert all(len(d) <= traffic.SAMPLES for d in t.its)
+    assert len(t.recent) <= traffic.RECENT_ARRIVALS and len(t.peaks) <= traffic.EPISODES
+    assert len(t.drops) <= traffic.LEVELS + 2
 
 
 def test_adaptive_dominates_fixed_keep_alives_on_a_generated_trace(tmp_path):
