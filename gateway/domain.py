@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from gateway.config import DEFAULT_MAX_CONCURRENCY, DEFAULT_VARIANT, MAX_CONCURRENCY_RANGE, MEMORY_TIERS_MB
 from gateway.errors import Invalid
+from runtime.sandbox import SandboxSpec
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")   # SageMaker's EndpointName pattern
 TAG_KEY_RE = re.compile(r"^[\w.:/=+\-@ ]{1,128}$")
@@ -27,6 +28,21 @@ class VariantSpec:
     instance_type: str | None = None             # a real-time variant: this many always-on sandboxes ...
     model_name: str | None = None                # the SageMaker model it serves, when deployed through that API
     image: str | None = None                     # docker backend: the model's own SageMaker-contract image
+
+    # What a sandbox is made of: variants equal in these can share sandboxes.
+    SANDBOX_FIELDS = ("memory_mb", "bundle_dir", "bundle_kind", "bundle_version", "env", "network_isolation", "image")
+
+    def sandbox_spec(self, sandbox_id: str, endpoint: str, log_path: str, *, sample=None,
+                     check_only: bool = False) -> SandboxSpec:
+        """What a backend needs to start one sandbox of this variant."""
+        return SandboxSpec(sandbox_id=sandbox_id, endpoint=endpoint, variant=self.name, memory_mb=self.memory_mb,
+                           bundle_dir=self.bundle_dir, bundle_kind=self.bundle_kind, log_path=log_path,
+                           env=dict(self.env), network_isolation=self.network_isolation, image=self.image,
+                           sample=sample, check_only=check_only)
+
+    def same_sandboxes(self, other: "VariantSpec") -> bool:
+        """Whether sandboxes started for this variant can serve ``other`` unchanged."""
+        return all(getattr(self, f) == getattr(other, f) for f in self.SANDBOX_FIELDS)
 
     def validate(self) -> None:
         if self.instance_type is not None:

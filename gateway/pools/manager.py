@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from pathlib import Path
 
 from gateway.clock import Clock
 from gateway.domain import VariantSpec
+from gateway.errors import Throttled
 from gateway.pools.admission import HostBudget, choose_evictions
 from gateway.pools.pool import Admission, VariantPool
 from runtime.sandbox import Backend, Sandbox
@@ -57,7 +59,7 @@ class PoolManager:
         pool = self.owner.pop(sb.id, None)
         if pool is not None:
             pool.forget(sb)
-            if pool in self.retired and not pool.live and not pool.starting:
+            if pool in self.retired and pool.empty:
                 self.retired.discard(pool)
 
     def pool(self, endpoint: str, variant: str) -> VariantPool | None:
@@ -79,7 +81,7 @@ class PoolManager:
                 self.on_provisioned((endpoint, name), spec.provisioned, spec.memory_mb)
             admission = old.admission if old is not None else Admission(spec.max_concurrency)
             admission.max_concurrency = spec.max_concurrency
-            if old is not None and _same_sandboxes(old.spec, spec):
+            if old is not None and old.spec.same_sandboxes(spec):
                 old.spec = spec            # only counts or weights changed: keep the warm sandboxes
                 continue
             self.current[(endpoint, name)] = VariantPool(self, endpoint, spec, admission)
@@ -97,7 +99,7 @@ class PoolManager:
         await pool.drain()
         if not any(p.spec.bundle_dir == pool.spec.bundle_dir for p in self.current.values()):
             await self.backend.release_bundle(pool.spec.bundle_dir)
-        if not pool.live and not pool.starting:
+        if pool.empty:
             self.retired.discard(pool)
 
     async def make_room(self, requester: str, key: str, mb: int, speculative: bool = False) -> bool:
@@ -112,7 +114,7 @@ class PoolManager:
                 return True
             # Memory already on its way back (pools being drained after an update or delete) is
             # waited for, briefly; anything else is full, and the caller throttles at once.
-            freeing = sum(p.spec.memory_mb * len(p.live) for p in self.retired)
+            freeing = sum(p.held_mb() for p in self.retired)
             left = deadline - self.clock.now()
             if left <= 0 or self.budget.free_mb + freeing < mb:
                 return False
@@ -141,6 +143,19 @@ class PoolManager:
             await sb.destroy("evicted for host memory")
         return ok
 
+    async def trial_load(self, endpoint: str, variant: VariantSpec) -> None:
+        """Load ``variant``'s bundle once in a real sandbox at its tier, then stop it (a deploy's
+        check).  Raises the backend's StartError, or Throttled when the budget has no room now."""
+        sid = f"sb-check-{uuid.uuid4().hex[:8]}"
+        if not await self.make_room(endpoint, sid, variant.memory_mb):
+            raise Throttled(f"the host memory budget has no room to check a {variant.memory_mb} MB bundle now")
+        try:
+            sb = await self.backend.start(variant.sandbox_spec(sid, endpoint, str(self.log_path(endpoint)),
+                                                               check_only=True))
+        finally:
+            self.budget.release(sid)
+        await sb.destroy("bundle check done")
+
     async def close(self) -> None:
         for pool in list(self.current.values()) + list(self.retired):
             await pool.close()
@@ -150,8 +165,3 @@ class PoolManager:
     def snapshot(self) -> list[dict]:
         return [p.snapshot() for p in self.current.values()] + [p.snapshot() for p in self.retired]
 
-
-def _same_sandboxes(a: VariantSpec, b: VariantSpec) -> bool:
-    """Whether sandboxes started for ``a`` can serve ``b`` unchanged."""
-    return (a.memory_mb, a.bundle_dir, a.bundle_kind, a.bundle_version, a.env, a.network_isolation, a.image) == (
-        b.memory_mb, b.bundle_dir, b.bundle_kind, b.bundle_version, b.env, b.network_isolation, b.image)

@@ -24,7 +24,7 @@ from gateway.errors import NotReady, Throttled
 from gateway.pools.admission import Candidate
 from gateway.pools.policy import IdleSandbox, Plan
 from gateway.pools.traffic import Traffic
-from runtime.sandbox import EXITED, InvokeRequest, Sandbox, SandboxSpec, StartError, State
+from runtime.sandbox import EXITED, InvokeRequest, Sandbox, StartError, State
 
 log = logging.getLogger("slimserve.pools")
 
@@ -40,6 +40,15 @@ class Admission:
     def __init__(self, max_concurrency: int):
         self.max_concurrency = max_concurrency
         self.in_flight = 0
+
+
+@dataclass(eq=False)
+class Slot:
+    """One live sandbox as its pool keeps it."""
+    sandbox: Sandbox
+    last_used: float = 0.0
+    idle_since: float | None = None      # while idle: since when (its idle time is booked from then)
+    expire_at: float | None = None       # while idle: when the policy lets it go
 
 
 @dataclass
@@ -58,11 +67,8 @@ class VariantPool:
         self.endpoint = endpoint
         self.spec = spec
         self.admission = admission
-        self.idle: list[Sandbox] = []             # most recently used last
-        self.idle_since: dict[str, float] = {}
-        self.expire_at: dict[str, float] = {}     # idle sandbox -> when the policy lets it go
-        self.last_used: dict[str, float] = {}
-        self.live: dict[str, Sandbox] = {}
+        self.slots: dict[str, Slot] = {}          # every live sandbox, by id
+        self.idle: list[Slot] = []                # the idle ones, most recently used last
         self.starting = 0
         self.traffic = Traffic(spec.memory_mb, f"{endpoint}/{spec.name}")   # what the policy learns from
         self.prewarm_windows: list[tuple[float, float]] = []   # (from, until): one sandbox warm then
@@ -77,8 +83,30 @@ class VariantPool:
     def key(self) -> tuple[str, str]:
         return (self.endpoint, self.spec.name)
 
+    @property
+    def live_count(self) -> int:
+        return len(self.slots)
+
+    @property
+    def empty(self) -> bool:
+        """No sandbox is alive or on its way."""
+        return not self.slots and not self.starting
+
+    def held_mb(self) -> int:
+        return self.spec.memory_mb * len(self.slots)
+
+    def idle_sandboxes(self) -> list[Sandbox]:
+        return [slot.sandbox for slot in self.idle]
+
     def idle_view(self) -> list[IdleSandbox]:
-        return [IdleSandbox(sb.id, self.expire_at.get(sb.id, 0.0)) for sb in self.idle]
+        return [IdleSandbox(slot.sandbox.id, slot.expire_at or 0.0) for slot in self.idle]
+
+    def keep_floor(self) -> int:
+        """Start what the provisioned floor is missing (counting starts on their way); how many."""
+        missing = self.spec.provisioned - len(self.slots) - self.starting
+        if missing > 0:
+            self.prewarm(missing)
+        return max(0, missing)
 
     def due_prewarms(self, now: float) -> int:
         """Pre-warm windows that have opened: each wants one sandbox now (and is consumed)."""
@@ -103,18 +131,18 @@ class VariantPool:
         adm.in_flight += 1
         now = self.manager.clock.now()
         self.traffic.arrive(now)
-        alive = len(self.live) + self.starting
+        alive = len(self.slots) + self.starting
         extra, keep_s = self.manager.policy.scale_out(self.traffic, now, alive)
         extra = min(extra, adm.max_concurrency - alive - 1)     # never more sandboxes than can be used at once
         if extra > 0:
             self.prewarm(extra, now + keep_s)
         try:
             while self.idle:
-                sb = self.idle.pop()
-                self.idle_ended(sb.id, now)
-                self.expire_at.pop(sb.id, None)
-                if sb.state is State.IDLE:
-                    return Lease(sb, self, cold=False)
+                slot = self.idle.pop()
+                self.idle_ended(slot, now)
+                slot.expire_at = None
+                if slot.sandbox.state is State.IDLE:
+                    return Lease(slot.sandbox, self, cold=False)
             t0 = self.manager.clock.now()
             try:
                 sb = await self._start_sandbox(sample)
@@ -133,15 +161,17 @@ class VariantPool:
         self.admission.in_flight -= 1
         sb = lease.sandbox
         now = self.manager.clock.now()
-        self.last_used[sb.id] = now
+        slot = self.slots.get(sb.id)            # None: it died during the request and was forgotten
+        if slot is not None:
+            slot.last_used = now
         plan: Plan = self.manager.policy.plan(self.traffic, self.traffic.depart(now), now)
         if plan.prewarm_at is not None:
             self.prewarm_windows.append((plan.prewarm_at, plan.prewarm_until))
             del self.prewarm_windows[:-self.MAX_PREWARM_WINDOWS]      # bounded: the latest plans win
-        if sb.state is State.IDLE and not self.draining:
-            self.idle.append(sb)
-            self.idle_since[sb.id] = now
-            self.expire_at[sb.id] = plan.expire_at      # the scaler reaps it then (above the provisioned floor)
+        if slot is not None and sb.state is State.IDLE and not self.draining:
+            self.idle.append(slot)
+            slot.idle_since = now
+            slot.expire_at = plan.expire_at      # the scaler reaps it then (above the provisioned floor)
         elif sb.alive:
             await sb.destroy("pool drained")
 
@@ -159,13 +189,9 @@ class VariantPool:
             self._start_ended()
             raise
         mgr.rotate_log(self.endpoint)
-        spec = SandboxSpec(
-            sandbox_id=sid, endpoint=self.endpoint, variant=self.spec.name, memory_mb=self.spec.memory_mb,
-            bundle_dir=self.spec.bundle_dir, bundle_kind=self.spec.bundle_kind,
-            log_path=str(mgr.log_path(self.endpoint)), env=dict(self.spec.env),
-            network_isolation=self.spec.network_isolation, image=self.spec.image,
-            sample=sample if sample is not None and len(sample.body) <= MAX_SAMPLE_BYTES else None,
-        )
+        spec = self.spec.sandbox_spec(sid, self.endpoint, str(mgr.log_path(self.endpoint)),
+                                      sample=sample if sample is not None and len(sample.body) <= MAX_SAMPLE_BYTES
+                                      else None)
         mgr.owner[sid] = self
         try:
             sb = await mgr.backend.start(spec)
@@ -182,28 +208,28 @@ class VariantPool:
             self._start_ended()
         if not sb.alive:     # died between ready and here
             raise StartError(EXITED, sb.death_reason or "sandbox died after start")
-        self.live[sid] = sb
+        self.slots[sid] = Slot(sb)
         self.last_failure = None
         return sb
 
     def _start_ended(self) -> None:
         self.starting -= 1
         mgr = self.manager
-        if self in mgr.retired and not self.live and not self.starting:
+        if self in mgr.retired and self.empty:
             mgr.retired.discard(self)           # a retired pool whose last start was cancelled
 
     def _idle_share(self) -> float:
         """The part of this pool's idle time that is the warm pool's, not the provisioned floor's:
         of n idle sandboxes in a pool of ``live`` with a floor of f, (live - f) at most are spare."""
-        idle = len(self.idle_since)
-        spare = len(self.live) - self.spec.provisioned
+        idle = sum(1 for slot in self.slots.values() if slot.idle_since is not None)
+        spare = len(self.slots) - self.spec.provisioned
         return 0.0 if idle == 0 or spare <= 0 else min(1.0, spare / idle)
 
-    def idle_ended(self, sid: str, now: float | None = None, share: float | None = None) -> None:
+    def idle_ended(self, slot: Slot, now: float | None = None, share: float | None = None) -> None:
         """The sandbox stops being idle (taken, reaped, evicted, dead): book its idle time.
         Sandboxes that only hold the provisioned floor are the customer's, paid as provisioned time."""
         share = self._idle_share() if share is None else share
-        since = self.idle_since.pop(sid, None)
+        since, slot.idle_since = slot.idle_since, None
         meter = self.manager.idle_meter
         if since is not None and meter is not None and share > 0:
             now = self.manager.clock.now() if now is None else now
@@ -212,28 +238,29 @@ class VariantPool:
     def cut_idle(self, now: float) -> None:
         """Book idle time so far of sandboxes still idle (a checkpoint)."""
         share = self._idle_share()
-        for sid in list(self.idle_since):
-            self.idle_ended(sid, now, share)
-            self.idle_since[sid] = now
+        for slot in self.slots.values():
+            if slot.idle_since is not None:
+                self.idle_ended(slot, now, share)
+                slot.idle_since = now
 
     def forget(self, sb: Sandbox) -> None:
         """Called when a sandbox is destroyed, whoever destroyed it."""
-        self.idle_ended(sb.id)
-        self.live.pop(sb.id, None)
-        self.expire_at.pop(sb.id, None)
-        self.last_used.pop(sb.id, None)
-        if sb in self.idle:
-            self.idle.remove(sb)
+        slot = self.slots.pop(sb.id, None)
+        if slot is None:
+            return
+        self.idle_ended(slot)
+        if slot in self.idle:
+            self.idle.remove(slot)
 
     def take_idle(self, ids: list[str]) -> list[Sandbox]:
         """Remove these idle sandboxes from the pool so no request can take them."""
         wanted = set(ids)
-        taken = [sb for sb in self.idle if sb.id in wanted]
-        for sb in taken:
-            self.idle.remove(sb)
-            self.idle_ended(sb.id)
-            self.expire_at.pop(sb.id, None)
-        return taken
+        taken = [slot for slot in self.idle if slot.sandbox.id in wanted]
+        for slot in taken:
+            self.idle.remove(slot)
+            self.idle_ended(slot)
+            slot.expire_at = None
+        return [slot.sandbox for slot in taken]
 
     async def reap(self, ids: list[str], reason: str = "keep-alive expired") -> int:
         taken = self.take_idle(ids)
@@ -295,18 +322,19 @@ class VariantPool:
             self._park(sb, until)
 
     def _park(self, sb: Sandbox, until: float) -> None:
+        slot = self.slots.get(sb.id)
+        if slot is None:                        # died on its way here
+            return
         now = self.manager.clock.now()
-        self.idle.insert(0, sb)
-        self.idle_since[sb.id] = now
-        self.expire_at[sb.id] = until
-        self.last_used[sb.id] = now
+        self.idle.insert(0, slot)
+        slot.idle_since, slot.expire_at, slot.last_used = now, until, now
 
     def evictable(self) -> list[Candidate]:
         """Idle sandboxes beyond the provisioned floor, as eviction candidates."""
-        spare = max(0, len(self.live) - self.spec.provisioned)
-        by_age = sorted(self.idle, key=lambda sb: self.last_used.get(sb.id, 0.0))
-        return [Candidate(sb.id, self.endpoint, self.last_used.get(sb.id, 0.0), self.spec.memory_mb)
-                for sb in by_age[:spare]]
+        spare = max(0, len(self.slots) - self.spec.provisioned)
+        by_age = sorted(self.idle, key=lambda slot: slot.last_used)
+        return [Candidate(slot.sandbox.id, self.endpoint, slot.last_used, self.spec.memory_mb)
+                for slot in by_age[:spare]]
 
     async def drain(self) -> None:
         self.draining = True
@@ -318,23 +346,23 @@ class VariantPool:
                 fut.set_result(None)
         self.prewarms_open = 0
         idle, self.idle = self.idle, []
-        for sb in idle:
-            self.idle_ended(sb.id)
-        for sb in idle:
-            await sb.destroy("pool drained")
+        for slot in idle:
+            self.idle_ended(slot)
+        for slot in idle:
+            await slot.sandbox.destroy("pool drained")
 
     async def close(self) -> None:
         await self.drain()
-        for sb in list(self.live.values()):
-            await sb.destroy("gateway stopping")
+        for slot in list(self.slots.values()):
+            await slot.sandbox.destroy("gateway stopping")
 
     def snapshot(self) -> dict:
         states: dict[str, int] = {}
         sandboxes = []
         now = self.manager.clock.now()
-        for sb in self.live.values():
+        for slot in self.slots.values():
+            sb, expire = slot.sandbox, slot.expire_at
             states[sb.state.value] = states.get(sb.state.value, 0) + 1
-            expire = self.expire_at.get(sb.id)
             sandboxes.append({
                 "expires_in_s": None if expire is None else round(expire - now, 3),
                 "id": sb.id, "state": sb.state.value, "pid": sb.facts.pid,

@@ -76,15 +76,13 @@ class Scaler:
         for pool in self.manager.pools():
             if pool.draining:
                 continue
-            ids = select_reaps(pool.idle_view(), len(pool.live), pool.spec.provisioned, now)
+            ids = select_reaps(pool.idle_view(), pool.live_count, pool.spec.provisioned, now)
             if ids:
                 self.reaped += await pool.reap(ids)
-                if not pool.live and not pool.starting:    # the pool went cold: so does its model zygote
+                if pool.empty:    # the pool went cold: so does its model zygote
                     await self.manager.backend.release_bundle(pool.spec.bundle_dir)
             pool.due_prewarms(now)
-            missing = pool.spec.provisioned - len(pool.live) - pool.starting
-            if missing > 0:
-                pool.prewarm(missing)
+            pool.keep_floor()
         if now - self._last_checkpoint >= self.checkpoint_s:
             await self.checkpoint()
 

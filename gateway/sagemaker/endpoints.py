@@ -151,7 +151,7 @@ class Endpoints:
 
     def _summary(self, v: VariantSpec, endpoint: str) -> dict:
         pool = self.c.endpoints.manager.pool(endpoint, v.name)
-        live = len(pool.live) if pool is not None else 0
+        live = pool.live_count if pool is not None else 0
         out = {"VariantName": v.name, "CurrentWeight": float(v.weight), "DesiredWeight": float(v.weight)}
         image = self._image(v.model_name)
         if image:

@@ -10,17 +10,16 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 
 from gateway.config import Settings
 from gateway.domain import EndpointSpec, VariantSpec
-from gateway.errors import BundleRejected, Conflict, Invalid, NotFound
+from gateway.errors import BundleRejected, Conflict, Invalid, NotFound, Throttled
 from gateway.pools.manager import PoolManager
 from gateway.serving.bundles import install, install_artifacts, make_readable, unpack
 from gateway.store.sqlite import Store
-from runtime.sandbox import SandboxSpec, StartError
+from runtime.sandbox import StartError
 
 
 class EndpointService:
@@ -159,10 +158,7 @@ class EndpointService:
     async def _apply(self, spec: EndpointSpec) -> None:
         await self.manager.configure(spec.name, spec.variants)
         for v in spec.variants:
-            pool = self.manager.pool(spec.name, v.name)
-            missing = v.provisioned - len(pool.live) - pool.starting
-            if missing > 0:
-                pool.prewarm(missing)
+            self.manager.pool(spec.name, v.name).keep_floor()
 
     async def _install(self, name: str, upload: Path | None, variant: VariantSpec, copy: bool = False) -> VariantSpec:
         dest = self.settings.bundles_dir / name / f"v{variant.bundle_version}"
@@ -184,21 +180,12 @@ class EndpointService:
 
     async def _trial_load(self, name: str, variant: VariantSpec) -> None:
         """Load the bundle once in a real sandbox at its tier, then stop it."""
-        mgr = self.manager
-        sid = f"sb-check-{uuid.uuid4().hex[:8]}"
-        if not await mgr.make_room(name, sid, variant.memory_mb):
-            raise Invalid(f"the host memory budget has no room to check a {variant.memory_mb} MB bundle now")
-        spec = SandboxSpec(sandbox_id=sid, endpoint=name, variant=variant.name, memory_mb=variant.memory_mb,
-                           bundle_dir=variant.bundle_dir, bundle_kind=variant.bundle_kind,
-                           log_path=str(mgr.log_path(name)), env=dict(variant.env),
-                           network_isolation=variant.network_isolation, image=variant.image, check_only=True)
         try:
-            sb = await mgr.backend.start(spec)
+            await self.manager.trial_load(name, variant)
+        except Throttled as exc:
+            raise Invalid(exc.message) from None
         except StartError as exc:
             raise BundleRejected(exc.message) from None
-        finally:
-            mgr.budget.release(sid)
-        await sb.destroy("bundle check done")
 
     def _prune_bundles(self, spec: EndpointSpec, keep_also: set[str] = frozenset()) -> None:
         """Keep the bundles in use and the one before them (a retired pool may still start from it)."""

@@ -81,16 +81,16 @@ async def test_reaper_reaps_after_keep_alive_under_fake_clock(rig):
     await pool.release(lease)
     clock.advance(599)
     await scaler.tick()
-    assert len(pool.live) == 1
+    assert pool.live_count == 1
     lease = await pool.acquire()          # warm, and its idle clock restarts
     assert not lease.cold
     await pool.release(lease)
     clock.advance(599)
     await scaler.tick()
-    assert len(pool.live) == 1
+    assert pool.live_count == 1
     clock.advance(1)
     await scaler.tick()
-    assert pool.live == {} and scaler.reaped == 1
+    assert pool.live_count == 0 and scaler.reaped == 1
     assert backend.started[0].state.value == "dead"
 
 
@@ -100,16 +100,16 @@ async def test_provisioned_floor_is_kept_warm_and_replaced(rig):
     pool = manager.pool("ep", "AllTraffic")
     await scaler.tick()
     await _settle()
-    assert len(pool.live) == 2 and len(pool.idle) == 2
+    assert pool.live_count == 2 and len(pool.idle_sandboxes()) == 2
     clock.advance(10_000)
     await scaler.tick()
     await _settle()
-    assert len(pool.live) == 2                      # never reaped below the floor
-    await pool.idle[0].destroy("crashed")           # one dies: the next tick replaces it
-    assert len(pool.live) == 1
+    assert pool.live_count == 2                      # never reaped below the floor
+    await pool.idle_sandboxes()[0].destroy("crashed")           # one dies: the next tick replaces it
+    assert pool.live_count == 1
     await scaler.tick()
     await _settle()
-    assert len(pool.live) == 2
+    assert pool.live_count == 2
     # wall time is metered: two sandboxes for the 10,000 s that passed
     assert sum(r.billed_ms for r in meter.records) == 2 * 10_000 * 1000
 
