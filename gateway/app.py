@@ -7,7 +7,7 @@ the last provisioned-concurrency checkpoint, then release sandboxes and state.
 """
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -22,6 +22,7 @@ from gateway.http.admin import AdminApi, ensure_token
 from gateway.http.metrics import Metrics
 from gateway.http.runtime import RuntimeApi
 from gateway.http.wire import control_error, runtime_error
+from gateway.lifecycle import Supervisor
 from gateway.metering.billing import Prices
 from gateway.metering.idle import IdleMeter
 from gateway.metering.meter import Meter
@@ -105,13 +106,23 @@ class Gateway:
         self.prices = Prices.load(settings.prices_path)      # a bad price table stops the start, clearly
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
-        self._scaler_task: asyncio.Task | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.settings.host}:{self.port}"
 
     async def start(self) -> None:
+        """Start every part in order; each registers its own stop as it comes up, so a start that
+        fails half-way unwinds exactly what had started, and ``stop`` is that unwinding."""
+        self._stack = contextlib.AsyncExitStack()
+        try:
+            await self._start(self._stack)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         s = self.settings
         for d in (s.state_dir, s.logs_dir, s.bundles_dir, s.sandboxes_dir):
             d.mkdir(parents=True, exist_ok=True)
@@ -125,28 +136,36 @@ class Gateway:
         self.access_keys = {k.key_id: k for k in s.access_keys} or {generated.key_id: generated}
         self.store = Store(s.db_path)
         await self.store.open()
+        stack.push_async_callback(self.store.close)
         self.budget = HostBudget(host_budget_mb(s))
         self.backend = make_backend(s)
         self.provisioned = ProvisionedMeter(self.clock)
         self.manager = PoolManager(self.backend, self.budget, self.clock, s.logs_dir, self.provisioned.change,
                                    self.policy, IdleMeter(self.clock))
         self.backend.listeners.append(self.manager.on_sandbox_event)
+        stack.push_async_callback(self.backend.close)
         await self.backend.open()
         self.metrics = Metrics(self.manager)
         self.meter = Meter(self.store, [self.metrics.observe])
         await self.meter.start()
+        stack.push_async_callback(self.meter.stop)
+        stack.push_async_callback(self.manager.close)        # sandboxes go before the backend closes
         self.endpoints = EndpointService(s, self.store, self.manager)
         await self.endpoints.load()
         self.scaler = Scaler(self.manager, self.meter, self.clock,
                              s.reaper_interval_s, s.provisioned_checkpoint_s, self.provisioned)
-        self._scaler_task = asyncio.get_running_loop().create_task(self.scaler.run())
-        self._retention_task = (asyncio.get_running_loop().create_task(self._keep_retention())
-                                if s.usage_retention_days else None)
+        stack.push_async_callback(self.scaler.checkpoint)   # the last provisioned time, after the loops stop
+        self.loops = Supervisor()
+        stack.push_async_callback(self.loops.stop)
+        self.loops.spawn("scaler", self.scaler.run)
+        if s.usage_retention_days:
+            self.loops.spawn("retention", self._keep_retention)
 
         self.catalog = Catalog(self.endpoints, self.store, s.account_id, s.region,
-                               local_image=getattr(self.backend, "has_image", None), model_roots=s.model_roots,
+                               can_run_image=self.backend.can_run_image, model_roots=s.model_roots,
                                state_dir=s.state_dir)
         await self.catalog.load()
+        stack.push_async_callback(self.catalog.close)
         admin = AdminApi(self, self.token)
         self.invoker = Invoker(s, self.clock, self.endpoints, self.manager, self.meter, self.metrics)
         runtime_api = RuntimeApi(self.invoker, s.max_payload_bytes)
@@ -162,6 +181,7 @@ class Gateway:
                        + [web.get("/metrics", self._metrics)])
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.invocation_timeout_s + 5)
         await self.runner.setup()
+        stack.push_async_callback(self.runner.cleanup)      # first to stop: no new requests, in-flight ones finish
         site = web.TCPSite(self.runner, s.host, s.port)
         await site.start()
         self.port = self.runner.addresses[0][1]
@@ -181,31 +201,17 @@ class Gateway:
             await self.clock.sleep(3600.0)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        resp = web.Response(body=self.metrics.render())
+        resp = web.Response(body=self.metrics.render(await self.manager.measured()))
         resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
         return resp
 
     async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()        # stop accepting, finish in-flight requests
-            self.runner = None
-        if getattr(self, "_retention_task", None) is not None:
-            self._retention_task.cancel()
-        if self._scaler_task is not None:
-            self._scaler_task.cancel()
-            try:
-                await self._scaler_task
-            except asyncio.CancelledError:
-                pass
-        if getattr(self, "catalog", None) is not None:
-            await self.catalog.close()
-        await self.manager.close()
-        if self._scaler_task is not None:
-            await self.scaler.checkpoint()
-        await self.meter.stop()
-        await self.backend.close()
-        await self.store.close()
-
+        """Stop in the reverse order of the start: stop accepting and let in-flight requests finish
+        (their usage records are committed before their responses), stop the background loops and
+        write the last provisioned checkpoint, release sandboxes, then the meter, backend and store."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
 
 def _unknown_operation(request: web.Request, status: int) -> web.Response:
     """An unknown path or method: the control plane's JSON 1.1 error on its path (``POST /``), the

@@ -187,6 +187,15 @@ class Backend(abc.ABC):
     def protections(self) -> dict:
         """What this backend enforces on this machine, and why anything is missing."""
 
+    def can_run_image(self, image: str) -> bool:
+        """Whether ``image`` can be served as the model's own (SageMaker-contract) server.  May block
+        (it can ask an engine): call it off the event loop."""
+        return False
+
+    def snapshot(self) -> dict:
+        """What the backend keeps warm besides sandboxes (zygotes, stems), for ``/admin/zygotes``."""
+        return {"enabled": False}
+
     async def release_bundle(self, bundle_dir: str) -> None:  # noqa: B027 - optional hook, no-op by default
         """No pool serves this bundle any more: drop what was kept warm for it (a model zygote)."""
 

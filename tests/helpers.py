@@ -197,3 +197,16 @@ def write_trace(path, rows):
         w.writerow(["endpoint", "start_s", "duration_ms", "memory_mb"])
         w.writerows(rows)
     return path
+
+
+def load_parser():
+    """What the CLI builds for ``slimserve load``: --url and --state-dir, then the command's own flags."""
+    import argparse
+
+    from gateway.load import command
+
+    p = argparse.ArgumentParser(prog="slimserve load")
+    p.add_argument("--url", default=None)
+    p.add_argument("--state-dir", default=None)
+    command.add_arguments(p)
+    return p

@@ -21,6 +21,7 @@ Errors: ``{"error": CODE, "message": ...}`` with 400, 401, 404 or 409.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -114,14 +115,14 @@ class AdminApi:
         uploads.mkdir(parents=True, exist_ok=True)
         path = uploads / f"upload-{uuid.uuid4().hex}"
         size = 0
-        with open(path, "wb") as fh:
+        with open(path, "wb") as fh:               # written in a thread: a bundle can be hundreds of MB
             async for chunk in request.content.iter_chunked(1 << 20):
                 size += len(chunk)
                 if size > MAX_BUNDLE_BYTES:
                     fh.close()
                     path.unlink()
                     raise Invalid(f"bundle exceeds {MAX_BUNDLE_BYTES} bytes")
-                fh.write(chunk)
+                await asyncio.to_thread(fh.write, chunk)
         if size == 0:
             path.unlink()
             return None
@@ -176,7 +177,7 @@ class AdminApi:
         self.gw.endpoints.get(name)
         tail = _int_arg(request.query, "tail", 200)
         path = self.gw.manager.log_path(name)
-        text = _tail(path, tail) if path.exists() else ""
+        text = await asyncio.to_thread(_tail, path, tail) if path.exists() else ""
         return web.Response(text=text, content_type="text/plain")
 
     async def scale_in(self, request):
@@ -190,8 +191,7 @@ class AdminApi:
         return web.json_response({"endpoint": name, "stopped": stopped})
 
     async def zygotes(self, request):
-        zy = getattr(self.gw.backend, "zygotes", None)
-        return web.json_response(zy.snapshot() if zy is not None else {"enabled": False})
+        return web.json_response(self.gw.backend.snapshot())
 
     EXPORT_PAGE = 5000
     MAX_LIMIT = 100_000          # the last N records are gathered in memory; all of them are streamed

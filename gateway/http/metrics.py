@@ -33,6 +33,7 @@ class Metrics:
         self.setup_phase = Histogram("slimserve_cold_start_phase_seconds",
                                      "Cold start phases (fork, cgroup, netns, load, first predict) by start path",
                                      ["path", "phase"], buckets=LATENCY_BUCKETS, registry=r)
+        self._pools: list[dict] | None = None
         r.register(_PoolCollector(self))
 
     def observe(self, rec: UsageRecord) -> None:
@@ -53,8 +54,13 @@ class Metrics:
     def request_rejected(self, code: str) -> None:
         self.rejected.labels(code).inc()
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, pools: list[dict] | None = None) -> bytes:
+        """The exposition text; ``pools`` is ``PoolManager.measured()`` (else measured here, on this thread)."""
+        self._pools = pools
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self._pools = None
 
 
 class _PoolCollector:
@@ -74,7 +80,8 @@ class _PoolCollector:
         if mgr is not None:
             counts: dict[tuple[str, str], int] = {}
             per_pool: dict[tuple[str, str], list[int]] = {}
-            for pool in mgr.snapshot():
+            pools = self.metrics._pools
+            for pool in mgr.snapshot() if pools is None else pools:
                 tier = str(pool["memory_mb"])
                 for state, n in pool["states"].items():
                     counts[(tier, state)] = counts.get((tier, state), 0) + n

@@ -27,11 +27,13 @@ _CONTROL = {          # class -> (JSON 1.1 code, status); the service words most
     errors.Malformed: ("SerializationException", 400), errors.PayloadTooLarge: ("ValidationException", 413),
     errors.Invalid: ("ValidationException", 400), errors.NotFound: ("ValidationException", 400),
     errors.Conflict: ("ValidationException", 400), errors.Throttled: ("ThrottlingException", 400),
+    errors.NotReady: ("ServiceUnavailable", 503), errors.Unavailable: ("ServiceUnavailable", 503),
 }
 _ADMIN = {
     errors.BundleRejected: ("BundleRejected", 400), errors.Invalid: ("ValidationError", 400),
     errors.NotFound: ("NotFound", 404), errors.Conflict: ("Conflict", 409),
-    errors.Unauthorized: ("Unauthorized", 401),
+    errors.Unauthorized: ("Unauthorized", 401), errors.Throttled: ("Throttled", 429),
+    errors.NotReady: ("NotReady", 503), errors.Unavailable: ("Unavailable", 503),
 }
 _MODEL_LEADS = {
     sbx.MODEL_RAISED: "Received server error ({status}) from model with message",

@@ -162,6 +162,20 @@ class PoolManager:
         self.current.clear()
         self.retired.clear()
 
-    def snapshot(self) -> list[dict]:
-        return [p.snapshot() for p in self.current.values()] + [p.snapshot() for p in self.retired]
+    def snapshot(self, measure: bool = True) -> list[dict]:
+        return [p.snapshot(measure) for p in [*self.current.values(), *self.retired]]
+
+    async def measured(self) -> list[dict]:
+        """``snapshot()`` with each sandbox's memory read in a thread (cgroup files and /proc: not
+        work for the event loop on every metrics scrape).  The pools are read on the loop."""
+        pools = [*self.current.values(), *self.retired]
+        docs = [p.snapshot(measure=False) for p in pools]
+        pairs = [(d, p.slots[d["id"]].sandbox) for p, doc in zip(pools, docs, strict=True)
+                 for d in doc["sandboxes"]]
+
+        def measure() -> None:
+            for d, sb in pairs:
+                d["memory_bytes"] = sb.memory_bytes()
+        await asyncio.to_thread(measure)
+        return docs
 

@@ -356,7 +356,9 @@ class VariantPool:
         for slot in list(self.slots.values()):
             await slot.sandbox.destroy("gateway stopping")
 
-    def snapshot(self) -> dict:
+    def snapshot(self, measure: bool = True) -> dict:
+        """The pool as describe and the metrics show it; without ``measure`` each sandbox's
+        ``memory_bytes`` is left None (reading it touches cgroup files: ``PoolManager.measured``)."""
         states: dict[str, int] = {}
         sandboxes = []
         now = self.manager.clock.now()
@@ -369,7 +371,7 @@ class VariantPool:
                 "start_path": sb.facts.path, "start_ms": sb.facts.start_ms,
                 "load_ms": sb.facts.load_ms, "timings": sb.facts.timings,
                 "protections": sb.facts.protections,
-                "memory_bytes": sb.memory_bytes(), "memory_cap_bytes": sb.spec.memory_mb << 20,
+                "memory_bytes": sb.memory_bytes() if measure else None, "memory_cap_bytes": sb.spec.memory_mb << 20,
             })
         states["starting"] = self.starting
         return {

@@ -30,13 +30,13 @@ def now() -> float:
 
 
 class Catalog:
-    def __init__(self, endpoints: EndpointService, store, account_id: str, region: str, local_image=None,
+    def __init__(self, endpoints: EndpointService, store, account_id: str, region: str, can_run_image=None,
                  model_roots: tuple = (), state_dir=None):
         self.endpoints = endpoints
         # file:// and local ModelDataUrl are read only under these, never under the state dir
         self.model_roots = tuple(Path(r).resolve() for r in model_roots)
         self.state_dir = Path(state_dir).resolve() if state_dir is not None else None
-        self.local_image = local_image        # docker backend: image -> whether it can run as the model's server
+        self.can_run_image = can_run_image    # image -> whether the backend can serve it as the model's server
         self.store = store
         self.account_id, self.region = account_id, region
         self.models: dict[str, dict] = {}
@@ -46,7 +46,7 @@ class Catalog:
 
     async def load(self) -> None:
         for kind, name, doc in await self.store.load_resources():
-            {"model": self.models, "endpoint-config": self.configs, "endpoint": self.records}[kind][name] = doc
+            self._table(kind)[name] = doc
         for name, rec in self.records.items():          # a restart interrupted a change: settle it
             if rec["EndpointStatus"] in ("Creating", "Updating", "Deleting"):
                 rec.pop("PendingConfig", None)
@@ -70,6 +70,31 @@ class Catalog:
 
     async def save(self, kind: str, name: str, doc: dict) -> None:
         await self.store.put_resource(kind, name, doc)
+
+    async def put(self, kind: str, name: str, doc: dict, req: dict, optional: tuple = ()) -> dict:
+        """Keep ``doc``, with those members of ``req`` named in ``optional`` that were given, and save it."""
+        doc.update({k: req[k] for k in optional if req.get(k) is not None})
+        self._table(kind)[name] = doc
+        await self.save(kind, name, doc)
+        return doc
+
+    def _table(self, kind: str) -> dict[str, dict]:
+        return {"model": self.models, "endpoint-config": self.configs, "endpoint": self.records}[kind]
+
+    def described(self, kind: str, name: str) -> dict:
+        """A model's or config's record as Describe* returns it (its tags are ListTags')."""
+        doc = self._table(kind).get(name)
+        if doc is None:
+            raise self.not_found(kind, name)
+        return {k: v for k, v in doc.items() if k != "Tags"}
+
+    async def delete(self, kind: str, name: str) -> dict:
+        table = self._table(kind)
+        if name not in table:
+            raise self.not_found(kind, name)
+        del table[name]
+        await self.store.delete_resource(kind, name)
+        return {}
 
     def model_data_path(self, url: str) -> Path:
         """ModelDataUrl as a local path: a directory, model.tar.gz or .pkl, plain or file://."""

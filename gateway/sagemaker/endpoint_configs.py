@@ -27,20 +27,13 @@ class EndpointConfigs:
             seen.add(pv["VariantName"])
         doc = {"EndpointConfigName": name, "EndpointConfigArn": self.c.arn("endpoint-config", name),
                "ProductionVariants": variants, "CreationTime": now(), "Tags": tags_of(req.get("Tags"))}
-        for key in ("DataCaptureConfig", "AsyncInferenceConfig", "KmsKeyId", "ExplainerConfig",
-                    "ShadowProductionVariants", "ExecutionRoleArn", "VpcConfig", "EnableNetworkIsolation"):
-            if req.get(key) is not None:
-                doc[key] = req[key]
-        self.c.configs[name] = doc
-        await self.c.save("endpoint-config", name, doc)
+        await self.c.put("endpoint-config", name, doc, req, (
+            "DataCaptureConfig", "AsyncInferenceConfig", "KmsKeyId", "ExplainerConfig", "ShadowProductionVariants",
+            "ExecutionRoleArn", "VpcConfig", "EnableNetworkIsolation"))
         return {"EndpointConfigArn": doc["EndpointConfigArn"]}
 
     def describe_endpoint_config(self, req: dict) -> dict:
-        name = check_name(req, "EndpointConfigName")
-        doc = self.c.configs.get(name)
-        if doc is None:
-            raise self.c.not_found("endpoint-config", name)
-        return {k: v for k, v in doc.items() if k != "Tags"}
+        return self.c.described("endpoint-config", check_name(req, "EndpointConfigName"))
 
     def list_endpoint_configs(self, req: dict) -> dict:
         return list_page(req, list(self.c.configs.values()), "EndpointConfigName", "EndpointConfigs",
@@ -49,9 +42,4 @@ class EndpointConfigs:
                           ("Name", "CreationTime"))
 
     async def delete_endpoint_config(self, req: dict) -> dict:
-        name = check_name(req, "EndpointConfigName")
-        if name not in self.c.configs:
-            raise self.c.not_found("endpoint-config", name)
-        del self.c.configs[name]
-        await self.c.store.delete_resource("endpoint-config", name)
-        return {}
+        return await self.c.delete("endpoint-config", check_name(req, "EndpointConfigName"))

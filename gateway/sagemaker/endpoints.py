@@ -34,7 +34,7 @@ class Endpoints:
                 raise self.c.not_found("model", pv["ModelName"])
             container = (model.get("Containers") or [model.get("PrimaryContainer")])[0]
             image = container.get("Image")
-            own_server = bool(image and self.c.local_image and await asyncio.to_thread(self.c.local_image, image))
+            own_server = bool(image and self.c.can_run_image and await asyncio.to_thread(self.c.can_run_image, image))
             if not container.get("ModelDataUrl") and not own_server:
                 raise invalid(f"Model {model['ModelName']} has no ModelDataUrl and its Image is not a local image "
                               "the docker backend can run: slimserve serves model data (a model directory, "

@@ -37,19 +37,12 @@ class Models:
         tags = tags_of(req.get("Tags"))
         doc = {"ModelName": name, "ModelArn": self.c.arn("model", name), "CreationTime": now(),
                "EnableNetworkIsolation": bool(req.get("EnableNetworkIsolation", False)), "Tags": tags}
-        for key in ("PrimaryContainer", "Containers", "ExecutionRoleArn", "VpcConfig", "InferenceExecutionConfig"):
-            if req.get(key) is not None:
-                doc[key] = req[key]
-        self.c.models[name] = doc
-        await self.c.save("model", name, doc)
+        await self.c.put("model", name, doc, req, (
+            "PrimaryContainer", "Containers", "ExecutionRoleArn", "VpcConfig", "InferenceExecutionConfig"))
         return {"ModelArn": doc["ModelArn"]}
 
     def describe_model(self, req: dict) -> dict:
-        name = check_name(req, "ModelName")
-        doc = self.c.models.get(name)
-        if doc is None:
-            raise self.c.not_found("model", name)
-        return {k: v for k, v in doc.items() if k != "Tags"}
+        return self.c.described("model", check_name(req, "ModelName"))
 
     def list_models(self, req: dict) -> dict:
         return list_page(req, list(self.c.models.values()), "ModelName", "Models",
@@ -57,9 +50,4 @@ class Models:
                                      "CreationTime": d["CreationTime"]}, ("Name", "CreationTime"))
 
     async def delete_model(self, req: dict) -> dict:
-        name = check_name(req, "ModelName")
-        if name not in self.c.models:
-            raise self.c.not_found("model", name)
-        del self.c.models[name]
-        await self.c.store.delete_resource("model", name)
-        return {}
+        return await self.c.delete("model", check_name(req, "ModelName"))

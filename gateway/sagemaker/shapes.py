@@ -81,8 +81,8 @@ def list_page(req: dict, docs: list[dict], name_key: str, result_key: str, summa
         raise invalid(f"1 validation error detected: Value '{order}' at 'sortOrder' failed to satisfy constraint: "
                       "Member must satisfy enum value set: [Ascending, Descending]")
     contains = req.get("NameContains")
-    if contains:
-        if not CONTAINS_RE.match(contains):
+    if contains is not None:
+        if not isinstance(contains, str) or not CONTAINS_RE.match(contains):
             raise invalid(f"1 validation error detected: Value '{contains}' at 'nameContains' failed to satisfy "
                           "constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9-]+")
         docs = [d for d in docs if contains.lower() in d[name_key].lower()]
@@ -92,8 +92,9 @@ def list_page(req: dict, docs: list[dict], name_key: str, result_key: str, summa
             docs = [d for d in docs if (d["CreationTime"] < t if op == "lt" else d["CreationTime"] > t)]
     field = {"Name": name_key, "CreationTime": "CreationTime", "Status": "EndpointStatus"}[sort_by]
     docs.sort(key=lambda d: (d[field], d[name_key]), reverse=order == "Descending")
-    size = req.get("MaxResults") or 10
-    if not isinstance(size, int) or not 1 <= size <= 100:
+    size = req.get("MaxResults")
+    size = 10 if size is None else size
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 100:
         raise invalid(f"1 validation error detected: Value '{size}' at 'maxResults' failed to satisfy "
                       "constraint: Member must have value between 1 and 100")
     start = token_offset(req.get("NextToken"))
@@ -136,8 +137,10 @@ def page_token(offset: int) -> str:
 
 
 def token_offset(token) -> int:
-    if not token:
+    if token is None or token == "":
         return 0
+    if not isinstance(token, str):
+        raise invalid("Invalid pagination token.")
     try:
         kind, _, n = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
         if kind == "o" and int(n) >= 0:

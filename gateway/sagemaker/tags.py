@@ -56,7 +56,11 @@ class Tags:
     def list_tags(self, req: dict) -> dict:
         _, _, tags = self._resource(req)
         start = token_offset(req.get("NextToken"))
-        size = req.get("MaxResults") or 50
+        size = req.get("MaxResults")
+        size = 50 if size is None else size
+        if not isinstance(size, int) or isinstance(size, bool) or size < 50:      # ListTagsMaxResults: min 50
+            raise invalid(f"1 validation error detected: Value '{size}' at 'maxResults' failed to satisfy "
+                          "constraint: Member must have value greater than or equal to 50")
         page = tags[start:start + size]
         out = {"Tags": page}
         if start + size < len(tags):

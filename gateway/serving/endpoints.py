@@ -85,7 +85,7 @@ class EndpointService:
             await self.store.put_endpoint(new)
             self.specs[name] = new
             await self._apply(new)
-            self._prune_bundles(new)
+            await self._prune_bundles(new)
             return new
 
     async def put(self, name: str, variants: list[tuple[VariantSpec, Path]], tags: dict[str, str] | None = None,
@@ -113,14 +113,14 @@ class EndpointService:
                     installed.append(await self._install(name, Path(source) if source else None, v, copy=True))
             except BaseException:
                 for v in installed:
-                    shutil.rmtree(v.bundle_dir, ignore_errors=True)
+                    await _remove(v.bundle_dir)
                 raise
             spec.variants = installed
             await self.store.put_endpoint(spec)
             self.specs[name] = spec
             await self._apply(spec)
             if old is not None:                    # the old bundles stay while their pools drain
-                self._prune_bundles(spec, keep_also={Path(v.bundle_dir).name for v in old.variants})
+                await self._prune_bundles(spec, keep_also={Path(v.bundle_dir).name for v in old.variants})
             return spec
 
     async def set_variants(self, name: str, changes: dict[str, dict]) -> EndpointSpec:
@@ -153,7 +153,7 @@ class EndpointService:
             await self.store.delete_endpoint(name)
             del self.specs[name]
             await self.manager.remove(name)
-            shutil.rmtree(self.settings.bundles_dir / name, ignore_errors=True)
+            await _remove(self.settings.bundles_dir / name)
 
     async def _apply(self, spec: EndpointSpec) -> None:
         await self.manager.configure(spec.name, spec.variants)
@@ -162,8 +162,7 @@ class EndpointService:
 
     async def _install(self, name: str, upload: Path | None, variant: VariantSpec, copy: bool = False) -> VariantSpec:
         dest = self.settings.bundles_dir / name / f"v{variant.bundle_version}"
-        if dest.exists():
-            shutil.rmtree(dest)
+        await _remove(dest)
         if variant.image:                 # the container brings its own server: artifacts are copied as they are
             kind = await asyncio.to_thread(install_artifacts, upload, dest)
         else:
@@ -174,7 +173,7 @@ class EndpointService:
             try:
                 await self._trial_load(name, installed)
             except BundleRejected:
-                shutil.rmtree(dest, ignore_errors=True)
+                await _remove(dest)
                 raise
         return installed
 
@@ -187,7 +186,7 @@ class EndpointService:
         except StartError as exc:
             raise BundleRejected(exc.message) from None
 
-    def _prune_bundles(self, spec: EndpointSpec, keep_also: set[str] = frozenset()) -> None:
+    async def _prune_bundles(self, spec: EndpointSpec, keep_also: set[str] = frozenset()) -> None:
         """Keep the bundles in use and the one before them (a retired pool may still start from it)."""
         keep = {Path(v.bundle_dir).name for v in spec.variants} | set(keep_also)
         newest = max(v.bundle_version for v in spec.variants)
@@ -195,7 +194,7 @@ class EndpointService:
         root = self.settings.bundles_dir / spec.name
         for child in root.iterdir() if root.exists() else []:
             if child.name not in keep:
-                shutil.rmtree(child, ignore_errors=True)
+                await _remove(child)
 
     def describe(self, name: str) -> dict:
         spec = self.get(name)
@@ -217,3 +216,8 @@ class EndpointService:
                 for v in spec.variants
             ],
         }
+
+
+async def _remove(path) -> None:
+    """Remove a bundle directory (if there) in a thread: a model's tree can be large."""
+    await asyncio.to_thread(shutil.rmtree, path, True)

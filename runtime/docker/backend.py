@@ -256,7 +256,7 @@ class DockerBackend(Backend):
                 backoff = min(backoff * 2, 10.0)
 
     # --- the Backend interface -----------------------------------------------------------------
-    def has_image(self, image: str) -> bool:
+    def can_run_image(self, image: str) -> bool:
         """Whether ``image`` is a local image that brings its own model server (not slimserve's runtime)."""
         import docker.errors
 

@@ -190,6 +190,9 @@ class ProcessBackend(Backend):
         spec = replace(spec, sample=request if warm else None)
         self.zygotes.want_template((spec.bundle_dir, spec.memory_mb), lambda: make_template(self, spec))
 
+    def snapshot(self) -> dict:
+        return self.zygotes.snapshot()
+
     async def release_bundle(self, bundle_dir: str) -> None:
         await self.zygotes.drop(bundle_dir)
 

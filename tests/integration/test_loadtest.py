@@ -12,20 +12,11 @@ import pytest
 
 from gateway.load import command as loadtest
 from tests import models
-from tests.helpers import ROOT, write_trace
-
-
-def parser() -> argparse.ArgumentParser:
-    """What the CLI builds for ``slimserve load``: --url and --state-dir, then ours."""
-    p = argparse.ArgumentParser(prog="slimserve load")
-    p.add_argument("--url", default=None)
-    p.add_argument("--state-dir", default=None)
-    loadtest.add_arguments(p)
-    return p
+from tests.helpers import ROOT, load_parser, write_trace
 
 
 def plan(*argv):
-    return loadtest.build_plan(parser().parse_args(list(argv)))
+    return loadtest.build_plan(load_parser().parse_args(list(argv)))
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +29,7 @@ def endpoints(gateway):
 
 
 def live_args(gw, *argv):
-    return parser().parse_args(["--url", gw.url, "--state-dir", str(gw.state_dir), "--no-progress", *argv])
+    return load_parser().parse_args(["--url", gw.url, "--state-dir", str(gw.state_dir), "--no-progress", *argv])
 
 
 def test_burst_against_a_real_gateway(endpoints, tmp_path, capsys):
@@ -93,8 +84,7 @@ def test_the_slimserve_command(endpoints, tmp_path):
     from gateway.cli.main import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    if "load" not in sub.choices:
-        pytest.skip("`slimserve load` is not wired into gateway/cli.py yet")
+    assert "load" in sub.choices
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-m", "gateway.cli", "load", "lt-echo", "--url", endpoints.url,
                            "--state-dir", str(endpoints.state_dir), "--rate", "4", "--duration", "1",

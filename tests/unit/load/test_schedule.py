@@ -1,7 +1,6 @@
 """``slimserve load``'s schedules and plans, as pure functions."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -13,20 +12,11 @@ import pytest
 from gateway.load import command as loadtest
 from gateway.load import schedule as loadschedule
 from gateway.load.schedule import BurstShape
-from tests.helpers import write_trace
-
-
-def parser() -> argparse.ArgumentParser:
-    """What the CLI builds for ``slimserve load``: --url and --state-dir, then ours."""
-    p = argparse.ArgumentParser(prog="slimserve load")
-    p.add_argument("--url", default=None)
-    p.add_argument("--state-dir", default=None)
-    loadtest.add_arguments(p)
-    return p
+from tests.helpers import load_parser, write_trace
 
 
 def plan(*argv):
-    return loadtest.build_plan(parser().parse_args(list(argv)))
+    return loadtest.build_plan(load_parser().parse_args(list(argv)))
 
 
 def per_second(offsets, n):
@@ -135,14 +125,14 @@ def test_plan_errors_are_usage_errors(tmp_path, capsys):
     for argv in bad:
         with pytest.raises(loadschedule.UsageError):
             plan(*argv)
-    assert loadtest.run_from_args(parser().parse_args(["ep", "--trace", str(tmp_path / "missing.csv")])) == 2
-    assert loadtest.run_from_args(parser().parse_args(["ep", "--body-file", str(tmp_path / "nope")])) == 2
+    assert loadtest.run_from_args(load_parser().parse_args(["ep", "--trace", str(tmp_path / "missing.csv")])) == 2
+    assert loadtest.run_from_args(load_parser().parse_args(["ep", "--body-file", str(tmp_path / "nope")])) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 2 and all(line.startswith("slimserve load: ") for line in err.splitlines())
 
 
 def test_dry_run_prints_the_plan(capsys):
-    args = parser().parse_args(["ep", "--pattern", "burst", "--dry-run", "--format", "json"])
+    args = load_parser().parse_args(["ep", "--pattern", "burst", "--dry-run", "--format", "json"])
     assert loadtest.run_from_args(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert sum(doc["offered_per_second"]) == doc["config"]["planned_requests"] == 923
