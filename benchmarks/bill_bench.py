@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway import rollup  # noqa: E402
 from gateway.domain import USAGE_FIELDS, UsageRecord  # noqa: E402
-from gateway.metering import billing
+from gateway.metering import billing  # noqa: E402
+from gateway.store import ledger, rollup  # noqa: E402
 from gateway.store.sqlite import Store, connect  # noqa: E402
 
 TIERS = (1024, 2048, 3072, 4096, 5120, 6144)
@@ -103,7 +103,9 @@ def main() -> int:
     results = []
     for by in ("endpoint", "tier", "day", "tag:team", "hour", "tier,endpoint"):
         t = time.perf_counter()
-        doc = billing.bill(reader, since, until, billing.parse_by(by), prices)
+        dims = billing.parse_by(by)
+        (base,), tags = ledger.read_bills(reader, since, until, [dims])
+        doc = billing.priced_bill(base, tags, since, until, dims, prices)
         report_s = time.perf_counter() - t
         base_by = by if by in ("endpoint", "tier", "day") else None
         scan_s = scan = None

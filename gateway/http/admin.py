@@ -37,6 +37,7 @@ from gateway.domain import VariantSpec, parse_tags
 from gateway.errors import Invalid
 from gateway.http.wire import admin_error
 from gateway.metering import bill_text as billreport
+from gateway.metering import billing
 from gateway.metering.billing import BillingError, parse_by, parse_time
 from runtime.sandbox import WARMUP_ENV
 
@@ -262,9 +263,9 @@ class AdminApi:
         if fmt == "html":
             from gateway.metering.bill_html import render
 
-            docs = await self.gw.store.bill_set(since, until, by, self.gw.prices)
+            docs = await billing.bill_set(self.gw.store, since, until, by, self.gw.prices)
             return web.Response(text=render(docs), content_type="text/html")
-        doc = await self.gw.store.bill(since, until, by, self.gw.prices)
+        doc = await billing.bill(self.gw.store, since, until, by, self.gw.prices)
         if fmt == "csv":
             return web.Response(text=billreport.rows_csv(doc), content_type="text/csv")
         if fmt != "json":

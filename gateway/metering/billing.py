@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import re
-import sqlite3
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import Invalid
-from gateway.store.rollup import HOUR, SUMS, hour_of
+from gateway.store.ledger import SUM_INDEX, Base
 
 DEFAULT_PRICES = Path(__file__).with_name("prices.json")
 GROUPINGS = ("endpoint", "variant", "tier", "hour", "day")
@@ -117,121 +115,6 @@ def parse_by(text: str) -> list[str]:
     return dims
 
 
-# --- base rows: (bucket, endpoint, variant, memory_mb) -> sums ---------------------------
-@dataclass(frozen=True)
-class Shape:
-    """How finely a report needs the ledger: SQL sums to this, Python prices the result.
-    Memory size is always kept (prices depend on it); endpoint and variant only when a
-    grouping needs them; time in buckets of an hour, a day, or the whole period (0)."""
-
-    endpoint: bool
-    variant: bool
-    bucket: int
-
-    @classmethod
-    def for_dims(cls, by: list[str]) -> "Shape":
-        return cls(endpoint=any(d in ("endpoint", "variant") or d.startswith("tag:") for d in by),
-                   variant="variant" in by,
-                   bucket=HOUR if "hour" in by else 86400 if "day" in by else 0)
-
-    def of_hour(self, hour: int) -> int:
-        return hour - hour % self.bucket if self.bucket else 0
-
-    def keys(self, hour_expr: str) -> str:
-        bucket = f"({hour_expr}) - ({hour_expr}) % {self.bucket}" if self.bucket else "0"
-        return ", ".join([bucket, "endpoint" if self.endpoint else "''", "variant" if self.variant else "''",
-                          "memory_mb"])
-
-
-@dataclass
-class Base:
-    sums: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0] * len(SUMS)))
-
-    def add(self, key: tuple, values) -> None:
-        acc = self.sums[key]
-        for i, v in enumerate(values):
-            acc[i] += v
-
-
-_I = {name: i for i, name in enumerate(SUMS)}
-_SUM_SQL = ", ".join(f"SUM({c})" for c in SUMS)
-
-
-def read_base(conn: sqlite3.Connection, since: float | None, until: float | None, shape: Shape) -> Base:
-    """Sums per (bucket, endpoint, variant, memory_mb) over [since, until)."""
-    base = Base()
-    lo = since if since is not None else float("-inf")
-    hi = until if until is not None else float("inf")
-    if lo >= hi:
-        return base
-    full_lo = lo if math.isinf(lo) else math.ceil(lo / HOUR) * HOUR
-    full_hi = hi if math.isinf(hi) else hour_of(hi)
-    if full_lo < full_hi:
-        sql = (f"SELECT {shape.keys('hour')}, {_SUM_SQL} FROM rollup_hourly WHERE hour >= ? AND hour < ? "
-               "GROUP BY 1, 2, 3, 4")
-        for row in conn.execute(sql, (max(full_lo, -1e18), min(full_hi, 1e18))):
-            base.add(tuple(row[:4]), row[4:])
-        edges = [(lo, full_lo), (full_hi, hi)]
-    else:
-        edges = [(lo, hi)]
-    for a, b in edges:
-        if b > a:
-            _add_partial(conn, base, a, b, shape)
-    return base
-
-
-def raw_kept_from(conn: sqlite3.Connection) -> float:
-    """Raw records start here (an hour boundary); older ones were pruned (roll-ups remain)."""
-    row = conn.execute("SELECT value FROM ledger_meta WHERE key = 'raw_kept_from'").fetchone()
-    return float(row[0]) if row else float("-inf")
-
-
-def _add_partial(conn: sqlite3.Connection, base: Base, a: float, b: float, shape: Shape) -> None:
-    """[a, b) lies within one hour: invocations and provisioned time from raw records,
-    idle time pro rata from the hour's roll-up (and everything pro rata where the raw
-    records of that hour have been pruned)."""
-    bucket = shape.of_hour(hour_of(a))
-    ep_col = "endpoint" if shape.endpoint else "''"
-    var_col = "variant" if shape.variant else "''"
-    if b <= raw_kept_from(conn):
-        frac = (b - a) / HOUR
-        for row in conn.execute(f"SELECT {ep_col}, {var_col}, memory_mb, {_SUM_SQL} FROM rollup_hourly "
-                                "WHERE hour = ? GROUP BY 1, 2, 3", (hour_of(a),)):
-            base.add((bucket,) + tuple(row[:3]), [v * frac for v in row[3:]])
-        return
-    for ep, var, mb, n, billed, cold, err, b_in, b_out in conn.execute(
-            f"SELECT {ep_col}, {var_col}, memory_mb, COUNT(*), SUM(billed_ms), SUM(cold_start), SUM(status != 'ok'), "
-            "SUM(bytes_in), SUM(bytes_out) FROM usage WHERE start >= ? AND start < ? GROUP BY 1, 2, 3", (a, b)):
-        vals = [0.0] * len(SUMS)
-        vals[_I["invocations"]], vals[_I["billed_ms"]], vals[_I["cold_starts"]] = n, billed, cold
-        vals[_I["errors"]], vals[_I["bytes_in"]], vals[_I["bytes_out"]] = err, b_in, b_out
-        base.add((bucket, ep, var, mb), vals)
-    for ep, var, mb, start, end, ms in conn.execute(
-            f"SELECT {ep_col}, {var_col}, memory_mb, start, end, billed_ms FROM provisioned_usage "
-            "WHERE start < ? AND end > ? AND start >= ?", (b, a, a - 2 * HOUR)):
-        span = end - start
-        share = 1.0 if span <= 0 else max(0.0, min(end, b) - max(start, a)) / span
-        vals = [0.0] * len(SUMS)
-        vals[_I["provisioned_ms"]] = ms * share
-        base.add((bucket, ep, var, mb), vals)
-    frac = (b - a) / HOUR
-    for ep, var, mb, idle in conn.execute(
-            f"SELECT {ep_col}, {var_col}, memory_mb, SUM(idle_ms) FROM rollup_hourly WHERE hour = ? AND idle_ms > 0 "
-            "GROUP BY 1, 2, 3", (hour_of(a),)):
-        vals = [0.0] * len(SUMS)
-        vals[_I["idle_ms"]] = idle * frac
-        base.add((bucket, ep, var, mb), vals)
-
-
-def endpoint_tags(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
-    """Tags of live endpoints, and the last tags of deleted ones (so their cost keeps its team)."""
-    tags: dict[str, dict[str, str]] = {}
-    for table in ("retired_endpoints", "endpoints"):
-        for name, spec in conn.execute(f"SELECT name, spec FROM {table}"):
-            tags[name] = json.loads(spec).get("tags") or {}
-    return tags
-
-
 # --- grouping and pricing ----------------------------------------------------------------
 def _dim_value(dim: str, bucket: int, ep: str, var: str, mb: int, tags: dict) -> str | int:
     if dim == "endpoint":
@@ -249,21 +132,22 @@ def _dim_value(dim: str, bucket: int, ep: str, var: str, mb: int, tags: dict) ->
 
 def priced(values, mb: int, prices: Prices) -> dict[str, float]:
     gb = mb / 1024.0
-    gb_s = values[_I["billed_ms"]] / 1000.0 * gb
-    prov_gb_s = values[_I["provisioned_ms"]] / 1000.0 * gb
-    data_gb = (values[_I["bytes_in"]] + values[_I["bytes_out"]]) / 1024 ** 3
+    gb_s = values[SUM_INDEX["billed_ms"]] / 1000.0 * gb
+    prov_gb_s = values[SUM_INDEX["provisioned_ms"]] / 1000.0 * gb
+    data_gb = (values[SUM_INDEX["bytes_in"]] + values[SUM_INDEX["bytes_out"]]) / 1024 ** 3
     compute_cost = gb_s * prices.compute(mb)
     data_cost = data_gb * prices.data_per_gb
     prov_cost = prov_gb_s * prices.provisioned_per_gb_s
     return {
-        "invocations": values[_I["invocations"]], "billed_ms": values[_I["billed_ms"]], "gb_s": gb_s,
-        "cold_starts": values[_I["cold_starts"]], "errors": values[_I["errors"]], "provisioned_gb_s": prov_gb_s,
-        "data_in_bytes": values[_I["bytes_in"]], "data_out_bytes": values[_I["bytes_out"]],
-        "idle_gb_s": values[_I["idle_ms"]] / 1000.0 * gb,
+        "invocations": values[SUM_INDEX["invocations"]], "billed_ms": values[SUM_INDEX["billed_ms"]], "gb_s": gb_s,
+        "cold_starts": values[SUM_INDEX["cold_starts"]], "errors": values[SUM_INDEX["errors"]],
+        "provisioned_gb_s": prov_gb_s,
+        "data_in_bytes": values[SUM_INDEX["bytes_in"]], "data_out_bytes": values[SUM_INDEX["bytes_out"]],
+        "idle_gb_s": values[SUM_INDEX["idle_ms"]] / 1000.0 * gb,
         "compute_cost": compute_cost, "data_cost": data_cost, "provisioned_cost": prov_cost,
         "cost": compute_cost + data_cost + prov_cost,
         # the operator's side: idle memory priced as if it had served (not part of the customer's cost)
-        "idle_cost": values[_I["idle_ms"]] / 1000.0 * gb * prices.compute(mb),
+        "idle_cost": values[SUM_INDEX["idle_ms"]] / 1000.0 * gb * prices.compute(mb),
     }
 
 
@@ -300,25 +184,32 @@ def report(base: Base, by: list[str], prices: Prices, tags: dict[str, dict[str, 
             "rows": rows, "total": _finish(total)}
 
 
-def bill(conn: sqlite3.Connection, since: float | None, until: float | None, by: list[str], prices: Prices) -> dict:
-    doc = report(read_base(conn, since, until, Shape.for_dims(by)), by, prices, endpoint_tags(conn))
+def priced_bill(base: Base, tags: dict[str, dict[str, str]], since: float | None, until: float | None,
+                by: list[str], prices: Prices) -> dict:
+    """The bill grouped ``by`` from the ledger's sums over [since, until)."""
+    doc = report(base, by, prices, tags)
     doc["since"], doc["until"] = since, until
     return doc
 
 
-def bill_set(conn: sqlite3.Connection, since: float | None, until: float | None, by: list[str],
-             prices: Prices) -> dict[str, dict]:
+def views(by: list[str], span: tuple[float | None, float | None]) -> dict[str, list[str]]:
+    """The groupings a bill's HTML page shows: the one asked for, cost over time by endpoint (by
+    day when the ledger spans more than four days, else by hour), by tier and by endpoint."""
+    lo, hi = span
+    step = "day" if lo is not None and hi - lo > 4 * 86400 else "hour"
+    return {"main": by, "time_by_endpoint": [step, "endpoint"], "tier": ["tier"], "endpoint": ["endpoint"]}
+
+
+async def bill(store, since: float | None, until: float | None, by: list[str], prices: Prices) -> dict:
+    """The bill, read from any ``Store``."""
+    (base,), tags = await store.read_bills(since, until, [by])
+    return priced_bill(base, tags, since, until, by, prices)
+
+
+async def bill_set(store, since: float | None, until: float | None, by: list[str],
+                   prices: Prices) -> dict[str, dict]:
     """The requested bill and the groupings its HTML page charts."""
-    tags = endpoint_tags(conn)
-    span = conn.execute("SELECT MIN(hour), MAX(hour) FROM rollup_hourly WHERE hour >= ? AND hour < ?",
-                        (hour_of(since) if since is not None else -1e18,
-                         until if until is not None else 1e18)).fetchone()
-    step = "day" if span[0] is not None and span[1] - span[0] > 4 * 86400 else "hour"
-
-    def one(dims: list[str]) -> dict:
-        doc = report(read_base(conn, since, until, Shape.for_dims(dims)), dims, prices, tags)
-        doc["since"], doc["until"] = since, until
-        return doc
-
-    return {"main": one(by), "time_by_endpoint": one([step, "endpoint"]), "tier": one(["tier"]),
-            "endpoint": one(["endpoint"])}
+    wanted = views(by, await store.hour_span(since, until))
+    bases, tags = await store.read_bills(since, until, list(wanted.values()))
+    return {name: priced_bill(base, tags, since, until, dims, prices)
+            for (name, dims), base in zip(wanted.items(), bases, strict=True)}

@@ -12,7 +12,7 @@ import asyncio
 from typing import Callable
 
 from gateway.domain import ProvisionedRecord, UsageRecord
-from gateway.store.sqlite import Store
+from gateway.store.base import Store
 
 
 class Meter:

@@ -18,7 +18,7 @@ from gateway.domain import EndpointSpec, VariantSpec
 from gateway.errors import BundleRejected, Conflict, Invalid, NotFound, Throttled
 from gateway.pools.manager import PoolManager
 from gateway.serving.bundles import install, install_artifacts, make_readable, unpack
-from gateway.store.sqlite import Store
+from gateway.store.base import Store
 from runtime.sandbox import StartError
 
 

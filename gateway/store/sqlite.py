@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.domain import PROVISIONED_FIELDS, USAGE_FIELDS, EndpointSpec, ProvisionedRecord, UsageRecord
-from gateway.store import rollup
+from gateway.store import ledger, rollup
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
@@ -238,16 +238,12 @@ class Store:
         conn.execute("COMMIT")
         return n
 
-    async def bill(self, since: float | None, until: float | None, by: list[str], prices) -> dict:
-        from gateway.metering.billing import bill
+    async def read_bills(self, since: float | None, until: float | None, dim_sets: list[list[str]]):
+        """The ledger's sums for each grouping in ``dim_sets``, and the endpoints' tags (``ledger``)."""
+        return await self._read(lambda conn: ledger.read_bills(conn, since, until, dim_sets))
 
-        return await self._read(lambda conn: bill(conn, since, until, by, prices))
-
-    async def bill_set(self, since: float | None, until: float | None, by: list[str], prices) -> dict:
-        """The bill grouped ``by`` plus the views the HTML page charts, from one read."""
-        from gateway.metering.billing import bill_set
-
-        return await self._read(lambda conn: bill_set(conn, since, until, by, prices))
+    async def hour_span(self, since: float | None, until: float | None) -> tuple[float | None, float | None]:
+        return await self._read(lambda conn: ledger.hour_span(conn, since, until))
 
     async def _read(self, fn):
         """Reports run on a reader connection of their own (WAL: readers never block the

@@ -9,11 +9,18 @@ import pytest
 from gateway.domain import ProvisionedRecord, UsageRecord
 from gateway.metering import billing
 from gateway.metering.billing import BillingError, Prices
+from gateway.store import ledger as ledger_sql
 from gateway.store import rollup
 from gateway.store.sqlite import Store
 
 GROUPINGS = ["endpoint", "variant", "tier", "tag:team", "hour", "day", "tier,endpoint", "day,tag:team"]
 T0 = 1_790_000_000.0 - 1_790_000_000.0 % 3600      # an hour boundary
+
+
+def _bill(conn, since, until, by, prices):
+    """A bill straight from a SQLite connection: the store's reads, then the pure pricing."""
+    (base,), tags = ledger_sql.read_bills(conn, since, until, [by])
+    return billing.priced_bill(base, tags, since, until, by, prices)
 
 
 def _records(n: int, seed: int = 1, span_s: float = 3 * 86400):
@@ -58,7 +65,7 @@ def ledger(tmp_path):
 def test_every_grouping_has_the_same_totals_and_rows_add_up(ledger):
     conn, recs = ledger
     prices = Prices.load()
-    docs = [billing.bill(conn, None, None, billing.parse_by(by), prices) for by in GROUPINGS]
+    docs = [_bill(conn, None, None, billing.parse_by(by), prices) for by in GROUPINGS]
     first = docs[0]["total"]
     assert first["invocations"] == len(recs)
     assert first["billed_ms"] == sum(r.billed_ms for r in recs)
@@ -82,7 +89,7 @@ def test_cost_follows_the_price_table(ledger, tmp_path):
              "data_per_gb": 2.0, "provisioned_per_gb_s": 0.5}
     path = tmp_path / "prices.json"
     path.write_text(json.dumps(table))
-    doc = billing.bill(conn, None, None, ["tier"], Prices.load(path))
+    doc = _bill(conn, None, None, ["tier"], Prices.load(path))
     assert doc["currency"] == "EUR"
     for row in doc["rows"]:
         mine = [r for r in recs if r.memory_mb == row["tier"]]
@@ -96,15 +103,15 @@ def test_partial_hours_at_the_edges_are_exact(ledger):
     conn, recs = ledger
     prices = Prices.load()
     since, until = T0 + 5000.5, T0 + 2 * 86400 + 1234.25        # both inside an hour
-    doc = billing.bill(conn, since, until, ["endpoint"], prices)
+    doc = _bill(conn, since, until, ["endpoint"], prices)
     inside = [r for r in recs if since <= r.start < until]
     assert doc["total"]["invocations"] == len(inside)
     assert doc["total"]["billed_ms"] == sum(r.billed_ms for r in inside)
     # the provisioned interval T0+3000..T0+4200 lies before `since`; the chat one (7100..7300) inside
     assert doc["total"]["provisioned_gb_s"] == pytest.approx(200 * 4)
-    same_hour = billing.bill(conn, T0 + 100, T0 + 200, ["endpoint"], prices)
+    same_hour = _bill(conn, T0 + 100, T0 + 200, ["endpoint"], prices)
     assert same_hour["total"]["invocations"] == sum(T0 + 100 <= r.start < T0 + 200 for r in recs)
-    assert billing.bill(conn, until, since, ["endpoint"], prices)["total"]["invocations"] == 0
+    assert _bill(conn, until, since, ["endpoint"], prices)["total"]["invocations"] == 0
 
 
 def test_rollups_written_live_equal_a_rebuild_from_raw_records(ledger):
@@ -155,21 +162,21 @@ def test_pruned_raw_records_leave_every_bill_unchanged(tmp_path):
         await store.insert_usage(recs)
         conn = sqlite3.connect(tmp_path / "l.db")
         prices = Prices.load()
-        before = {by: billing.bill(conn, None, None, billing.parse_by(by), prices) for by in ("endpoint", "day")}
+        before = {by: _bill(conn, None, None, billing.parse_by(by), prices) for by in ("endpoint", "day")}
         cut = T0 + 86400 + 1800                                   # pruning keeps whole hours: from T0 + 86400
         gone = await store.prune_usage(cut, batch=500)
         assert gone == sum(r.start < T0 + 86400 for r in recs) > 0
         assert conn.execute("SELECT MIN(start) FROM usage").fetchone()[0] >= T0 + 86400
-        assert billing.raw_kept_from(conn) == T0 + 86400
+        assert ledger_sql.raw_kept_from(conn) == T0 + 86400
         for by, doc in before.items():
-            after = billing.bill(conn, None, None, billing.parse_by(by), prices)
+            after = _bill(conn, None, None, billing.parse_by(by), prices)
             assert after["total"] == doc["total"] and after["rows"] == doc["rows"]
         # a period that starts inside a pruned hour takes that hour's roll-up pro rata
-        part = billing.bill(conn, T0 + 1800, T0 + 3600, ["endpoint"], prices)["total"]["invocations"]
+        part = _bill(conn, T0 + 1800, T0 + 3600, ["endpoint"], prices)["total"]["invocations"]
         hour = sum(T0 <= r.start < T0 + 3600 for r in recs)
         assert abs(part - hour / 2) <= 1
         # raw records after the cut are still exact at the edges
-        exact = billing.bill(conn, T0 + 86400 + 100, T0 + 86400 + 700, ["endpoint"], prices)["total"]
+        exact = _bill(conn, T0 + 86400 + 100, T0 + 86400 + 700, ["endpoint"], prices)["total"]
         assert exact["invocations"] == sum(T0 + 86400 + 100 <= r.start < T0 + 86400 + 700 for r in recs)
         await store.close()
     asyncio.run(run())
