@@ -26,10 +26,11 @@ from gateway.lifecycle import Supervisor
 from gateway.metering.billing import Prices
 from gateway.metering.idle import IdleMeter
 from gateway.metering.meter import Meter
+from gateway.metering.provisioned import ProvisionedMeter
 from gateway.pools import policy as policies
 from gateway.pools.admission import HostBudget
 from gateway.pools.manager import PoolManager
-from gateway.pools.scaler import ProvisionedMeter, Scaler
+from gateway.pools.scaler import Scaler
 from gateway.sagemaker import credentials
 from gateway.sagemaker.api import SageMakerApi, auth_middleware
 from gateway.sagemaker.catalog import Catalog

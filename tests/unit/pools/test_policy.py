@@ -6,10 +6,11 @@ import pytest
 from gateway.clock import FakeClock
 from gateway.domain import VariantSpec
 from gateway.errors import Throttled
+from gateway.metering.provisioned import ProvisionedMeter
 from gateway.pools.admission import Candidate, HostBudget, choose_evictions
 from gateway.pools.manager import PoolManager
 from gateway.pools.policy import FixedKeepAlive, IdleSandbox, NoKeepAlive, Plan, select_reaps
-from gateway.pools.scaler import ProvisionedMeter, Scaler
+from gateway.pools.scaler import Scaler
 from gateway.pools.traffic import Traffic
 from tests.fakes import FakeBackend
 
