@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.clock import Clock
-from gateway.config import Settings
+from gateway.config import DRAIN_FACTOR, Settings
 from gateway.http.admin import AdminApi, ensure_token
 from gateway.http.metrics import Metrics
 from gateway.http.runtime import RuntimeApi
@@ -69,7 +69,7 @@ def make_backend(settings: Settings):
             work_dir=str(settings.sandboxes_dir), cgroup_mode=settings.cgroup_mode,
             network_isolation=settings.network_isolation, start_timeout_s=settings.start_timeout_s,
             instance=instance, pids_max=settings.sandbox_pids_max, uid_range=settings.sandbox_uid_range,
-            extra_binds=settings.sandbox_paths, max_response_bytes=settings.max_payload_bytes,
+            extra_binds=settings.sandbox_paths, max_response_bytes=settings.body_cap,
             zygotes=ZygoteConfig(enabled=settings.zygotes, stems=settings.zygote_stems,
                                  preload=tuple(dict.fromkeys(DEFAULT_PRELOAD + tuple(settings.zygote_preload))),
                                  log_path=str(settings.logs_dir / "_zygotes.log"),
@@ -84,6 +84,7 @@ def make_backend(settings: Settings):
             work_dir=str(settings.state_dir / "containers"), image=settings.docker_image, instance=instance,
             stems=settings.docker_stems, start_timeout_s=settings.start_timeout_s, byoc_user=settings.byoc_user,
             preload=tuple(dict.fromkeys(DEFAULT_PRELOAD + tuple(settings.zygote_preload))),
+            max_response_bytes=settings.body_cap,
         ))
     raise ValueError(f"unknown backend {settings.backend!r} (available: process, docker)")
 
@@ -169,11 +170,11 @@ class Gateway:
         stack.push_async_callback(self.catalog.close)
         admin = AdminApi(self, self.token)
         self.invoker = Invoker(s, self.clock, self.endpoints, self.manager, self.meter, self.metrics)
-        runtime_api = RuntimeApi(self.invoker, s.max_payload_bytes)
+        runtime_api = RuntimeApi(self.invoker, s.body_cap, s.body_cap * DRAIN_FACTOR)
         sagemaker = SageMakerApi(self.catalog)
         middlewares = [_internal_errors, admin.middleware]
         if s.auth == "sigv4":
-            middlewares.append(auth_middleware(self.access_keys, s.region, s.max_payload_bytes, s.account_id))
+            middlewares.append(auth_middleware(self.access_keys, s.region, s.body_cap, s.account_id))
         else:
             log.warning("SIGNING IS OFF (--auth none): anyone who reaches %s:%s may call every SageMaker API",
                         s.host, s.port)

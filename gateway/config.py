@@ -8,7 +8,9 @@ DEFAULT_STATE_DIR = ".slimserve"             # where serve keeps its state, and 
 MEMORY_TIERS_MB = (1024, 2048, 3072, 4096, 5120, 6144)
 MAX_CONCURRENCY_RANGE = (1, 200)
 DEFAULT_MAX_CONCURRENCY = 20
-MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024             # SageMaker's synchronous limit for real-time endpoints
+MAX_SERVERLESS_PAYLOAD_BYTES = 4 * 1024 * 1024  # ... and for serverless invocations, requests and answers
+DRAIN_FACTOR = 4                                # a body up to this many caps is read (hashed, dropped) to be refused
 DEFAULT_VARIANT = "AllTraffic"
 
 
@@ -47,12 +49,21 @@ class Settings:
     model_zygote_idle_s: float = 1800.0          # ... each closed when not forked from this long
     account_id: str = "123456789012"
     region: str = "us-east-1"
-    max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES   # requests and answers of instance (real-time) variants
+    max_serverless_payload_bytes: int = MAX_SERVERLESS_PAYLOAD_BYTES   # ... of serverless variants
     auth: str = "sigv4"                          # sigv4: every AWS-style API requires signatures | none (loopback only)
     access_keys: tuple = ()                      # credentials.AccessKey given by the operator; none: the generated pair
     model_roots: tuple[Path, ...] = ()           # where file:// and local ModelDataUrl may point (never the state dir)
     prices_path: Path | None = None              # price table for bills (default: the shipped example)
     extra: dict = field(default_factory=dict)
+
+    @property
+    def body_cap(self) -> int:
+        """The most a synchronous request or answer may be, whatever its variant."""
+        return max(self.max_payload_bytes, self.max_serverless_payload_bytes)
+
+    def payload_limit(self, serverless: bool) -> int:
+        return self.max_serverless_payload_bytes if serverless else self.max_payload_bytes
 
     @property
     def db_path(self) -> Path:

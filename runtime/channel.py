@@ -58,19 +58,20 @@ class ChannelSandbox(Sandbox):
         if self.state is not State.IDLE:
             return InvokeResult(False, error_kind=DEAD_HANDLE, message=f"sandbox {self.id} is {self.state.value}")
         self._move(State.BUSY)
+        limit = min(self.max_response_bytes, request.max_response or self.max_response_bytes)
         header = {
             "op": "invoke",
             "content_type": request.content_type,
             "accept": request.accept,
             "custom_attributes": request.custom_attributes,
-            "max_response": self.max_response_bytes,
+            "max_response": limit,
         }
         t0 = time.perf_counter()
         try:
             self._writer.write(protocol.encode(header, request.body))
             await self._writer.drain()
             reply, payload = await asyncio.wait_for(
-                protocol.recv_async(self._reader, protocol.PEER_HEADER, self.max_response_bytes), timeout_s)
+                protocol.recv_async(self._reader, protocol.PEER_HEADER, limit), timeout_s)
         except asyncio.TimeoutError:
             await self.destroy("invocation timed out")
             return InvokeResult(
@@ -81,8 +82,7 @@ class ChannelSandbox(Sandbox):
         except protocol.FrameTooLarge as exc:
             await self.destroy("sent an answer over the size limit")
             return InvokeResult(False, error_kind=BAD_OUTPUT, model_ms=(time.perf_counter() - t0) * 1000.0,
-                                original_status=500, message=too_large_message(exc.payload_bytes,
-                                                                               self.max_response_bytes))
+                                original_status=500, message=too_large_message(exc.payload_bytes, limit))
         except (protocol.ProtocolError, ConnectionError, OSError):
             elapsed = (time.perf_counter() - t0) * 1000.0
             kind, message = await self._death_cause()

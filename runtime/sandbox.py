@@ -70,6 +70,7 @@ class InvokeRequest:
     content_type: str | None = None
     accept: str | None = None
     custom_attributes: str | None = None
+    max_response: int | None = None   # the largest answer this caller takes (None: the sandbox's own cap)
 
 
 @dataclass

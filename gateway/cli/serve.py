@@ -12,6 +12,8 @@ from pathlib import Path
 from gateway.config import DEFAULT_STATE_DIR, Settings
 from gateway.errors import Invalid
 
+MAX_PAYLOAD_MB = 100       # a synchronous payload beyond this is not what a synchronous API is for
+
 
 def add_arguments(sub) -> None:
     d = Settings()        # the defaults live in Settings alone; these flags only read them
@@ -71,6 +73,12 @@ def add_arguments(sub) -> None:
                    help="start every sandbox as a fresh interpreter instead of forking it from a zygote")
     s.add_argument("--preload", default="", metavar="MOD,MOD",
                    help="modules the base zygote imports besides numpy, scikit-learn, pandas, onnxruntime, torch")
+    s.add_argument("--max-payload-mb", type=float, default=d.max_payload_bytes / (1 << 20), metavar="MB",
+                   help="largest request and answer of an instance (real-time) variant "
+                        f"(default {d.max_payload_bytes >> 20}, as SageMaker)")
+    s.add_argument("--max-serverless-payload-mb", type=float, default=d.max_serverless_payload_bytes / (1 << 20),
+                   metavar="MB", help="largest request and answer of a serverless invocation "
+                                      f"(default {d.max_serverless_payload_bytes >> 20}, as SageMaker)")
     s.add_argument("--max-model-zygotes", type=int, default=d.model_zygotes_max, metavar="N",
                    help="bundles kept loaded in model zygotes at most, least recently used closed first "
                         f"(default {d.model_zygotes_max}; 0: no model zygotes)")
@@ -132,6 +140,10 @@ def cmd_serve(args) -> int:
               "--model-zygote-idle a number of seconds > 0", file=sys.stderr)
         return 2
 
+    if not (0 < args.max_payload_mb <= MAX_PAYLOAD_MB and 0 < args.max_serverless_payload_mb <= MAX_PAYLOAD_MB):
+        print(f"slimserve: --max-payload-mb and --max-serverless-payload-mb take sizes above 0 and up to "
+              f"{MAX_PAYLOAD_MB} MB (larger payloads are for asynchronous inference)", file=sys.stderr)
+        return 2
     if args.auth == "none" and args.host not in ("127.0.0.1", "::1", "localhost"):
         print(f"slimserve: --auth none is refused on {args.host}: only a loopback address may serve unsigned",
               file=sys.stderr)
@@ -157,6 +169,8 @@ def cmd_serve(args) -> int:
         zygote_preload=tuple(m for m in (args.preload or "").split(",") if m),
         model_zygotes_max=args.max_model_zygotes, model_zygotes_memory_mb=args.model_zygotes_memory_mb,
         model_zygote_idle_s=args.model_zygote_idle,
+        max_payload_bytes=int(args.max_payload_mb * (1 << 20)),
+        max_serverless_payload_bytes=int(args.max_serverless_payload_mb * (1 << 20)),
         prices_path=Path(args.prices) if args.prices else None, usage_retention_days=args.usage_retention_days,
         access_keys=_access_keys(args.access_key), account_id=args.account_id, region=args.region,
         auth=args.auth, model_roots=tuple(Path(p).resolve() for p in args.model_root),

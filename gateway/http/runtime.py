@@ -10,6 +10,7 @@ import uuid
 from aiohttp import web
 
 from gateway import errors
+from gateway.http.body import read_capped
 from gateway.http.wire import runtime_error
 from gateway.serving.invoker import Invocation, Invoker
 
@@ -18,23 +19,10 @@ TARGET_VARIANT = "X-Amzn-SageMaker-Target-Variant"
 INVOKED_VARIANT = "X-Amzn-Invoked-Production-Variant"
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    if "body" in request:                  # already read (and capped) by the signature check
-        return request["body"]
-    if request.content_length is not None and request.content_length > limit:
-        raise errors.PayloadTooLarge(limit)
-    buf = bytearray()
-    async for chunk in request.content.iter_chunked(1 << 16):
-        buf += chunk
-        if len(buf) > limit:
-            raise errors.PayloadTooLarge(limit)
-    return bytes(buf)
-
-
 class RuntimeApi:
-    def __init__(self, invoker: Invoker, max_body_bytes: int):
+    def __init__(self, invoker: Invoker, cap: int, drain: int):
         self.invoker = invoker
-        self.max_body_bytes = max_body_bytes
+        self.cap, self.drain = cap, drain      # the largest body any variant takes; what is read to refuse one
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -48,12 +36,13 @@ class RuntimeApi:
     async def invoke(self, request: web.Request) -> web.Response:
         request_id = str(uuid.uuid4())
         try:
-            body = await read_body(request, self.max_body_bytes)
-        except errors.PayloadTooLarge as exc:
+            body = await read_capped(request, self.cap, self.drain)
+        except errors.PayloadTooLarge as exc:     # past the drain: cut off unread, so not attributed
             return runtime_error(self.invoker.refused(request_id, exc).error, request_id)
         h = request.headers
         outcome = await self.invoker.invoke(Invocation(
-            endpoint=request.match_info["name"], body=body, content_type=h.get("Content-Type"),
+            endpoint=request.match_info["name"], body=body.data, oversized=body.size if body.over else 0,
+            content_type=h.get("Content-Type"),
             accept=h.get("Accept"), custom_attributes=h.get(CUSTOM_ATTRIBUTES), target_variant=h.get(TARGET_VARIANT),
             request_id=request_id))
         headers = {"x-amzn-RequestId": request_id}

@@ -13,7 +13,8 @@ import uuid
 from aiohttp import web
 
 from gateway import errors
-from gateway.http.runtime import read_body
+from gateway.config import DRAIN_FACTOR
+from gateway.http.body import read_body, read_capped
 from gateway.http.wire import control_error, control_json, runtime_error
 from gateway.sagemaker.catalog import Catalog
 from gateway.sagemaker.endpoint_configs import EndpointConfigs
@@ -105,13 +106,13 @@ def auth_middleware(keys: dict, region: str, max_body: int, account_id: str, clo
         if request.path.startswith("/admin") or request.path in open_paths:
             return await handler(request)
         try:
-            body = await read_body(request, max_body)
-        except errors.PayloadTooLarge as exc:
+            body = await read_capped(request, max_body, max_body * DRAIN_FACTOR)
+        except errors.PayloadTooLarge as exc:       # too large to be read even to be refused: not attributed
             return runtime_error(exc, str(uuid.uuid4()))
         request["body"] = body
         try:                                   # aiohttp's headers are already case-insensitive
-            key_id = verify(request.method, request.path, request.query_string, request.headers, body, secrets,
-                            region, clock())
+            key_id = verify(request.method, request.path, request.query_string, request.headers, body.data, secrets,
+                            region, clock(), payload_hash=body.sha256)
         except AuthError as exc:
             return control_error(exc)
         action, is_read = _action(request)

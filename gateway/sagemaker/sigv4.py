@@ -68,8 +68,10 @@ def _parse_authorization(value: str) -> dict[str, str]:
 
 
 def verify(method: str, path: str, query_string: str, headers, body: bytes, keys: dict[str, str],
-           region: str, now: float) -> str:
-    """Check the request's signature; returns the access key id, or raises AuthError."""
+           region: str, now: float, payload_hash: str | None = None) -> str:
+    """Check the request's signature; returns the access key id, or raises AuthError.
+    ``payload_hash``: the SHA-256 of the body as received, computed while it was read (a body
+    over the cap is hashed but not kept); never a client's claim."""
     auth = headers.get("Authorization")
     if not auth:
         raise AuthError("MissingAuthenticationTokenException", "Request is missing Authentication Token", 403)
@@ -101,7 +103,8 @@ def verify(method: str, path: str, query_string: str, headers, body: bytes, keys
     unsigned = [h for h in MUST_SIGN if h not in signed and (h == "host" or headers.get(h) is not None)]
     if unsigned:
         raise AuthError("InvalidSignatureException", f"The {unsigned[0]} header must be signed.")
-    payload_hash = hashlib.sha256(body).hexdigest()          # the body as received, never a client's claim
+    if payload_hash is None:
+        payload_hash = hashlib.sha256(body).hexdigest()      # the body as received, never a client's claim
     claimed = headers.get("X-Amz-Content-SHA256")
     if claimed is not None and claimed != payload_hash:
         raise AuthError("InvalidSignatureException",

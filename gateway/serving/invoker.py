@@ -29,6 +29,7 @@ class Invocation:
     custom_attributes: str | None = None
     target_variant: str | None = None
     request_id: str = ""
+    oversized: int = 0              # bytes of a body that was over every cap (its bytes were not kept)
 
 
 @dataclass
@@ -80,11 +81,14 @@ class Invoker:
         lease = None
         result: sbx.InvokeResult | None = None
         error: errors.SlimserveError | None = None
+        limit = self.settings.payload_limit(serverless=not variant.instance_type)
         try:
+            if inv.oversized or len(inv.body) > limit:
+                raise errors.PayloadTooLarge(limit)
             if pool is None:
                 raise errors.NotReady(f"endpoint {inv.endpoint} is being updated")
             req = sbx.InvokeRequest(body=inv.body, content_type=inv.content_type, accept=inv.accept,
-                                    custom_attributes=inv.custom_attributes)
+                                    custom_attributes=inv.custom_attributes, max_response=limit)
             lease = await pool.acquire(sample=req)
             result = await lease.sandbox.invoke(req, self.settings.invocation_timeout_s)
             if result.error_kind == sbx.DEAD_HANDLE:
@@ -92,7 +96,7 @@ class Invoker:
             if not result.ok:
                 error = errors.ModelFailed(result.error_kind, result.message, result.original_status,
                                            self.log_stream(inv.endpoint))
-        except (errors.Throttled, errors.NotReady) as exc:
+        except (errors.Throttled, errors.NotReady, errors.PayloadTooLarge) as exc:
             error = exc
         except sbx.StartError as exc:
             if exc.kind == sbx.SPAWN_FAILED:
@@ -123,7 +127,8 @@ class Invoker:
             start=start_wall, billed_ms=UsageRecord.bill(model_ms), model_ms=model_ms,
             overhead_ms=max(0.0, total_ms - model_ms - init_ms), cold_start=cold, init_ms=init_ms,
             status="ok" if error is None else error.code, error_kind=None if error is None else error.kind,
-            bytes_in=len(inv.body), bytes_out=len(result.body) if result is not None and error is None else 0,
+            bytes_in=0 if isinstance(error, errors.PayloadTooLarge) else len(inv.body),
+            bytes_out=len(result.body) if result is not None and error is None else 0,
             sandbox_id=lease.sandbox.id if lease is not None else None,
             start_path=lease.sandbox.facts.path if cold else None,
             init_detail=_phases(lease, model_ms) if cold else None,

@@ -65,6 +65,7 @@ class DockerBackendConfig:
     python: str = ""                    # the interpreter inside the image (from the image's env)
     byoc_user: str | None = None        # run bring-your-own containers as this uid[:gid] instead of the image's USER
     preload: tuple[str, ...] = DEFAULT_PRELOAD
+    max_response_bytes: int = 6 << 20   # the largest synchronous answer a sandbox may send
 
 
 class DockerBackend(Backend):

@@ -20,9 +20,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from runtime.channel import DEFAULT_MAX_RESPONSE
 from runtime.docker.container_life import ContainerLife
 from runtime.docker.sandbox import LABEL, MODEL_DIR, link_tree
 from runtime.sandbox import (
+    BAD_OUTPUT,
+    DEAD_HANDLE,
     LOAD_FAILED,
     MODEL_RAISED,
     OUT_OF_MEMORY,
@@ -36,9 +39,11 @@ from runtime.sandbox import (
     StartFacts,
     State,
     oom_message,
+    too_large_message,
 )
 
 CLONE_NEWNET = 0x40000000
+TOO_LARGE = "x-slimserve-too-large"     # set by the relay, never by the container (headers are lowercased first)
 PORT = 8080
 SAGEMAKER_ENV = {"SAGEMAKER_BIND_TO_PORT": str(PORT), "SAGEMAKER_SAFE_PORT_RANGE": "8080-8080",
                  "SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SM_MODEL_DIR": "/opt/ml/model"}
@@ -62,20 +67,31 @@ class Relay:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"slimserve-relay-{pid}",
                                        initializer=_enter_netns, initargs=(pid,))
 
-    async def call(self, method: str, path: str, body: bytes | None, headers: dict, timeout_s: float):
+    async def call(self, method: str, path: str, body: bytes | None, headers: dict, timeout_s: float,
+                   max_bytes: int = 1 << 20):
         return await asyncio.get_running_loop().run_in_executor(
-            self.pool, _http, method, path, body, headers, timeout_s)
+            self.pool, _http, method, path, body, headers, timeout_s, max_bytes)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _http(method, path, body, headers, timeout_s):
+def _http(method, path, body, headers, timeout_s, max_bytes: int = 1 << 20):
+    """One call to the model server; an answer past ``max_bytes`` is cut off unread (``None``
+    body, its announced or least size in the headers' place) so no container can make the
+    gateway hold more than the cap."""
     conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=timeout_s)
     try:
         conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        rh = {k.lower(): v for k, v in resp.getheaders()}
+        announced = rh.get("content-length", "")
+        if announced.isdigit() and int(announced) > max_bytes:
+            return resp.status, dict(rh, **{TOO_LARGE: announced}), None
+        data = resp.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            return resp.status, dict(rh, **{TOO_LARGE: str(len(data))}), None
+        return resp.status, rh, data
     finally:
         conn.close()
 
@@ -108,17 +124,18 @@ class ContainerServerSandbox(ContainerLife, Sandbox):
 
     async def invoke(self, request: InvokeRequest, timeout_s: float) -> InvokeResult:
         if self.state is not State.IDLE:
-            return InvokeResult(False, error_kind="dead", message=f"sandbox {self.id} is {self.state.value}")
+            return InvokeResult(False, error_kind=DEAD_HANDLE, message=f"sandbox {self.id} is {self.state.value}")
         self._move(State.BUSY)
         headers = {"Content-Type": request.content_type or "application/octet-stream"}
         if request.accept:
             headers["Accept"] = request.accept
         if request.custom_attributes:
             headers["X-Amzn-SageMaker-Custom-Attributes"] = request.custom_attributes
+        limit = request.max_response or DEFAULT_MAX_RESPONSE
         t0 = time.perf_counter()
         try:
             status, rh, body = await asyncio.wait_for(
-                self.relay.call("POST", "/invocations", request.body, headers, timeout_s), timeout_s + 1)
+                self.relay.call("POST", "/invocations", request.body, headers, timeout_s, limit), timeout_s + 1)
         except (asyncio.TimeoutError, TimeoutError):
             await self.destroy("invocation timed out")
             return InvokeResult(False, error_kind=TIMEOUT, model_ms=(time.perf_counter() - t0) * 1000.0,
@@ -131,6 +148,9 @@ class ContainerServerSandbox(ContainerLife, Sandbox):
             return InvokeResult(False, error_kind=kind, model_ms=elapsed, original_status=500, message=message)
         model_ms = (time.perf_counter() - t0) * 1000.0
         self._move(State.IDLE)
+        if body is None:                   # over the cap: refused, and the server stays up for the next call
+            return InvokeResult(False, error_kind=BAD_OUTPUT, model_ms=model_ms, original_status=500,
+                                message=too_large_message(int(rh[TOO_LARGE]), limit))
         if 200 <= status < 300:
             return InvokeResult(True, body=body, content_type=rh.get("content-type"), model_ms=model_ms,
                                 custom_attributes=rh.get("x-amzn-sagemaker-custom-attributes"))

@@ -26,7 +26,7 @@ class DockerSandbox(ContainerLife, ChannelSandbox):
     """The slimserve worker in a container, reached over a Unix socket."""
 
     def __init__(self, spec, listeners, backend, stem: Stem):
-        super().__init__(spec, listeners, stem.reader, stem.writer)
+        super().__init__(spec, listeners, stem.reader, stem.writer, backend.config.max_response_bytes)
         self._init_container(backend, stem.container, stem.root)
 
     def _out_of_memory_text(self) -> str:

@@ -231,6 +231,17 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"cannot score that")
             return
+        if body.startswith(b"huge"):                   # 50 MB, announced or not
+            self.send_response(200)
+            if body == b"huge":
+                self.send_header("Content-Length", str(50 << 20))
+            self.end_headers()
+            try:
+                for _ in range(50):
+                    self.wfile.write(b"x" * (1 << 20))
+            except OSError:
+                pass
+            return
         out = json.dumps({{"weights": WEIGHTS, "greeting": os.environ.get("GREETING"),
                           "port": os.environ.get("SAGEMAKER_BIND_TO_PORT"), "echo": body.decode(),
                           "attrs": self.headers.get("X-Amzn-SageMaker-Custom-Attributes")}}).encode()
@@ -274,6 +285,12 @@ def test_bring_your_own_sagemaker_container(dgw, engine, tmp_path):
         rt.invoke_endpoint(EndpointName="byoc", Body=b"fail", ContentType="text/plain")
     assert info.value.response["OriginalStatusCode"] == 500
     assert "cannot score that" in info.value.response["OriginalMessage"]
+    for huge in (b"huge", b"huge-unannounced"):       # over the 4 MB serverless cap: refused, never held
+        with pytest.raises(rt.exceptions.ModelError) as info:
+            rt.invoke_endpoint(EndpointName="byoc", Body=huge, ContentType="text/plain")
+        assert "over the limit of 4194304 bytes" in info.value.response["OriginalMessage"]
+    again = json.loads(rt.invoke_endpoint(EndpointName="byoc", Body=b"2", ContentType="text/plain")["Body"].read())
+    assert again["echo"] == "2"
     pool = dgw.client().describe("byoc")["variants"][0]["pool"]
     assert pool["sandboxes"][0]["start_path"] == "container"
     servers = [c for c in _containers(engine, dgw.state_dir) if c.labels.get("slimserve.role") == "container-server"]

@@ -256,7 +256,7 @@ def test_an_answer_over_the_limit_is_refused_and_the_sandbox_stays(gateway):
     assert len(_call(c, "big", 1)) == 1 << 20
     with pytest.raises(ClientError) as err:
         _call(c, "big", 7)
-    assert err.value.status == 424 and "over the limit of 6291456 bytes" in err.value.message
+    assert err.value.status == 424 and "over the limit of 4194304 bytes" in err.value.message   # serverless
     assert len(_call(c, "big", 0.5)) == 1 << 19
     assert [u["cold_start"] for u in c.usage(endpoint="big")] == [True, False, False]
 

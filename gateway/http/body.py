@@ -1,0 +1,54 @@
+"""Reading a request body with a cap, hashing it as it comes (for SigV4).
+
+Up to ``cap`` bytes are kept.  A body past the cap is still read, hashed and dropped up to
+``drain`` bytes, so its signature can be checked and the refusal attributed to an
+authenticated caller (and recorded against its endpoint); past ``drain`` the request is cut
+off unread.  Memory held per request never exceeds the cap.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway import errors
+
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Body:
+    data: bytes          # the body; b"" when it was over the cap
+    size: int            # bytes received
+    sha256: str          # of every byte received
+    over: bool = False   # larger than the cap it was read with
+
+
+async def read_capped(request: web.Request, cap: int, drain: int | None = None) -> Body:
+    """The body, kept up to ``cap``; raises PayloadTooLarge(cap) past ``drain`` (default: ``cap``)."""
+    if "body" in request:                  # read (and hashed) already, by the signature check
+        return request["body"]
+    drain = cap if drain is None else max(cap, drain)
+    if request.content_length is not None and request.content_length > drain:
+        raise errors.PayloadTooLarge(cap)
+    digest, buf, size = hashlib.sha256(), bytearray(), 0
+    async for chunk in request.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if size > drain:
+            raise errors.PayloadTooLarge(cap)
+        digest.update(chunk)
+        if size <= cap:
+            buf += chunk
+        elif buf:
+            buf = bytearray()              # past the cap: keep nothing of it
+    over = size > cap
+    return Body(b"" if over else bytes(buf), size, digest.hexdigest(), over)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body's bytes, or PayloadTooLarge(limit)."""
+    body = await read_capped(request, limit)
+    if body.over or body.size > limit:     # (a body read earlier was read with a larger cap)
+        raise errors.PayloadTooLarge(limit)
+    return body.data
