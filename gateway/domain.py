@@ -45,6 +45,12 @@ class VariantSpec:
         return all(getattr(self, f) == getattr(other, f) for f in self.SANDBOX_FIELDS)
 
     def validate(self) -> None:
+        for name in ("memory_mb", "max_concurrency", "provisioned"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise Invalid(f"variant {self.name}: {name} must be a whole number, not {value!r}")
+        if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool):
+            raise Invalid(f"variant {self.name}: weight must be a number, not {self.weight!r}")
         if self.instance_type is not None:
             from gateway.sagemaker.instances import UnknownInstanceType, instance_memory_mb
 

@@ -119,10 +119,11 @@ class Catalog:
             return False
         return any(real == root or root in real.parents for root in self.model_roots)
 
-    def background(self, coro) -> None:
+    def background(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def endpoint_record(self, name: str) -> dict:
         """The SageMaker view of an endpoint; endpoints deployed with the CLI get one on the fly."""

@@ -22,6 +22,8 @@ class EndpointConfigs:
         seen = set()
         for i, pv in enumerate(variants, start=1):
             check_variant(pv, i)
+            if pv["ModelName"] not in self.c.models:           # as the service: the model must exist now
+                raise self.c.not_found("model", pv["ModelName"])
             if pv["VariantName"] in seen:
                 raise invalid(f"Variant name {pv['VariantName']} appears more than once in ProductionVariants.")
             seen.add(pv["VariantName"])

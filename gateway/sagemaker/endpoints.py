@@ -19,6 +19,7 @@ from gateway.sagemaker.instances import instance_memory_mb
 from gateway.sagemaker.shapes import ENDPOINT_STATUSES, check_name, invalid, list_page, tag_dict, tags_of, timestamp
 
 log = logging.getLogger("slimserve.sagemaker")
+SETTLE_S = 2.0     # CreateEndpoint/UpdateEndpoint wait this long for a quick model to be InService already
 
 
 class Endpoints:
@@ -76,7 +77,7 @@ class Endpoints:
                "Tags": tags_of(req.get("Tags"))}
         self.c.records[name] = rec
         await self.c.save("endpoint", name, rec)
-        self.c.background(self._deploy(name, variants, replace_existing=False))
+        await _settle_briefly(self.c.background(self._deploy(name, variants, replace_existing=False)))
         return {"EndpointArn": rec["EndpointArn"]}
 
     async def update_endpoint(self, req: dict) -> dict:
@@ -90,7 +91,8 @@ class Endpoints:
         rec.pop("FailureReason", None)
         self.c.records[name] = rec                  # a CLI endpoint gets a SageMaker record from now on
         await self.c.save("endpoint", name, rec)
-        self.c.background(self._deploy(name, variants, replace_existing=name in self.c.endpoints.specs))
+        await _settle_briefly(self.c.background(
+            self._deploy(name, variants, replace_existing=name in self.c.endpoints.specs)))
         return {"EndpointArn": rec["EndpointArn"]}
 
     async def _deploy(self, name: str, variants, replace_existing: bool) -> None:
@@ -201,27 +203,31 @@ class Endpoints:
             raise invalid("1 validation error detected: Value at 'desiredWeightsAndCapacities' failed to satisfy "
                           "constraint: Member must have length greater than or equal to 1")
         changes: dict[str, dict] = {}
-        for item in wanted:
+        for i, item in enumerate(wanted, start=1):
+            if not isinstance(item, dict):
+                raise invalid(f"Value at 'desiredWeightsAndCapacities.{i}.member' must be an object.")
             vname = item.get("VariantName")
             v = spec.variant(vname) if isinstance(vname, str) else None
             if v is None:
                 raise invalid(f"The variant name(s) [{vname}] is/are not present in the endpoint {name}.")
             ch: dict = {}
             if item.get("DesiredWeight") is not None:
-                if not isinstance(item["DesiredWeight"], (int, float)) or item["DesiredWeight"] < 0:
+                if not _number(item["DesiredWeight"]) or item["DesiredWeight"] < 0:
                     raise invalid(f"DesiredWeight of {vname} must be a number >= 0.")
                 ch["weight"] = float(item["DesiredWeight"])
             if item.get("DesiredInstanceCount") is not None:
                 if not v.instance_type:
                     raise invalid(f"Variant {vname} is serverless: change it with ServerlessUpdateConfig.")
                 count = item["DesiredInstanceCount"]
-                if not isinstance(count, int) or count < 1:
+                if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                     raise invalid(f"DesiredInstanceCount of {vname} must be at least 1.")
                 ch.update(provisioned=count, max_concurrency=count)
             if item.get("ServerlessUpdateConfig"):
                 if v.instance_type:
                     raise invalid(f"Variant {vname} runs on instances: change it with DesiredInstanceCount.")
                 su = item["ServerlessUpdateConfig"]
+                if not isinstance(su, dict):
+                    raise invalid(f"ServerlessUpdateConfig of {vname} must be an object.")
                 if su.get("MaxConcurrency") is not None:
                     ch["max_concurrency"] = su["MaxConcurrency"]
                 if su.get("ProvisionedConcurrency") is not None:
@@ -248,3 +254,14 @@ class Endpoints:
         if self.c.records.pop(name, None) is not None:
             await self.c.store.delete_resource("endpoint", name)
         return {}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+async def _settle_briefly(change: asyncio.Task) -> None:
+    """Give a change ``SETTLE_S`` to finish, so a model that loads quickly is InService when the
+    call returns (a waiter's first poll then succeeds); a slower one is left Creating/Updating.
+    The change itself goes on either way: only the wait is given up."""
+    await asyncio.wait({change}, timeout=SETTLE_S)

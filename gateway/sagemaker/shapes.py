@@ -4,6 +4,7 @@ errors worded the way the service words them."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 
 from gateway.config import MAX_CONCURRENCY_RANGE, MEMORY_TIERS_MB
@@ -22,9 +23,12 @@ def invalid(message: str) -> Invalid:
 
 def check_name(req: dict, key: str, path: str | None = None) -> str:
     value = req.get(key)
-    if not isinstance(value, str) or not value:
+    if value is None or value == "":
         raise invalid(f"1 validation error detected: Value null at '{path or _camel(key)}' failed to satisfy "
                       "constraint: Member must not be null")
+    if not isinstance(value, str):
+        raise invalid(f"1 validation error detected: Value '{json.dumps(value)[:100]}' at '{path or _camel(key)}' "
+                      "failed to satisfy constraint: Member must be a string")
     if not NAME_RE.match(value):
         raise invalid(f"1 validation error detected: Value '{value}' at '{path or _camel(key)}' failed to satisfy "
                       "constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")

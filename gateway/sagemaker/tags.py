@@ -14,6 +14,8 @@ class Tags:
 
     def _resource(self, req: dict) -> tuple[str, str, list]:
         arn = req.get("ResourceArn")
+        if not isinstance(arn, str):
+            arn = ""
         m = re.match(rf"^arn:aws[a-z-]*:sagemaker:{re.escape(self.c.region)}:{self.c.account_id}:"
                      r"(model|endpoint-config|endpoint)/(.+)$", arn or "")
         if m is None:
@@ -70,7 +72,7 @@ class Tags:
     async def delete_tags(self, req: dict) -> dict:
         kind, name, tags = self._resource(req)
         keys = req.get("TagKeys")
-        if not isinstance(keys, list) or not keys:
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
             raise invalid("1 validation error detected: Value at 'tagKeys' failed to satisfy constraint: "
                           "Member must have length greater than or equal to 1")
         await self._set_tags(kind, name, [t for t in tags if t["Key"] not in set(keys)])

@@ -22,6 +22,14 @@ from gateway.serving.endpoints import EndpointService
 from gateway.store.sqlite import Store
 from tests.fakes import FakeBackend
 
+class DelayedBackend(FakeBackend):
+    delay = 0.0
+
+    async def start(self, spec):
+        await asyncio.sleep(self.delay)
+        return await super().start(spec)
+
+
 SERVERLESS = {"VariantName": "AllTraffic", "ModelName": "m",
               "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2}}
 
@@ -35,7 +43,7 @@ async def ops(tmp_path):
     settings.bundles_dir.mkdir(parents=True)
     store = Store(settings.db_path)
     await store.open()
-    backend = FakeBackend()
+    backend = DelayedBackend()
     manager = PoolManager(backend, HostBudget(8192), FakeClock(), tmp_path, policy=FixedKeepAlive(600))
     backend.listeners.append(manager.on_sandbox_event)
     endpoints = EndpointService(settings, store, manager)
@@ -49,7 +57,7 @@ async def ops(tmp_path):
 
     async def settle():
         await asyncio.gather(*list(catalog._tasks))
-    call.settle, call.roots, call.endpoints = settle, roots, endpoints
+    call.settle, call.roots, call.endpoints, call.backend = settle, roots, endpoints, backend
     yield call
     await catalog.close()
     await manager.close()
@@ -62,8 +70,8 @@ async def test_a_model_config_and_endpoint_come_up_and_go_away(ops):
     assert arn == "arn:aws:sagemaker:us-east-1:123456789012:model/m"
     await ops("CreateEndpointConfig", EndpointConfigName="c", ProductionVariants=[SERVERLESS])
     await ops("CreateEndpoint", EndpointName="E1", EndpointConfigName="c")
-    assert (await ops("DescribeEndpoint", EndpointName="E1"))["EndpointStatus"] == "Creating"
-    await ops.settle()
+    # a model that loads at once is InService when CreateEndpoint returns: a waiter's first poll succeeds
+    assert (await ops("DescribeEndpoint", EndpointName="E1"))["EndpointStatus"] == "InService"
     d = await ops("DescribeEndpoint", EndpointName="E1")
     assert d["EndpointStatus"] == "InService"
     assert d["ProductionVariants"][0]["CurrentServerlessConfig"] == {"MemorySizeInMB": 1024, "MaxConcurrency": 2}
@@ -73,6 +81,16 @@ async def test_a_model_config_and_endpoint_come_up_and_go_away(ops):
                                               'endpoint/e1"'):
         await ops("DescribeEndpoint", EndpointName="E1")
     assert "E1" not in ops.endpoints.specs
+
+
+async def test_a_slow_model_is_left_creating_and_comes_up_in_the_background(ops):
+    await ops("CreateModel", ModelName="m", PrimaryContainer={"ModelDataUrl": f"{ops.roots}/model.pkl"})
+    await ops("CreateEndpointConfig", EndpointConfigName="c", ProductionVariants=[SERVERLESS])
+    ops.backend.delay = 2.5                            # the trial load takes longer than CreateEndpoint waits
+    await ops("CreateEndpoint", EndpointName="slow", EndpointConfigName="c")
+    assert (await ops("DescribeEndpoint", EndpointName="slow"))["EndpointStatus"] == "Creating"
+    await ops.settle()
+    assert (await ops("DescribeEndpoint", EndpointName="slow"))["EndpointStatus"] == "InService"
 
 
 async def test_refusals_carry_the_services_wording(ops):
@@ -89,6 +107,13 @@ async def test_refusals_carry_the_services_wording(ops):
     with pytest.raises(errors.Invalid, match="Member must satisfy enum value set"):
         await ops("CreateEndpointConfig", EndpointConfigName="c",
                   ProductionVariants=[dict(SERVERLESS, ServerlessConfig={"MemorySizeInMB": 1000, "MaxConcurrency": 1})])
+    with pytest.raises(errors.NotFound, match='Could not find model "arn:aws:sagemaker:us-east-1:123456789012:'
+                                              'model/ghost"'):
+        await ops("CreateEndpointConfig", EndpointConfigName="c2", ProductionVariants=[dict(SERVERLESS,
+                                                                                            ModelName="ghost")])
+    with pytest.raises(errors.Invalid, match="Value '5' at 'modelName' failed to satisfy constraint: Member must "
+                                             "be a string"):
+        await ops("DescribeModel", ModelName=5)
     with pytest.raises(errors.NotFound, match="Could not find endpoint configuration"):
         await ops("CreateEndpoint", EndpointName="e", EndpointConfigName="nope")
     with pytest.raises(errors.Invalid, match="statusEquals"):
@@ -152,3 +177,65 @@ async def test_list_tags_pages_and_refuses_a_bad_page_size(ops):
     for bad in (10, "50", True):
         with pytest.raises(errors.Invalid, match="maxResults"):
             await ops("ListTags", ResourceArn=arn, MaxResults=bad)
+
+
+GOOD = {
+    "CreateModel": {"ModelName": "fz", "PrimaryContainer": {"ModelDataUrl": "MODEL", "Environment": {"A": "1"}},
+                    "Tags": [{"Key": "k", "Value": "v"}], "EnableNetworkIsolation": False},
+    "CreateEndpointConfig": {"EndpointConfigName": "fzc", "ProductionVariants": [dict(SERVERLESS, ModelName="fz")]},
+    "CreateEndpoint": {"EndpointName": "fze", "EndpointConfigName": "fzc"},
+    "UpdateEndpointWeightsAndCapacities": {"EndpointName": "fze", "DesiredWeightsAndCapacities": [
+        {"VariantName": "AllTraffic", "DesiredWeight": 1.0, "ServerlessUpdateConfig": {"MaxConcurrency": 2}}]},
+    "ListEndpoints": {"SortBy": "Name", "SortOrder": "Ascending", "MaxResults": 5, "NameContains": "fz",
+                      "StatusEquals": "InService", "CreationTimeAfter": 0, "LastModifiedTimeBefore": 4e9},
+    "AddTags": {"ResourceArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/fze",
+                "Tags": [{"Key": "a", "Value": "b"}]},
+    "DeleteTags": {"ResourceArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/fze", "TagKeys": ["a"]},
+    "UpdateEndpoint": {"EndpointName": "fze", "EndpointConfigName": "fzc"},
+    "ListModels": {"NextToken": "bzox", "MaxResults": 5, "SortBy": "CreationTime", "CreationTimeBefore": 4e9},
+    "ListEndpointConfigs": {"NameContains": "fz", "SortOrder": "Descending"},
+    "ListTags": {"ResourceArn": "arn:aws:sagemaker:us-east-1:123456789012:model/fz", "MaxResults": 50,
+                 "NextToken": "bzox"},
+    "DescribeModel": {"ModelName": "fz"}, "DescribeEndpointConfig": {"EndpointConfigName": "fzc"},
+    "DescribeEndpoint": {"EndpointName": "fze"},
+    "DeleteEndpoint": {"EndpointName": "fze"}, "DeleteEndpointConfig": {"EndpointConfigName": "fzc"},
+    "DeleteModel": {"ModelName": "fz"},
+}
+WRONG = [None, 7, -1, True, 1.5, "", "text", [], [1], {}, {"x": 1}, [{"x": 1}]]
+
+
+def _mutations(doc, path=()):
+    """Every way of putting one wrong-typed value at one place of ``doc``."""
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            for w in WRONG:
+                yield path + (k,), {**doc, k: w}
+            for p, sub in _mutations(v, path + (k,)):
+                yield p, {**doc, k: sub}
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            for p, sub in _mutations(v, path + (i,)):
+                yield p, doc[:i] + [sub] + doc[i + 1:]
+
+
+async def test_no_wrong_typed_member_of_any_request_is_a_500(ops):
+    """Each member of each request, replaced by a value of every other JSON type: a gateway
+    error (a ValidationException on the wire) every time, never an exception of Python's."""
+    model = f"{ops.roots}/model.pkl"
+    fill = json.loads(json.dumps(GOOD).replace('"MODEL"', json.dumps(model)))
+    await ops("CreateModel", **fill["CreateModel"])
+    await ops("CreateEndpointConfig", **fill["CreateEndpointConfig"])
+    await ops("CreateEndpoint", **fill["CreateEndpoint"])
+    await ops.settle()
+    tried = 0
+    for op, doc in fill.items():
+        for path, bad in _mutations(doc):
+            tried += 1
+            try:
+                await ops(op, **bad)
+                await ops.settle()
+            except errors.SlimserveError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - what this test exists to find
+                pytest.fail(f"{op} with {path} = {bad!r:.200}: {type(exc).__name__}: {exc}")
+    assert tried > 500
