@@ -40,6 +40,7 @@ class Settings:
     sandbox_uid_range: tuple[int, int] | None = None   # (first, count); None: 1024 uids chosen by the state dir
     sandbox_paths: tuple[str, ...] = ()          # host paths every sandbox also sees, read-only
     byoc_user: str | None = None                 # user for bring-your-own containers (None: the image's USER)
+    max_bundle_mb: float | None = None           # a bundle's unpacked size at most (None: its variant's memory)
     validate_on_deploy: bool = True              # load a new bundle once before accepting it
     zygotes: bool = True                         # fork sandboxes from pre-warmed interpreters
     zygote_stems: int = 2                        # processes each zygote keeps forked ahead of demand

@@ -327,3 +327,17 @@ class SendsNestedJsonAtLoad:
 
     def __call__(self, x):
         return x
+
+
+class SlowToLoad:
+    """Takes ``seconds`` to unpickle (to load), then echoes."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def __call__(self, x):
+        return x
+
+    def __setstate__(self, state):
+        time.sleep(state["seconds"])
+        self.__dict__.update(state)

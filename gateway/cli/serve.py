@@ -79,6 +79,9 @@ def add_arguments(sub) -> None:
     s.add_argument("--max-serverless-payload-mb", type=float, default=d.max_serverless_payload_bytes / (1 << 20),
                    metavar="MB", help="largest request and answer of a serverless invocation "
                                       f"(default {d.max_serverless_payload_bytes >> 20}, as SageMaker)")
+    s.add_argument("--max-bundle-mb", type=float, default=None, metavar="MB",
+                   help="largest a bundle may be unpacked (default: its endpoint's memory size, since a larger "
+                        "bundle could not load into it)")
     s.add_argument("--max-model-zygotes", type=int, default=d.model_zygotes_max, metavar="N",
                    help="bundles kept loaded in model zygotes at most, least recently used closed first "
                         f"(default {d.model_zygotes_max}; 0: no model zygotes)")
@@ -144,6 +147,9 @@ def cmd_serve(args) -> int:
         print(f"slimserve: --max-payload-mb and --max-serverless-payload-mb take sizes above 0 and up to "
               f"{MAX_PAYLOAD_MB} MB (larger payloads are for asynchronous inference)", file=sys.stderr)
         return 2
+    if args.max_bundle_mb is not None and not args.max_bundle_mb > 0:
+        print("slimserve: --max-bundle-mb takes a size above 0", file=sys.stderr)
+        return 2
     if args.auth == "none" and args.host not in ("127.0.0.1", "::1", "localhost"):
         print(f"slimserve: --auth none is refused on {args.host}: only a loopback address may serve unsigned",
               file=sys.stderr)
@@ -169,7 +175,7 @@ def cmd_serve(args) -> int:
         zygote_preload=tuple(m for m in (args.preload or "").split(",") if m),
         model_zygotes_max=args.max_model_zygotes, model_zygotes_memory_mb=args.model_zygotes_memory_mb,
         model_zygote_idle_s=args.model_zygote_idle,
-        max_payload_bytes=int(args.max_payload_mb * (1 << 20)),
+        max_payload_bytes=int(args.max_payload_mb * (1 << 20)), max_bundle_mb=args.max_bundle_mb,
         max_serverless_payload_bytes=int(args.max_serverless_payload_mb * (1 << 20)),
         prices_path=Path(args.prices) if args.prices else None, usage_retention_days=args.usage_retention_days,
         access_keys=_access_keys(args.access_key), account_id=args.account_id, region=args.region,

@@ -11,10 +11,42 @@ import ast
 import pickletools
 import shutil
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import BundleRejected
 from runtime import bundle as rb
+
+MAX_ENTRIES = 20_000          # files and directories in one bundle
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How large a bundle may be once unpacked: bytes (None: no cap) and entries.  Checked as
+    an archive is read, member by member, so a small archive that expands to gigabytes stops
+    at the cap instead of filling the disk."""
+    max_bytes: int | None = None
+    max_entries: int = MAX_ENTRIES
+
+    def too_big(self, what: str) -> BundleRejected:
+        mb = (self.max_bytes or 0) / (1 << 20)
+        return BundleRejected(f"{what} is larger than {mb:g} MB unpacked, the limit for this endpoint (its memory "
+                              "size unless serve --max-bundle-mb says otherwise)")
+
+    def too_many(self, what: str) -> BundleRejected:
+        return BundleRejected(f"{what} has more than {self.max_entries} files and directories")
+
+    def check_tree(self, source: Path) -> None:
+        """A directory or file about to be copied in: refused before a byte is copied."""
+        paths = [source] if source.is_file() else list(source.rglob("*"))
+        if len(paths) > self.max_entries:
+            raise self.too_many(f"model data {source}")
+        total = sum(p.lstat().st_size for p in paths if p.is_file() and not p.is_symlink())
+        if self.max_bytes is not None and total > self.max_bytes:
+            raise self.too_big(f"model data {source}")
+
+
+NO_LIMITS = Limits()
 
 
 def detect_format(path: Path) -> str:
@@ -32,19 +64,16 @@ def detect_format(path: Path) -> str:
     )
 
 
-def unpack(upload: Path, dest: Path) -> str:
+def unpack(upload: Path, dest: Path, limits: Limits = NO_LIMITS) -> str:
     """Put the bundle at ``upload`` into the empty directory ``dest``; returns its kind."""
     dest.mkdir(parents=True, exist_ok=False)
     try:
         fmt = detect_format(upload)
         if fmt == "pickle":
+            limits.check_tree(upload)
             shutil.move(str(upload), dest / rb.PICKLE_FILE)
         else:
-            try:
-                with tarfile.open(upload, "r:*") as tar:
-                    safe_extract(tar, dest)
-            except (tarfile.TarError, OSError, EOFError) as exc:
-                raise BundleRejected(f"cannot unpack the model archive: {exc}") from None
+            extract_archive(upload, dest, limits)
             _hoist_single_dir(dest)
         kind = check(dest)
     except BaseException:
@@ -53,37 +82,48 @@ def unpack(upload: Path, dest: Path) -> str:
     return kind
 
 
-def safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
-    """Extract only regular files and directories whose names stay inside ``dest``.
-
-    Checked member by member before anything is written, rather than trusting the
-    ``data`` extraction filter alone (some Python releases let crafted links through
-    it): a bundle needs no links, devices or absolute paths, so any of them refuses
-    the whole archive."""
+def extract_archive(archive: Path, dest: Path, limits: Limits = NO_LIMITS) -> None:
+    """Extract a (gzipped) tar as a stream, each member checked before it is written: only
+    regular files and directories whose names stay inside ``dest`` (rather than trusting the
+    ``data`` extraction filter alone: some Python releases let crafted links through it), and
+    no more bytes or entries than ``limits`` allow.  A refusal leaves what was written for the
+    caller to remove."""
     root = dest.resolve()
-    members = tar.getmembers()
-    for m in members:
-        name = m.name
-        parts = Path(name).parts
-        if name.startswith(("/", "\\")) or ".." in parts or (len(parts) and ":" in parts[0]):
-            raise BundleRejected(f"the model archive has an entry outside the bundle: {name!r}")
-        if not (m.isfile() or m.isdir()):
-            raise BundleRejected(f"the model archive has a link or special file, which bundles may not: {name!r}")
-        target = (root / name).resolve()
-        if target != root and root not in target.parents:
-            raise BundleRejected(f"the model archive has an entry outside the bundle: {name!r}")
+    size = entries = 0
     try:
-        tar.extractall(dest, members=members, filter="data")
-    except TypeError:                   # a Python without extraction filters: the checks above stand alone
-        tar.extractall(dest, members=members)
+        with tarfile.open(archive, "r|*") as tar:
+            for m in tar:
+                name = m.name
+                parts = Path(name).parts
+                if name.startswith(("/", "\\")) or ".." in parts or (len(parts) and ":" in parts[0]):
+                    raise BundleRejected(f"the model archive has an entry outside the bundle: {name!r}")
+                if not (m.isfile() or m.isdir()):
+                    raise BundleRejected(
+                        f"the model archive has a link or special file, which bundles may not: {name!r}")
+                target = (root / name).resolve()
+                if target != root and root not in target.parents:
+                    raise BundleRejected(f"the model archive has an entry outside the bundle: {name!r}")
+                entries += 1
+                size += m.size if m.isfile() else 0
+                if entries > limits.max_entries:
+                    raise limits.too_many("the model archive")
+                if limits.max_bytes is not None and size > limits.max_bytes:
+                    raise limits.too_big("the model archive")
+                try:
+                    tar.extract(m, dest, filter="data")
+                except TypeError:       # a Python without extraction filters: the checks above stand alone
+                    tar.extract(m, dest)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BundleRejected(f"cannot unpack the model archive: {exc}") from None
 
 
-def install(source: Path, dest: Path) -> str:
+def install(source: Path, dest: Path, limits: Limits = NO_LIMITS) -> str:
     """Like ``unpack`` but leaves ``source`` alone: a model directory is copied, a
     ``model.tar.gz`` or ``.pkl`` file unpacked from a copy.  Returns the bundle's kind."""
     source = Path(source)
     if not source.exists():
         raise BundleRejected(f"model data {source} does not exist")
+    limits.check_tree(source)
     if source.is_dir():
         try:
             copy_tree(source, dest)
@@ -99,7 +139,7 @@ def install(source: Path, dest: Path) -> str:
     staged = dest.parent / f".{dest.name}.upload"
     shutil.copyfile(source, staged)
     try:
-        return unpack(staged, dest)
+        return unpack(staged, dest, limits)
     finally:
         staged.unlink(missing_ok=True)
 
@@ -126,7 +166,7 @@ def make_readable(dest: Path) -> None:
         path.chmod(0o755 if path.is_dir() else (mode & 0o755) | 0o444)
 
 
-def install_artifacts(source: Path | None, dest: Path) -> str:
+def install_artifacts(source: Path | None, dest: Path, limits: Limits = NO_LIMITS) -> str:
     """Model data for a container that brings its own server: a directory is copied and a
     ``model.tar.gz`` unpacked as they are (nothing is checked: the image knows its files)."""
     dest.mkdir(parents=True, exist_ok=False)
@@ -134,16 +174,19 @@ def install_artifacts(source: Path | None, dest: Path) -> str:
         return "container"
     source = Path(source)
     try:
+        limits.check_tree(source)
         if source.is_dir():
             copy_tree(source, dest, dirs_exist_ok=True)
         elif tarfile.is_tarfile(source):
-            with tarfile.open(source, "r:*") as tar:
-                safe_extract(tar, dest)
+            extract_archive(source, dest, limits)
         else:
             shutil.copy2(source, dest / source.name)
     except (OSError, tarfile.TarError, shutil.Error) as exc:
         shutil.rmtree(dest, ignore_errors=True)
         raise BundleRejected(f"cannot install model data {source}: {exc}") from None
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
     return "container"
 
 

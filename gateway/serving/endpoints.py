@@ -17,7 +17,7 @@ from gateway.config import Settings
 from gateway.domain import EndpointSpec, VariantSpec
 from gateway.errors import BundleRejected, Conflict, Invalid, NotFound, Throttled
 from gateway.pools.manager import PoolManager
-from gateway.serving.bundles import install, install_artifacts, make_readable, unpack
+from gateway.serving.bundles import Limits, install, install_artifacts, make_readable, unpack
 from gateway.store.base import Store
 from runtime.sandbox import StartError
 
@@ -28,7 +28,15 @@ class EndpointService:
         self.store = store
         self.manager = manager
         self.specs: dict[str, EndpointSpec] = {}
-        self._lock = asyncio.Lock()
+        # One lock per endpoint name: a change waits only for changes of the same endpoint, so a
+        # large bundle being unpacked and trial-loaded never holds up another endpoint's deploy.
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _locked(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
 
     async def load(self) -> None:
         """Restore endpoints saved by an earlier run."""
@@ -47,7 +55,7 @@ class EndpointService:
 
     async def deploy(self, name: str, upload: Path | None, variant: VariantSpec,
                      tags: dict[str, str] | None = None) -> EndpointSpec:
-        async with self._lock:
+        async with self._locked(name):
             if name in self.specs:
                 raise Conflict(f"endpoint {name} already exists; use update")
             if upload is None:
@@ -65,7 +73,7 @@ class EndpointService:
     async def update(self, name: str, upload: Path | None = None, *, memory_mb: int | None = None,
                      max_concurrency: int | None = None, provisioned: int | None = None,
                      tags: dict[str, str] | None = None, variant_name: str | None = None) -> EndpointSpec:
-        async with self._lock:
+        async with self._locked(name):
             old = self.get(name)
             target = old.variant(variant_name) if variant_name else old.variants[0]
             if target is None:
@@ -94,7 +102,7 @@ class EndpointService:
         bundles come from local sources (a model directory, model.tar.gz or .pkl, left in place).
         Every new bundle is installed and trial-loaded before traffic moves; in-flight requests
         on the old variants finish on them."""
-        async with self._lock:
+        async with self._locked(name):
             old = self.specs.get(name)
             if old is not None and not replace_existing:
                 raise Conflict(f"endpoint {name} already exists")
@@ -125,7 +133,7 @@ class EndpointService:
 
     async def set_variants(self, name: str, changes: dict[str, dict]) -> EndpointSpec:
         """Change weights and counts of existing variants in place (warm sandboxes stay)."""
-        async with self._lock:
+        async with self._locked(name):
             old = self.get(name)
             unknown = set(changes) - {v.name for v in old.variants}
             if unknown:
@@ -140,7 +148,7 @@ class EndpointService:
 
     async def set_tags(self, name: str, tags: dict[str, str]) -> EndpointSpec:
         """Replace an endpoint's tags (bills group costs by them)."""
-        async with self._lock:
+        async with self._locked(name):
             new = replace(self.get(name), tags=dict(tags), updated=time.time())
             new.validate()
             await self.store.put_endpoint(new)
@@ -148,7 +156,7 @@ class EndpointService:
             return new
 
     async def delete(self, name: str) -> None:
-        async with self._lock:
+        async with self._locked(name):
             self.get(name)
             await self.store.delete_endpoint(name)
             del self.specs[name]
@@ -160,13 +168,20 @@ class EndpointService:
         for v in spec.variants:
             self.manager.pool(spec.name, v.name).keep_floor()
 
+    def bundle_limits(self, variant: VariantSpec) -> Limits:
+        """A bundle may unpack to the variant's memory size (a larger one could not load into it
+        with most frameworks), or to ``--max-bundle-mb`` where the operator set one."""
+        mb = self.settings.max_bundle_mb or variant.memory_mb
+        return Limits(max_bytes=int(mb * (1 << 20)))
+
     async def _install(self, name: str, upload: Path | None, variant: VariantSpec, copy: bool = False) -> VariantSpec:
         dest = self.settings.bundles_dir / name / f"v{variant.bundle_version}"
         await _remove(dest)
+        limits = self.bundle_limits(variant)
         if variant.image:                 # the container brings its own server: artifacts are copied as they are
-            kind = await asyncio.to_thread(install_artifacts, upload, dest)
+            kind = await asyncio.to_thread(install_artifacts, upload, dest, limits)
         else:
-            kind = await asyncio.to_thread(install if copy else unpack, upload, dest)
+            kind = await asyncio.to_thread(install if copy else unpack, upload, dest, limits)
         await asyncio.to_thread(make_readable, dest)
         installed = replace(variant, bundle_kind=kind, bundle_dir=str(dest.resolve()))
         if self.settings.validate_on_deploy:

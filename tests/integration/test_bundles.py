@@ -6,11 +6,13 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 
 import numpy as np
 import pytest
 
 from gateway.client import ClientError
+from tests import models
 from tests.helpers import ROOT
 
 INFERENCE_PY = textwrap.dedent('''
@@ -158,3 +160,43 @@ def test_model_that_blows_its_tier_while_loading(gateway, tmp_path):
     with pytest.raises(ClientError) as exc:
         gateway.client().deploy("fat-load", d, memory_mb=1024)
     assert "memory" in exc.value.message and "1024 MB" in exc.value.message
+
+
+def test_a_slow_deploy_holds_up_no_other_endpoints_deploy(gateway):
+    """Unpacking and trial-loading happen outside any lock another endpoint's change needs."""
+    import threading
+
+    c = gateway.client()
+    done = {}
+
+    def slow():
+        c.deploy("slow-loader", models.SlowToLoad(6), memory_mb=1024)
+        done["slow"] = True
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.5)                                   # the slow deploy is loading its model now
+    c.deploy("quick-after-slow", models.echo, memory_mb=1024)
+    assert "slow" not in done and t.is_alive()        # the quick one did not wait for it
+    t.join(60)
+    assert done == {"slow": True}
+    assert c.invoke("slow-loader", 3) == 3
+
+
+def test_a_bundle_over_the_flag_is_refused_with_the_reason(tmp_path):
+    from tests.helpers import running_gateway
+
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"\0" * (12 << 20)
+        info = tarfile.TarInfo("weights.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        script = b"def model_fn(d):\n    return None\n"
+        info = tarfile.TarInfo("code/inference.py")
+        info.size = len(script)
+        tar.addfile(info, io.BytesIO(script))
+    with running_gateway("--max-bundle-mb", "8") as gw:
+        with pytest.raises(ClientError) as err:
+            gw.client().deploy("too-big", archive, memory_mb=1024)
+        assert err.value.status == 400 and "larger than 8 MB unpacked" in err.value.message

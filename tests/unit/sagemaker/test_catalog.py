@@ -22,6 +22,7 @@ from gateway.serving.endpoints import EndpointService
 from gateway.store.sqlite import Store
 from tests.fakes import FakeBackend
 
+
 class DelayedBackend(FakeBackend):
     delay = 0.0
 

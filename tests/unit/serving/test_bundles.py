@@ -44,3 +44,52 @@ def test_archives_cannot_write_outside_the_bundle(tmp_path):
             unpack(archive, dest)
         assert not dest.exists(), name                      # nothing half-written is left
     assert not outside.exists() and not (tmp_path / "PWNED").exists()
+
+
+def _zeros(tar, arcname, size):
+    info = tarfile.TarInfo(arcname)
+    info.size = size
+    tar.addfile(info, io.BytesIO(bytes(size)))
+
+
+def test_an_archive_that_expands_past_the_limit_stops_at_it(tmp_path):
+    from gateway.serving.bundles import BundleRejected, Limits, unpack
+
+    archive = _tar_with(tmp_path, "bomb.tar.gz", lambda tar: [_zeros(tar, f"part{i}", 4 << 20) for i in range(8)])
+    assert archive.stat().st_size < 1 << 20                     # 32 MB of zeros in well under 1 MB
+    dest = tmp_path / "bundle"
+    with pytest.raises(BundleRejected, match="larger than 10 MB unpacked"):
+        unpack(archive, dest, Limits(max_bytes=10 << 20))
+    assert not dest.exists()                                     # what was written before the cap is gone
+
+
+def test_an_archive_of_too_many_entries_is_refused(tmp_path):
+    from gateway.serving.bundles import BundleRejected, Limits, unpack
+
+    archive = _tar_with(tmp_path, "many.tar.gz", lambda tar: [_file(tar, f"f{i}", b"") for i in range(60)])
+    with pytest.raises(BundleRejected, match="more than 50 files and directories"):
+        unpack(archive, tmp_path / "b", Limits(max_entries=50))
+
+
+def test_a_model_directory_or_file_over_the_limit_is_refused_before_copying(tmp_path):
+    from gateway.serving.bundles import BundleRejected, Limits, install
+
+    big = tmp_path / "model"
+    big.mkdir()
+    (big / "model.pkl").write_bytes(bytes(3 << 20))
+    for source in (big, big / "model.pkl"):
+        dest = tmp_path / f"copy-{source.name}"
+        with pytest.raises(BundleRejected, match="larger than 2 MB unpacked"):
+            install(source, dest, Limits(max_bytes=2 << 20))
+        assert not dest.exists()
+
+
+def test_the_default_limit_is_the_variants_memory_and_the_flag_overrides_it(tmp_path):
+    from gateway.config import Settings
+    from gateway.domain import VariantSpec
+    from gateway.serving.endpoints import EndpointService
+
+    v = VariantSpec(memory_mb=3072)
+    assert EndpointService(Settings(state_dir=tmp_path), None, None).bundle_limits(v).max_bytes == 3072 << 20
+    flagged = EndpointService(Settings(state_dir=tmp_path, max_bundle_mb=100), None, None)
+    assert flagged.bundle_limits(v).max_bytes == 100 << 20
