@@ -69,7 +69,8 @@ class PickleHandler:
         path = bundle_dir / PICKLE_FILE
         with open(path, "rb") as fh:
             obj = cloudpickle.load(fh)
-        if hasattr(obj, "predict") and callable(obj.predict):
+        self.estimator = hasattr(obj, "predict") and callable(obj.predict)
+        if self.estimator:
             self.fn = obj.predict
         elif callable(obj):
             self.fn = obj
@@ -79,9 +80,15 @@ class PickleHandler:
             )
 
     def invoke(self, body: bytes, ctx: InvocationContext) -> tuple[bytes, str]:
-        data = codec.decode_body(body, ctx.content_type)
-        result = _call(self.fn, (data,), ctx)
-        return codec.encode_result(result, ctx.accept)
+        if not self.estimator:
+            return codec.encode_result(_call(self.fn, (codec.decode_body(body, ctx.content_type),), ctx), ctx.accept)
+        # an estimator: features as SageMaker's scikit-learn container gives them, and CSV in
+        # answers CSV unless the caller asks for something else
+        result = _call(self.fn, (codec.decode_features(body, ctx.content_type),), ctx)
+        accept = ctx.accept
+        if codec.media_type(ctx.content_type) == codec.CSV and codec.media_type(accept) in ("", "*/*"):
+            accept = codec.CSV
+        return codec.encode_result(result, accept)
 
 
 class SageMakerHandler:

@@ -51,6 +51,42 @@ def decode_body(body: bytes, content_type: str | None):
     return body
 
 
+def decode_features(body: bytes, content_type: str | None):
+    """A request for an object with ``predict`` (a scikit-learn estimator, a pipeline): what
+    SageMaker's scikit-learn container gives ``predict``: CSV as a 2-D float array (one row per
+    line), a JSON list as an array, NPY as stored; other JSON values and other types as
+    ``decode_body`` decodes them."""
+    mt = media_type(content_type)
+    if mt == CSV:
+        return _csv_rows(body)
+    if mt == NPY:
+        import numpy as np
+
+        try:
+            return np.load(io.BytesIO(body), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise UnsupportedMediaType(f"request body is not an NPY array: {exc}") from None
+    value = decode_body(body, content_type)
+    if isinstance(value, list):
+        import numpy as np
+
+        try:
+            arr = np.asarray(value)
+        except ValueError:                    # ragged rows: left as they came
+            return value
+        return arr if arr.dtype != object else value
+    return value
+
+
+def _csv_rows(body: bytes):
+    import numpy as np
+
+    try:                                       # as SageMaker's decoder: an empty or unreadable field is NaN
+        return np.atleast_2d(np.genfromtxt(io.StringIO(body.decode("utf-8")), delimiter=",", dtype=float))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UnsupportedMediaType(f"request body is not CSV of numbers: {exc}") from None
+
+
 def _jsonable(obj):
     """Fallback for ``json.dumps``: numpy arrays, scalars and other array-likes."""
     if hasattr(obj, "tolist"):
@@ -119,7 +155,13 @@ def _encode(value, accept: str | None) -> tuple[bytes, str]:
 def _to_csv(value) -> bytes:
     import numpy as np
 
+    if isinstance(value, dict):
+        raise TypeError("a mapping has no CSV form: return rows (a list of lists or an array), or ask for "
+                        "application/json")
     arr = np.asarray(value)
+    if arr.dtype == object and any(isinstance(v, (dict, list, tuple, set)) for v in arr.flat):
+        raise TypeError("rows of mappings or of uneven length have no CSV form: return an array, or ask for "
+                        "application/json")
     if arr.ndim == 0:
         arr = arr.reshape(1, 1)
     elif arr.ndim == 1:
@@ -146,8 +188,7 @@ def default_input_fn(body: bytes, content_type: str | None):
     if mt == JSON:
         return np.asarray(json.loads(body))
     if mt == CSV:
-        text = body.decode("utf-8")
-        return np.atleast_2d(np.genfromtxt(io.StringIO(text), delimiter=",", dtype=float))
+        return _csv_rows(body)
     if mt == NPY:
         return np.load(io.BytesIO(body), allow_pickle=False)
     raise UnsupportedMediaType(

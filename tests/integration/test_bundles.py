@@ -69,6 +69,23 @@ def test_sklearn_estimator_pickled_by_the_client(gateway, iris):
     assert json.loads(r["Body"].read()) == model.predict(X[:5]).tolist()
 
 
+def test_an_estimator_takes_csv_as_sagemakers_sklearn_container_gives_it(gateway, iris):
+    """CSV rows become the 2-D float array predict() expects, and the answer is CSV back."""
+    from sklearn.linear_model import LogisticRegression
+
+    _, X = iris
+    y = (X[:, 0] > 5.8).astype(int)
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    gateway.client().deploy("lr-csv", model, memory_mb=2048)
+    boto = gateway.boto()
+    csv = "\n".join(",".join(str(v) for v in row) for row in X[:4]).encode()
+    r = boto.invoke_endpoint(EndpointName="lr-csv", Body=csv, ContentType="text/csv")
+    assert r["ContentType"] == "text/csv"
+    assert r["Body"].read().decode().split() == [str(v) for v in model.predict(X[:4])]
+    r = boto.invoke_endpoint(EndpointName="lr-csv", Body=csv, ContentType="text/csv", Accept="application/json")
+    assert json.loads(r["Body"].read()) == model.predict(X[:4]).tolist()
+
+
 def test_sagemaker_directory_with_default_io_handlers(gateway, iris, tmp_path):
     model, X = iris
     gateway.client().deploy("sm-dir", _model_dir(tmp_path, model, requirements="scikit-learn\nnumpy>=1.20\n"),

@@ -22,3 +22,29 @@ def test_the_default_output_fn_follows_the_same_rule():
 
 def test_finite_answers_are_unchanged():
     assert codec.encode_result({"x": [1, 2.5, "s"]}, None)[0] == json.dumps({"x": [1, 2.5, "s"]}).encode()
+
+
+def test_an_estimator_gets_csv_and_json_lists_as_2d_arrays():
+    import numpy as np
+
+    from runtime.codec import decode_features
+
+    rows = decode_features(b"5.1,3.5,1.4,0.2\n6.2,2.9,4.3,1.3\n", "text/csv")
+    assert isinstance(rows, np.ndarray) and rows.shape == (2, 4) and rows.dtype == float
+    one = decode_features(b"5.1,3.5,1.4,0.2", "text/csv; charset=utf-8")
+    assert one.shape == (1, 4)
+    assert decode_features(b"[[1, 2], [3, 4]]", "application/json").shape == (2, 2)
+    assert decode_features(b'{"instances": [1]}', "application/json") == {"instances": [1]}   # left as it came
+    assert decode_features(b"[[1], [2, 3]]", "application/json") == [[1], [2, 3]]
+
+
+def test_a_mapping_asked_for_as_csv_is_an_output_error_not_its_repr():
+    import pytest
+
+    from runtime.codec import OutputError, encode_result
+
+    with pytest.raises(OutputError, match="a mapping has no CSV form"):
+        encode_result({"label": "setosa"}, "text/csv")
+    with pytest.raises(OutputError, match="no CSV form"):
+        encode_result([{"label": "setosa"}], "text/csv")
+    assert encode_result([[1, 2], [3, 4]], "text/csv") == (b"1,2\n3,4\n", "text/csv")
