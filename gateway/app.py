@@ -19,6 +19,7 @@ from gateway import errors
 from gateway.clock import Clock
 from gateway.config import DRAIN_FACTOR, Settings
 from gateway.http.admin import AdminApi, ensure_token
+from gateway.http.guard import ConnectionLimits, GuardedListener
 from gateway.http.metrics import Metrics
 from gateway.http.runtime import RuntimeApi
 from gateway.http.wire import control_error, runtime_error
@@ -170,23 +171,25 @@ class Gateway:
         stack.push_async_callback(self.catalog.close)
         admin = AdminApi(self, self.token)
         self.invoker = Invoker(s, self.clock, self.endpoints, self.manager, self.meter, self.metrics)
-        runtime_api = RuntimeApi(self.invoker, s.body_cap, s.body_cap * DRAIN_FACTOR)
+        runtime_api = RuntimeApi(self.invoker, s.body_cap, s.body_cap * DRAIN_FACTOR, s.body_timeout_s)
         sagemaker = SageMakerApi(self.catalog)
         middlewares = [_internal_errors, admin.middleware]
         if s.auth == "sigv4":
-            middlewares.append(auth_middleware(self.access_keys, s.region, s.body_cap, s.account_id))
+            middlewares.append(auth_middleware(self.access_keys, s.region, s.body_cap, s.account_id,
+                                               body_timeout_s=s.body_timeout_s))
         else:
             log.warning("SIGNING IS OFF (--auth none): anyone who reaches %s:%s may call every SageMaker API",
                         s.host, s.port)
         app = web.Application(middlewares=middlewares)
         app.add_routes(runtime_api.routes() + admin.routes() + sagemaker.routes()
                        + [web.get("/metrics", self._metrics)])
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.invocation_timeout_s + 5)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.invocation_timeout_s + 5,
+                                    keepalive_timeout=s.idle_timeout_s)
         await self.runner.setup()
-        stack.push_async_callback(self.runner.cleanup)      # first to stop: no new requests, in-flight ones finish
-        site = web.TCPSite(self.runner, s.host, s.port)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
+        stack.push_async_callback(self.runner.cleanup)      # in-flight requests finish, then connections close
+        self.listener = GuardedListener(self.runner.server, ConnectionLimits(s.max_connections, s.header_timeout_s))
+        self.port = await self.listener.start(s.host, s.port)
+        stack.push_async_callback(self.listener.close)      # first to stop: no new connections
         log.info("slimserve gateway on %s (backend %s, budget %d MB)", self.url, s.backend, self.budget.capacity_mb)
 
     async def _keep_retention(self) -> None:

@@ -40,6 +40,10 @@ class Settings:
     sandbox_uid_range: tuple[int, int] | None = None   # (first, count); None: 1024 uids chosen by the state dir
     sandbox_paths: tuple[str, ...] = ()          # host paths every sandbox also sees, read-only
     byoc_user: str | None = None                 # user for bring-your-own containers (None: the image's USER)
+    header_timeout_s: float = 20.0               # a connection's first request head must arrive within this
+    body_timeout_s: float = 60.0                 # a request body must arrive within this
+    idle_timeout_s: float = 30.0                 # a keep-alive connection idle this long is closed
+    max_connections: int = 1000                  # open client connections at most; past it: 503 and close
     max_bundle_mb: float | None = None           # a bundle's unpacked size at most (None: its variant's memory)
     validate_on_deploy: bool = True              # load a new bundle once before accepting it
     zygotes: bool = True                         # fork sandboxes from pre-warmed interpreters

@@ -38,6 +38,11 @@ class PayloadTooLarge(Invalid):
         self.limit = limit
 
 
+class RequestTimeout(Invalid):
+    """The request's body did not arrive in time."""
+    code, kind = "RequestTimeout", "request_timeout"
+
+
 class BundleRejected(Invalid):
     """An uploaded bundle that cannot be served; the message says why."""
     kind = "bundle_rejected"

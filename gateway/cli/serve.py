@@ -79,6 +79,15 @@ def add_arguments(sub) -> None:
     s.add_argument("--max-serverless-payload-mb", type=float, default=d.max_serverless_payload_bytes / (1 << 20),
                    metavar="MB", help="largest request and answer of a serverless invocation "
                                       f"(default {d.max_serverless_payload_bytes >> 20}, as SageMaker)")
+    s.add_argument("--header-timeout", type=float, default=d.header_timeout_s, metavar="SECONDS",
+                   help=f"a connection's first request head must arrive within this (default {d.header_timeout_s:g})")
+    s.add_argument("--body-timeout", type=float, default=d.body_timeout_s, metavar="SECONDS",
+                   help=f"a request body must arrive within this (default {d.body_timeout_s:g})")
+    s.add_argument("--idle-timeout", type=float, default=d.idle_timeout_s, metavar="SECONDS",
+                   help=f"close a keep-alive connection idle this long (default {d.idle_timeout_s:g})")
+    s.add_argument("--max-connections", type=int, default=d.max_connections, metavar="N",
+                   help=f"open client connections at most; past it a new one gets 503 (default {d.max_connections};"
+                        " each takes a file descriptor)")
     s.add_argument("--max-bundle-mb", type=float, default=None, metavar="MB",
                    help="largest a bundle may be unpacked (default: its endpoint's memory size, since a larger "
                         "bundle could not load into it)")
@@ -147,6 +156,10 @@ def cmd_serve(args) -> int:
         print(f"slimserve: --max-payload-mb and --max-serverless-payload-mb take sizes above 0 and up to "
               f"{MAX_PAYLOAD_MB} MB (larger payloads are for asynchronous inference)", file=sys.stderr)
         return 2
+    if not (args.header_timeout > 0 and args.body_timeout > 0 and args.idle_timeout > 0 and args.max_connections >= 1):
+        print("slimserve: --header-timeout, --body-timeout and --idle-timeout take seconds above 0, "
+              "--max-connections a count of at least 1", file=sys.stderr)
+        return 2
     if args.max_bundle_mb is not None and not args.max_bundle_mb > 0:
         print("slimserve: --max-bundle-mb takes a size above 0", file=sys.stderr)
         return 2
@@ -176,6 +189,8 @@ def cmd_serve(args) -> int:
         model_zygotes_max=args.max_model_zygotes, model_zygotes_memory_mb=args.model_zygotes_memory_mb,
         model_zygote_idle_s=args.model_zygote_idle,
         max_payload_bytes=int(args.max_payload_mb * (1 << 20)), max_bundle_mb=args.max_bundle_mb,
+        header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout, idle_timeout_s=args.idle_timeout,
+        max_connections=args.max_connections,
         max_serverless_payload_bytes=int(args.max_serverless_payload_mb * (1 << 20)),
         prices_path=Path(args.prices) if args.prices else None, usage_retention_days=args.usage_retention_days,
         access_keys=_access_keys(args.access_key), account_id=args.account_id, region=args.region,

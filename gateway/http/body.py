@@ -7,6 +7,7 @@ off unread.  Memory held per request never exceeds the cap.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from aiohttp import web
 from gateway import errors
 
 CHUNK = 1 << 16
+BODY_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -25,10 +27,21 @@ class Body:
     over: bool = False   # larger than the cap it was read with
 
 
-async def read_capped(request: web.Request, cap: int, drain: int | None = None) -> Body:
-    """The body, kept up to ``cap``; raises PayloadTooLarge(cap) past ``drain`` (default: ``cap``)."""
+async def read_capped(request: web.Request, cap: int, drain: int | None = None,
+                      timeout_s: float = BODY_TIMEOUT_S) -> Body:
+    """The body, kept up to ``cap``; raises PayloadTooLarge(cap) past ``drain`` (default: ``cap``),
+    and RequestTimeout when it has not all arrived within ``timeout_s`` (a trickled body would
+    otherwise hold its connection and its buffer for good)."""
     if "body" in request:                  # read (and hashed) already, by the signature check
         return request["body"]
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read(request, cap, drain)
+    except TimeoutError:
+        raise errors.RequestTimeout(f"the request body did not arrive within {timeout_s:g} s") from None
+
+
+async def _read(request: web.Request, cap: int, drain: int | None) -> Body:
     drain = cap if drain is None else max(cap, drain)
     if request.content_length is not None and request.content_length > drain:
         raise errors.PayloadTooLarge(cap)

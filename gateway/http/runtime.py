@@ -20,9 +20,10 @@ INVOKED_VARIANT = "X-Amzn-Invoked-Production-Variant"
 
 
 class RuntimeApi:
-    def __init__(self, invoker: Invoker, cap: int, drain: int):
+    def __init__(self, invoker: Invoker, cap: int, drain: int, body_timeout_s: float):
         self.invoker = invoker
         self.cap, self.drain = cap, drain      # the largest body any variant takes; what is read to refuse one
+        self.body_timeout_s = body_timeout_s
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -36,8 +37,8 @@ class RuntimeApi:
     async def invoke(self, request: web.Request) -> web.Response:
         request_id = str(uuid.uuid4())
         try:
-            body = await read_capped(request, self.cap, self.drain)
-        except errors.PayloadTooLarge as exc:     # past the drain: cut off unread, so not attributed
+            body = await read_capped(request, self.cap, self.drain, self.body_timeout_s)
+        except (errors.PayloadTooLarge, errors.RequestTimeout) as exc:     # not attributed: refused unread
             return runtime_error(self.invoker.refused(request_id, exc).error, request_id)
         h = request.headers
         outcome = await self.invoker.invoke(Invocation(

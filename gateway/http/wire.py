@@ -20,11 +20,13 @@ _ERROR_TYPE = "{}:http://internal.amazon.com/coral/com.amazonaws.sagemaker/"
 
 # The first class in the error's MRO that is listed here decides.
 _RUNTIME_STATUS = {
-    errors.PayloadTooLarge: 413, errors.Invalid: 400, errors.NotFound: 400, errors.Conflict: 400,
+    errors.PayloadTooLarge: 413, errors.RequestTimeout: 408, errors.Invalid: 400, errors.NotFound: 400,
+    errors.Conflict: 400,
     errors.Throttled: 429, errors.NotReady: 429, errors.Unavailable: 503, errors.ModelFailed: 424,
 }
 _CONTROL = {          # class -> (JSON 1.1 code, status); the service words most refusals as validation
     errors.Malformed: ("SerializationException", 400), errors.PayloadTooLarge: ("ValidationException", 413),
+    errors.RequestTimeout: ("RequestTimeout", 408),
     errors.Invalid: ("ValidationException", 400), errors.NotFound: ("ValidationException", 400),
     errors.Conflict: ("ValidationException", 400), errors.Throttled: ("ThrottlingException", 400),
     errors.NotReady: ("ServiceUnavailable", 503), errors.Unavailable: ("ServiceUnavailable", 503),

@@ -95,7 +95,8 @@ def _action(request: web.Request) -> tuple[str, bool]:
     return f"sagemaker:{op}", op.startswith(("Describe", "List"))
 
 
-def auth_middleware(keys: dict, region: str, max_body: int, account_id: str, clock=time.time):
+def auth_middleware(keys: dict, region: str, max_body: int, account_id: str, clock=time.time,
+                    body_timeout_s: float = 60.0):
     """SigV4 on everything but the admin API (bearer token), /ping and /metrics; ``keys`` maps
     access key ids to ``credentials.AccessKey`` (a ``read`` key may invoke, Describe and List)."""
     open_paths = ("/ping", "/metrics")
@@ -106,8 +107,8 @@ def auth_middleware(keys: dict, region: str, max_body: int, account_id: str, clo
         if request.path.startswith("/admin") or request.path in open_paths:
             return await handler(request)
         try:
-            body = await read_capped(request, max_body, max_body * DRAIN_FACTOR)
-        except errors.PayloadTooLarge as exc:       # too large to be read even to be refused: not attributed
+            body = await read_capped(request, max_body, max_body * DRAIN_FACTOR, body_timeout_s)
+        except (errors.PayloadTooLarge, errors.RequestTimeout) as exc:   # never read whole: not attributed
             return runtime_error(exc, str(uuid.uuid4()))
         request["body"] = body
         try:                                   # aiohttp's headers are already case-insensitive
