@@ -67,25 +67,27 @@ def main() -> int:
             return 1
     token_path = (state / "admin-token").resolve()
     state = state.resolve()
+    bin_dir = Path(sys.executable).parent
     print(f"""
 The gateway is up at {url} with endpoint 'iris'. Every AWS-style API is signed (SigV4) with the
-access key the gateway generated in its state dir. Try, from another shell:
+access key the gateway generated in its state dir. Try, from another shell (any directory: the
+client commands find this gateway by themselves, --url and --state-dir only make it explicit):
 
-  eval "$(.venv/bin/slimserve credentials --url {url} --state-dir {state})"    # AWS_* variables for the key
+  eval "$({bin_dir}/slimserve credentials --url {url} --state-dir {state})"    # AWS_* variables for the key
 
   curl -s --aws-sigv4 "aws:amz:us-east-1:sagemaker" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \\
        -X POST {url}/endpoints/iris/invocations \\
        -H 'Content-Type: application/json' -d '[[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]'
 
-  .venv/bin/python -c "import boto3; c = boto3.client('sagemaker-runtime'); print(c.invoke_endpoint(
+  {bin_dir}/python -c "import boto3; c = boto3.client('sagemaker-runtime'); print(c.invoke_endpoint(
   EndpointName='iris', ContentType='text/csv', Body='5.9,3.0,5.1,1.8')['Body'].read())"
 
-  .venv/bin/slimserve invoke iris --data '5.9,3.0,5.1,1.8' --content-type text/csv --url {url} --state-dir {state}
+  {bin_dir}/slimserve invoke iris --data '5.9,3.0,5.1,1.8' --content-type text/csv --url {url} --state-dir {state}
 
-  .venv/bin/slimserve usage --url {url} --state-dir {state}      # one billed record per invocation
-  .venv/bin/slimserve describe iris --url {url} --state-dir {state}
-  .venv/bin/slimserve load iris --pattern burst --out /tmp/lunch --url {url} --state-dir {state}   # a lunch spike
-  .venv/bin/slimserve bill --format html --output bill.html --url {url} --state-dir {state}       # where the money went
+  {bin_dir}/slimserve usage --url {url} --state-dir {state}      # one billed record per invocation
+  {bin_dir}/slimserve describe iris --url {url} --state-dir {state}
+  {bin_dir}/slimserve load iris --pattern burst --out /tmp/lunch --url {url} --state-dir {state}   # a lunch spike
+  {bin_dir}/slimserve bill --format html --output bill.html --url {url} --state-dir {state}       # where the money went
   curl -s {url}/metrics | grep slimserve_
 
 Admin token: {token_path}. Ctrl-C stops the gateway.

@@ -23,10 +23,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from gateway.config import DEFAULT_STATE_DIR
+from gateway import locate
+from gateway.locate import DEFAULT_URL  # noqa: F401 - part of this module's interface
 from gateway.sagemaker import credentials, sigv4
-
-DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 class ClientError(Exception):
@@ -46,7 +45,10 @@ def find_token(token: str | None = None, state_dir: str | os.PathLike | None = N
         return token
     if os.environ.get("SLIMSERVE_TOKEN"):
         return os.environ["SLIMSERVE_TOKEN"]
-    path = Path(state_dir or os.environ.get("SLIMSERVE_STATE_DIR") or DEFAULT_STATE_DIR) / "admin-token"
+    state = locate.state_dir(state_dir)
+    if state is None:
+        return None
+    path = state / "admin-token"
     try:
         return path.read_text().strip()
     except OSError:
@@ -96,10 +98,11 @@ def bundle_bytes(model) -> bytes:
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None,
                  state_dir: str | os.PathLike | None = None, timeout: float = 300.0):
-        self.url = (url or os.environ.get("SLIMSERVE_URL") or DEFAULT_URL).rstrip("/")
-        self.token = find_token(token, state_dir)
+        self.state_dir = locate.state_dir(state_dir)
+        self.url = locate.url(url, self.state_dir)
+        self.token = find_token(token, self.state_dir)
         self.timeout = timeout
-        self.access_key = credentials.find(state_dir)      # signs runtime calls (None: sent unsigned)
+        self.access_key = credentials.find(self.state_dir)      # signs runtime calls (None: sent unsigned)
         self.region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
 
     # --- transport ----------------------------------------------------------
@@ -115,7 +118,9 @@ class Client:
         hdrs = dict(headers or {})
         if admin:
             if not self.token:
-                raise ClientError(0, "NoToken", "no admin token: pass --state-dir or set SLIMSERVE_TOKEN")
+                where = f" in {self.state_dir}" if self.state_dir else ""
+                raise ClientError(0, "NoToken", f"no admin token{where}: pass --state-dir, set SLIMSERVE_STATE_DIR "
+                                                "or SLIMSERVE_TOKEN, or start `slimserve serve` as this user")
             hdrs["Authorization"] = f"Bearer {self.token}"
         else:
             hdrs = sigv4.sign_url(method, url, body or b"", self.access_key, self.region, hdrs)

@@ -1,10 +1,13 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 # boto3 and the SageMaker SDK look up credentials and the region on the network (the EC2
 # instance metadata address) when the environment does not say; tests reach only loopback.
+# `serve` notes the user's current gateway under $XDG_CONFIG_HOME: the tests' own, not the home's.
+os.environ.setdefault("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="slimserve-test-config-"))
 for _key, _value in {"AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1",
                      "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                      "SAGEMAKER_SUPPRESS_V2_WARNING": "1"}.items():

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from gateway import locate
 from gateway.client import Client, ClientError
 from gateway.config import DEFAULT_STATE_DIR, Settings
 from gateway.domain import parse_tags
@@ -52,9 +53,11 @@ def cmd_invoke(args) -> int:
         body = (args.data or "").encode()
     hdrs, data = _client(args).invoke_raw(args.name, body, content_type=args.content_type, accept=args.accept,
                                          custom_attributes=args.custom_attributes)
-    sys.stdout.buffer.write(data)
     if data and not data.endswith(b"\n") and sys.stdout.isatty():
-        sys.stdout.write("\n")
+        data += b"\n"                         # a terminal gets a whole line; a pipe the exact bytes
+    sys.stdout.flush()                         # nothing written as text may come after the answer ...
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()                  # ... nor anything sent to stderr later come before it
     return 0
 
 
@@ -183,17 +186,16 @@ def cmd_image(args) -> int:
 def cmd_credentials(args) -> int:
     """``export`` lines for boto3, the AWS CLI and the SageMaker SDK: the generated pair of the
     state dir's gateway, and the variables that point AWS code at it."""
-    import os
 
     from gateway.sagemaker import credentials
 
-    state = Path(args.state_dir or DEFAULT_STATE_DIR)
+    state = locate.state_dir(args.state_dir) or Path(DEFAULT_STATE_DIR).resolve()
     key = credentials.read(state / credentials.FILE_NAME)
     if key is None:
-        print(f"slimserve: no generated access key in {state.resolve()} (start the gateway there first, or pass "
+        print(f"slimserve: no generated access key in {state} (start the gateway there first, or pass "
               "--state-dir)", file=sys.stderr)
         return 1
-    url = args.url or os.environ.get("SLIMSERVE_URL") or "http://127.0.0.1:8080"
+    url = locate.url(args.url, state)
     for name, value in (("AWS_ACCESS_KEY_ID", key.key_id), ("AWS_SECRET_ACCESS_KEY", key.secret),
                         ("AWS_DEFAULT_REGION", args.region), ("AWS_ENDPOINT_URL", url)):
         print(f"export {name}={value}")

@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from gateway import locate
 from gateway.config import DEFAULT_STATE_DIR, Settings
 from gateway.errors import Invalid
 
@@ -106,6 +107,7 @@ async def _serve(settings: Settings) -> None:
 
     gw = Gateway(settings)
     await gw.start()
+    locate.note_started(settings.state_dir, gw.url)      # so client commands find it from anywhere
     print(f"slimserve gateway listening on {gw.url} (state in {settings.state_dir})", flush=True)
     stop = asyncio.Event()
 
@@ -121,6 +123,7 @@ async def _serve(settings: Settings) -> None:
     await stop.wait()
     print("slimserve: shutting down (finishing in-flight requests)", file=sys.stderr, flush=True)
     await gw.stop()
+    locate.note_stopped(settings.state_dir)
 
 
 def _access_keys(given: list[str]) -> tuple:
@@ -176,7 +179,7 @@ def cmd_serve(args) -> int:
         print("slimserve: --sandbox-pids-max must be at least 16 (threads count too)", file=sys.stderr)
         return 2
     settings = Settings(
-        state_dir=Path(args.state_dir or DEFAULT_STATE_DIR), host=args.host, port=args.port,
+        state_dir=Path(args.state_dir or DEFAULT_STATE_DIR).resolve(), host=args.host, port=args.port,
         sandbox_pids_max=args.sandbox_pids_max, sandbox_uid_range=uid_range,
         sandbox_paths=tuple(str(Path(p).resolve()) for p in args.sandbox_path), byoc_user=args.byoc_user,
         backend=args.backend, docker_image=args.docker_image, docker_stems=args.docker_stems,

@@ -3,6 +3,7 @@ and the summary tables, self-contained (no scripts, no fetches), every user stri
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from gateway.load.report import THROTTLE, describe_pattern, fmt_ms
@@ -16,11 +17,11 @@ from gateway.reportkit.html import table as _table
 
 def svg_chart(title: str, n: int, *, lines: list[dict], bars: dict | None = None, left_label: str = "",
               right_label: str | None = None, log_left: bool = False, tips: list[str] | None = None,
-              width: int = 860, height: int = 280) -> str:
+              whole: bool = False, width: int = 860, height: int = 280) -> str:
     """An inline SVG chart over seconds 0..n: ``bars`` (name, values, color) as columns on the
     right axis (or the left one when ``right_label`` is None), and ``lines`` (name, values,
     color, optional dash, optional step) on the left axis.  None values leave gaps; ``tips``
-    (one per second) become hover titles on the columns."""
+    (one per second) become hover titles on the columns; ``whole``: both axes count things."""
     ml, mr, mt, mb = 64, 64 if right_label else 24, 34, 38
     x0, x1, y0, y1 = ml, width - mr, mt, height - mb
     n = max(n, 1)
@@ -35,9 +36,9 @@ def svg_chart(title: str, n: int, *, lines: list[dict], bars: dict | None = None
         pos = [v for v in left_vals if v > 0]
         lticks = log_ticks(min(pos), max(pos)) if pos else [1.0, 10.0]
     else:
-        lticks = linear_ticks(max(left_vals) if left_vals else 1.0)
+        lticks = linear_ticks(max(left_vals) if left_vals else 1.0, whole=whole)
     left = Scale(lticks, log_left, y0, y1)
-    right = Scale(linear_ticks(max(bar_vals) if bar_vals else 1.0), False, y0, y1) if right_label else None
+    right = Scale(linear_ticks(max(bar_vals) if bar_vals else 1.0, whole=whole), False, y0, y1) if right_label else None
     out = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img"'
            f' aria-label="{_e(title)}" font-family="sans-serif" font-size="11">',
            f"<title>{_e(title)}</title>",
@@ -50,7 +51,7 @@ def svg_chart(title: str, n: int, *, lines: list[dict], bars: dict | None = None
         for t in right.ticks:
             y = right(t)
             out.append(f'<text x="{x1 + 6}" y="{y + 4:.1f}" fill="#888">{_e(_fmt_tick(t))}</text>')
-    xstep = _nice_step(n, 10)
+    xstep = max(1, math.ceil(_nice_step(n, 10)))        # the series has a row a second: whole seconds
     k = 0
     while k * xstep <= n + 1e-9:
         x = X(k * xstep)
@@ -127,7 +128,7 @@ def render_html(doc: dict) -> str:
                   lines=[{"name": "p50 latency", "values": [r["p50_ms"] for r in series], "color": "#1f6fd1"},
                          {"name": "p99 latency", "values": [r["p99_ms"] for r in series], "color": "#d1361f"}]),
         svg_chart("Warm sandboxes against offered load", n, bars=bars, right_label="offered req/s",
-                  left_label="sandboxes", tips=tips,
+                  left_label="sandboxes", tips=tips, whole=True,
                   lines=[{"name": "warm (idle + busy)", "values": [r["warm"] for r in series], "color": "#198a3c",
                           "step": True},
                          {"name": "starting", "values": [r["starting"] for r in series], "color": "#e08a00",

@@ -24,10 +24,13 @@ def nice_step(span: float, n: int) -> float:
     return 10 * mag
 
 
-def linear_ticks(hi: float, n: int = 5) -> list[float]:
-    """0 to a round number >= hi, in about ``n`` round steps."""
+def linear_ticks(hi: float, n: int = 5, whole: bool = False) -> list[float]:
+    """0 to a round number >= hi, in about ``n`` round steps; ``whole``: steps of whole numbers
+    (an axis of counts: sandboxes, requests), never 0.2 of a sandbox."""
     hi = hi if hi > 0 else 1.0
     step = nice_step(hi, n)
+    if whole:
+        step = max(1, math.ceil(step))
     count = math.ceil(hi / step - 1e-9)
     return [round(i * step, 10) for i in range(count + 1)]
 

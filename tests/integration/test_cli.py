@@ -75,3 +75,57 @@ def test_help_everywhere(cmd):
     p = subprocess.run([sys.executable, "-m", "gateway.cli", cmd, "--help"], capture_output=True, text=True,
                        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert p.returncode == 0 and "usage: slimserve" in p.stdout
+
+
+def _bare(*args, cwd, env_extra=None):
+    """``slimserve`` with no --url and no --state-dir, from ``cwd``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SLIMSERVE_URL", "SLIMSERVE_STATE_DIR",
+                                                           "SLIMSERVE_TOKEN")}
+    env.update(PYTHONPATH=str(ROOT), **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=120)
+
+
+def test_client_commands_find_the_users_gateway_from_any_directory(tmp_path):
+    from tests.helpers import running_gateway
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with running_gateway() as gw:
+        assert not gw.url.endswith(":8080")                              # so the default URL would miss it
+        gw.client().deploy("found", models.echo, memory_mb=1024)
+        p = _bare("invoke", "found", "--data", "4", cwd=elsewhere)      # the gateway this user started last
+        assert p.returncode == 0 and json.loads(p.stdout) == {"echo": 4}, p.stderr
+        p = _bare("endpoints", cwd=elsewhere, env_extra={"SLIMSERVE_STATE_DIR": str(gw.state_dir)})
+        assert p.returncode == 0 and "found" in p.stdout, p.stderr       # the URL from the state dir
+        creds = _bare("credentials", cwd=elsewhere).stdout
+        assert f"AWS_ENDPOINT_URL={gw.url}" in creds
+        listening = next(line for line in gw.output if "listening on" in line)
+        assert f"(state in {gw.state_dir.resolve()})" in listening       # an absolute path, whatever was given
+    assert not (gw.state_dir / "gateway.json").exists()                  # a stopped gateway is not found
+    p = _bare("endpoints", cwd=elsewhere)
+    assert p.returncode != 0 and "no admin token" in p.stderr and "slimserve serve" in p.stderr
+
+
+def test_invoke_on_a_terminal_prints_a_whole_line(gateway):
+    import pty
+
+    gateway.client().deploy("tty-echo", models.echo, memory_mb=1024)
+    leader, follower = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SLIMSERVE_URL=gateway.url)
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "invoke", "tty-echo", "--data", "5",
+                             "--state-dir", str(gateway.state_dir)], stdout=follower, stderr=follower,
+                            env=env, cwd=ROOT)
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(60) == 0
+    os.close(leader)
+    assert out.replace(b"\r\n", b"\n") == b'{"echo": 5}\n'

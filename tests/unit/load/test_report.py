@@ -130,3 +130,17 @@ def test_chart_ticks_are_round():
 
 
 # --- against a real gateway ---------------------------------------------------------------------------------
+
+
+def test_an_axis_of_counts_has_whole_ticks():
+    assert linear_ticks(2, whole=True) == [0, 1, 2]
+    assert linear_ticks(3, whole=True) == [0, 1, 2, 3]
+    assert linear_ticks(0, whole=True) == [0, 1]
+    assert linear_ticks(47, whole=True) == [0, 10, 20, 30, 40, 50]
+    assert all(float(t).is_integer() for t in linear_ticks(7, whole=True))
+    doc = synthetic_doc()
+    page = report_html.render_html(doc)
+    chart = page[page.index("Warm sandboxes against offered load"):]
+    chart = chart[:chart.index("</svg>")]
+    labels = [m for m in re.findall(r">([0-9.]+)</text>", chart)]
+    assert labels and all(float(v).is_integer() for v in labels), labels

@@ -1,0 +1,78 @@
+"""Where a client finds the gateway and its state dir, the way users expect.
+
+The state dir (the admin token, the generated access key): ``--state-dir``, else
+``$SLIMSERVE_STATE_DIR``, else ``./.slimserve`` when it exists, else the gateway this user
+started last (``serve`` notes it in ``~/.config/slimserve/current.json``, or under
+``$XDG_CONFIG_HOME``).  The URL: ``--url``, else ``$SLIMSERVE_URL``, else the one the state
+dir's gateway wrote into it (``gateway.json``), else http://127.0.0.1:8080.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from gateway.config import DEFAULT_STATE_DIR
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+GATEWAY_FILE = "gateway.json"
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "slimserve"
+
+
+def _read(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def state_dir(given: str | os.PathLike | None = None) -> Path | None:
+    if given:
+        return Path(given).resolve()
+    if os.environ.get("SLIMSERVE_STATE_DIR"):
+        return Path(os.environ["SLIMSERVE_STATE_DIR"]).resolve()
+    here = Path(DEFAULT_STATE_DIR)
+    if here.is_dir():
+        return here.resolve()
+    last = _read(config_dir() / "current.json").get("state_dir")
+    return Path(last) if isinstance(last, str) and Path(last).is_dir() else None
+
+
+def url(given: str | None = None, state: Path | None = None) -> str:
+    if given:
+        return given.rstrip("/")
+    if os.environ.get("SLIMSERVE_URL"):
+        return os.environ["SLIMSERVE_URL"].rstrip("/")
+    noted = _read(state / GATEWAY_FILE).get("url") if state is not None else None
+    return noted.rstrip("/") if isinstance(noted, str) and noted.startswith("http") else DEFAULT_URL
+
+
+def note_started(state: Path, gateway_url: str) -> None:
+    """``serve``: write where this gateway listens into its state dir, and note it as this user's
+    current gateway (owner-only files: they name where the admin token is)."""
+    doc = {"url": gateway_url, "state_dir": str(state.resolve()), "pid": os.getpid()}
+    _write(state / GATEWAY_FILE, doc)
+    try:
+        config_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write(config_dir() / "current.json", doc)
+    except OSError:
+        pass                                  # no writable home: clients use --state-dir
+
+
+def note_stopped(state: Path) -> None:
+    for path in (state / GATEWAY_FILE, config_dir() / "current.json"):
+        if _read(path).get("pid") == os.getpid():
+            path.unlink(missing_ok=True)
+
+
+def _write(path: Path, doc: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(doc, fh)
+    os.replace(tmp, path)
