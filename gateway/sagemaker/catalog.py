@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from gateway.errors import Conflict, NotFound
+from gateway.sagemaker import synthesized
 from gateway.sagemaker.shapes import invalid
 from gateway.serving.endpoints import EndpointService
 
@@ -81,15 +82,36 @@ class Catalog:
     def _table(self, kind: str) -> dict[str, dict]:
         return {"model": self.models, "endpoint-config": self.configs, "endpoint": self.records}[kind]
 
+    def cli_endpoint(self, name: str):
+        """The spec of an endpoint deployed with the CLI (one the SageMaker API has no record of)."""
+        return self.endpoints.specs.get(name) if name not in self.records else None
+
+    def doc(self, kind: str, name: str) -> dict | None:
+        """A model or config: its record, else the view a CLI endpoint of that name stands on."""
+        doc = self._table(kind).get(name)
+        if doc is None and (spec := self.cli_endpoint(name)) is not None:
+            make = synthesized.model_doc if kind == "model" else synthesized.config_doc
+            doc = make(self.arn(kind, name), spec)
+        return doc
+
+    def docs(self, kind: str) -> list[dict]:
+        """Every model or config, a CLI endpoint's views among them."""
+        table = self._table(kind)
+        views = [self.doc(kind, n) for n in self.endpoints.specs if n not in table and n not in self.records]
+        return list(table.values()) + views
+
     def described(self, kind: str, name: str) -> dict:
         """A model's or config's record as Describe* returns it (its tags are ListTags')."""
-        doc = self._table(kind).get(name)
+        doc = self.doc(kind, name)
         if doc is None:
             raise self.not_found(kind, name)
         return {k: v for k, v in doc.items() if k != "Tags"}
 
     async def delete(self, kind: str, name: str) -> dict:
         table = self._table(kind)
+        if name not in table and self.cli_endpoint(name) is not None:
+            raise invalid(f"{KINDS[kind].capitalize()} {name} is the view of endpoint {name}, which was deployed "
+                          "with the slimserve CLI: delete the endpoint instead.")
         if name not in table:
             raise self.not_found(kind, name)
         del table[name]
@@ -133,6 +155,7 @@ class Catalog:
         spec = self.endpoints.specs.get(name)
         if spec is None:
             raise self.not_found("endpoint", name)
-        return {"EndpointName": name, "EndpointArn": self.arn("endpoint", name), "EndpointStatus": "InService",
+        return {"EndpointName": name, "EndpointArn": self.arn("endpoint", name), "EndpointConfigName": name,
+                "EndpointStatus": "InService",
                 "CreationTime": round(spec.created, 3), "LastModifiedTime": round(spec.updated, 3),
                 "Tags": [{"Key": k, "Value": v} for k, v in spec.tags.items()]}

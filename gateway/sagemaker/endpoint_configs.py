@@ -38,7 +38,7 @@ class EndpointConfigs:
         return self.c.described("endpoint-config", check_name(req, "EndpointConfigName"))
 
     def list_endpoint_configs(self, req: dict) -> dict:
-        return list_page(req, list(self.c.configs.values()), "EndpointConfigName", "EndpointConfigs",
+        return list_page(req, self.c.docs("endpoint-config"), "EndpointConfigName", "EndpointConfigs",
                           lambda d: {"EndpointConfigName": d["EndpointConfigName"],
                                      "EndpointConfigArn": d["EndpointConfigArn"], "CreationTime": d["CreationTime"]},
                           ("Name", "CreationTime"))

@@ -45,7 +45,7 @@ class Models:
         return self.c.described("model", check_name(req, "ModelName"))
 
     def list_models(self, req: dict) -> dict:
-        return list_page(req, list(self.c.models.values()), "ModelName", "Models",
+        return list_page(req, self.c.docs("model"), "ModelName", "Models",
                           lambda d: {"ModelName": d["ModelName"], "ModelArn": d["ModelArn"],
                                      "CreationTime": d["CreationTime"]}, ("Name", "CreationTime"))
 

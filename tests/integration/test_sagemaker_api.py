@@ -277,7 +277,20 @@ def test_cli_endpoints_appear_in_the_sagemaker_api(gw, data):
     assert d["EndpointStatus"] == "InService" and d["ProductionVariants"][0]["VariantName"] == "AllTraffic"
     assert "from-cli" in [e["EndpointName"] for e in sm.list_endpoints(MaxResults=100)["Endpoints"]]
     assert sm.list_tags(ResourceArn=d["EndpointArn"])["Tags"] == [{"Key": "team", "Value": "cli"}]
+    # the chain a SageMaker tool follows: endpoint -> its config -> the config's models
+    config = sm.describe_endpoint_config(EndpointConfigName=d["EndpointConfigName"])
+    assert d["EndpointConfigName"] == "from-cli" and config["ProductionVariants"] == [
+        {"VariantName": "AllTraffic", "ModelName": "from-cli", "InitialVariantWeight": 1.0,
+         "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 20}}]
+    model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    assert model["ModelArn"].endswith(":model/from-cli") and model["PrimaryContainer"]["Mode"] == "SingleModel"
+    assert "from-cli" in [m["ModelName"] for m in sm.list_models(MaxResults=100)["Models"]]
+    assert "from-cli" in [c["EndpointConfigName"] for c in sm.list_endpoint_configs(MaxResults=100)["EndpointConfigs"]]
+    with pytest.raises(sm.exceptions.ClientError, match="delete the endpoint instead"):
+        sm.delete_model(ModelName="from-cli")
     sm.delete_endpoint(EndpointName="from-cli")
+    with pytest.raises(sm.exceptions.ClientError, match="Could not find model"):
+        sm.describe_model(ModelName="from-cli")
     assert all(e["name"] != "from-cli" for e in gw.client().endpoints())
 
 
