@@ -144,7 +144,7 @@ class Gateway:
         self.backend = make_backend(s)
         self.provisioned = ProvisionedMeter(self.clock)
         self.manager = PoolManager(self.backend, self.budget, self.clock, s.logs_dir, self.provisioned.change,
-                                   self.policy, IdleMeter(self.clock))
+                                   self.policy, IdleMeter(self.clock), cpu_per_gb=s.cpu_per_gb)
         self.backend.listeners.append(self.manager.on_sandbox_event)
         stack.push_async_callback(self.backend.close)
         await self.backend.open()

@@ -10,6 +10,7 @@ MAX_CONCURRENCY_RANGE = (1, 200)
 DEFAULT_MAX_CONCURRENCY = 20
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024             # SageMaker's synchronous limit for real-time endpoints
 MAX_SERVERLESS_PAYLOAD_BYTES = 4 * 1024 * 1024  # ... and for serverless invocations, requests and answers
+DEFAULT_CPU_PER_GB = 1024 / 1769                # vCPUs per GB: Lambda's one vCPU per 1,769 MB
 DRAIN_FACTOR = 4                                # a body up to this many caps is read (hashed, dropped) to be refused
 DEFAULT_VARIANT = "AllTraffic"
 
@@ -44,6 +45,7 @@ class Settings:
     body_timeout_s: float = 60.0                 # a request body must arrive within this
     idle_timeout_s: float = 30.0                 # a keep-alive connection idle this long is closed
     max_connections: int = 1000                  # open client connections at most; past it: 503 and close
+    cpu_per_gb: float = DEFAULT_CPU_PER_GB       # a sandbox's CPU quota per GB of its memory (0: no quotas)
     max_bundle_mb: float | None = None           # a bundle's unpacked size at most (None: its variant's memory)
     validate_on_deploy: bool = True              # load a new bundle once before accepting it
     zygotes: bool = True                         # fork sandboxes from pre-warmed interpreters

@@ -33,12 +33,12 @@ class VariantSpec:
     SANDBOX_FIELDS = ("memory_mb", "bundle_dir", "bundle_kind", "bundle_version", "env", "network_isolation", "image")
 
     def sandbox_spec(self, sandbox_id: str, endpoint: str, log_path: str, *, sample=None,
-                     check_only: bool = False) -> SandboxSpec:
+                     check_only: bool = False, vcpus: float = 0.0) -> SandboxSpec:
         """What a backend needs to start one sandbox of this variant."""
         return SandboxSpec(sandbox_id=sandbox_id, endpoint=endpoint, variant=self.name, memory_mb=self.memory_mb,
                            bundle_dir=self.bundle_dir, bundle_kind=self.bundle_kind, log_path=log_path,
                            env=dict(self.env), network_isolation=self.network_isolation, image=self.image,
-                           sample=sample, check_only=check_only)
+                           sample=sample, check_only=check_only, vcpus=vcpus)
 
     def same_sandboxes(self, other: "VariantSpec") -> bool:
         """Whether sandboxes started for this variant can serve ``other`` unchanged."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -61,6 +62,7 @@ class SandboxSpec:
     network_isolation: bool = False   # no network even where the backend would allow it (EnableNetworkIsolation)
     image: str | None = None          # docker backend: a SageMaker-contract image to run instead of the worker
     check_only: bool = False      # a deploy's trial load: not traffic, so nothing is kept warm for it
+    vcpus: float = 0.0            # CPU quota in CPUs' worth of time (0: none); thread pools follow it
     sample: "InvokeRequest | None" = None   # the request that caused this start (warm-up input)
 
 
@@ -83,6 +85,21 @@ class InvokeResult:
     error_kind: str | None = None
     message: str = ""
     original_status: int | None = None
+
+
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS")
+
+
+def thread_env(vcpus: float, model_env: dict) -> dict:
+    """What a sandbox's environment gets for its CPU quota: thread pools of ceil(vCPUs) (unless
+    the model's own Environment sets them), and SLIMSERVE_CPUS, the quota itself."""
+    if vcpus <= 0:
+        return {}
+    threads = str(max(1, math.ceil(vcpus)))
+    out = {name: threads for name in THREAD_ENV if name not in model_env}
+    out["SLIMSERVE_CPUS"] = f"{vcpus:g}"
+    return out
 
 
 def oom_message(memory_mb: int, while_loading: bool = False) -> str:

@@ -82,6 +82,7 @@ def load_and_serve(sock: socket.socket, bundle_dir: str, kind: str, protections:
                    handler=None) -> None:
     """Load the bundle (unless ``handler`` is already loaded), report, then serve."""
     t0 = time.perf_counter()
+    _size_thread_pools()
     if handler is None:
         try:
             from runtime import bundle
@@ -99,6 +100,32 @@ def load_and_serve(sock: socket.socket, bundle_dir: str, kind: str, protections:
         "timings": dict(timings, load_ms=(time.perf_counter() - t0) * 1000.0),
     })
     serve(sock, handler)
+
+
+def _size_thread_pools() -> None:
+    """This process has been handed its model and will not fork again: its BLAS/OpenMP (and
+    torch) thread pools, pinned to one thread while a zygote forked, follow its CPU quota
+    (the gateway sets the size in OMP_NUM_THREADS, unless the model's Environment did)."""
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if not threads.isdigit() or int(threads) <= 1:
+        return
+    n = int(threads)
+    try:
+        import threadpoolctl
+
+        global _POOL_LIMITS
+        _POOL_LIMITS = threadpoolctl.threadpool_limits(limits=n)     # libraries loaded before the env changed
+    except Exception:  # noqa: BLE001 - thread pools stay as they are; the quota still holds
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            torch.set_num_threads(n)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+_POOL_LIMITS = None
 
 
 def _error_result(kind: str, exc: BaseException, original_status: int = 500, **extra) -> dict:

@@ -341,3 +341,22 @@ class SlowToLoad:
     def __setstate__(self, state):
         time.sleep(state["seconds"])
         self.__dict__.update(state)
+
+
+def spins(seconds):
+    """Burn CPU on one thread for ``seconds`` of wall time; returns how many loops it made."""
+    end, n = time.monotonic() + float(seconds), 0
+    while time.monotonic() < end:
+        n += 1
+    return n
+
+
+def thread_pools(x):
+    """The thread pools this sandbox's BLAS/OpenMP libraries use, and its CPU quota."""
+    import os
+
+    import numpy  # noqa: F401 - loads the BLAS whose pool is reported
+    import threadpoolctl
+
+    return {"pools": sorted({p["num_threads"] for p in threadpoolctl.threadpool_info()}),
+            "omp": os.environ.get("OMP_NUM_THREADS"), "cpus": os.environ.get("SLIMSERVE_CPUS")}

@@ -95,8 +95,9 @@ def _print_describe(info: dict, fmt: str) -> None:
         pool = v.get("pool") or {}
         print(f"variant      {v['name']}: {v['memory_mb']} MB, max concurrency {v['max_concurrency']},"
               f" provisioned {v['provisioned']}, bundle {v['bundle_kind']} v{v['bundle_version']}")
+        cpu = pool.get("vcpus")
         print(f"  pool       in flight {pool.get('in_flight', 0)}, cold starts {pool.get('cold_starts', 0)},"
-              f" states {pool.get('states', {})}")
+              f" states {pool.get('states', {})}, cpu " + (f"{cpu:g} vCPU" if cpu else "no quota"))
         for sb in pool.get("sandboxes", []):
             prot = sb.get("protections") or {}
             print(f"  sandbox    {sb['id']} {sb['state']} pid {sb['pid']} path {sb['start_path']}"
@@ -224,9 +225,13 @@ def cmd_doctor(args) -> int:
         return 0
     print(f"backend: {rep['backend']}" + (f"  [{rep['source']}]" if rep.get("source") else ""))
     for key, val in rep.items():
-        if isinstance(val, dict):
+        if isinstance(val, dict) and "detail" in val:
             mark = "ok  " if val.get("ok") else "MISSING"
             print(f"  {mark:7} {key:18} {val.get('mechanism', '')} {val['detail']}".rstrip())
+    tiers = rep.get("cpu_tiers") or {}
+    if tiers:
+        quotas = ", ".join(f"{mb} MB {v:g}" if v else f"{mb} MB none" for mb, v in tiers.items())
+        print(f"cpu per tier (vCPUs): {quotas}")
     return 0
 
 

@@ -8,6 +8,10 @@ machine and this user.
 from __future__ import annotations
 
 import asyncio
+import os
+
+from gateway.config import MEMORY_TIERS_MB
+from gateway.pools.cpu import tier_vcpus
 
 
 def report(settings, backend, probe: bool = False) -> dict:
@@ -16,4 +20,10 @@ def report(settings, backend, probe: bool = False) -> dict:
     that was never opened probes first."""
     if probe and settings.backend == "process":
         asyncio.run(backend.probe())
-    return {"backend": settings.backend, **backend.protections()}
+    return {"backend": settings.backend, **backend.protections(), "cpu_tiers": cpu_tiers(settings)}
+
+
+def cpu_tiers(settings) -> dict[str, float]:
+    """Each serverless memory tier's CPU quota here, in vCPUs (0: no quota)."""
+    cores = os.cpu_count() or 1
+    return {str(mb): tier_vcpus(mb, settings.cpu_per_gb, cores) for mb in MEMORY_TIERS_MB}

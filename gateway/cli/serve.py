@@ -89,6 +89,9 @@ def add_arguments(sub) -> None:
     s.add_argument("--max-connections", type=int, default=d.max_connections, metavar="N",
                    help=f"open client connections at most; past it a new one gets 503 (default {d.max_connections};"
                         " each takes a file descriptor)")
+    s.add_argument("--cpu-per-gb", type=float, default=d.cpu_per_gb, metavar="VCPUS",
+                   help="each sandbox's CPU quota per GB of its memory (default: Lambda's one vCPU per 1,769 MB, "
+                        f"{d.cpu_per_gb:.3f}; capped at the host's cores; 0 turns quotas off)")
     s.add_argument("--max-bundle-mb", type=float, default=None, metavar="MB",
                    help="largest a bundle may be unpacked (default: its endpoint's memory size, since a larger "
                         "bundle could not load into it)")
@@ -163,6 +166,9 @@ def cmd_serve(args) -> int:
         print("slimserve: --header-timeout, --body-timeout and --idle-timeout take seconds above 0, "
               "--max-connections a count of at least 1", file=sys.stderr)
         return 2
+    if not args.cpu_per_gb >= 0:
+        print("slimserve: --cpu-per-gb takes a number of vCPUs >= 0", file=sys.stderr)
+        return 2
     if args.max_bundle_mb is not None and not args.max_bundle_mb > 0:
         print("slimserve: --max-bundle-mb takes a size above 0", file=sys.stderr)
         return 2
@@ -193,7 +199,7 @@ def cmd_serve(args) -> int:
         model_zygote_idle_s=args.model_zygote_idle,
         max_payload_bytes=int(args.max_payload_mb * (1 << 20)), max_bundle_mb=args.max_bundle_mb,
         header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout, idle_timeout_s=args.idle_timeout,
-        max_connections=args.max_connections,
+        max_connections=args.max_connections, cpu_per_gb=args.cpu_per_gb,
         max_serverless_payload_bytes=int(args.max_serverless_payload_mb * (1 << 20)),
         prices_path=Path(args.prices) if args.prices else None, usage_retention_days=args.usage_retention_days,
         access_keys=_access_keys(args.access_key), account_id=args.account_id, region=args.region,

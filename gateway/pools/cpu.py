@@ -7,11 +7,9 @@ means no quota (``serve --cpu-per-gb 0``).
 """
 from __future__ import annotations
 
+from gateway.config import DEFAULT_CPU_PER_GB  # noqa: F401 - vCPUs per GB of memory (~0.579)
 from gateway.domain import VariantSpec
 from gateway.sagemaker.instances import instance_vcpus
-
-LAMBDA_MB_PER_VCPU = 1769
-DEFAULT_CPU_PER_GB = 1024 / LAMBDA_MB_PER_VCPU       # vCPUs per GB of memory (~0.579)
 
 
 def tier_vcpus(memory_mb: int, cpu_per_gb: float, host_cores: int) -> float:

@@ -13,6 +13,7 @@ from gateway.clock import Clock
 from gateway.domain import VariantSpec
 from gateway.errors import Throttled
 from gateway.pools.admission import HostBudget, choose_evictions
+from gateway.pools.cpu import variant_vcpus
 from gateway.pools.pool import Admission, VariantPool
 from runtime.sandbox import Backend, Sandbox
 
@@ -20,9 +21,12 @@ from runtime.sandbox import Backend, Sandbox
 class PoolManager:
     RELEASE_WAIT_S = 10.0      # how long a start waits for memory that draining pools are giving back
     def __init__(self, backend: Backend, budget: HostBudget, clock: Clock, logs_dir: Path,
-                 on_provisioned=None, policy=None, idle_meter=None):
+                 on_provisioned=None, policy=None, idle_meter=None, cpu_per_gb: float = 0.0,
+                 host_cores: int | None = None):
         from gateway.pools.policy import FixedKeepAlive
 
+        self.cpu_per_gb = cpu_per_gb                 # vCPUs per GB of a tier (0: no CPU quotas)
+        self.host_cores = host_cores or os.cpu_count() or 1
         self.policy = policy or FixedKeepAlive()
         self.idle_meter = idle_meter                 # books the idle time of warm sandboxes (IdleMeter)
         self.backend = backend
@@ -143,6 +147,10 @@ class PoolManager:
             await sb.destroy("evicted for host memory")
         return ok
 
+    def vcpus(self, variant: VariantSpec) -> float:
+        """The CPU quota of this variant's sandboxes (0: none)."""
+        return variant_vcpus(variant, self.cpu_per_gb, self.host_cores)
+
     async def trial_load(self, endpoint: str, variant: VariantSpec) -> None:
         """Load ``variant``'s bundle once in a real sandbox at its tier, then stop it (a deploy's
         check).  Raises the backend's StartError, or Throttled when the budget has no room now."""
@@ -151,7 +159,7 @@ class PoolManager:
             raise Throttled(f"the host memory budget has no room to check a {variant.memory_mb} MB bundle now")
         try:
             sb = await self.backend.start(variant.sandbox_spec(sid, endpoint, str(self.log_path(endpoint)),
-                                                               check_only=True))
+                                                               check_only=True, vcpus=self.vcpus(variant)))
         finally:
             self.budget.release(sid)
         await sb.destroy("bundle check done")

@@ -189,7 +189,7 @@ class VariantPool:
             self._start_ended()
             raise
         mgr.rotate_log(self.endpoint)
-        spec = self.spec.sandbox_spec(sid, self.endpoint, str(mgr.log_path(self.endpoint)),
+        spec = self.spec.sandbox_spec(sid, self.endpoint, str(mgr.log_path(self.endpoint)), vcpus=mgr.vcpus(self.spec),
                                       sample=sample if sample is not None and len(sample.body) <= MAX_SAMPLE_BYTES
                                       else None)
         mgr.owner[sid] = self
@@ -377,6 +377,7 @@ class VariantPool:
         return {
             "endpoint": self.endpoint, "variant": self.spec.name, "memory_mb": self.spec.memory_mb,
             "bundle_version": self.spec.bundle_version, "draining": self.draining,
+            "vcpus": self.manager.vcpus(self.spec),
             "in_flight": self.admission.in_flight, "max_concurrency": self.admission.max_concurrency,
             "provisioned": self.spec.provisioned, "cold_starts": self.cold_starts,
             "states": states, "sandboxes": sandboxes, "last_failure": self.last_failure,

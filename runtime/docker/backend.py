@@ -32,7 +32,7 @@ from pathlib import Path
 from runtime import protocol
 from runtime.docker.byoc import start_container_server
 from runtime.docker.image import SANDBOX_UID
-from runtime.docker.sandbox import LABEL, MODEL_DIR, DockerSandbox, Stem, link_tree
+from runtime.docker.sandbox import LABEL, MODEL_DIR, DockerSandbox, Stem, cpu_quota, link_tree
 from runtime.process.zygote import DEFAULT_PRELOAD
 from runtime.sandbox import (
     LOAD_FAILED,
@@ -327,10 +327,10 @@ class DockerBackend(Backend):
         return reply
 
     def _prepare_paused(self, stem: Stem, spec: SandboxSpec) -> None:
-        """Give a paused stem its tier (memory = swap, CPU shares) and wake it."""
+        """Give a paused stem its tier (memory = swap, CPU shares and quota) and wake it."""
         mb = spec.memory_mb
         stem.container.update(mem_limit=f"{mb}m", memswap_limit=f"{mb}m",
-                              cpu_shares=max(2, self.config.cpu_shares_per_gb * mb // 1024))
+                              cpu_shares=max(2, self.config.cpu_shares_per_gb * mb // 1024), **cpu_quota(spec.vcpus))
         stem.container.unpause()
 
     def protections_applied(self) -> dict:
@@ -350,6 +350,8 @@ class DockerBackend(Backend):
             "private_tmp": {"ok": True, "mechanism": "tmpfs",
                             "detail": f"tmpfs /tmp of {self.config.tmp_mb} MB, counted against the tier's memory"},
             "pids_limit": {"ok": True, "mechanism": f"pids_limit {self.config.pids_limit}", "detail": "per container"},
+            "cpu_quota": {"ok": True, "mechanism": "cpu_quota", "detail": "each container's CPU time per 100 ms "
+                          "follows its memory tier (docker update on a stem)"},
             "process_isolation": {"ok": True, "mechanism": "PID namespace", "detail": "one per container"},
             "seccomp": {"ok": True, "mechanism": "docker default profile",
                         "detail": "the engine's default seccomp filter"},

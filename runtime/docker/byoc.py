@@ -22,7 +22,7 @@ from pathlib import Path
 
 from runtime.channel import DEFAULT_MAX_RESPONSE
 from runtime.docker.container_life import ContainerLife
-from runtime.docker.sandbox import LABEL, MODEL_DIR, link_tree
+from runtime.docker.sandbox import LABEL, MODEL_DIR, cpu_quota, link_tree
 from runtime.sandbox import (
     BAD_OUTPUT,
     DEAD_HANDLE,
@@ -182,7 +182,7 @@ async def start_container_server(backend, spec: SandboxSpec) -> Sandbox:
             backend.client.containers.run, spec.image, ["serve"], name=f"slimserve-{cfg.instance}-{sid}",
             detach=True, network_mode="none", mem_limit=f"{mb}m", memswap_limit=f"{mb}m",
             **({"user": cfg.byoc_user} if cfg.byoc_user else {}),
-            cpu_shares=max(2, cfg.cpu_shares_per_gb * mb // 1024), pids_limit=cfg.pids_limit,
+            cpu_shares=max(2, cfg.cpu_shares_per_gb * mb // 1024), pids_limit=cfg.pids_limit, **cpu_quota(spec.vcpus),
             tmpfs={"/tmp": f"size={cfg.tmp_mb}m,mode=1777"}, cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             volumes={str(root / "model"): {"bind": MODEL_DIR, "mode": "ro"}},

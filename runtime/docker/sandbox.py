@@ -61,3 +61,11 @@ def link_tree(src: Path, dest: Path) -> None:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         except OSError:
             pass
+
+
+CPU_PERIOD_US = 100_000
+
+
+def cpu_quota(vcpus: float) -> dict:
+    """The container's CPU quota for ``vcpus`` (docker's cpu_period/cpu_quota; -1: none)."""
+    return {"cpu_period": CPU_PERIOD_US, "cpu_quota": round(vcpus * CPU_PERIOD_US) if vcpus > 0 else -1}

@@ -60,6 +60,7 @@ from runtime.sandbox import (
     StartFacts,
     State,
     oom_message,
+    thread_env,
 )
 
 log = logging.getLogger("slimserve.process")
@@ -205,8 +206,10 @@ class ProcessBackend(Backend):
             "cgroup_procs": cgroup.procs_files if cgroup is not None else [],
             "rlimit_bytes": 0 if has_cgroup else limit + RLIMIT_HEADROOM_BYTES,
             "no_network": self.config.network_isolation or spec.network_isolation,
-            "tmp_dir": str(tmp_dir), "env": dict(spec.env, TMPDIR=str(tmp_dir)),
+            "tmp_dir": str(tmp_dir), "env": dict(spec.env, TMPDIR=str(tmp_dir)), "vcpus": spec.vcpus,
         }
+        if role != "zygote":                 # a model zygote stays single-threaded: it forks
+            setup["env"].update(thread_env(spec.vcpus, spec.env))
         if uid is not None:
             replicas = bool(self.confinement.get("replicas", {}).get("ok"))
             setup["confine"] = {
@@ -248,7 +251,7 @@ class ProcessBackend(Backend):
         if self.cgroup_support.base is not None and zygote is None:
             t1 = time.perf_counter()
             cgroup = await asyncio.to_thread(cgroups.Cgroup, self.cgroup_support, spec.sandbox_id,
-                                             spec.memory_mb << 20, self.config.pids_max)
+                                             spec.memory_mb << 20, self.config.pids_max, vcpus=spec.vcpus)
             gateway_ms["cgroup_make_ms"] = (time.perf_counter() - t1) * 1000.0
         setup = self.setup_for(spec, cgroup, tmp_dir, uid)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -266,7 +269,7 @@ class ProcessBackend(Backend):
                 if replica:
                     t1 = time.perf_counter()
                     cgroup = await replica_cgroup(self.cgroup_support, self.config.pids_max, zygote,
-                                                  fork_info["pid"], spec.memory_mb)
+                                                  fork_info["pid"], spec.memory_mb, spec.vcpus)
                     gateway_ms["cgroup_join_ms"] = (time.perf_counter() - t1) * 1000.0
                 proc = AdoptedProcess(fork_info["pid"])
                 if fork_info.get("cgroup") and not replica:      # named by a trusted (root) stem only

@@ -3,9 +3,10 @@
 Each sandbox gets its own cgroup whose memory limit is its tier; swap is
 capped to zero where the kernel allows it, so a sandbox that allocates past its
 tier is OOM-killed by the kernel rather than swapped.  Its ``pids.max`` bounds
-processes and threads together, so a fork bomb fails inside its sandbox.  On
-v1 every controller is a hierarchy of its own: a sandbox's cgroup is then one
-directory per hierarchy (memory, pids) under the same name, joined together.
+processes and threads together, so a fork bomb fails inside its sandbox, and its
+CPU quota (``cpu.max``, v1 ``cpu.cfs_quota_us``) is its tier's vCPUs.  On v1
+every controller is a hierarchy of its own: a sandbox's cgroup is then one
+directory per hierarchy (memory, pids, cpu) under the same name, joined together.
 Nothing outside this module writes cgroup files.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
 BASE_NAME = "slimserve"
+CPU_PERIOD_US = 100_000      # the kernel's default CFS period: quotas are vCPUs x 100 ms
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,15 @@ class CgroupSupport:
     reason: str                  # why it is missing, or how it was found
     pids_base: Path | None = None    # where pids.max is set: ``base`` on v2, the pids hierarchy's on v1
     pids_reason: str = ""
+    cpu_base: Path | None = None     # where the CPU quota is set: ``base`` on v2, the cpu hierarchy's on v1
+    cpu_reason: str = ""
 
     def dirs(self, name: str) -> list[Path]:
         """Every directory of the cgroup ``name``: one per hierarchy it spans."""
         out = [] if self.base is None else [self.base / name]
-        if self.pids_base is not None and self.pids_base != self.base:
-            out.append(self.pids_base / name)
+        for extra in (self.pids_base, self.cpu_base):
+            if extra is not None and extra != self.base:
+                out.append(extra / name)
         return out
 
     def bases(self) -> list[Path]:
@@ -40,12 +45,14 @@ class CgroupSupport:
 
     def to_args(self) -> dict:
         """What a zygote needs to make and cap its stems' cgroups (it cannot detect: it is not alone)."""
-        return {"version": self.version or "", "base": str(self.base or ""), "pids_base": str(self.pids_base or "")}
+        return {"version": self.version or "", "base": str(self.base or ""), "pids_base": str(self.pids_base or ""),
+                "cpu_base": str(self.cpu_base or "")}
 
     @classmethod
     def from_args(cls, args: dict) -> "CgroupSupport":
         return cls(args.get("version") or None, Path(args["base"]) if args.get("base") else None, "given",
-                   Path(args["pids_base"]) if args.get("pids_base") else None)
+                   Path(args["pids_base"]) if args.get("pids_base") else None,
+                   cpu_base=Path(args["cpu_base"]) if args.get("cpu_base") else None)
 
 
 def _own_path(controller_line_match) -> str:
@@ -73,6 +80,12 @@ def _try_base(parent: Path, instance: str, enable_v2: bool, controller: str = "m
     try:
         if controller == "pids":
             (probe / "pids.max").write_text("64")
+        elif controller == "cpu":
+            if enable_v2:
+                (probe / "cpu.max").write_text(f"50000 {CPU_PERIOD_US}")
+            else:
+                (probe / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+                (probe / "cpu.cfs_quota_us").write_text("50000")
         else:
             limit = probe / ("memory.max" if enable_v2 else "memory.limit_in_bytes")
             limit.write_text(str(64 << 20))
@@ -81,26 +94,35 @@ def _try_base(parent: Path, instance: str, enable_v2: bool, controller: str = "m
     return base
 
 
-def _with_pids(support: CgroupSupport, instance: str) -> CgroupSupport:
-    """Find where this gateway may set pids.max beside the memory cgroup it found."""
+def _with(support: CgroupSupport, instance: str, controller: str) -> CgroupSupport:
+    """Find where this gateway may use ``controller`` (pids, cpu) beside the memory cgroup it
+    found: the same tree on v2, the controller's own hierarchy on v1."""
+    field = {"pids": ("pids_base", "pids_reason"), "cpu": ("cpu_base", "cpu_reason")}[controller]
+
+    def found(base: Path | None, reason: str) -> CgroupSupport:
+        return replace(support, **dict(zip(field, (base, reason), strict=True)))
+
     if support.version == "v2":
         try:
-            _try_base(support.base.parent.parent, instance, True, "pids")
-            return replace(support, pids_base=support.base, pids_reason="pids controller of cgroup v2")
+            _try_base(support.base.parent.parent, instance, True, controller)
+            return found(support.base, f"{controller} controller of cgroup v2")
         except OSError as exc:
-            return replace(support, pids_reason=f"cgroup v2 pids controller unavailable: {exc.strerror or exc}")
-    v1 = ROOT / "pids"
+            return found(None, f"cgroup v2 {controller} controller unavailable: {exc.strerror or exc}")
+    v1 = ROOT / controller
     if not (v1 / "cgroup.procs").exists():
-        return replace(support, pids_reason="no cgroup v1 pids hierarchy is mounted")
-    own = _own_path(lambda hid, c: "pids" in c.split(","))
+        return found(None, f"no cgroup v1 {controller} hierarchy is mounted")
+    own = _own_path(lambda hid, c: controller in c.split(","))
     errors = []
     for parent in dict.fromkeys([v1 / own.lstrip("/"), v1]):
         try:
-            return replace(support, pids_base=_try_base(parent, instance, False, "pids"),
-                           pids_reason=f"cgroup v1 pids at {parent}")
+            return found(_try_base(parent, instance, False, controller), f"cgroup v1 {controller} at {parent}")
         except OSError as exc:
-            errors.append(f"v1 pids {parent}: {exc.strerror or exc}")
-    return replace(support, pids_reason="; ".join(errors))
+            errors.append(f"v1 {controller} {parent}: {exc.strerror or exc}")
+    return found(None, "; ".join(errors))
+
+
+def _with_pids(support: CgroupSupport, instance: str) -> CgroupSupport:
+    return _with(_with(support, instance, "pids"), instance, "cpu")
 
 
 def detect(mode: str = "auto", instance: str = "default") -> CgroupSupport:
@@ -163,13 +185,26 @@ def set_memory_limit(path: Path, version: str, limit_bytes: int) -> None:
     _write_optional(path / "memory.swappiness", "0")
 
 
-def set_limits(support: CgroupSupport, name: str, limit_bytes: int, pids_max: int = 0) -> None:
+def set_limits(support: CgroupSupport, name: str, limit_bytes: int, pids_max: int = 0,
+               vcpus: float | None = None) -> None:
     """Cap the cgroup ``name``: memory at ``limit_bytes``, processes and threads at ``pids_max``
-    (either 0: left as it is)."""
+    (either 0: left as it is), CPU at ``vcpus`` (None: left as it is; 0: no quota)."""
     if limit_bytes:
         set_memory_limit(support.base / name, support.version, limit_bytes)
     if pids_max and support.pids_base is not None:
         (support.pids_base / name / "pids.max").write_text(str(pids_max))
+    if vcpus is not None and support.cpu_base is not None:
+        set_cpu_quota(support.cpu_base / name, support.version, vcpus)
+
+
+def set_cpu_quota(path: Path, version: str, vcpus: float) -> None:
+    """``vcpus`` CPUs' worth of time in every period of 100 ms (0: unlimited)."""
+    quota = round(vcpus * CPU_PERIOD_US) if vcpus > 0 else -1
+    if version == "v2":
+        (path / "cpu.max").write_text(f"{quota if quota > 0 else 'max'} {CPU_PERIOD_US}")
+        return
+    (path / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+    (path / "cpu.cfs_quota_us").write_text(str(quota))
 
 
 def make_and_join(support: CgroupSupport, name: str, pid: int | None = None) -> None:
@@ -191,7 +226,7 @@ class Cgroup:
     """One sandbox's cgroup (a directory per hierarchy).  ``remove`` is idempotent."""
 
     def __init__(self, support: CgroupSupport, name: str, limit_bytes: int, pids_max: int = 0,
-                 create: bool = True, exclusive: bool = False):
+                 create: bool = True, exclusive: bool = False, vcpus: float | None = None):
         assert support.base is not None
         if "/" in name or name in ("", ".", ".."):
             raise ValueError(f"bad cgroup name {name!r}")
@@ -203,7 +238,7 @@ class Cgroup:
         if create:                              # exclusive: fail rather than take over an existing cgroup
             for d in support.dirs(name):
                 d.mkdir(exist_ok=not exclusive)
-            set_limits(support, name, limit_bytes, pids_max)
+            set_limits(support, name, limit_bytes, pids_max, vcpus)
 
     @classmethod
     def adopt(cls, support: CgroupSupport, name: str, limit_bytes: int) -> "Cgroup":
@@ -237,6 +272,17 @@ class Cgroup:
             except OSError:
                 return 0
         return 0
+
+    def cpu_stat(self) -> dict[str, int]:
+        """The kernel's CPU accounting of this cgroup: nr_periods, nr_throttled, throttled time
+        (and on v2 usage_usec), {} where there is no CPU controller."""
+        if self.support.cpu_base is None:
+            return {}
+        try:
+            text = (self.support.cpu_base / self.name / "cpu.stat").read_text()
+        except OSError:
+            return {}
+        return {k: int(v) for k, _, v in (line.partition(" ") for line in text.splitlines()) if v.isdigit()}
 
     def usage_bytes(self) -> int:
         fname = "memory.current" if self.version == "v2" else "memory.usage_in_bytes"

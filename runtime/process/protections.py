@@ -83,6 +83,11 @@ def table(support, confinement: dict, uids, network_isolation: bool, pids_max: i
                         "detail": "/tmp and /dev/shm are tmpfs of half the tier each; what is written there counts "
                                   "against its memory" if view_ok else
                                   "MISSING: a private directory as TMPDIR, on the host's disk, uncapped"},
+        "cpu_quota": {"ok": cg.cpu_base is not None,
+                      "mechanism": ("cpu.max" if cg.version == "v2" else "cfs_quota (v1 cpu hierarchy)")
+                      if cg.cpu_base is not None else "none",
+                      "detail": f"each sandbox's CPU time per 100 ms follows its memory tier ({cg.cpu_reason})"
+                      if cg.cpu_base is not None else f"MISSING: {cg.cpu_reason or cg.reason}"},
         "pids_limit": {"ok": pids_ok, "mechanism": f"pids.max {pids_max}" if pids_ok else "none",
                        "detail": cg.pids_reason if pids_ok else f"MISSING: {cg.pids_reason or cg.reason}"},
         "process_isolation": dict(probed("view", "/proc shows a sandbox only its own processes ("

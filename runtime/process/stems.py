@@ -21,7 +21,7 @@ def check_stem(zygote: ZygoteHandle, pid) -> None:
         raise ZygoteUnavailable(f"zygote {zygote.name} named pid {pid!r}, which is not one of its stems")
 
 async def prepare_stem(support, pids_max: int, zygote: ZygoteHandle, memory_mb: int, pid: int,
-                       strict: bool = True):
+                       strict: bool = True, vcpus: float = 0.0):
     """Ahead of demand: a cgroup at the tier for a stem the zygote just forked, and the stem
     moved into it (a move can stall for an RCU grace period, ~10 ms here: not on a request).
     ``strict`` (on an assignment): a pid that is not the zygote's stem marks the zygote broken.
@@ -29,7 +29,7 @@ async def prepare_stem(support, pids_max: int, zygote: ZygoteHandle, memory_mb: 
     def make():
         check_stem(zygote, pid)
         name = f"stem-r{pid}-{os.urandom(3).hex()}"       # never an existing cgroup, whatever pid it reuses
-        cg = cgroups.Cgroup(support, name, memory_mb << 20, pids_max, exclusive=True)
+        cg = cgroups.Cgroup(support, name, memory_mb << 20, pids_max, exclusive=True, vcpus=vcpus)
         try:
             cg.add(pid)
         except OSError:
@@ -43,7 +43,7 @@ async def prepare_stem(support, pids_max: int, zygote: ZygoteHandle, memory_mb: 
             zygote.broken = True              # a zygote that lies is closed and replaced
         raise
 
-async def replica_cgroup(support, pids_max: int, zygote: ZygoteHandle, pid, memory_mb: int):
+async def replica_cgroup(support, pids_max: int, zygote: ZygoteHandle, pid, memory_mb: int, vcpus: float = 0.0):
     """The cgroup of the replica that took an assignment: the one made ahead for it, or one
     made and joined now.  None where there are no cgroups (the pid is still checked)."""
     fut = zygote.take_prepared(pid) if isinstance(pid, int) else None
@@ -63,6 +63,6 @@ async def replica_cgroup(support, pids_max: int, zygote: ZygoteHandle, pid, memo
             raise
         return None
     try:
-        return await prepare_stem(support, pids_max, zygote, memory_mb, pid)
+        return await prepare_stem(support, pids_max, zygote, memory_mb, pid, vcpus=vcpus)
     except OSError as exc:
         raise ZygoteUnavailable(f"cannot cap zygote {zygote.name}'s stem {pid}: {exc}") from None

@@ -80,7 +80,7 @@ async def make_template(backend, spec: SandboxSpec) -> ZygoteHandle:
     handle.cgroup = cgroup
     if uid is not None:                   # unprivileged: the gateway caps its stems, ahead of demand
         handle.watch_stems(events, lambda pid: prepare_stem(backend.cgroup_support, backend.config.pids_max, handle,
-                                                    spec.memory_mb, pid, strict=False),
+                                                    spec.memory_mb, pid, strict=False, vcpus=spec.vcpus),
                            limit=backend.zygotes.config.stems + 2)
     else:
         events.close()

@@ -296,6 +296,8 @@ def test_bring_your_own_sagemaker_container(dgw, engine, tmp_path):
     servers = [c for c in _containers(engine, dgw.state_dir) if c.labels.get("slimserve.role") == "container-server"]
     assert servers and all(c.attrs["HostConfig"]["NetworkMode"] == "none" for c in servers)
     assert all(c.attrs["Config"]["User"] == "4242" for c in servers)              # --byoc-user
+    assert all(c.attrs["HostConfig"]["CpuQuota"] == 57900 and c.attrs["HostConfig"]["CpuPeriod"] == 100_000
+               for c in servers)                                                # 1 GB: 0.579 vCPU
     assert all(c.attrs["HostConfig"]["CapDrop"] == ["ALL"]
                and "no-new-privileges" in c.attrs["HostConfig"]["SecurityOpt"] for c in servers)
     assert dgw.client().usage(endpoint="byoc")[0]["billed_ms"] >= 1
