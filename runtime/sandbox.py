@@ -93,12 +93,14 @@ THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUM
 
 def thread_env(vcpus: float, model_env: dict) -> dict:
     """What a sandbox's environment gets for its CPU quota: thread pools of ceil(vCPUs) (unless
-    the model's own Environment sets them), and SLIMSERVE_CPUS, the quota itself."""
+    the model's own Environment sets them), and SM_NUM_CPUS, the same count under the name
+    SageMaker's toolkits read."""
     if vcpus <= 0:
         return {}
     threads = str(max(1, math.ceil(vcpus)))
     out = {name: threads for name in THREAD_ENV if name not in model_env}
-    out["SLIMSERVE_CPUS"] = f"{vcpus:g}"
+    if "SM_NUM_CPUS" not in model_env:
+        out["SM_NUM_CPUS"] = threads
     return out
 
 

@@ -359,4 +359,4 @@ def thread_pools(x):
     import threadpoolctl
 
     return {"pools": sorted({p["num_threads"] for p in threadpoolctl.threadpool_info()}),
-            "omp": os.environ.get("OMP_NUM_THREADS"), "cpus": os.environ.get("SLIMSERVE_CPUS")}
+            "omp": os.environ.get("OMP_NUM_THREADS"), "cpus": os.environ.get("SM_NUM_CPUS")}

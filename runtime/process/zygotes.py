@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from runtime import protocol
+from runtime.process.logpipe import LogPipe
 from runtime.process.zygote import GAVE_UP
 from runtime.process.zygote_handle import ZygoteHandle, ZygoteUnavailable
 from runtime.process.zygote_limits import ModelZygote, admit, choose_closures
@@ -80,11 +81,17 @@ class ZygoteSet:
                 "--cgroups", json.dumps(self.config.cgroups), "--pids-max", str(self.config.pids_max)]
         if self.config.seccomp:
             argv.append("--seccomp")
-        with open(self.config.log_path, "ab", buffering=0) as logf:
+        logs = LogPipe(self.config.log_path)      # rotated like the sandboxes' logs, at a bounded rate
+        try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, env=self.config.env,
-                pass_fds=(theirs.fileno(),), start_new_session=True)
-        theirs.close()
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=logs.write_fd, stderr=logs.write_fd,
+                env=self.config.env, pass_fds=(theirs.fileno(),), start_new_session=True)
+        except BaseException:
+            logs.close()
+            raise
+        finally:
+            theirs.close()
+        logs.handed_over()
         ours.setblocking(False)
         try:
             hello = await asyncio.wait_for(protocol.recv_sock_async(ours), self.config.start_timeout_s)

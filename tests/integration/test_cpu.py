@@ -70,8 +70,8 @@ def test_a_1_gb_sandbox_is_throttled_to_its_share(cpu_gw):
 def test_thread_pools_follow_the_quota(cpu_gw):
     c = cpu_gw.client()
     one, two = c.invoke("pools-1g", 0), c.invoke("pools-2g", 0)
-    assert (one["omp"], one["cpus"]) == ("1", "0.579") and one["pools"] == [1]
-    assert (two["omp"], two["cpus"]) == ("2", "1.158") and two["pools"] == [2]     # ceil(1.158)
+    assert (one["omp"], one["cpus"]) == ("1", "1") and one["pools"] == [1]
+    assert (two["omp"], two["cpus"]) == ("2", "2") and two["pools"] == [2]         # ceil(1.158)
     assert c.describe("pools-2g")["variants"][0]["pool"]["vcpus"] == pytest.approx(1.158)
     tiers = c.doctor()["cpu_tiers"]
     assert tiers["1024"] == pytest.approx(0.579) and tiers["6144"] == min(psutil.cpu_count(), 3.473)
@@ -111,7 +111,7 @@ def test_the_fresh_path_gets_the_same_quota_and_pools():
         c = gw.client()
         c.deploy("fresh-pools", models.thread_pools, memory_mb=2048)
         out = c.invoke("fresh-pools", 0)
-        assert out["pools"] == [2] and out["cpus"] == "1.158"
+        assert out["pools"] == [2] and out["cpus"] == "2"
         d = _cpu_dir(_sandbox_pid(gw, "fresh-pools"))
         quota = (d / "cpu.cfs_quota_us").read_text().strip() if (d / "cpu.cfs_quota_us").exists() else \
             (d / "cpu.max").read_text().split()[0]

@@ -278,3 +278,12 @@ def test_no_model_zygote_is_made_when_the_limits_leave_no_room(fresh_gateway):
     time.sleep(3)                        # long enough for a model zygote to be made (and closed)
     z = c.zygotes()
     assert z["models"] == [] and z["model_limits"]["closed"] == 0     # none made, so none closed
+
+
+def test_the_base_zygote_writes_its_log_through_the_rotating_pipe(gateway):
+    """Not into a file it holds: what it (or a stem before its assignment) prints is copied by the
+    gateway at a bounded rate and rotated past 16 MB, as sandbox logs are."""
+    zpid = gateway.client().zygotes()["base"]["pid"]
+    assert os.readlink(f"/proc/{zpid}/fd/1").startswith("pipe:")
+    assert os.readlink(f"/proc/{zpid}/fd/2").startswith("pipe:")
+    assert (gateway.state_dir / "logs" / "_zygotes.log").exists()
