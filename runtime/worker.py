@@ -82,7 +82,9 @@ def load_and_serve(sock: socket.socket, bundle_dir: str, kind: str, protections:
                    handler=None) -> None:
     """Load the bundle (unless ``handler`` is already loaded), report, then serve."""
     t0 = time.perf_counter()
-    _size_thread_pools()
+    if _size_thread_pools():
+        timings = dict(timings, threads_ms=(time.perf_counter() - t0) * 1000.0)
+        t0 = time.perf_counter()
     if handler is None:
         try:
             from runtime import bundle
@@ -102,29 +104,45 @@ def load_and_serve(sock: socket.socket, bundle_dir: str, kind: str, protections:
     serve(sock, handler)
 
 
-def _size_thread_pools() -> None:
-    """This process has been handed its model and will not fork again: its BLAS/OpenMP (and
-    torch) thread pools, pinned to one thread while a zygote forked, follow its CPU quota
-    (the gateway sets the size in OMP_NUM_THREADS, unless the model's Environment did)."""
-    threads = os.environ.get("OMP_NUM_THREADS", "")
-    if not threads.isdigit() or int(threads) <= 1:
-        return
-    n = int(threads)
+def prepare_thread_control() -> None:
+    """In a zygote, before it forks: find the BLAS/OpenMP libraries it loaded (threadpoolctl
+    scans them, ~10 ms), so that a sandbox forked from it resizes their pools in microseconds
+    instead of scanning again on its cold start.  Creates no thread."""
+    global _CONTROLLER
     try:
         import threadpoolctl
 
-        global _POOL_LIMITS
-        _POOL_LIMITS = threadpoolctl.threadpool_limits(limits=n)     # libraries loaded before the env changed
-    except Exception:  # noqa: BLE001 - thread pools stay as they are; the quota still holds
-        pass
+        _CONTROLLER = threadpoolctl.ThreadpoolController()
+    except Exception:  # noqa: BLE001 - without it, pools stay at one thread in forked sandboxes
+        _CONTROLLER = None
+
+
+def _size_thread_pools() -> bool:
+    """This process has been handed its model and will not fork again: its BLAS/OpenMP (and
+    torch) thread pools, pinned to one thread while a zygote forked, follow its CPU quota (the
+    gateway sets the size in OMP_NUM_THREADS, unless the model's Environment did).  Libraries
+    loaded after the environment was set (a fresh worker's) read it themselves; those a zygote
+    loaded are resized through the controller it prepared.  Returns whether it resized any."""
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if not threads.isdigit() or int(threads) <= 1:
+        return False
+    n = int(threads)
+    global _POOL_LIMITS
+    if _CONTROLLER is not None:
+        try:
+            _POOL_LIMITS = _CONTROLLER.limit(limits=n)
+        except Exception:  # noqa: BLE001 - thread pools stay as they are; the quota still holds
+            pass
     torch = sys.modules.get("torch")
     if torch is not None:
         try:
             torch.set_num_threads(n)
         except Exception:  # noqa: BLE001
             pass
+    return _CONTROLLER is not None or torch is not None
 
 
+_CONTROLLER = None
 _POOL_LIMITS = None
 
 

@@ -14,8 +14,10 @@ from runtime.process import jail  # the one ctypes wrapper of prctl and unshare
 
 PR_SET_PDEATHSIG = 1
 
-# Environment that hides accelerators and pins math libraries to one thread:
-# a sandbox is CPU-only and serves one invocation at a time.
+# Environment that hides accelerators and pins math libraries to one thread (a zygote must stay
+# single-threaded; a sandbox's pools are resized to its CPU quota when it gets its model), and
+# makes idle pool threads sleep instead of spinning: a thread that spins after each BLAS call
+# (OpenBLAS's default ~0.1 s, libgomp's too) burns its sandbox's own CPU quota for nothing.
 SANDBOX_ENV = {
     "CUDA_VISIBLE_DEVICES": "",
     "HIP_VISIBLE_DEVICES": "",
@@ -26,6 +28,8 @@ SANDBOX_ENV = {
     "MKL_NUM_THREADS": "1",
     "NUMEXPR_NUM_THREADS": "1",
     "VECLIB_MAXIMUM_THREADS": "1",
+    "OPENBLAS_THREAD_TIMEOUT": "4",       # 2^4 cycles of spinning, OpenBLAS's least
+    "OMP_WAIT_POLICY": "PASSIVE",
     "PYTHONUNBUFFERED": "1",
     "PYTHONDONTWRITEBYTECODE": "1",
 }

@@ -266,6 +266,7 @@ def main(argv=None) -> None:
     import runtime.worker  # noqa: F401
 
     loaded = preload([m for m in args.preload.split(",") if m])
+    runtime.worker.prepare_thread_control()           # its sandboxes resize their pools without a scan
     filters = {"sandbox": jail.make_filter(), "zygote": jail.make_filter(for_zygote=True)} if args.seccomp else {}
     gc.collect()
     gc.freeze()          # keep the collector from touching (and so copying) inherited objects
