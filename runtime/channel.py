@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import os
 import time
 
 from runtime import protocol
@@ -59,8 +60,10 @@ class ChannelSandbox(Sandbox):
             return InvokeResult(False, error_kind=DEAD_HANDLE, message=f"sandbox {self.id} is {self.state.value}")
         self._move(State.BUSY)
         limit = min(self.max_response_bytes, request.max_response or self.max_response_bytes)
+        nonce = os.urandom(8).hex()            # unguessable: no answer can be sent before its request
         header = {
             "op": "invoke",
+            "id": nonce,
             "content_type": request.content_type,
             "accept": request.accept,
             "custom_attributes": request.custom_attributes,
@@ -88,6 +91,14 @@ class ChannelSandbox(Sandbox):
             kind, message = await self._death_cause()
             await self.destroy(message)
             return InvokeResult(False, error_kind=kind, model_ms=elapsed, message=message, original_status=500)
+        # Run time is measured here, from handing over the request to its answer: model code runs in
+        # the worker's process and could report any figure, and the bill must not depend on it.
+        elapsed = (time.perf_counter() - t0) * 1000.0
+        if reply.get("id") != nonce:           # an answer sent ahead of its request, or not one at all
+            await self.destroy("answered out of turn")
+            return InvokeResult(False, error_kind=BAD_OUTPUT, model_ms=elapsed, original_status=500,
+                                message="the sandbox sent an answer that was not for this request; it was "
+                                        "stopped and will be replaced")
         if reply.get("fatal"):
             await self.destroy(reply.get("error_kind") or "fatal")
         else:
@@ -97,7 +108,7 @@ class ChannelSandbox(Sandbox):
             body=payload,
             content_type=reply.get("content_type"),
             custom_attributes=reply.get("custom_attributes"),
-            model_ms=float(reply.get("model_ms", 0.0)),
+            model_ms=elapsed,
             error_kind=reply.get("error_kind"),
             message=(self._out_of_memory_text() if reply.get("error_kind") == OUT_OF_MEMORY
                      else reply.get("message", "")),

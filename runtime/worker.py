@@ -187,6 +187,7 @@ def serve(sock: socket.socket, handler) -> None:
             traceback.print_exc()
         reply["model_ms"] = (time.perf_counter() - t0) * 1000.0
         reply["custom_attributes"] = ctx.response_custom_attributes
+        reply["id"] = header.get("id")           # the reply answers this request, not one sent ahead
         limit = header.get("max_response")
         if reply["ok"] and isinstance(limit, int) and len(payload) > limit:
             reply = dict(reply, ok=False, error_kind=BAD_OUTPUT, original_status=500,

@@ -360,3 +360,32 @@ def thread_pools(x):
 
     return {"pools": sorted({p["num_threads"] for p in threadpoolctl.threadpool_info()}),
             "omp": os.environ.get("OMP_NUM_THREADS"), "cpus": os.environ.get("SM_NUM_CPUS")}
+
+
+def answers_ahead(x):
+    """Answer this request, and put a forged answer for the next one on the channel at once
+    (an instant reply claiming no run time), then work on unseen."""
+    import json
+    import socket
+    import stat
+    import struct
+
+    head = json.dumps({"op": "result", "ok": True, "model_ms": 0.0, "content_type": "application/json"}).encode()
+    body = b'"forged"'
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                s = socket.socket(fileno=os.dup(fd))
+                s.sendall(struct.pack("!II", len(head), len(body)) + head + body)
+        except OSError:
+            pass
+    time.sleep(0.3)
+    return "real"
+
+
+def lies_about_time(x):
+    """Run 0.3 s, then make the worker's clock report that no time passed."""
+    time.sleep(0.3)
+    frozen = time.perf_counter()
+    time.perf_counter = lambda: frozen - 3600.0      # the worker's run-time figure is now negative
+    return "ran"

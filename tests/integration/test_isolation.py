@@ -316,3 +316,19 @@ def _uid(p):
     except Exception:  # noqa: BLE001 - gone
         return 0
 
+
+
+def test_an_answer_sent_ahead_of_its_request_is_refused_and_run_time_is_the_gateways(gateway):
+    """Model code runs in the worker's process, so what it reports is not believed: an answer
+    that is not for the request just sent (written ahead, to claim no time or to answer a request
+    it has not seen) stops the sandbox, and the run time billed is measured by the gateway."""
+    c = gateway.client()
+    c.deploy("ahead", models.answers_ahead, memory_mb=1024)
+    with pytest.raises(ClientError) as err:
+        c.invoke("ahead", 1)
+    assert err.value.status == 424 and "not for this request" in err.value.message
+    assert c.usage(endpoint="ahead")[0]["status"] == "ModelError"
+    c.deploy("liar", models.lies_about_time, memory_mb=1024)
+    assert c.invoke("liar", 1) == b"ran"
+    rec = c.usage(endpoint="liar")[0]
+    assert rec["model_ms"] >= 300 and rec["billed_ms"] >= 300           # the 0.3 s it really ran
