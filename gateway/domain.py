@@ -134,8 +134,9 @@ def parse_tags(pairs) -> dict[str, str]:
 class UsageRecord:
     """One invocation, as billed.
 
-    ``billed_ms`` is the sandbox-measured run time rounded up to the next whole
-    millisecond (0 when the model never ran, e.g. a throttled request);
+    ``billed_ms`` is the run time the gateway measured (request handed over to answer)
+    rounded up to the next whole millisecond (0 when the model never ran, e.g. a throttled
+    request);
     ``overhead_ms`` is everything else the caller waited for except a cold
     start's ``init_ms``, so ``model_ms + init_ms + overhead_ms`` is the latency
     the gateway saw.
