@@ -209,6 +209,7 @@ def stem(listen_path: str, preload: list[str]) -> None:
             importlib.import_module(mod)
         except Exception:  # noqa: BLE001 - a library that is not installed is the bundle's problem later
             pass
+    prepare_thread_control()                    # ahead of the assignment, as a zygote does
     preload_ms = (time.perf_counter() - t0) * 1000.0
     if os.path.exists(listen_path):
         os.unlink(listen_path)

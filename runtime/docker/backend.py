@@ -46,6 +46,7 @@ from runtime.sandbox import (
     StartFacts,
     State,
     oom_message,
+    thread_env,
 )
 
 log = logging.getLogger("slimserve.docker")
@@ -309,7 +310,8 @@ class DockerBackend(Backend):
 
     async def _assign(self, sb: "DockerSandbox", stem: Stem, spec: SandboxSpec) -> dict:
         """Hand the stem its model; its ``ready`` reply, or a StartError saying why not."""
-        setup = {"op": "assign", "bundle": MODEL_DIR, "kind": spec.bundle_kind, "env": dict(spec.env, TMPDIR="/tmp")}
+        setup = {"op": "assign", "bundle": MODEL_DIR, "kind": spec.bundle_kind,
+                 "env": dict(spec.env, TMPDIR="/tmp", **thread_env(spec.vcpus, spec.env))}
         try:
             stem.writer.write(protocol.encode(setup))
             await stem.writer.drain()

@@ -45,8 +45,9 @@ def _fingerprint() -> str:
     h = hashlib.sha256(sys.version.encode())
     for entry in sorted(os.listdir(_site_packages())):
         h.update(entry.encode())
-    for src in sorted((PROJECT_ROOT / "runtime").glob("*.py")):
-        h.update(src.name.encode())
+    runtime = PROJECT_ROOT / "runtime"
+    for src in sorted(runtime.rglob("*.py")):         # every subpackage: the image holds all of them
+        h.update(str(src.relative_to(runtime)).encode())
         h.update(src.read_bytes())
     return h.hexdigest()[:12]
 

@@ -163,6 +163,22 @@ def test_cold_starts_come_from_paused_stems(dgw, engine):
     assert sb["start_path"] == "stem"
 
 
+def test_a_containers_cpu_quota_and_thread_pools_follow_its_tier(dgw, engine):
+    """Docker sandboxes get their tier's CPU like process ones: the quota on the (un)paused stem,
+    pools of ceil(vCPUs) once handed the model."""
+    c = dgw.client()
+    c.deploy("pools-2g", models.thread_pools, memory_mb=2048)
+    out = json.loads(invoke(dgw, "pools-2g", b"0")["Body"].read())
+    assert out["pools"] == [2] and out["omp"] == "2" and out["cpus"] == "2"
+    quotas = []
+    for x in _containers(engine, dgw.state_dir):
+        try:
+            quotas.append(engine.containers.get(x.id).attrs["HostConfig"]["CpuQuota"])
+        except Exception:  # noqa: BLE001 - a container that went away meanwhile
+            pass
+    assert 115800 in quotas                                       # 1.158 vCPU per 100 ms, set on its stem
+
+
 def test_kill9_loses_no_record_and_the_next_start_removes_orphans(engine):
     state = make_state_dir()
     gw = GatewayProcess(state, "--backend", "docker").start(timeout=120)

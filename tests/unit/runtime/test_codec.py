@@ -48,3 +48,4 @@ def test_a_mapping_asked_for_as_csv_is_an_output_error_not_its_repr():
     with pytest.raises(OutputError, match="no CSV form"):
         encode_result([{"label": "setosa"}], "text/csv")
     assert encode_result([[1, 2], [3, 4]], "text/csv") == (b"1,2\n3,4\n", "text/csv")
+
