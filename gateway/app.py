@@ -19,6 +19,7 @@ from gateway import errors
 from gateway.clock import Clock
 from gateway.config import DRAIN_FACTOR, Settings
 from gateway.http.admin import AdminApi, ensure_token
+from gateway.http.body import BodyBudget
 from gateway.http.guard import ConnectionLimits, GuardedListener
 from gateway.http.metrics import Metrics
 from gateway.http.runtime import RuntimeApi
@@ -171,12 +172,14 @@ class Gateway:
         stack.push_async_callback(self.catalog.close)
         admin = AdminApi(self, self.token)
         self.invoker = Invoker(s, self.clock, self.endpoints, self.manager, self.meter, self.metrics)
-        runtime_api = RuntimeApi(self.invoker, s.body_cap, s.body_cap * DRAIN_FACTOR, s.body_timeout_s)
+        self.body_budget = BodyBudget(s.max_body_bytes_held)
+        runtime_api = RuntimeApi(self.invoker, s.body_cap, s.body_cap * DRAIN_FACTOR, s.body_timeout_s,
+                                 self.body_budget)
         sagemaker = SageMakerApi(self.catalog)
         middlewares = [_internal_errors, admin.middleware]
         if s.auth == "sigv4":
             middlewares.append(auth_middleware(self.access_keys, s.region, s.body_cap, s.account_id,
-                                               body_timeout_s=s.body_timeout_s))
+                                               body_timeout_s=s.body_timeout_s, budget=self.body_budget))
         else:
             log.warning("SIGNING IS OFF (--auth none): anyone who reaches %s:%s may call every SageMaker API",
                         s.host, s.port)

@@ -45,6 +45,7 @@ class Settings:
     body_timeout_s: float = 60.0                 # a request body must arrive within this
     idle_timeout_s: float = 30.0                 # a keep-alive connection idle this long is closed
     max_connections: int = 1000                  # open client connections at most; past it: 503 and close
+    max_body_bytes_held: int = 256 << 20         # request-body bytes held at once while they arrive (then 503)
     cpu_per_gb: float = DEFAULT_CPU_PER_GB       # a sandbox's CPU quota per GB of its memory (0: no quotas)
     max_bundle_mb: float | None = None           # a bundle's unpacked size at most (None: its variant's memory)
     validate_on_deploy: bool = True              # load a new bundle once before accepting it

@@ -23,12 +23,37 @@ def config_dir() -> Path:
     return Path(base) / "slimserve"
 
 
+def _private(path: Path) -> bool:
+    """Ours alone: owned by this user and writable by no one else (not a planted file or link)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022 and not os.path.islink(path)
+
+
 def _read(path: Path) -> dict:
+    if not _private(path) or not _private(path.parent):
+        return {}
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def _running(doc: dict) -> bool:
+    """The note's gateway is still the process that wrote it: a stale note (the gateway was killed)
+    must not send the admin token to whatever listens on that port now."""
+    pid = doc.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return False
+    return uid == os.geteuid() and b"serve" in argv and any(b"gateway" in a or b"slimserve" in a for a in argv)
 
 
 def state_dir(given: str | os.PathLike | None = None) -> Path | None:
@@ -39,8 +64,9 @@ def state_dir(given: str | os.PathLike | None = None) -> Path | None:
     here = Path(DEFAULT_STATE_DIR)
     if here.is_dir():
         return here.resolve()
-    last = _read(config_dir() / "current.json").get("state_dir")
-    return Path(last) if isinstance(last, str) and Path(last).is_dir() else None
+    note = _read(config_dir() / "current.json")
+    last = note.get("state_dir")
+    return Path(last) if isinstance(last, str) and Path(last).is_dir() and _running(note) else None
 
 
 def url(given: str | None = None, state: Path | None = None) -> str:
@@ -48,7 +74,8 @@ def url(given: str | None = None, state: Path | None = None) -> str:
         return given.rstrip("/")
     if os.environ.get("SLIMSERVE_URL"):
         return os.environ["SLIMSERVE_URL"].rstrip("/")
-    noted = _read(state / GATEWAY_FILE).get("url") if state is not None else None
+    note = _read(state / GATEWAY_FILE) if state is not None else {}
+    noted = note.get("url") if _running(note) else None
     return noted.rstrip("/") if isinstance(noted, str) and noted.startswith("http") else DEFAULT_URL
 
 
@@ -59,7 +86,8 @@ def note_started(state: Path, gateway_url: str) -> None:
     _write(state / GATEWAY_FILE, doc)
     try:
         config_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write(config_dir() / "current.json", doc)
+        if _private(config_dir()):            # never into a directory someone else can write
+            _write(config_dir() / "current.json", doc)
     except OSError:
         pass                                  # no writable home: clients use --state-dir
 
@@ -72,7 +100,8 @@ def note_stopped(state: Path) -> None:
 
 def _write(path: Path, doc: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)               # a planted file or link is removed, never written through
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(doc, fh)
     os.replace(tmp, path)

@@ -27,8 +27,24 @@ class Body:
     over: bool = False   # larger than the cap it was read with
 
 
+class BodyBudget:
+    """Request-body bytes the gateway holds at once while bodies arrive, whoever sends them:
+    past it, a body that would add more gets 503 (retry) instead of growing the gateway."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.held = max_bytes, 0
+
+    def take(self, n: int) -> None:
+        if self.held + n > self.max_bytes:
+            raise errors.Unavailable("the gateway is receiving as many request bodies as it holds at once; retry")
+        self.held += n
+
+    def give(self, n: int) -> None:
+        self.held = max(0, self.held - n)
+
+
 async def read_capped(request: web.Request, cap: int, drain: int | None = None,
-                      timeout_s: float = BODY_TIMEOUT_S) -> Body:
+                      timeout_s: float = BODY_TIMEOUT_S, budget: BodyBudget | None = None) -> Body:
     """The body, kept up to ``cap``; raises PayloadTooLarge(cap) past ``drain`` (default: ``cap``),
     and RequestTimeout when it has not all arrived within ``timeout_s`` (a trickled body would
     otherwise hold its connection and its buffer for good)."""
@@ -36,25 +52,32 @@ async def read_capped(request: web.Request, cap: int, drain: int | None = None,
         return request["body"]
     try:
         async with asyncio.timeout(timeout_s):
-            return await _read(request, cap, drain)
+            return await _read(request, cap, drain, budget)
     except TimeoutError:
         raise errors.RequestTimeout(f"the request body did not arrive within {timeout_s:g} s") from None
 
 
-async def _read(request: web.Request, cap: int, drain: int | None) -> Body:
+async def _read(request: web.Request, cap: int, drain: int | None, budget: BodyBudget | None) -> Body:
     drain = cap if drain is None else max(cap, drain)
     if request.content_length is not None and request.content_length > drain:
         raise errors.PayloadTooLarge(cap)
-    digest, buf, size = hashlib.sha256(), bytearray(), 0
-    async for chunk in request.content.iter_chunked(CHUNK):
-        size += len(chunk)
-        if size > drain:
-            raise errors.PayloadTooLarge(cap)
-        digest.update(chunk)
-        if size <= cap:
-            buf += chunk
-        elif buf:
-            buf = bytearray()              # past the cap: keep nothing of it
+    digest, buf, size, held = hashlib.sha256(), bytearray(), 0, 0
+    try:
+        async for chunk in request.content.iter_chunked(CHUNK):
+            size += len(chunk)
+            if size > drain:
+                raise errors.PayloadTooLarge(cap)
+            digest.update(chunk)
+            if size <= cap:
+                if budget is not None:
+                    budget.take(len(chunk))
+                    held += len(chunk)
+                buf += chunk
+            elif buf:
+                buf = bytearray()              # past the cap: keep nothing of it
+    finally:
+        if budget is not None:
+            budget.give(held)                  # counted while it arrives: slow bodies are what pile up
     over = size > cap
     return Body(b"" if over else bytes(buf), size, digest.hexdigest(), over)
 

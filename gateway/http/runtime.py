@@ -20,10 +20,10 @@ INVOKED_VARIANT = "X-Amzn-Invoked-Production-Variant"
 
 
 class RuntimeApi:
-    def __init__(self, invoker: Invoker, cap: int, drain: int, body_timeout_s: float):
+    def __init__(self, invoker: Invoker, cap: int, drain: int, body_timeout_s: float, budget=None):
         self.invoker = invoker
         self.cap, self.drain = cap, drain      # the largest body any variant takes; what is read to refuse one
-        self.body_timeout_s = body_timeout_s
+        self.body_timeout_s, self.budget = body_timeout_s, budget
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -37,8 +37,8 @@ class RuntimeApi:
     async def invoke(self, request: web.Request) -> web.Response:
         request_id = str(uuid.uuid4())
         try:
-            body = await read_capped(request, self.cap, self.drain, self.body_timeout_s)
-        except (errors.PayloadTooLarge, errors.RequestTimeout) as exc:     # not attributed: refused unread
+            body = await read_capped(request, self.cap, self.drain, self.body_timeout_s, self.budget)
+        except (errors.PayloadTooLarge, errors.RequestTimeout, errors.Unavailable) as exc:   # refused unread
             return runtime_error(self.invoker.refused(request_id, exc).error, request_id)
         h = request.headers
         outcome = await self.invoker.invoke(Invocation(

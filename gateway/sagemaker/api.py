@@ -20,7 +20,7 @@ from gateway.sagemaker.catalog import Catalog
 from gateway.sagemaker.endpoint_configs import EndpointConfigs
 from gateway.sagemaker.endpoints import Endpoints
 from gateway.sagemaker.models import Models
-from gateway.sagemaker.sigv4 import AuthError, verify
+from gateway.sagemaker.sigv4 import AuthError, precheck, verify
 from gateway.sagemaker.tags import Tags
 
 log = logging.getLogger("slimserve.sagemaker")
@@ -96,7 +96,7 @@ def _action(request: web.Request) -> tuple[str, bool]:
 
 
 def auth_middleware(keys: dict, region: str, max_body: int, account_id: str, clock=time.time,
-                    body_timeout_s: float = 60.0):
+                    body_timeout_s: float = 60.0, budget=None):
     """SigV4 on everything but the admin API (bearer token), /ping and /metrics; ``keys`` maps
     access key ids to ``credentials.AccessKey`` (a ``read`` key may invoke, Describe and List)."""
     open_paths = ("/ping", "/metrics")
@@ -106,10 +106,14 @@ def auth_middleware(keys: dict, region: str, max_body: int, account_id: str, clo
     async def middleware(request: web.Request, handler):
         if request.path.startswith("/admin") or request.path in open_paths:
             return await handler(request)
+        try:                                   # no body byte is read for a request that cannot be signed right
+            precheck(request.headers, secrets, region, clock())
+        except AuthError as exc:
+            return control_error(exc)
         try:
-            body = await read_capped(request, max_body, max_body * DRAIN_FACTOR, body_timeout_s)
-        except (errors.PayloadTooLarge, errors.RequestTimeout) as exc:   # never read whole: not attributed
-            return runtime_error(exc, str(uuid.uuid4()))
+            body = await read_capped(request, max_body, max_body * DRAIN_FACTOR, body_timeout_s, budget)
+        except (errors.PayloadTooLarge, errors.RequestTimeout, errors.Unavailable) as exc:   # not attributed
+            return control_error(exc) if request.path == "/" else runtime_error(exc, str(uuid.uuid4()))
         request["body"] = body
         try:                                   # aiohttp's headers are already case-insensitive
             key_id = verify(request.method, request.path, request.query_string, request.headers, body.data, secrets,

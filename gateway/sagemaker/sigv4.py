@@ -72,6 +72,25 @@ def verify(method: str, path: str, query_string: str, headers, body: bytes, keys
     """Check the request's signature; returns the access key id, or raises AuthError.
     ``payload_hash``: the SHA-256 of the body as received, computed while it was read (a body
     over the cap is hashed but not kept); never a client's claim."""
+    key_id, parts, secret, amz_date, signed = precheck(headers, keys, region, now)
+    if payload_hash is None:
+        payload_hash = hashlib.sha256(body).hexdigest()      # the body as received, never a client's claim
+    claimed = headers.get("X-Amz-Content-SHA256")
+    if claimed is not None and claimed != payload_hash:
+        raise AuthError("InvalidSignatureException",
+                        "The provided x-amz-content-sha256 header does not match what was computed.")
+    expected = _signature(secret, method, path, query_string, headers, signed, payload_hash, amz_date, region)
+    if not hmac.compare_digest(expected, parts["Signature"]):
+        raise AuthError("InvalidSignatureException",
+                        "The request signature we calculated does not match the signature you provided. Check your "
+                        "AWS Secret Access Key and signing method. Consult the service documentation for details.")
+    return key_id
+
+
+def precheck(headers, keys: dict[str, str], region: str, now: float):
+    """Everything about a signature that needs no body: its shape, a known key, the time, which
+    headers it covers.  Run before the body is read, so a request that cannot be signed right
+    costs the gateway no body bytes.  Returns (key id, parts, secret, amz date, signed headers)."""
     auth = headers.get("Authorization")
     if not auth:
         raise AuthError("MissingAuthenticationTokenException", "Request is missing Authentication Token", 403)
@@ -103,18 +122,7 @@ def verify(method: str, path: str, query_string: str, headers, body: bytes, keys
     unsigned = [h for h in MUST_SIGN if h not in signed and (h == "host" or headers.get(h) is not None)]
     if unsigned:
         raise AuthError("InvalidSignatureException", f"The {unsigned[0]} header must be signed.")
-    if payload_hash is None:
-        payload_hash = hashlib.sha256(body).hexdigest()      # the body as received, never a client's claim
-    claimed = headers.get("X-Amz-Content-SHA256")
-    if claimed is not None and claimed != payload_hash:
-        raise AuthError("InvalidSignatureException",
-                        "The provided x-amz-content-sha256 header does not match what was computed.")
-    expected = _signature(secret, method, path, query_string, headers, signed, payload_hash, amz_date, region)
-    if not hmac.compare_digest(expected, parts["Signature"]):
-        raise AuthError("InvalidSignatureException",
-                        "The request signature we calculated does not match the signature you provided. Check your "
-                        "AWS Secret Access Key and signing method. Consult the service documentation for details.")
-    return key_id
+    return key_id, parts, secret, amz_date, signed
 
 
 def _signature(secret: str, method: str, path: str, query_string: str, headers, signed: list[str],

@@ -129,3 +129,35 @@ def test_invoke_on_a_terminal_prints_a_whole_line(gateway):
     assert proc.wait(60) == 0
     os.close(leader)
     assert out.replace(b"\r\n", b"\n") == b'{"echo": 5}\n'
+
+
+def test_a_stale_note_of_a_killed_gateway_is_not_followed(tmp_path):
+    """After a kill -9 the notes stay behind; whatever listens on the old port now must not be
+    sent the admin token."""
+    import signal
+
+    from tests.helpers import GatewayProcess
+
+    state = tmp_path / "state"
+    gw = GatewayProcess(state).start()
+    url = gw.url
+    gw.proc.send_signal(signal.SIGKILL)
+    gw.proc.wait(10)
+    assert (state / "gateway.json").exists()                         # left behind
+    from gateway import locate
+
+    assert locate.url(None, state) == locate.DEFAULT_URL != url      # not followed: its pid is gone
+    GatewayProcess(state).start().stop()                             # (and its cgroups are swept)
+
+
+def test_serve_writes_its_notes_through_no_planted_link(tmp_path):
+    from gateway import locate
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (state / "gateway.json.tmp").symlink_to(victim)
+    locate.note_started(state, "http://127.0.0.1:1")
+    assert victim.read_text() == "precious"
+    assert json.loads((state / "gateway.json").read_text())["url"] == "http://127.0.0.1:1"

@@ -89,9 +89,22 @@ def _ok(gw) -> bool:
         return False
 
 
+def _signed_head(gw, body: bytes) -> bytes:
+    from gateway.sagemaker import sigv4
+    from gateway.sagemaker.credentials import AccessKey
+
+    url = f"{gw.url}/endpoints/echo/invocations"
+    hdrs = sigv4.sign_url("POST", url, body, AccessKey("test", "test"), "us-east-1",
+                          {"Content-Type": "application/json"})
+    lines = [f"{k}: {v}" for k, v in hdrs.items() if k.lower() != "host"]
+    return ("POST /endpoints/echo/invocations HTTP/1.1\r\nHost: " + url.split("/")[2] + "\r\n"
+            + "".join(line + "\r\n" for line in lines) + f"Content-Length: {len(body)}\r\n\r\n").encode()
+
+
 def test_a_trickled_body_is_refused_at_its_deadline(gw):
     s = _connect(gw)
-    s.sendall(HEAD + b"Content-Length: 100\r\n\r\n" + b"[1")          # 2 of 100 bytes, then nothing
+    body = b"[1" + b" " * 97 + b"]"
+    s.sendall(_signed_head(gw, body) + body[:2])                      # signed; 2 of 100 bytes, then nothing
     answer = _closed_with(s, 15)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"RequestTimeout" in answer and b"did not arrive within 2 s" in answer
@@ -103,3 +116,22 @@ def test_an_idle_keep_alive_connection_is_closed(gw):
     s.settimeout(5)
     assert s.recv(4096).startswith(b"HTTP/1.1 200")
     assert _closed_with(s, 15) == b""                              # closed once idle for 4 s
+
+
+def test_unsigned_bodies_are_refused_before_a_byte_of_them_is_read(gw):
+    """The SigV4 checks that need no body come first: an unsigned or badly signed request is
+    answered before its body is read, so stalled 6 MB uploads hold no gateway memory."""
+    import psutil
+
+    before = psutil.Process(gw.proc.pid).memory_info().rss
+    held = []
+    for _ in range(60):
+        s = _connect(gw)
+        s.sendall(b"POST /endpoints/echo/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 6291456\r\n\r\n" + b"x" * (5 << 20))
+        held.append(s)
+    answers = [_closed_with(s, 10)[:200] for s in held]
+    assert all(a.startswith(b"HTTP/1.1 403") and b"MissingAuthenticationToken" in a for a in answers), answers[0]
+    assert psutil.Process(gw.proc.pid).memory_info().rss - before < 100 << 20
+    for s in held:
+        s.close()
