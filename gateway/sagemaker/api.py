@@ -75,9 +75,13 @@ async def _read(request: web.Request) -> bytes:
         raise
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")             # NaN / Infinity: Python reads them, JSON has none
+
+
 def _parse(raw: bytes) -> dict:
     try:
-        req = json.loads(raw or b"{}")
+        req = json.loads(raw or b"{}", parse_constant=_no_constant)
     except ValueError:
         raise errors.Malformed("The request body is not valid JSON.") from None
     except RecursionError:

@@ -122,6 +122,8 @@ class Catalog:
         """ModelDataUrl as a local path: a directory, model.tar.gz or .pkl, plain or file://."""
         if not isinstance(url, str) or not url:
             raise invalid("ModelDataUrl must be a non-empty string.")
+        if "\0" in url:
+            raise invalid(f"Could not find model data at {url!r}.")
         parsed = urlparse(url)
         if parsed.scheme == "file":
             path = Path(unquote(parsed.path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 
 from gateway.config import MAX_CONCURRENCY_RANGE, MEMORY_TIERS_MB
@@ -42,21 +43,26 @@ def check_variant(pv, i: int) -> None:
     check_name(pv, "VariantName", f"{at}.variantName")
     check_name(pv, "ModelName", f"{at}.modelName")
     serverless, itype = pv.get("ServerlessConfig"), pv.get("InstanceType")
+    if serverless is not None and not isinstance(serverless, dict):
+        raise invalid(f"Value at '{at}.serverlessConfig' must be an object.")
+    if itype is not None and not isinstance(itype, str):
+        raise invalid(f"1 validation error detected: Value '{itype}' at '{at}.instanceType' failed to satisfy "
+                      "constraint: Member must be a string")
     if bool(serverless) == bool(itype):
         raise invalid(f"Variant {pv['VariantName']}: give either ServerlessConfig or InstanceType with "
                       "InitialInstanceCount.")
     if serverless:
         mem, conc = serverless.get("MemorySizeInMB"), serverless.get("MaxConcurrency")
         prov = serverless.get("ProvisionedConcurrency", 0) or 0
-        if mem not in MEMORY_TIERS_MB:
+        if not _whole(mem) or mem not in MEMORY_TIERS_MB:
             raise invalid(f"1 validation error detected: Value '{mem}' at '{at}.serverlessConfig.memorySizeInMB' "
                           "failed to satisfy constraint: Member must satisfy enum value set: "
                           f"[{', '.join(map(str, MEMORY_TIERS_MB))}]")
         lo, hi = MAX_CONCURRENCY_RANGE
-        if not isinstance(conc, int) or not lo <= conc <= hi:
+        if not _whole(conc) or not lo <= conc <= hi:
             raise invalid(f"1 validation error detected: Value '{conc}' at '{at}.serverlessConfig.maxConcurrency' "
                           f"failed to satisfy constraint: Member must have value between {lo} and {hi}")
-        if not isinstance(prov, int) or not 0 <= prov <= conc:
+        if not _whole(prov) or not 0 <= prov <= conc:
             raise invalid(f"Variant {pv['VariantName']}: ProvisionedConcurrency {prov} must be between 1 and "
                           f"MaxConcurrency ({conc}).")
     else:
@@ -66,11 +72,11 @@ def check_variant(pv, i: int) -> None:
             raise invalid(f"1 validation error detected: Value '{itype}' at '{at}.instanceType' failed to satisfy "
                           f"constraint: Member must satisfy enum value set ({exc})") from None
         count = pv.get("InitialInstanceCount")
-        if not isinstance(count, int) or not 1 <= count <= MAX_CONCURRENCY_RANGE[1]:
+        if not _whole(count) or not 1 <= count <= MAX_CONCURRENCY_RANGE[1]:
             raise invalid(f"1 validation error detected: Value '{count}' at '{at}.initialInstanceCount' failed to "
                           f"satisfy constraint: Member must have value between 1 and {MAX_CONCURRENCY_RANGE[1]}")
     weight = pv.get("InitialVariantWeight", 1.0)
-    if not isinstance(weight, (int, float)) or weight < 0:
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
         raise invalid(f"1 validation error detected: Value '{weight}' at '{at}.initialVariantWeight' failed to "
                       "satisfy constraint: Member must have value greater than or equal to 0")
 
@@ -106,6 +112,10 @@ def list_page(req: dict, docs: list[dict], name_key: str, result_key: str, summa
     if start + size < len(docs):
         out["NextToken"] = page_token(start + size)
     return out
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _camel(key: str) -> str:

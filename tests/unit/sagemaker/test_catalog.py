@@ -229,9 +229,12 @@ async def test_no_wrong_typed_member_of_any_request_is_a_500(ops):
     await ops("CreateEndpoint", **fill["CreateEndpoint"])
     await ops.settle()
     tried = 0
+    names = {"CreateModel": "ModelName", "CreateEndpointConfig": "EndpointConfigName", "CreateEndpoint": "EndpointName"}
     for op, doc in fill.items():
         for path, bad in _mutations(doc):
             tried += 1
+            if op in names and path[0] != names[op]:        # a new name, so the request gets validated
+                bad = {**bad, names[op]: f"fz{tried}"}
             try:
                 await ops(op, **bad)
                 await ops.settle()
@@ -240,3 +243,16 @@ async def test_no_wrong_typed_member_of_any_request_is_a_500(ops):
             except Exception as exc:  # noqa: BLE001 - what this test exists to find
                 pytest.fail(f"{op} with {path} = {bad!r:.200}: {type(exc).__name__}: {exc}")
     assert tried > 500
+
+
+async def test_nan_and_infinity_are_not_json_and_a_nul_is_no_path(ops):
+    from gateway.sagemaker.api import _parse
+
+    for raw in (b'{"x": NaN}', b'{"x": Infinity}', b'{"x": -Infinity}'):
+        with pytest.raises(errors.Malformed):
+            _parse(raw)
+    with pytest.raises(errors.Invalid, match="initialVariantWeight"):
+        await ops("CreateEndpointConfig", EndpointConfigName="w", ProductionVariants=[
+            dict(SERVERLESS, InitialVariantWeight=float("inf"))])
+    with pytest.raises(errors.Invalid, match="Could not find model data"):
+        await ops("CreateModel", ModelName="nul", PrimaryContainer={"ModelDataUrl": f"{ops.roots}/model\0.pkl"})
