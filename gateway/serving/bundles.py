@@ -90,11 +90,15 @@ def extract_archive(archive: Path, dest: Path, limits: Limits = NO_LIMITS) -> No
     caller to remove."""
     root = dest.resolve()
     size = entries = 0
+    dirs: set[str] = set()
     try:
-        with tarfile.open(archive, "r|*") as tar:
+        with tarfile.open(archive, "r|*", tarinfo=_BoundedHeader) as tar:
             for m in tar:
                 name = m.name
                 parts = Path(name).parts
+                if len(name) > MAX_NAME or len(parts) > MAX_DEPTH:
+                    raise BundleRejected(f"the model archive has an entry name over {MAX_NAME} characters or "
+                                         f"{MAX_DEPTH} directories deep: {name[:200]!r}")
                 if name.startswith(("/", "\\")) or ".." in parts or (len(parts) and ":" in parts[0]):
                     raise BundleRejected(f"the model archive has an entry outside the bundle: {name!r}")
                 if not (m.isfile() or m.isdir()):
@@ -105,6 +109,11 @@ def extract_archive(archive: Path, dest: Path, limits: Limits = NO_LIMITS) -> No
                     raise BundleRejected(f"the model archive has an entry outside the bundle: {name!r}")
                 entries += 1
                 size += m.size if m.isfile() else 0
+                for i in range(1, len(parts)):         # the directories a member makes count as entries too
+                    prefix = "/".join(parts[:i])
+                    if prefix not in dirs:
+                        dirs.add(prefix)
+                        entries += 1
                 if entries > limits.max_entries:
                     raise limits.too_many("the model archive")
                 if limits.max_bytes is not None and size > limits.max_bytes:
@@ -115,6 +124,22 @@ def extract_archive(archive: Path, dest: Path, limits: Limits = NO_LIMITS) -> No
                     tar.extract(m, dest)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise BundleRejected(f"cannot unpack the model archive: {exc}") from None
+
+
+MAX_NAME = 4096               # PATH_MAX: no member name needs more
+MAX_DEPTH = 64
+MAX_HEADER = 64 << 10         # a GNU long name or a PAX header larger than this is refused unread
+
+
+class _BoundedHeader(tarfile.TarInfo):
+    """A tar header whose extended parts (GNU long names, PAX records) are refused before
+    ``tarfile`` reads them into memory: a 400 KB archive can announce a 400 MB "name"."""
+
+    def _proc_member(self, tarfile_):
+        if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                         tarfile.SOLARIS_XHDTYPE) and self.size > MAX_HEADER:
+            raise tarfile.HeaderError(f"an extended header of {self.size} bytes")
+        return super()._proc_member(tarfile_)
 
 
 def install(source: Path, dest: Path, limits: Limits = NO_LIMITS) -> str:

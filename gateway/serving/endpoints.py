@@ -187,8 +187,8 @@ class EndpointService:
         if self.settings.validate_on_deploy:
             try:
                 await self._trial_load(name, installed)
-            except BundleRejected:
-                await _remove(dest)
+            except BaseException:                  # refused, no room to check it, or cancelled: not kept
+                await asyncio.shield(_remove(dest))
                 raise
         return installed
 

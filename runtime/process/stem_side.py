@@ -130,9 +130,8 @@ class StemSide:
         t0 = time.perf_counter()
         if cgroup:                                   # the cap comes before anything else
             limit, vcpus = setup["memory_limit_bytes"], float(setup.get("vcpus") or 0.0)
-            if setup.get("role") == "zygote":        # its stems warm up here before the gateway moves them
-                limit *= 1 + self.target_stems
-                vcpus *= 1 + self.target_stems
+            if setup.get("role") == "zygote":        # its stems warm up here before the gateway moves them:
+                limit *= 1 + self.target_stems       # their memory is theirs, but they share one tier's CPU
             cgroups.set_limits(self.cgroups, cgroup, limit, self.pids_max, vcpus)
         limit_ms = (time.perf_counter() - t0) * 1000.0
         channel_fd, log_fd, *events_fd = fds          # a model zygote also gets its stem-event channel

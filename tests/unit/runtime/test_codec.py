@@ -49,3 +49,17 @@ def test_a_mapping_asked_for_as_csv_is_an_output_error_not_its_repr():
         encode_result([{"label": "setosa"}], "text/csv")
     assert encode_result([[1, 2], [3, 4]], "text/csv") == (b"1,2\n3,4\n", "text/csv")
 
+
+
+def test_csv_edges_one_column_missing_fields_and_hostile_bodies():
+    import numpy as np
+    import pytest
+
+    from runtime.codec import UnsupportedMediaType, decode_features
+
+    assert decode_features(b"1\n2\n3\n", "text/csv").shape == (3, 1)        # three samples of one feature
+    rows = decode_features(b"1,,3\n4,5,6\n", "text/csv")
+    assert rows.shape == (2, 3) and np.isnan(rows[0, 1])
+    for hostile in (b"," * (4 << 20), b"1," * (2 << 20), b"a,b\n"):
+        with pytest.raises(UnsupportedMediaType):
+            decode_features(hostile, "text/csv")

@@ -93,3 +93,26 @@ def test_the_default_limit_is_the_variants_memory_and_the_flag_overrides_it(tmp_
     assert EndpointService(Settings(state_dir=tmp_path), None, None).bundle_limits(v).max_bytes == 3072 << 20
     flagged = EndpointService(Settings(state_dir=tmp_path, max_bundle_mb=100), None, None)
     assert flagged.bundle_limits(v).max_bytes == 100 << 20
+
+
+def test_an_extended_header_is_refused_before_it_is_read(tmp_path):
+    """A small archive can announce a huge GNU long name or PAX header, which tarfile would
+    read whole into memory; past 64 KiB it is refused unread."""
+    from gateway.serving.bundles import BundleRejected, Limits, unpack
+
+    path = tmp_path / "longname.tar.gz"
+    with tarfile.open(path, "w:gz", format=tarfile.GNU_FORMAT) as tar:
+        _file(tar, "a" * (200 << 10))
+    with pytest.raises(BundleRejected, match="extended header"):
+        unpack(path, tmp_path / "b", Limits(max_bytes=1 << 20))
+
+
+def test_the_directories_an_archive_makes_count_and_depth_is_bounded(tmp_path):
+    from gateway.serving.bundles import BundleRejected, Limits, unpack
+
+    many = _tar_with(tmp_path, "dirs.tar.gz", lambda tar: [_file(tar, f"d{i}/e{i}/f", b"") for i in range(40)])
+    with pytest.raises(BundleRejected, match="more than 100 files and directories"):    # 40 files, 80 dirs
+        unpack(many, tmp_path / "b1", Limits(max_entries=100))
+    deep = _tar_with(tmp_path, "deep.tar.gz", lambda tar: _file(tar, "/".join(["d"] * 150) + "/f", b""))
+    with pytest.raises(BundleRejected, match="directories deep"):
+        unpack(deep, tmp_path / "b2", Limits())
