@@ -36,11 +36,15 @@ class _Guarded(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.tail = b""
+        self.started = False                   # a byte of the first head other than CR/LF has come
+        self.last_data = 0.0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         lst = self.listener
-        if len(lst.open) >= lst.limits.max_connections:
+        now = asyncio.get_running_loop().time()
+        self.last_data = now
+        if len(lst.open) >= lst.limits.max_connections and not lst.shed_idle(now):
             lst.refused += 1
             transport.write(_BUSY)
             transport.close()
@@ -60,9 +64,15 @@ class _Guarded(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.inner is None:
             return
+        self.last_data = asyncio.get_running_loop().time()
         if self.timer is not None:              # the first head ends at its first empty line
-            seen = self.tail + data
-            if b"\r\n\r\n" in seen:
+            if not self.started:                # (CR/LF before a request line do not start it)
+                data_start = data.lstrip(b"\r\n")
+                self.started = bool(data_start)
+                seen = data_start
+            else:
+                seen = self.tail + data
+            if self.started and b"\r\n\r\n" in seen:
                 self.timer.cancel()
                 self.timer = None
             self.tail = seen[-3:]
@@ -95,8 +105,23 @@ class GuardedListener:
     def __init__(self, factory, limits: ConnectionLimits):
         self.factory, self.limits = factory, limits
         self.open: set[_Guarded] = set()
-        self.refused = self.timed_out = 0
+        self.refused = self.timed_out = self.shed = 0
         self.server: asyncio.AbstractServer | None = None
+
+    def shed_idle(self, now: float, idle_s: float = 1.0) -> bool:
+        """At the cap: close the connection that has been quiet longest (past its first head,
+        nothing received for ``idle_s``), to admit a new one; False if none qualifies.  Holding
+        the cap then takes traffic on every connection, which is load, not a lock-out."""
+        quiet = [g for g in self.open if g.timer is None and now - g.last_data >= idle_s
+                 and not getattr(g.inner, "_request_in_progress", True)]     # never one that is answering
+        if not quiet:
+            return False
+        victim = min(quiet, key=lambda g: g.last_data)
+        self.open.discard(victim)
+        self.shed += 1
+        if victim.transport is not None:
+            victim.transport.close()
+        return True
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()

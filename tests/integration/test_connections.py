@@ -135,3 +135,29 @@ def test_unsigned_bodies_are_refused_before_a_byte_of_them_is_read(gw):
     assert psutil.Process(gw.proc.pid).memory_info().rss - before < 100 << 20
     for s in held:
         s.close()
+
+
+def test_at_the_cap_the_longest_idle_keep_alive_connection_makes_room():
+    """Connections that sent a request and now only sit open cannot lock everyone else out."""
+    with running_gateway("--max-connections", "20", "--idle-timeout", "60") as g:
+        idle = []
+        for _ in range(20):
+            s = _connect(g)
+            s.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            s.settimeout(5)
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            idle.append(s)
+        time.sleep(1.5)
+        fresh = _connect(g)
+        fresh.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        fresh.settimeout(5)
+        assert fresh.recv(4096).startswith(b"HTTP/1.1 200")
+        assert sum(not _still_open(s) for s in idle) >= 1            # the quietest one was closed for it
+        for s in idle + [fresh]:
+            s.close()
+
+
+def test_empty_lines_before_a_request_do_not_end_the_head_deadline(gw):
+    s = _connect(gw)
+    s.sendall(b"\r\n\r\n\r\n")                                   # not a head: the deadline still runs
+    assert _closed_with(s, 10).startswith(b"HTTP/1.1 408")
