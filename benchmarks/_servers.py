@@ -69,3 +69,16 @@ def stop_server(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def timed_invocation(url: str, name: str, body: bytes, timeout: float = 300.0) -> float:
+    """One signed JSON invocation of endpoint ``name``, timed by the client, in ms."""
+    import urllib.request
+
+    target = f"{url}/endpoints/{name}/invocations"
+    req = urllib.request.Request(target, data=body, method="POST",
+                                 headers=signed(target, body, {"Content-Type": "application/json"}))
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        resp.read()
+    return (time.perf_counter() - t0) * 1000.0

@@ -26,12 +26,11 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._servers import signed, start_gateway, stop_server  # noqa: E402
+from benchmarks._servers import start_gateway, stop_server, timed_invocation  # noqa: E402
 from gateway.client import Client  # noqa: E402
 from gateway.reportkit.stats import percentile  # noqa: E402
 
@@ -47,13 +46,7 @@ def make_model():
 
 
 def timed_invoke(url: str, name: str) -> float:
-    target = f"{url}/endpoints/{name}/invocations"
-    req = urllib.request.Request(target, data=BODY, method="POST",
-                                 headers=signed(target, BODY, {"Content-Type": "application/json"}))
-    t0 = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=120) as resp:
-        resp.read()
-    return (time.perf_counter() - t0) * 1000.0
+    return timed_invocation(url, name, BODY, timeout=120)
 
 
 def wait_for(pred, timeout: float = 60.0) -> bool:

@@ -16,13 +16,11 @@ import json
 import shutil
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._servers import signed, start_gateway, stop_server  # noqa: E402
+from benchmarks._servers import start_gateway, stop_server, timed_invocation  # noqa: E402
 from gateway.client import Client  # noqa: E402
 from gateway.config import MEMORY_TIERS_MB  # noqa: E402
 from gateway.reportkit.stats import percentile  # noqa: E402
@@ -38,20 +36,10 @@ def make_model_and_body():
     return model, json.dumps(rng.normal(size=(2_000, 20)).round(4).tolist()).encode()
 
 
-def timed(url: str, name: str, body: bytes) -> float:
-    target = f"{url}/endpoints/{name}/invocations"
-    req = urllib.request.Request(target, data=body, method="POST",
-                                 headers=signed(target, body, {"Content-Type": "application/json"}))
-    t0 = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=300) as resp:
-        resp.read()
-    return (time.perf_counter() - t0) * 1000.0
-
-
 def measure(client: Client, url: str, name: str, body: bytes, samples: int) -> dict:
     for _ in range(2):                             # a warm sandbox, its pages touched
-        timed(url, name, body)
-    lat = [timed(url, name, body) for _ in range(samples)]
+        timed_invocation(url, name, body)
+    lat = [timed_invocation(url, name, body) for _ in range(samples)]
     pool = client.describe(name)["variants"][0]["pool"]
     return {"p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "vcpus": pool.get("vcpus") or 0.0}
 
