@@ -127,10 +127,9 @@ def _size_thread_pools() -> bool:
     if not threads.isdigit() or int(threads) <= 1:
         return False
     n = int(threads)
-    global _POOL_LIMITS
     if _CONTROLLER is not None:
         try:
-            _POOL_LIMITS = _CONTROLLER.limit(limits=n)
+            _CONTROLLER.limit(limits=n)            # applied at once; the returned object only restores
         except Exception:  # noqa: BLE001 - thread pools stay as they are; the quota still holds
             pass
     torch = sys.modules.get("torch")
@@ -143,7 +142,6 @@ def _size_thread_pools() -> bool:
 
 
 _CONTROLLER = None
-_POOL_LIMITS = None
 
 
 def _error_result(kind: str, exc: BaseException, original_status: int = 500, **extra) -> dict:

@@ -23,7 +23,7 @@ BODY_TIMEOUT_S = 60.0
 class Body:
     data: bytes          # the body; b"" when it was over the cap
     size: int            # bytes received
-    sha256: str          # of every byte received
+    sha256: str          # of every byte received ("" when read without a digest)
     over: bool = False   # larger than the cap it was read with
 
 
@@ -44,7 +44,8 @@ class BodyBudget:
 
 
 async def read_capped(request: web.Request, cap: int, drain: int | None = None,
-                      timeout_s: float = BODY_TIMEOUT_S, budget: BodyBudget | None = None) -> Body:
+                      timeout_s: float = BODY_TIMEOUT_S, budget: BodyBudget | None = None,
+                      digest: bool = True) -> Body:
     """The body, kept up to ``cap``; raises PayloadTooLarge(cap) past ``drain`` (default: ``cap``),
     and RequestTimeout when it has not all arrived within ``timeout_s`` (a trickled body would
     otherwise hold its connection and its buffer for good)."""
@@ -52,22 +53,24 @@ async def read_capped(request: web.Request, cap: int, drain: int | None = None,
         return request["body"]
     try:
         async with asyncio.timeout(timeout_s):
-            return await _read(request, cap, drain, budget)
+            return await _read(request, cap, drain, budget, digest)
     except TimeoutError:
         raise errors.RequestTimeout(f"the request body did not arrive within {timeout_s:g} s") from None
 
 
-async def _read(request: web.Request, cap: int, drain: int | None, budget: BodyBudget | None) -> Body:
+async def _read(request: web.Request, cap: int, drain: int | None, budget: BodyBudget | None,
+                digest: bool) -> Body:
     drain = cap if drain is None else max(cap, drain)
     if request.content_length is not None and request.content_length > drain:
         raise errors.PayloadTooLarge(cap)
-    digest, buf, size, held = hashlib.sha256(), bytearray(), 0, 0
+    sha, buf, size, held = hashlib.sha256() if digest else None, bytearray(), 0, 0
     try:
         async for chunk in request.content.iter_chunked(CHUNK):
             size += len(chunk)
             if size > drain:
                 raise errors.PayloadTooLarge(cap)
-            digest.update(chunk)
+            if sha is not None:
+                sha.update(chunk)
             if size <= cap:
                 if budget is not None:
                     budget.take(len(chunk))
@@ -79,12 +82,12 @@ async def _read(request: web.Request, cap: int, drain: int | None, budget: BodyB
         if budget is not None:
             budget.give(held)                  # counted while it arrives: slow bodies are what pile up
     over = size > cap
-    return Body(b"" if over else bytes(buf), size, digest.hexdigest(), over)
+    return Body(b"" if over else bytes(buf), size, sha.hexdigest() if sha is not None else "", over)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The body's bytes, or PayloadTooLarge(limit)."""
-    body = await read_capped(request, limit)
+    body = await read_capped(request, limit, digest=False)   # a signature check, if any, read it already
     if body.over or body.size > limit:     # (a body read earlier was read with a larger cap)
         raise errors.PayloadTooLarge(limit)
     return body.data

@@ -45,7 +45,6 @@ class _Guarded(asyncio.Protocol):
         now = asyncio.get_running_loop().time()
         self.last_data = now
         if len(lst.open) >= lst.limits.max_connections and not lst.shed_idle(now):
-            lst.refused += 1
             transport.write(_BUSY)
             transport.close()
             return
@@ -56,7 +55,6 @@ class _Guarded(asyncio.Protocol):
 
     def _too_slow(self) -> None:
         self.timer = None
-        self.listener.timed_out += 1
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(_SLOW)
             self.transport.close()
@@ -105,7 +103,6 @@ class GuardedListener:
     def __init__(self, factory, limits: ConnectionLimits):
         self.factory, self.limits = factory, limits
         self.open: set[_Guarded] = set()
-        self.refused = self.timed_out = self.shed = 0
         self.server: asyncio.AbstractServer | None = None
 
     def shed_idle(self, now: float, idle_s: float = 1.0) -> bool:
@@ -118,7 +115,6 @@ class GuardedListener:
             return False
         victim = min(quiet, key=lambda g: g.last_data)
         self.open.discard(victim)
-        self.shed += 1
         if victim.transport is not None:
             victim.transport.close()
         return True

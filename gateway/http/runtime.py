@@ -37,7 +37,8 @@ class RuntimeApi:
     async def invoke(self, request: web.Request) -> web.Response:
         request_id = str(uuid.uuid4())
         try:
-            body = await read_capped(request, self.cap, self.drain, self.body_timeout_s, self.budget)
+            # (signed requests were read and hashed by the SigV4 middleware; unsigned need no hash)
+            body = await read_capped(request, self.cap, self.drain, self.body_timeout_s, self.budget, digest=False)
         except (errors.PayloadTooLarge, errors.RequestTimeout, errors.Unavailable) as exc:   # refused unread
             return runtime_error(self.invoker.refused(request_id, exc).error, request_id)
         h = request.headers

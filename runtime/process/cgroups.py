@@ -273,17 +273,6 @@ class Cgroup:
                 return 0
         return 0
 
-    def cpu_stat(self) -> dict[str, int]:
-        """The kernel's CPU accounting of this cgroup: nr_periods, nr_throttled, throttled time
-        (and on v2 usage_usec), {} where there is no CPU controller."""
-        if self.support.cpu_base is None:
-            return {}
-        try:
-            text = (self.support.cpu_base / self.name / "cpu.stat").read_text()
-        except OSError:
-            return {}
-        return {k: int(v) for k, _, v in (line.partition(" ") for line in text.splitlines()) if v.isdigit()}
-
     def usage_bytes(self) -> int:
         fname = "memory.current" if self.version == "v2" else "memory.usage_in_bytes"
         try:
