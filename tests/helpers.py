@@ -28,9 +28,10 @@ class GatewayProcess:
     """``slimserve serve`` on an ephemeral port with its own state dir; SigV4 with ``TEST_KEYS``
     (``keys=False``: the pair the gateway generates), local model data under the temp dir."""
 
-    def __init__(self, state_dir: Path, *extra: str, keys: bool = True):
+    def __init__(self, state_dir: Path, *extra: str, keys: bool = True, env: dict | None = None):
         self.state_dir = Path(state_dir)
         self.extra = list(extra)
+        self.env = dict(env or {})           # set (a value) or removed (None) in the gateway's environment
         if keys and "--access-key" not in self.extra and "--auth" not in self.extra:
             self.extra += [a for k in TEST_KEYS for a in ("--access-key", k)]
         if "--model-root" not in self.extra:
@@ -41,6 +42,11 @@ class GatewayProcess:
 
     def start(self, timeout: float = 30.0) -> "GatewayProcess":
         env = dict(os.environ, PYTHONPATH=str(ROOT))
+        for k, v in self.env.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--port", "0", "--state-dir", str(self.state_dir),
              *self.extra],
@@ -175,11 +181,11 @@ def serverless_endpoint(sm, name: str, container: dict, memory_mb: int = 1024, d
 
 
 @contextlib.contextmanager
-def running_gateway(*extra: str, keys: bool = True, zygote: bool = False):
+def running_gateway(*extra: str, keys: bool = True, zygote: bool = False, env: dict | None = None):
     """A gateway of its own state dir for a ``with`` block (or a fixture's ``yield``): stopped and
     its state removed afterwards, whatever happened; ``zygote``: wait for the base zygote first."""
     state = make_state_dir()
-    gw = GatewayProcess(state, *extra, keys=keys).start()
+    gw = GatewayProcess(state, *extra, keys=keys, env=env).start()
     try:
         if zygote:
             gw.wait_for_zygote()

@@ -197,8 +197,15 @@ def cmd_credentials(args) -> int:
               "--state-dir)", file=sys.stderr)
         return 1
     url = locate.url(args.url, state)
-    for name, value in (("AWS_ACCESS_KEY_ID", key.key_id), ("AWS_SECRET_ACCESS_KEY", key.secret),
-                        ("AWS_DEFAULT_REGION", args.region), ("AWS_ENDPOINT_URL", url)):
+    # Service-specific endpoints rather than AWS_ENDPOINT_URL: that one would send every other AWS
+    # service's calls (STS, S3 ...) to the gateway too.
+    values = [("AWS_ACCESS_KEY_ID", key.key_id), ("AWS_SECRET_ACCESS_KEY", key.secret),
+              ("AWS_DEFAULT_REGION", args.region), ("AWS_ENDPOINT_URL_SAGEMAKER", url),
+              ("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", url)]
+    s3 = locate.s3_url(state)
+    if s3:
+        values.append(("AWS_ENDPOINT_URL_S3", s3))
+    for name, value in values:
         print(f"export {name}={value}")
     return 0
 

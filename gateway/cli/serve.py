@@ -52,6 +52,16 @@ def add_arguments(sub) -> None:
     s.add_argument("--model-root", action="append", default=[], metavar="DIR",
                    help="a directory file:// and local ModelDataUrl may point into (repeatable; default: none, so "
                         "model data comes only as uploads through the admin API); never the state dir")
+    s.add_argument("--s3", choices=["local"], default=None,
+                   help="local: start a local S3-compatible server (SeaweedFS, the s3 extra) with the gateway, on "
+                        "127.0.0.1, data in the state dir, signed with the gateway's keys (default: S3 through the "
+                        "standard AWS configuration)")
+    s.add_argument("--s3-endpoint-url", default=None, metavar="URL",
+                   help="the S3 endpoint model data is read from (default: $AWS_ENDPOINT_URL_S3, else AWS S3)")
+    s.add_argument("--s3-port", type=int, default=None, metavar="PORT",
+                   help="port of --s3 local (default: one chosen at first start and kept)")
+    s.add_argument("--model-cache-mb", type=int, default=d.model_cache_mb, metavar="MB",
+                   help=f"S3 model data kept on disk at most, least recently used evicted (default {d.model_cache_mb})")
     s.add_argument("--account-id", default=d.account_id, help=f"account id in ARNs (default {d.account_id})")
     s.add_argument("--region", default=d.region, help=f"region in ARNs and signatures (default {d.region})")
     s.add_argument("--usage-retention-days", type=float, default=None, metavar="DAYS",
@@ -110,8 +120,9 @@ async def _serve(settings: Settings) -> None:
 
     gw = Gateway(settings)
     await gw.start()
-    locate.note_started(settings.state_dir, gw.url)      # so client commands find it from anywhere
-    print(f"slimserve gateway listening on {gw.url} (state in {settings.state_dir})", flush=True)
+    locate.note_started(settings.state_dir, gw.url, s3_url=gw.local_s3_url)   # so clients find it from anywhere
+    s3 = f"; local S3 on {gw.local_s3_url}" if gw.local_s3_url else ""
+    print(f"slimserve gateway listening on {gw.url} (state in {settings.state_dir}{s3})", flush=True)
     stop = asyncio.Event()
 
     def on_signal() -> None:
@@ -176,6 +187,15 @@ def cmd_serve(args) -> int:
         print(f"slimserve: --auth none is refused on {args.host}: only a loopback address may serve unsigned",
               file=sys.stderr)
         return 2
+    if args.s3 and args.s3_endpoint_url:
+        print("slimserve: --s3 local runs its own endpoint; give it or --s3-endpoint-url, not both", file=sys.stderr)
+        return 2
+    if args.s3_endpoint_url and not args.s3_endpoint_url.startswith(("http://", "https://")):
+        print("slimserve: --s3-endpoint-url takes an http:// or https:// URL", file=sys.stderr)
+        return 2
+    if args.model_cache_mb < 1 or (args.s3_port is not None and not 0 < args.s3_port < 65536):
+        print("slimserve: --model-cache-mb takes a size of at least 1, --s3-port a port number", file=sys.stderr)
+        return 2
     try:
         uid_range = _uid_range(args.sandbox_uids)
     except ValueError as exc:
@@ -204,6 +224,7 @@ def cmd_serve(args) -> int:
         prices_path=Path(args.prices) if args.prices else None, usage_retention_days=args.usage_retention_days,
         access_keys=_access_keys(args.access_key), account_id=args.account_id, region=args.region,
         auth=args.auth, model_roots=tuple(Path(p).resolve() for p in args.model_root),
+        s3=args.s3, s3_endpoint_url=args.s3_endpoint_url, s3_port=args.s3_port, model_cache_mb=args.model_cache_mb,
     )
     from gateway.metering.billing import Prices
 

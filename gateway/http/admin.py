@@ -143,27 +143,46 @@ class AdminApi:
             provisioned=_int_arg(q, "provisioned", 0),
             env={WARMUP_ENV: "0"} if q.get("warmup", "1").lower() in ("0", "false", "no") else {},
         )
-        upload = await self._save_upload(request)
-        try:
-            await self.gw.endpoints.deploy(request.match_info["name"], upload, variant, parse_tags(q.getall("tag", [])))
-        finally:
-            if upload is not None and upload.exists():
-                upload.unlink()
-        return web.json_response(self.gw.endpoints.describe(request.match_info["name"]), status=201)
+        name = request.match_info["name"]
+        tags = parse_tags(q.getall("tag", []))
+        if q.get("model_data_url"):
+            async with self._model_data(request) as source:
+                await self.gw.endpoints.deploy(name, source, variant, tags, copy=True)
+        else:
+            upload = await self._save_upload(request)
+            try:
+                await self.gw.endpoints.deploy(name, upload, variant, tags)
+            finally:
+                if upload is not None and upload.exists():
+                    upload.unlink()
+        return web.json_response(self.gw.endpoints.describe(name), status=201)
 
     async def update(self, request):
         q = request.query
-        upload = await self._save_upload(request)
-        try:
-            await self.gw.endpoints.update(
-                request.match_info["name"], upload, memory_mb=_int_arg(q, "memory_mb"),
-                max_concurrency=_int_arg(q, "max_concurrency"), provisioned=_int_arg(q, "provisioned"),
-                tags=parse_tags(q.getall("tag", [])), variant_name=q.get("variant"),
-            )
-        finally:
-            if upload is not None and upload.exists():
-                upload.unlink()
-        return web.json_response(self.gw.endpoints.describe(request.match_info["name"]))
+        name = request.match_info["name"]
+        changes = dict(memory_mb=_int_arg(q, "memory_mb"), max_concurrency=_int_arg(q, "max_concurrency"),
+                       provisioned=_int_arg(q, "provisioned"), tags=parse_tags(q.getall("tag", [])),
+                       variant_name=q.get("variant"))
+        if q.get("model_data_url"):
+            async with self._model_data(request) as source:
+                await self.gw.endpoints.update(name, source, copy=True, **changes)
+        else:
+            upload = await self._save_upload(request)
+            try:
+                await self.gw.endpoints.update(name, upload, **changes)
+            finally:
+                if upload is not None and upload.exists():
+                    upload.unlink()
+        return web.json_response(self.gw.endpoints.describe(name))
+
+    def _model_data(self, request: web.Request):
+        """``?model_data_url=``: a bundle the gateway reads itself (S3, or local under a model root),
+        instead of an upload; a request may not carry both."""
+        if request.body_exists and request.content_length:
+            raise Invalid("give a bundle upload or model_data_url, not both")
+        data = self.gw.data
+        return data.local(data.locate(request.query["model_data_url"], "model_data_url"),
+                          max_bytes=self.gw.settings.max_model_bytes)
 
     async def describe(self, request):
         return web.json_response(self.gw.endpoints.describe(request.match_info["name"]))

@@ -4,7 +4,7 @@ scrape time, so they cannot drift from the pools themselves."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gateway.domain import UsageRecord
 
@@ -12,8 +12,9 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class Metrics:
-    def __init__(self, manager=None):
+    def __init__(self, manager=None, cache=None):
         self.manager = manager
+        self.cache = cache                # the model cache (data.cache.ModelCache), or None
         r = self.registry = CollectorRegistry()
         self.invocations = Counter("slimserve_invocations", "Invocations by outcome",
                                    ["endpoint", "variant", "status"], registry=r)
@@ -35,6 +36,8 @@ class Metrics:
                                      ["path", "phase"], buckets=LATENCY_BUCKETS, registry=r)
         self._pools: list[dict] | None = None
         r.register(_PoolCollector(self))
+        if cache is not None:
+            r.register(_CacheCollector(cache))
 
     def observe(self, rec: UsageRecord) -> None:
         self.invocations.labels(rec.endpoint, rec.variant, rec.status).inc()
@@ -97,3 +100,24 @@ class _PoolCollector:
             budget.add_metric(["capacity"], mgr.budget.capacity_mb << 20)
             budget.add_metric(["reserved"], mgr.budget.used_mb << 20)
         yield from (sandboxes, used, cap, budget)
+
+
+class _CacheCollector:
+    """The model cache's counters and size, read from its snapshot at each scrape."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def collect(self):
+        snap = self.cache.snapshot()
+        for name, key, doc in (("hits", "hits", "Model data found in the cache"),
+                               ("downloads", "downloads", "Model data objects downloaded"),
+                               ("downloaded_bytes", "downloaded_bytes", "Bytes of model data downloaded"),
+                               ("evictions", "evictions", "Objects evicted, least recently used first")):
+            c = CounterMetricFamily(f"slimserve_model_cache_{name}", doc)
+            c.add_metric([], snap[key])
+            yield c
+        g = GaugeMetricFamily("slimserve_model_cache_bytes", "Model cache size and capacity", labels=["kind"])
+        g.add_metric(["used"], snap["used_bytes"])
+        g.add_metric(["capacity"], snap["capacity_bytes"])
+        yield g

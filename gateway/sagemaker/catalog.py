@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
-from gateway.errors import Conflict, NotFound
+from gateway.data.locations import Location
+from gateway.data.plane import DataPlane
+from gateway.errors import BundleRejected, Conflict, NotFound
 from gateway.sagemaker import synthesized
 from gateway.sagemaker.shapes import invalid
+from gateway.serving.bundles import Limits, verify_model_data
 from gateway.serving.endpoints import EndpointService
 
 log = logging.getLogger("slimserve.sagemaker")
@@ -31,12 +31,11 @@ def now() -> float:
 
 
 class Catalog:
-    def __init__(self, endpoints: EndpointService, store, account_id: str, region: str, can_run_image=None,
-                 model_roots: tuple = (), state_dir=None):
+    def __init__(self, endpoints: EndpointService, store, account_id: str, region: str, data: DataPlane,
+                 can_run_image=None, max_model_bytes: int | None = None):
         self.endpoints = endpoints
-        # file:// and local ModelDataUrl are read only under these, never under the state dir
-        self.model_roots = tuple(Path(r).resolve() for r in model_roots)
-        self.state_dir = Path(state_dir).resolve() if state_dir is not None else None
+        self.data = data                      # where ModelDataUrl is read from (S3, or local under the model roots)
+        self.max_model_bytes = max_model_bytes
         self.can_run_image = can_run_image    # image -> whether the backend can serve it as the model's server
         self.store = store
         self.account_id, self.region = account_id, region
@@ -118,30 +117,17 @@ class Catalog:
         await self.store.delete_resource(kind, name)
         return {}
 
-    def model_data_path(self, url: str) -> Path:
-        """ModelDataUrl as a local path: a directory, model.tar.gz or .pkl, plain or file://."""
-        if not isinstance(url, str) or not url:
-            raise invalid("ModelDataUrl must be a non-empty string.")
-        if "\0" in url:
-            raise invalid(f"Could not find model data at {url!r}.")
-        parsed = urlparse(url)
-        if parsed.scheme == "file":
-            path = Path(unquote(parsed.path))
-        elif parsed.scheme in ("", None) or len(parsed.scheme) == 1:      # a path (or a Windows drive letter)
-            path = Path(url)
-        else:
-            raise invalid(f"Could not find model data at {url}: slimserve reads model data from local paths "
-                          "or file:// URLs only.")
-        if not self._allowed(path) or not path.exists():      # one answer, so nothing learns what exists
-            raise invalid(f"Could not find model data at {url}. Local model data is read only under a "
-                          "--model-root the gateway was started with.")
-        return Path(os.path.realpath(path))                   # what was checked is what is read
-
-    def _allowed(self, path: Path) -> bool:
-        real = Path(os.path.realpath(path))
-        if self.state_dir is not None and (real == self.state_dir or self.state_dir in real.parents):
-            return False
-        return any(real == root or root in real.parents for root in self.model_roots)
+    async def check_model_data(self, url, image: str | None) -> Location:
+        """CreateModel's check of ModelDataUrl: the location may be read, the object is there (and
+        now in the model cache), and an archive reads to its end; refused with the service's wording."""
+        loc = self.data.locate(url)
+        limits = Limits(max_bytes=self.max_model_bytes)
+        async with self.data.local(loc, max_bytes=self.max_model_bytes) as path:
+            try:
+                await asyncio.to_thread(verify_model_data, path, limits, raw_ok=bool(image))
+            except BundleRejected as exc:
+                raise BundleRejected(f"The model data at {url} cannot be served: {exc.message}") from None
+        return loc
 
     def background(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)

@@ -9,11 +9,12 @@ variants have loaded, then InService, or Failed with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from pathlib import Path
 
+from gateway.data.locations import Location
 from gateway.domain import EndpointSpec, VariantSpec
-from gateway.errors import Conflict, Invalid, NotFound
+from gateway.errors import Conflict, Invalid, NotFound, Unavailable
 from gateway.sagemaker.catalog import Catalog, now
 from gateway.sagemaker.instances import instance_memory_mb
 from gateway.sagemaker.shapes import ENDPOINT_STATUSES, check_name, invalid, list_page, tag_dict, tags_of, timestamp
@@ -26,8 +27,8 @@ class Endpoints:
     def __init__(self, catalog: Catalog):
         self.c = catalog
 
-    async def variants_of(self, config: dict) -> list[tuple[VariantSpec, Path]]:
-        """The gateway variants (and their bundle sources) that an endpoint config asks for."""
+    async def variants_of(self, config: dict) -> list[tuple[VariantSpec, Location | None]]:
+        """The gateway variants (and where their model data is) that an endpoint config asks for."""
         out = []
         for pv in config["ProductionVariants"]:
             model = self.c.models.get(pv["ModelName"])
@@ -40,7 +41,7 @@ class Endpoints:
                 raise invalid(f"Model {model['ModelName']} has no ModelDataUrl and its Image is not a local image "
                               "the docker backend can run: slimserve serves model data (a model directory, "
                               "model.tar.gz or .pkl) or, with --backend docker, a SageMaker-contract image.")
-            source = self.c.model_data_path(container["ModelDataUrl"]) if container.get("ModelDataUrl") else None
+            source = self.c.data.locate(container["ModelDataUrl"]) if container.get("ModelDataUrl") else None
             env = dict(container.get("Environment") or {})
             isolate = bool(model.get("EnableNetworkIsolation") or config.get("EnableNetworkIsolation"))
             weight = float(pv.get("InitialVariantWeight", 1.0))
@@ -100,12 +101,15 @@ class Endpoints:
         or Failed with the reason the model could not load."""
         rec = self.c.records.get(name)
         try:
-            await self.c.endpoints.put(name, variants, tags=tag_dict(rec["Tags"]) if rec else None,
-                                     replace_existing=replace_existing)
+            async with contextlib.AsyncExitStack() as fetched:       # S3 model data: here, and kept while installed
+                local = [(v, await fetched.enter_async_context(self.c.data.local(loc, max_bytes=self.c.max_model_bytes))
+                          if loc is not None else None) for v, loc in variants]
+                await self.c.endpoints.put(name, local, tags=tag_dict(rec["Tags"]) if rec else None,
+                                           replace_existing=replace_existing)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure ends the change; the record must say so
-            if not isinstance(exc, (Invalid, Conflict, NotFound, OSError)):
+            if not isinstance(exc, (Invalid, Conflict, NotFound, Unavailable, OSError)):
                 log.exception("endpoint %s failed to deploy", name)
             log.warning("endpoint %s failed to deploy: %s", name, exc)
             if rec is not None:

@@ -32,8 +32,8 @@ class Models:
         env = container.get("Environment") or {}
         if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise invalid("Environment must map strings to strings.")
-        if container.get("ModelDataUrl") is not None:
-            self.c.model_data_path(container["ModelDataUrl"])          # refuse what cannot be read now, not later
+        if container.get("ModelDataUrl") is not None:              # refuse what cannot be served now, not later
+            await self.c.check_model_data(container["ModelDataUrl"], container.get("Image"))
         tags = tags_of(req.get("Tags"))
         doc = {"ModelName": name, "ModelArn": self.c.arn("model", name), "CreationTime": now(),
                "EnableNetworkIsolation": bool(req.get("EnableNetworkIsolation", False)), "Tags": tags}

@@ -8,9 +8,12 @@ installed -- and leaves the real load to a sandbox.
 from __future__ import annotations
 
 import ast
+import contextlib
+import gzip
 import pickletools
 import shutil
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,42 +91,93 @@ def extract_archive(archive: Path, dest: Path, limits: Limits = NO_LIMITS) -> No
     ``data`` extraction filter alone: some Python releases let crafted links through it), and
     no more bytes or entries than ``limits`` allow.  A refusal leaves what was written for the
     caller to remove."""
-    root = dest.resolve()
-    size = entries = 0
-    dirs: set[str] = set()
     try:
-        with tarfile.open(archive, "r|*", tarinfo=_BoundedHeader) as tar:
-            for m in tar:
-                name = m.name
-                parts = Path(name).parts
-                if len(name) > MAX_NAME or len(parts) > MAX_DEPTH:
-                    raise BundleRejected(f"the model archive has an entry name over {MAX_NAME} characters or "
-                                         f"{MAX_DEPTH} directories deep: {name[:200]!r}")
-                if name.startswith(("/", "\\")) or ".." in parts or (len(parts) and ":" in parts[0]):
-                    raise BundleRejected(f"the model archive has an entry outside the bundle: {name!r}")
-                if not (m.isfile() or m.isdir()):
-                    raise BundleRejected(
-                        f"the model archive has a link or special file, which bundles may not: {name!r}")
-                target = (root / name).resolve()
-                if target != root and root not in target.parents:
-                    raise BundleRejected(f"the model archive has an entry outside the bundle: {name!r}")
-                entries += 1
-                size += m.size if m.isfile() else 0
-                for i in range(1, len(parts)):         # the directories a member makes count as entries too
-                    prefix = "/".join(parts[:i])
-                    if prefix not in dirs:
-                        dirs.add(prefix)
-                        entries += 1
-                if entries > limits.max_entries:
-                    raise limits.too_many("the model archive")
-                if limits.max_bytes is not None and size > limits.max_bytes:
-                    raise limits.too_big("the model archive")
+        with _tar_stream(archive) as tar:
+            for m in _checked_members(tar, dest.resolve(), limits):
                 try:
                     tar.extract(m, dest, filter="data")
                 except TypeError:       # a Python without extraction filters: the checks above stand alone
                     tar.extract(m, dest)
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise BundleRejected(f"cannot unpack the model archive: {exc}") from None
+
+
+def scan_archive(archive: Path, limits: Limits = NO_LIMITS) -> None:
+    """Read a (gzipped) tar to its end, each member checked as ``extract_archive`` would, writing
+    nothing: a truncated or corrupt archive (its gzip checksum included) is refused."""
+    try:
+        with _tar_stream(archive) as tar:
+            for m in _checked_members(tar, Path("/bundle"), limits):
+                if m.isfile():
+                    fh = tar.extractfile(m)
+                    while fh.read(1 << 20):
+                        pass
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise BundleRejected(f"the model archive is truncated or corrupt: {exc}") from None
+
+
+@contextlib.contextmanager
+def _tar_stream(archive: Path):
+    """A tar read as a stream, through ``gzip`` when compressed: unlike ``tarfile``'s own
+    decompression, it checks the gzip trailer (CRC and length), read here to the very end,
+    so an archive cut short anywhere is refused rather than read as a shorter one."""
+    with open(archive, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        src = gzip.GzipFile(fileobj=raw) if gz else raw
+        with tarfile.open(fileobj=src, mode="r|", tarinfo=_BoundedHeader) as tar:
+            yield tar
+        while src.read(1 << 20):             # past the tar's end: gzip checks its trailer here
+            pass
+
+
+def _checked_members(tar: tarfile.TarFile, root: Path, limits: Limits):
+    size = entries = 0
+    dirs: set[str] = set()
+    for m in tar:
+        name = m.name
+        parts = Path(name).parts
+        if len(name) > MAX_NAME or len(parts) > MAX_DEPTH:
+            raise BundleRejected(f"the model archive has an entry name over {MAX_NAME} characters or "
+                                 f"{MAX_DEPTH} directories deep: {name[:200]!r}")
+        if name.startswith(("/", "\\")) or ".." in parts or (len(parts) and ":" in parts[0]):
+            raise BundleRejected(f"the model archive has an entry outside the bundle: {name!r}")
+        if not (m.isfile() or m.isdir()):
+            raise BundleRejected(f"the model archive has a link or special file, which bundles may not: {name!r}")
+        target = (root / name).resolve()
+        if target != root and root not in target.parents:
+            raise BundleRejected(f"the model archive has an entry outside the bundle: {name!r}")
+        entries += 1
+        size += m.size if m.isfile() else 0
+        for i in range(1, len(parts)):         # the directories a member makes count as entries too
+            prefix = "/".join(parts[:i])
+            if prefix not in dirs:
+                dirs.add(prefix)
+                entries += 1
+        if entries > limits.max_entries:
+            raise limits.too_many("the model archive")
+        if limits.max_bytes is not None and size > limits.max_bytes:
+            raise limits.too_big("the model archive")
+        yield m
+
+
+def verify_model_data(path: Path, limits: Limits, raw_ok: bool = False) -> None:
+    """What can be checked of model data before an endpoint uses it, without running it: an
+    archive is read to its end, a pickle parsed; a directory is checked when it is installed.
+    ``raw_ok``: data for a container that brings its own server may be any file."""
+    if path.is_dir():
+        return
+    try:
+        fmt = detect_format(path)
+    except BundleRejected:
+        if raw_ok:
+            return
+        raise
+    if fmt == "pickle":
+        limits.check_tree(path)
+        _check_pickle(path)
+    else:
+        scan_archive(path, limits)
 
 
 MAX_NAME = 4096               # PATH_MAX: no member name needs more

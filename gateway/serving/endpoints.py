@@ -54,7 +54,8 @@ class EndpointService:
         return [self.specs[n] for n in sorted(self.specs)]
 
     async def deploy(self, name: str, upload: Path | None, variant: VariantSpec,
-                     tags: dict[str, str] | None = None) -> EndpointSpec:
+                     tags: dict[str, str] | None = None, copy: bool = False) -> EndpointSpec:
+        """A new endpoint of one variant from ``upload`` (consumed; ``copy``: left as it is)."""
         async with self._locked(name):
             if name in self.specs:
                 raise Conflict(f"endpoint {name} already exists; use update")
@@ -64,7 +65,7 @@ class EndpointService:
             spec = EndpointSpec(name=name, variants=[replace(variant, bundle_version=1)],
                                 tags=dict(tags or {}), created=now, updated=now)
             spec.validate()
-            spec.variants[0] = await self._install(name, upload, spec.variants[0])
+            spec.variants[0] = await self._install(name, upload, spec.variants[0], copy=copy)
             await self.store.put_endpoint(spec)
             self.specs[name] = spec
             await self._apply(spec)
@@ -72,7 +73,8 @@ class EndpointService:
 
     async def update(self, name: str, upload: Path | None = None, *, memory_mb: int | None = None,
                      max_concurrency: int | None = None, provisioned: int | None = None,
-                     tags: dict[str, str] | None = None, variant_name: str | None = None) -> EndpointSpec:
+                     tags: dict[str, str] | None = None, variant_name: str | None = None,
+                     copy: bool = False) -> EndpointSpec:
         async with self._locked(name):
             old = self.get(name)
             target = old.variant(variant_name) if variant_name else old.variants[0]
@@ -86,7 +88,7 @@ class EndpointService:
             new.validate()
             if upload is not None:
                 version = max(v.bundle_version for v in old.variants) + 1
-                installed = await self._install(name, upload, replace(new_variant, bundle_version=version))
+                installed = await self._install(name, upload, replace(new_variant, bundle_version=version), copy=copy)
                 new.variants = [installed if v is new_variant else v for v in new.variants]
             elif new_variant.memory_mb != target.memory_mb and self.settings.validate_on_deploy:
                 await self._trial_load(name, new_variant)

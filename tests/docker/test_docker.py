@@ -60,9 +60,10 @@ def _containers(client, state_dir):
 
 
 @pytest.fixture(scope="module")
-def dgw(engine):
+def dgw(engine, local_s3):
     state = make_state_dir()
-    gw = GatewayProcess(state, "--backend", "docker", "--timeout", "5", "--byoc-user", "4242").start(timeout=120)
+    gw = GatewayProcess(state, "--backend", "docker", "--timeout", "5", "--byoc-user", "4242",
+                        "--s3-endpoint-url", local_s3.url).start(timeout=120)
     c = gw.client()
     for name, fn, mem in [("echo", models.echo, 1024), ("raises", models.raises, 1024),
                           ("exits", models.exits, 1024), ("hangs", models.hangs, 1024),
@@ -275,7 +276,7 @@ HTTPServer(("0.0.0.0", int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))), H
 '''
 
 
-def test_bring_your_own_sagemaker_container(dgw, engine, tmp_path):
+def test_bring_your_own_sagemaker_container(dgw, engine, tmp_path, local_s3):
 
     python = engine.images.get("slimserve-runtime:latest").attrs["Config"]["Env"]
     python = next(e.split("=", 1)[1] for e in python if e.startswith("SLIMSERVE_PYTHON="))
@@ -292,6 +293,7 @@ def test_bring_your_own_sagemaker_container(dgw, engine, tmp_path):
     sm, rt = sagemaker_clients(dgw.url)
     serverless_endpoint(sm, "byoc", {"Image": "slimserve-test-byoc:1", "ModelDataUrl": str(data),
                                      "Environment": {"GREETING": "hello"}}, delay=0.3)
+    _byoc_from_s3(sm, rt, data, tmp_path, local_s3.url)
     r = rt.invoke_endpoint(EndpointName="byoc", Body=b'{"x": 1}', ContentType="application/json",
                            CustomAttributes="trace=7")
     out = json.loads(r["Body"].read())
@@ -318,3 +320,35 @@ def test_bring_your_own_sagemaker_container(dgw, engine, tmp_path):
                and "no-new-privileges" in c.attrs["HostConfig"]["SecurityOpt"] for c in servers)
     assert dgw.client().usage(endpoint="byoc")[0]["billed_ms"] >= 1
     sm.delete_endpoint(EndpointName="byoc")
+
+
+def _byoc_from_s3(sm, rt, data, tmp_path, s3_url):
+    """The same container with its artifacts as a model.tar.gz in S3: unpacked into /opt/ml/model."""
+    import tarfile
+
+    from tests.integration.test_s3 import s3_client
+
+    archive = tmp_path / "artifacts.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(data / "weights.txt", arcname="weights.txt")
+    s3 = s3_client(s3_url)
+    s3.create_bucket(Bucket="byoc-models")
+    s3.upload_file(str(archive), "byoc-models", "byoc/model.tar.gz")
+    serverless_endpoint(sm, "byoc-s3", {"Image": "slimserve-test-byoc:1", "Environment": {"GREETING": "from s3"},
+                                        "ModelDataUrl": "s3://byoc-models/byoc/model.tar.gz"}, delay=0.3)
+    out = json.loads(rt.invoke_endpoint(EndpointName="byoc-s3", Body=b"3", ContentType="text/plain")["Body"].read())
+    assert out["weights"] == "w=0.42" and out["greeting"] == "from s3"
+    sm.delete_endpoint(EndpointName="byoc-s3")
+
+
+def test_a_model_from_s3_runs_in_a_container(dgw, local_s3):
+    from tests.integration.test_s3 import model_tar, s3_client
+
+    s3 = s3_client(local_s3.url)
+    s3.create_bucket(Bucket="docker-models")
+    s3.put_object(Bucket="docker-models", Key="echo/model.tar.gz", Body=model_tar(models.echo))
+    sm, rt = sagemaker_clients(dgw.url)
+    serverless_endpoint(sm, "from-s3", {"ModelDataUrl": "s3://docker-models/echo/model.tar.gz"}, delay=0.3)
+    r = rt.invoke_endpoint(EndpointName="from-s3", Body=b"5", ContentType="application/json")
+    assert json.loads(r["Body"].read()) == {"echo": 5}
+    sm.delete_endpoint(EndpointName="from-s3")

@@ -68,7 +68,8 @@ def test_our_own_clients_sign_with_the_state_dirs_pair(closed):
     lines = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines())
     key = credentials.read(closed.state_dir / credentials.FILE_NAME)
     assert lines == {"AWS_ACCESS_KEY_ID": key.key_id, "AWS_SECRET_ACCESS_KEY": key.secret,
-                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": closed.url}
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_SAGEMAKER": closed.url,
+                     "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": closed.url}
 
 
 def test_a_read_key_may_invoke_and_describe_but_not_change_anything(fresh_gateway):

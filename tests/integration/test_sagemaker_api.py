@@ -228,8 +228,6 @@ def test_errors_read_as_the_real_service_writes_them(gw, data):
         (lambda: sm.delete_endpoint(EndpointName="ghost"), "Could not find endpoint"),
         (lambda: sm.create_endpoint(EndpointName="x1", EndpointConfigName="ghost"),
          "Could not find endpoint configuration"),
-        (lambda: sm.create_model(ModelName="m-s3", PrimaryContainer={"ModelDataUrl": "s3://bucket/model.tar.gz"}),
-         "Could not find model data at s3://bucket/model.tar.gz"),
         (lambda: sm.create_endpoint_config(EndpointConfigName="big", ProductionVariants=[
             {"VariantName": "v", "ModelName": "m", "ServerlessConfig": {"MemorySizeInMB": 8192, "MaxConcurrency": 5}}]),
          "Member must satisfy enum value set: [1024, 2048, 3072, 4096, 5120, 6144]"),
@@ -253,6 +251,13 @@ def test_errors_read_as_the_real_service_writes_them(gw, data):
         assert message in err["Error"]["Message"], (message, err["Error"]["Message"])
     with pytest.raises(botocore.exceptions.ClientError, match="UnknownOperation"):
         sm._make_api_call("ListTrainingJobs", {})
+    # an S3 endpoint that does not answer (conftest points S3 at a closed port): a 503 to retry
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        sm.create_model(ModelName="m-s3", PrimaryContainer={"ModelDataUrl": "s3://bucket/model.tar.gz"})
+    assert info.value.response["Error"]["Code"] == "ServiceUnavailable"
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert "Could not read model data at s3://bucket/model.tar.gz: S3 at http://127.0.0.1:9 did not answer" in \
+        info.value.response["Error"]["Message"]
 
 
 def test_listing_sorts_filters_and_paginates(gw, data):

@@ -12,6 +12,9 @@ import pytest
 from gateway import errors
 from gateway.clock import FakeClock
 from gateway.config import Settings
+from gateway.data.cache import ModelCache
+from gateway.data.plane import DataPlane
+from gateway.data.s3 import S3, S3Config
 from gateway.http.wire import admin_error, control_error, runtime_error
 from gateway.pools.admission import HostBudget
 from gateway.pools.manager import PoolManager
@@ -48,8 +51,12 @@ async def ops(tmp_path):
     manager = PoolManager(backend, HostBudget(8192), FakeClock(), tmp_path, policy=FixedKeepAlive(600))
     backend.listeners.append(manager.on_sandbox_event)
     endpoints = EndpointService(settings, store, manager)
-    catalog = Catalog(endpoints, store, settings.account_id, settings.region, model_roots=settings.model_roots,
-                      state_dir=settings.state_dir)
+    # S3 at a closed loopback port: these tests read local model data only
+    data = DataPlane(settings.model_roots, settings.state_dir, S3(S3Config(endpoint_url="http://127.0.0.1:9")),
+                     ModelCache(settings.model_cache_dir, 1 << 20))
+    await data.cache.open()
+    catalog = Catalog(endpoints, store, settings.account_id, settings.region, data,
+                      max_model_bytes=settings.max_model_bytes)
     table = operations(catalog)
 
     async def call(op, **req):
@@ -101,7 +108,7 @@ async def test_refusals_carry_the_services_wording(ops):
         await ops("CreateModel", ModelName="m", PrimaryContainer={"ModelDataUrl": url})
     with pytest.raises(errors.Invalid, match="read only under a --model-root"):
         await ops("CreateModel", ModelName="x", PrimaryContainer={"ModelDataUrl": "/etc/passwd"})
-    with pytest.raises(errors.Invalid, match="local paths or file:// URLs only"):
+    with pytest.raises(errors.Invalid, match="slimserve does not fetch other URLs"):
         await ops("CreateModel", ModelName="x", PrimaryContainer={"ModelDataUrl": "http://169.254.169.254/"})
     with pytest.raises(errors.Invalid, match="Member must satisfy regular expression pattern"):
         await ops("CreateModel", ModelName="bad_name!", PrimaryContainer={"ModelDataUrl": url})
@@ -254,5 +261,5 @@ async def test_nan_and_infinity_are_not_json_and_a_nul_is_no_path(ops):
     with pytest.raises(errors.Invalid, match="initialVariantWeight"):
         await ops("CreateEndpointConfig", EndpointConfigName="w", ProductionVariants=[
             dict(SERVERLESS, InitialVariantWeight=float("inf"))])
-    with pytest.raises(errors.Invalid, match="Could not find model data"):
+    with pytest.raises(errors.Invalid, match="ModelDataUrl is not a valid location"):
         await ops("CreateModel", ModelName="nul", PrimaryContainer={"ModelDataUrl": f"{ops.roots}/model\0.pkl"})

@@ -116,3 +116,57 @@ def test_the_directories_an_archive_makes_count_and_depth_is_bounded(tmp_path):
     deep = _tar_with(tmp_path, "deep.tar.gz", lambda tar: _file(tar, "/".join(["d"] * 150) + "/f", b""))
     with pytest.raises(BundleRejected, match="directories deep"):
         unpack(deep, tmp_path / "b2", Limits())
+
+
+def _model_archive(tmp_path, name="model.tar.gz", size=300_000):
+    import os
+
+    from gateway.client import pickle_model
+
+    return _tar_with(tmp_path, name, lambda tar: (_file(tar, "model.pkl", pickle_model(len)),
+                                                  _file(tar, "weights.bin", os.urandom(size))))
+
+
+@pytest.mark.parametrize("cut", [1, 8, 20, 1000, 100_000])
+def test_a_model_archive_cut_short_anywhere_is_refused_by_the_check_and_the_unpack(tmp_path, cut):
+    from gateway.serving.bundles import NO_LIMITS, BundleRejected, unpack, verify_model_data
+
+    whole = _model_archive(tmp_path)
+    verify_model_data(whole, NO_LIMITS)                       # the whole archive passes
+    cut_path = tmp_path / "cut.tar.gz"
+    cut_path.write_bytes(whole.read_bytes()[:-cut])
+    with pytest.raises(BundleRejected, match="truncated or corrupt"):
+        verify_model_data(cut_path, NO_LIMITS)
+    with pytest.raises(BundleRejected, match="cannot unpack"):
+        unpack(cut_path, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_flipped_byte_fails_the_gzip_checksum(tmp_path):
+    from gateway.serving.bundles import NO_LIMITS, BundleRejected, verify_model_data
+
+    data = bytearray(_model_archive(tmp_path).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(BundleRejected):
+        verify_model_data(bad, NO_LIMITS)
+
+
+def test_model_data_checks_pickles_and_lets_raw_container_data_through_only_with_an_image(tmp_path):
+    from gateway.serving.bundles import NO_LIMITS, BundleRejected, Limits, verify_model_data
+
+    good = tmp_path / "m.pkl"
+    good.write_bytes(b"\x80\x04N.")
+    verify_model_data(good, NO_LIMITS)
+    broken = tmp_path / "broken.pkl"
+    broken.write_bytes(b"\x80\x04(((")
+    with pytest.raises(BundleRejected, match="not a valid pickle"):
+        verify_model_data(broken, NO_LIMITS)
+    raw = tmp_path / "weights.onnx"
+    raw.write_bytes(b"ONNX" * 100)
+    with pytest.raises(BundleRejected, match="neither a pickle"):
+        verify_model_data(raw, NO_LIMITS)
+    verify_model_data(raw, NO_LIMITS, raw_ok=True)            # a container that brings its own server reads it
+    with pytest.raises(BundleRejected, match="larger than"):
+        verify_model_data(_model_archive(tmp_path, "big.tar.gz"), Limits(max_bytes=100_000))

@@ -1,0 +1,102 @@
+"""The data plane: the one place that turns a location an API was given (``s3://``, an S3
+``https://`` URL, ``file://`` or a path) into bytes on this machine.
+
+Local data is read only under the directories the operator allowed (``serve --model-root``),
+never under the state dir, and a refused path gets the same answer whether it exists or not.
+S3 objects are read through ``S3`` into the ``ModelCache``: once per distinct object, streamed
+to disk.  Failures are worded for the API that asked ("Could not find model data at s3://…").
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+from gateway.data import s3 as s3mod
+from gateway.data.cache import CacheFull, ModelCache
+from gateway.data.locations import Location, parse
+from gateway.errors import Invalid, Unavailable
+
+CHANGED_RETRIES = 2          # an object replaced while it downloads is looked up again this often
+
+
+class DataPlane:
+    def __init__(self, roots: tuple = (), state_dir=None, s3: s3mod.S3 | None = None,
+                 cache: ModelCache | None = None):
+        self.roots = tuple(Path(os.path.realpath(r)) for r in roots)
+        self.state_dir = Path(os.path.realpath(state_dir)) if state_dir is not None else None
+        self.s3 = s3
+        self.cache = cache
+
+    def locate(self, text, what: str = "ModelDataUrl") -> Location:
+        """The location ``text`` names, refused now if it is not one this gateway may read (the
+        existence of S3 objects is checked when they are read)."""
+        loc = parse(text, self.s3.endpoint_url if self.s3 else None, what)
+        if loc.scheme == "file":
+            real = Path(os.path.realpath(loc.path))
+            if not self._allowed(real) or not real.exists():      # one answer, so nothing learns what exists
+                raise Invalid(f"Could not find model data at {text}. Local model data is read only under a "
+                              "--model-root the gateway was started with.")
+            return Location("file", text, path=real)             # what was checked is what is read
+        if self.s3 is None:
+            raise Invalid(f"Could not find model data at {text}: this gateway has no S3 access.")
+        return loc
+
+    def _allowed(self, real: Path) -> bool:
+        if self.state_dir is not None and (real == self.state_dir or self.state_dir in real.parents):
+            return False
+        return any(real == root or root in real.parents for root in self.roots)
+
+    @contextlib.asynccontextmanager
+    async def local(self, loc: Location, what: str = "model data", max_bytes: int | None = None):
+        """The location's bytes as a local path for the ``with`` block: a local file or directory
+        as it is, an S3 object as its (pinned) cache entry, downloaded first when it is not there.
+        ``max_bytes``: an object larger than this is refused before it is downloaded."""
+        if loc.scheme == "file":
+            yield loc.path
+            return
+        if loc.is_prefix:
+            raise Invalid(f"Could not find {what} at {loc.text}: name an object (a model.tar.gz), not a prefix.")
+        entry = await self._fetch(loc, what, max_bytes)
+        try:
+            yield self.cache.path(entry.digest)
+        finally:
+            self.cache.release(entry)
+
+    async def _fetch(self, loc: Location, what: str, max_bytes: int | None):
+        for attempt in range(CHANGED_RETRIES + 1):
+            info = await self._call(self.s3.stat, loc, what=what)
+            if max_bytes is not None and info.size > max_bytes:
+                raise Invalid(f"The {what} at {loc.text} is {info.size / (1 << 20):.1f} MB, more than the "
+                              f"{max_bytes / (1 << 20):.0f} MB a model may be.")
+            try:
+                return await self.cache.acquire(info.etag, info.size, lambda path, i=info: self.s3.download(i, path))
+            except s3mod.Changed:
+                if attempt == CHANGED_RETRIES:
+                    raise Unavailable(f"The {what} at {loc.text} kept changing while it was downloaded; "
+                                      "try again.") from None
+            except s3mod.S3Error as exc:
+                raise self._worded(exc, loc, what) from None
+            except CacheFull as exc:
+                raise Invalid(f"Could not download {what} at {loc.text}: {exc}") from None
+
+    async def _call(self, fn, loc: Location, what: str):
+        try:
+            return await asyncio.to_thread(fn, loc)
+        except s3mod.S3Error as exc:
+            raise self._worded(exc, loc, what) from None
+
+    @staticmethod
+    def _worded(exc: s3mod.S3Error, loc: Location, what: str):
+        if isinstance(exc, s3mod.Missing):
+            return Invalid(f"Could not find {what} at {loc.text}: {exc.reason}.")
+        if isinstance(exc, s3mod.Denied):
+            return Invalid(f"Could not access {what} at {loc.text}: {exc.reason}.")
+        if isinstance(exc, (s3mod.Unreachable, s3mod.Changed)):
+            return Unavailable(f"Could not read {what} at {loc.text}: {exc.reason}.")
+        return Invalid(f"Could not read {what} at {loc.text}: {exc.reason}.")
+
+    def snapshot(self) -> dict:
+        return {"s3_endpoint": (self.s3.endpoint_url or "AWS S3") if self.s3 else None,
+                "model_cache": self.cache.snapshot() if self.cache else None}

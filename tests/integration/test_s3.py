@@ -1,0 +1,228 @@
+"""Model data in S3, against a real S3-compatible server (SeaweedFS, as ``serve --s3 local`` runs
+it): CreateModel from s3:// and S3 https:// URLs, the content-addressed model cache, the
+errors of a missing bucket, a missing key, wrong keys and a truncated archive, the CLI and
+the SageMaker Python SDK deploying from S3, and ``serve --s3 local`` across a restart."""
+import io
+import os
+import re
+import subprocess
+import sys
+import tarfile
+
+import boto3
+import botocore
+import pytest
+from botocore.config import Config
+
+from gateway.client import pickle_model
+from tests.helpers import ROOT, running_gateway, sagemaker_clients, serverless_endpoint
+
+pytestmark = pytest.mark.slow
+
+
+def model_tar(fn) -> bytes:
+    """A model.tar.gz holding ``fn`` pickled as model.pkl."""
+    buf = io.BytesIO()
+    data = pickle_model(fn)
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("model.pkl")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def s3_client(url, key=None, secret=None):
+    return boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                        aws_access_key_id=key or os.environ["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=secret or os.environ["AWS_SECRET_ACCESS_KEY"],
+                        config=Config(retries={"total_max_attempts": 2}))
+
+
+def cache_counts(gw) -> dict:
+    import urllib.request
+
+    text = urllib.request.urlopen(gw.url + "/metrics", timeout=10).read().decode()
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r"^slimserve_model_cache_(hits|downloads)_total (\S+)$", text, re.M)}
+
+
+def invoke(rt, name, body=b"21"):
+    import json
+
+    return json.loads(rt.invoke_endpoint(EndpointName=name, Body=body, ContentType="application/json")["Body"].read())
+
+
+@pytest.fixture(scope="module")
+def bucket(local_s3):
+    s3 = s3_client(local_s3.url)
+    s3.create_bucket(Bucket="models")
+    s3.put_object(Bucket="models", Key="double/model.tar.gz", Body=model_tar(lambda x: {"double": x * 2}))
+    return s3
+
+
+@pytest.fixture(scope="module")
+def gw(local_s3, bucket):
+    with running_gateway("--s3-endpoint-url", local_s3.url, zygote=True) as g:
+        yield g
+
+
+def test_a_model_from_s3_serves_and_each_object_is_downloaded_once(gw, bucket, local_s3):
+    sm, rt = sagemaker_clients(gw.url)
+    before = cache_counts(gw)
+    serverless_endpoint(sm, "double", {"ModelDataUrl": "s3://models/double/model.tar.gz"})
+    assert invoke(rt, "double") == {"double": 42}
+    after = cache_counts(gw)
+    assert after["downloads"] - before["downloads"] == 1        # at CreateModel; CreateEndpoint found it cached
+    assert after["hits"] - before["hits"] >= 1
+
+    # the same bytes under another key, by path-style https URL: content-addressed, no new download
+    bucket.copy_object(Bucket="models", Key="copy/model.tar.gz",
+                       CopySource={"Bucket": "models", "Key": "double/model.tar.gz"})
+    serverless_endpoint(sm, "double-copy", {"ModelDataUrl": f"{local_s3.url}/models/copy/model.tar.gz"})
+    assert invoke(rt, "double-copy") == {"double": 42}
+    assert cache_counts(gw)["downloads"] == after["downloads"]
+
+    # a changed object is fetched again, and the endpoint updated to it serves the new model
+    bucket.put_object(Bucket="models", Key="double/model.tar.gz", Body=model_tar(lambda x: {"triple": x * 3}))
+    sm.create_model(ModelName="double-v2", PrimaryContainer={"ModelDataUrl": "s3://models/double/model.tar.gz"})
+    sm.create_endpoint_config(EndpointConfigName="double-v2", ProductionVariants=[
+        {"VariantName": "AllTraffic", "ModelName": "double-v2",
+         "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2}}])
+    sm.update_endpoint(EndpointName="double", EndpointConfigName="double-v2")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="double", WaiterConfig={"Delay": 0.2, "MaxAttempts": 200})
+    assert invoke(rt, "double") == {"triple": 63}
+    assert cache_counts(gw)["downloads"] == after["downloads"] + 1
+
+
+@pytest.mark.parametrize("url, message", [
+    ("s3://no-such-bucket/m.tar.gz", "Could not find model data at s3://no-such-bucket/m.tar.gz: the bucket "
+                                     "no-such-bucket does not exist"),
+    ("s3://models/missing/model.tar.gz", "Could not find model data at s3://models/missing/model.tar.gz: no object"),
+    ("s3://models/", "name an object"),
+    ("https://example.com/models/m.tar.gz", "slimserve does not fetch other URLs"),
+    ("http://169.254.169.254/latest/meta-data/", "slimserve does not fetch other URLs"),
+])
+def test_missing_and_unfetchable_model_data_is_refused_at_create_model(gw, bucket, url, message):
+    sm, _ = sagemaker_clients(gw.url)
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        sm.create_model(ModelName="bad", PrimaryContainer={"ModelDataUrl": url})
+    assert info.value.response["Error"]["Code"] == "ValidationException"
+    assert message in info.value.response["Error"]["Message"]
+    with pytest.raises(botocore.exceptions.ClientError, match="Could not find model"):
+        sm.describe_model(ModelName="bad")
+
+
+def test_a_truncated_or_corrupt_archive_is_refused_at_create_model(gw, bucket):
+    sm, _ = sagemaker_clients(gw.url)
+    whole = model_tar(len)
+    bucket.put_object(Bucket="models", Key="cut/model.tar.gz", Body=whole[:-9])
+    bucket.put_object(Bucket="models", Key="junk/model.tar.gz", Body=b"\x1f\x8b" + os.urandom(300))
+    for key in ("cut", "junk"):
+        with pytest.raises(botocore.exceptions.ClientError, match="truncated or corrupt"):
+            sm.create_model(ModelName=f"bad-{key}", PrimaryContainer={"ModelDataUrl": f"s3://models/{key}/model.tar.gz"})
+
+
+def test_wrong_keys_are_refused_with_access_denied_and_the_gateway_keeps_serving(local_s3, bucket):
+    for env, detail in (({"AWS_SECRET_ACCESS_KEY": "not-the-secret"}, "refused the gateway's secret key"),
+                        ({"AWS_ACCESS_KEY_ID": "AKIDUNKNOWN"}, "does not know the gateway's access key id")):
+        with running_gateway("--s3-endpoint-url", local_s3.url, "--no-zygotes", env=env) as g:
+            sm, _ = sagemaker_clients(g.url)
+            with pytest.raises(botocore.exceptions.ClientError) as info:
+                sm.create_model(ModelName="m", PrimaryContainer={"ModelDataUrl": "s3://models/double/model.tar.gz"})
+            msg = info.value.response["Error"]["Message"]
+            assert "Could not access model data at s3://models/double/model.tar.gz" in msg and detail in msg
+            assert sm.list_models()["Models"] == []
+
+
+def test_the_cli_deploys_from_s3_and_a_model_cache_limit_evicts(local_s3, bucket):
+    bucket.put_object(Bucket="models", Key="a.tar.gz", Body=model_tar(lambda x: "a"))
+    bucket.put_object(Bucket="models", Key="b.tar.gz", Body=model_tar(lambda x: "b"))
+    with running_gateway("--s3-endpoint-url", local_s3.url, "--no-zygotes", "--model-cache-mb", "1") as g:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        for name in ("a", "b"):
+            p = subprocess.run([sys.executable, "-m", "gateway.cli", "deploy", name, f"s3://models/{name}.tar.gz",
+                                "--memory", "1024", "--url", g.url, "--state-dir", str(g.state_dir)],
+                               capture_output=True, text=True, env=env, timeout=120)
+            assert p.returncode == 0, p.stderr
+            assert g.client().invoke(name, "1") == name.encode()       # a str answer passes through
+        p = subprocess.run([sys.executable, "-m", "gateway.cli", "deploy", "gone", "s3://models/nothing.tar.gz",
+                            "--memory", "1024", "--url", g.url, "--state-dir", str(g.state_dir)],
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode != 0 and "Could not find model data at s3://models/nothing.tar.gz" in p.stderr
+        assert sorted(e["name"] for e in g.client().endpoints()) == ["a", "b"]
+        cached = g.state_dir / "model-cache" / "objects"
+        assert len(list(cached.iterdir())) == 2                  # both fit in 1 MB
+        for name in ("big1", "big2"):                              # 600 KB each: the second cannot fit beside the first
+            bucket.put_object(Bucket="models", Key=f"{name}.tar.gz", Body=_tar_with_blob(os.urandom(600 << 10)))
+            g.client().deploy(name, f"s3://models/{name}.tar.gz", memory_mb=1024)
+        assert len(list(cached.iterdir())) == 1                  # least recently used first: a, b, then big1 went
+        assert cache_counts(g)["downloads"] == 4
+        assert g.client().invoke("a", "1") == b"a"               # installed endpoints do not need the cache
+
+
+def _tar_with_blob(blob: bytes) -> bytes:
+    buf = io.BytesIO()
+    n = len(blob)
+    data = pickle_model(lambda x: n)
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, content in (("model.pkl", data), ("weights.bin", blob)):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def test_the_sagemaker_python_sdk_deploys_a_model_from_s3_unchanged(gw, bucket, local_s3, monkeypatch):
+    sdk = pytest.importorskip("sagemaker", reason="the SageMaker Python SDK (sagemaker<3) is a test extra")
+    from sagemaker.deserializers import JSONDeserializer
+    from sagemaker.model import Model
+    from sagemaker.serializers import JSONSerializer
+    from sagemaker.serverless import ServerlessInferenceConfig
+
+    for var, url in (("AWS_ENDPOINT_URL_SAGEMAKER", gw.url), ("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", gw.url),
+                     ("AWS_ENDPOINT_URL_S3", local_s3.url)):
+        monkeypatch.setenv(var, url)
+    bucket.create_bucket(Bucket="sdk-default")
+    bucket.put_object(Bucket="models", Key="sdk/model.tar.gz", Body=model_tar(lambda x: {"sdk": x}))
+    session = sdk.Session(boto_session=boto3.Session(region_name="us-east-1"), default_bucket="sdk-default")
+    model = Model(image_uri="local/sklearn:1", model_data="s3://models/sdk/model.tar.gz",
+                  role="arn:aws:iam::123456789012:role/SageMaker", sagemaker_session=session,
+                  predictor_cls=sdk.predictor.Predictor)
+    predictor = model.deploy(serverless_inference_config=ServerlessInferenceConfig(memory_size_in_mb=1024,
+                                                                                   max_concurrency=2),
+                             endpoint_name="from-sdk", serializer=JSONSerializer(), deserializer=JSONDeserializer())
+    assert predictor.predict({"a": 1}) == {"sdk": {"a": 1}}
+    predictor.delete_endpoint()
+
+
+def test_serve_s3_local_runs_a_signed_server_that_keeps_its_port_and_data_across_restarts(fresh_gateway):
+    from gateway.sagemaker.credentials import FILE_NAME, read
+
+    g = fresh_gateway("--s3", "local", "--no-zygotes")
+    listening = next(line for line in g.output if "listening on" in line)
+    s3_url = re.search(r"local S3 on (http://127\.0\.0\.1:\d+)", listening).group(1)
+    key = read(g.state_dir / FILE_NAME)
+    creds = subprocess.run([sys.executable, "-m", "gateway.cli", "credentials", "--state-dir", str(g.state_dir)],
+                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+    assert f"export AWS_ENDPOINT_URL_S3={s3_url}" in creds.stdout and key.secret in creds.stdout
+    with pytest.raises(botocore.exceptions.ClientError):                      # signed with other keys: refused
+        s3_client(s3_url, "AKIDNOBODY", "nope").list_buckets()
+    import urllib.error
+    import urllib.request
+    with pytest.raises(urllib.error.HTTPError) as anon:                       # unsigned: refused
+        urllib.request.urlopen(f"{s3_url}/", timeout=10)
+    assert anon.value.code == 403
+    s3 = s3_client(s3_url, key.key_id, key.secret)
+    s3.create_bucket(Bucket="kept")
+    body = model_tar(lambda x: {"kept": True})
+    s3.put_object(Bucket="kept", Key="m.tar.gz", Body=body)
+    sm, rt = sagemaker_clients(g.url)
+    serverless_endpoint(sm, "kept", {"ModelDataUrl": "s3://kept/m.tar.gz"})
+    assert invoke(rt, "kept") == {"kept": True}
+    g.stop()
+    g2 = fresh_gateway("--s3", "local", "--no-zygotes")
+    assert f"local S3 on {s3_url}" in next(line for line in g2.output if "listening on" in line)
+    assert s3.get_object(Bucket="kept", Key="m.tar.gz")["Body"].read() == body          # the data survived
+    sm2, rt2 = sagemaker_clients(g2.url)
+    assert invoke(rt2, "kept") == {"kept": True}
+    sm2.create_model(ModelName="again", PrimaryContainer={"ModelDataUrl": "s3://kept/m.tar.gz"})   # read after restart
