@@ -27,6 +27,19 @@ from runtime import codec
 PICKLE = "pickle"
 SAGEMAKER = "sagemaker"
 PICKLE_FILE = "model.pkl"
+ENTRY_SCRIPT = "inference.py"          # the handler module of a SageMaker-layout bundle, in code/
+HANDLERS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
+
+
+def entry_shim(module: str) -> str:
+    """code/inference.py for a bundle whose entry script (SAGEMAKER_PROGRAM) is ``module``.py:
+    it takes that module's handlers, so the handler is loaded under one name."""
+    return (f"# written by slimserve: SAGEMAKER_PROGRAM names {module}.py, whose handlers these are\n"
+            "import importlib as _importlib\n\n"
+            f"_program = _importlib.import_module({module!r})\n"
+            f"for _name in {HANDLERS!r}:\n"
+            "    if hasattr(_program, _name):\n"
+            "        globals()[_name] = getattr(_program, _name)\n")
 
 
 class BundleError(Exception):

@@ -23,6 +23,7 @@ from gateway.serving.endpoints import EndpointService
 
 log = logging.getLogger("slimserve.sagemaker")
 
+SUBMIT_ENV = "SAGEMAKER_SUBMIT_DIRECTORY"
 KINDS = {"model": "model", "endpoint-config": "endpoint configuration", "endpoint": "endpoint"}
 
 
@@ -116,6 +117,15 @@ class Catalog:
         del table[name]
         await self.store.delete_resource(kind, name)
         return {}
+
+    def submit_directory(self, container: dict) -> Location | None:
+        """Where the model's source code is, when SAGEMAKER_SUBMIT_DIRECTORY names one outside the
+        model data (the SageMaker Python SDK uploads it as sourcedir.tar.gz); None when there is
+        none, or it is a path inside the container (/opt/ml/model/code: already in the model data)."""
+        where = (container.get("Environment") or {}).get(SUBMIT_ENV)
+        if not where or where.startswith("/opt/ml/"):
+            return None
+        return self.data.locate(where, SUBMIT_ENV)
 
     async def check_model_data(self, url, image: str | None) -> Location:
         """CreateModel's check of ModelDataUrl: the location may be read, the object is there (and

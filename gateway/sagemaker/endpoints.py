@@ -27,8 +27,9 @@ class Endpoints:
     def __init__(self, catalog: Catalog):
         self.c = catalog
 
-    async def variants_of(self, config: dict) -> list[tuple[VariantSpec, Location | None]]:
-        """The gateway variants (and where their model data is) that an endpoint config asks for."""
+    async def variants_of(self, config: dict) -> list[tuple[VariantSpec, Location | None, Location | None]]:
+        """The gateway variants that an endpoint config asks for, with where their model data and
+        (SAGEMAKER_SUBMIT_DIRECTORY) source code are."""
         out = []
         for pv in config["ProductionVariants"]:
             model = self.c.models.get(pv["ModelName"])
@@ -57,7 +58,7 @@ class Endpoints:
                                 max_concurrency=count, provisioned=count, weight=weight, env=env,
                                 network_isolation=isolate, instance_type=pv["InstanceType"],
                                 model_name=model["ModelName"], image=image if own_server else None)
-            out.append((v, source))
+            out.append((v, source, None if own_server else self.c.submit_directory(container)))
         return out
 
     def _config(self, name: str) -> dict:
@@ -102,10 +103,14 @@ class Endpoints:
         rec = self.c.records.get(name)
         try:
             async with contextlib.AsyncExitStack() as fetched:       # S3 model data: here, and kept while installed
-                local = [(v, await fetched.enter_async_context(self.c.data.local(loc, max_bytes=self.c.max_model_bytes))
-                          if loc is not None else None) for v, loc in variants]
+                async def here(loc):
+                    return None if loc is None else await fetched.enter_async_context(
+                        self.c.data.local(loc, max_bytes=self.c.max_model_bytes))
+
+                local = [(v, await here(loc)) for v, loc, _ in variants]
+                code = {v.name: await here(src) for v, _, src in variants if src is not None}
                 await self.c.endpoints.put(name, local, tags=tag_dict(rec["Tags"]) if rec else None,
-                                           replace_existing=replace_existing)
+                                           replace_existing=replace_existing, code=code)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure ends the change; the record must say so

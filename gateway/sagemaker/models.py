@@ -34,6 +34,9 @@ class Models:
             raise invalid("Environment must map strings to strings.")
         if container.get("ModelDataUrl") is not None:              # refuse what cannot be served now, not later
             await self.c.check_model_data(container["ModelDataUrl"], container.get("Image"))
+        code = self.c.submit_directory(container)                   # the SDK's sourcedir.tar.gz
+        if code is not None:
+            await self.c.check_model_data(code.text, None)
         tags = tags_of(req.get("Tags"))
         doc = {"ModelName": name, "ModelArn": self.c.arn("model", name), "CreationTime": now(),
                "EnableNetworkIsolation": bool(req.get("EnableNetworkIsolation", False)), "Tags": tags}

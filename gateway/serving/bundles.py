@@ -67,8 +67,10 @@ def detect_format(path: Path) -> str:
     )
 
 
-def unpack(upload: Path, dest: Path, limits: Limits = NO_LIMITS) -> str:
-    """Put the bundle at ``upload`` into the empty directory ``dest``; returns its kind."""
+def unpack(upload: Path, dest: Path, limits: Limits = NO_LIMITS, code: Path | None = None,
+           program: str | None = None) -> str:
+    """Put the bundle at ``upload`` into the empty directory ``dest``; returns its kind.
+    ``code``/``program``: see ``add_code``."""
     dest.mkdir(parents=True, exist_ok=False)
     try:
         fmt = detect_format(upload)
@@ -78,7 +80,8 @@ def unpack(upload: Path, dest: Path, limits: Limits = NO_LIMITS) -> str:
         else:
             extract_archive(upload, dest, limits)
             _hoist_single_dir(dest)
-        kind = check(dest)
+        add_code(dest, code, program, limits)
+        kind = check(dest, program)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -196,7 +199,8 @@ class _BoundedHeader(tarfile.TarInfo):
         return super()._proc_member(tarfile_)
 
 
-def install(source: Path, dest: Path, limits: Limits = NO_LIMITS) -> str:
+def install(source: Path, dest: Path, limits: Limits = NO_LIMITS, code: Path | None = None,
+            program: str | None = None) -> str:
     """Like ``unpack`` but leaves ``source`` alone: a model directory is copied, a
     ``model.tar.gz`` or ``.pkl`` file unpacked from a copy.  Returns the bundle's kind."""
     source = Path(source)
@@ -210,7 +214,8 @@ def install(source: Path, dest: Path, limits: Limits = NO_LIMITS) -> str:
             shutil.rmtree(dest, ignore_errors=True)
             raise BundleRejected(f"cannot copy model directory {source}: {exc}") from None
         try:
-            return check(dest)
+            add_code(dest, code, program, limits)
+            return check(dest, program)
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
@@ -218,7 +223,7 @@ def install(source: Path, dest: Path, limits: Limits = NO_LIMITS) -> str:
     staged = dest.parent / f".{dest.name}.upload"
     shutil.copyfile(source, staged)
     try:
-        return unpack(staged, dest, limits)
+        return unpack(staged, dest, limits, code, program)
     finally:
         staged.unlink(missing_ok=True)
 
@@ -279,8 +284,36 @@ def _hoist_single_dir(dest: Path) -> None:
         inner.rmdir()
 
 
-def check(bundle_dir: Path) -> str:
-    script = bundle_dir / "code" / "inference.py"
+def add_code(dest: Path, code: Path | None, program: str | None, limits: Limits = NO_LIMITS) -> None:
+    """The SageMaker framework containers' code convention, as the SageMaker Python SDK uses it:
+    ``SAGEMAKER_SUBMIT_DIRECTORY`` (here ``code``: a sourcedir.tar.gz or a directory, already
+    local) is unpacked into ``code/``, and ``SAGEMAKER_PROGRAM`` names the entry script there.
+    An entry script other than inference.py gets a generated ``code/inference.py`` that takes its
+    handlers from it, so the sandbox side knows one name."""
+    if code is not None:
+        target = dest / "code"
+        target.mkdir(exist_ok=True)
+        if Path(code).is_dir():
+            limits.check_tree(Path(code))
+            copy_tree(Path(code), target, dirs_exist_ok=True)
+        else:
+            extract_archive(Path(code), target, limits)
+    if not program or program == rb.ENTRY_SCRIPT or not (dest / "code").is_dir():
+        return                             # (a pickled callable has no entry script to name)
+    script = dest / "code" / program
+    if "/" in program or "\\" in program or not program.endswith(".py") or not program[:-3].isidentifier():
+        raise BundleRejected(f"SAGEMAKER_PROGRAM must name a Python file in code/ (like serve.py), not {program!r}")
+    if not script.is_file() or script.is_symlink():
+        raise BundleRejected(f"SAGEMAKER_PROGRAM names {program}, which is not in the model's code/ directory")
+    shim = dest / "code" / rb.ENTRY_SCRIPT
+    if shim.exists():
+        raise BundleRejected(f"SAGEMAKER_PROGRAM names {program}, but code/{rb.ENTRY_SCRIPT} exists too; "
+                             f"slimserve would not know which to run: remove one")
+    shim.write_text(rb.entry_shim(program[:-3]))
+
+
+def check(bundle_dir: Path, program: str | None = None) -> str:
+    script = bundle_dir / "code" / (program or rb.ENTRY_SCRIPT)
     if script.exists():
         _check_inference(script)
         try:
@@ -299,13 +332,13 @@ def check(bundle_dir: Path) -> str:
 
 def _check_inference(script: Path) -> None:
     try:
-        tree = ast.parse(script.read_bytes(), filename="code/inference.py")
+        tree = ast.parse(script.read_bytes(), filename=f"code/{script.name}")
     except SyntaxError as exc:
-        raise BundleRejected(f"code/inference.py line {exc.lineno}: {exc.msg}") from None
+        raise BundleRejected(f"code/{script.name} line {exc.lineno}: {exc.msg}") from None
     names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     names |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
     if "model_fn" not in names:
-        raise BundleRejected("code/inference.py does not define model_fn(model_dir)")
+        raise BundleRejected(f"code/{script.name} does not define model_fn(model_dir)")
 
 
 def _check_pickle(path: Path) -> None:

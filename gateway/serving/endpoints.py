@@ -21,6 +21,8 @@ from gateway.serving.bundles import Limits, install, install_artifacts, make_rea
 from gateway.store.base import Store
 from runtime.sandbox import StartError
 
+PROGRAM_ENV = "SAGEMAKER_PROGRAM"               # the entry script in code/, as SageMaker's framework containers read it
+
 
 class EndpointService:
     def __init__(self, settings: Settings, store: Store, manager: PoolManager):
@@ -99,9 +101,10 @@ class EndpointService:
             return new
 
     async def put(self, name: str, variants: list[tuple[VariantSpec, Path]], tags: dict[str, str] | None = None,
-                  *, replace_existing: bool = False) -> EndpointSpec:
+                  *, replace_existing: bool = False, code: dict[str, Path] | None = None) -> EndpointSpec:
         """Create an endpoint (or replace all of its variants: blue/green) from variants whose
-        bundles come from local sources (a model directory, model.tar.gz or .pkl, left in place).
+        bundles come from local sources (a model directory, model.tar.gz or .pkl, left in place);
+        ``code``: by variant name, the source code (SAGEMAKER_SUBMIT_DIRECTORY) added to its bundle.
         Every new bundle is installed and trial-loaded before traffic moves; in-flight requests
         on the old variants finish on them."""
         async with self._locked(name):
@@ -120,7 +123,8 @@ class EndpointService:
             installed = []
             try:
                 for v, (_, source) in zip(staged, variants, strict=True):
-                    installed.append(await self._install(name, Path(source) if source else None, v, copy=True))
+                    installed.append(await self._install(name, Path(source) if source else None, v, copy=True,
+                                                         code=(code or {}).get(v.name)))
             except BaseException:
                 for v in installed:
                     await _remove(v.bundle_dir)
@@ -176,14 +180,16 @@ class EndpointService:
         mb = self.settings.max_bundle_mb or variant.memory_mb
         return Limits(max_bytes=int(mb * (1 << 20)))
 
-    async def _install(self, name: str, upload: Path | None, variant: VariantSpec, copy: bool = False) -> VariantSpec:
+    async def _install(self, name: str, upload: Path | None, variant: VariantSpec, copy: bool = False,
+                       code: Path | None = None) -> VariantSpec:
         dest = self.settings.bundles_dir / name / f"v{variant.bundle_version}"
         await _remove(dest)
         limits = self.bundle_limits(variant)
         if variant.image:                 # the container brings its own server: artifacts are copied as they are
             kind = await asyncio.to_thread(install_artifacts, upload, dest, limits)
         else:
-            kind = await asyncio.to_thread(install if copy else unpack, upload, dest, limits)
+            program = variant.env.get(PROGRAM_ENV)
+            kind = await asyncio.to_thread(install if copy else unpack, upload, dest, limits, code, program)
         await asyncio.to_thread(make_readable, dest)
         installed = replace(variant, bundle_kind=kind, bundle_dir=str(dest.resolve()))
         if self.settings.validate_on_deploy:

@@ -226,3 +226,45 @@ def test_serve_s3_local_runs_a_signed_server_that_keeps_its_port_and_data_across
     sm2, rt2 = sagemaker_clients(g2.url)
     assert invoke(rt2, "kept") == {"kept": True}
     sm2.create_model(ModelName="again", PrimaryContainer={"ModelDataUrl": "s3://kept/m.tar.gz"})   # read after restart
+
+
+def test_the_sdks_framework_model_with_an_entry_point_and_source_dir_serves(gw, bucket, local_s3, monkeypatch,
+                                                                            tmp_path):
+    """SKLearnModel(entry_point=..., source_dir=...): the SDK uploads the code as sourcedir.tar.gz
+    and names it in SAGEMAKER_SUBMIT_DIRECTORY / SAGEMAKER_PROGRAM, as SageMaker's containers read them."""
+    sdk = pytest.importorskip("sagemaker", reason="the SageMaker Python SDK (sagemaker<3) is a test extra")
+    import joblib
+    import numpy as np
+    from sagemaker.serverless import ServerlessInferenceConfig
+    from sagemaker.session_settings import SessionSettings
+    from sagemaker.sklearn import SKLearnModel
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    for var, url in (("AWS_ENDPOINT_URL_SAGEMAKER", gw.url), ("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", gw.url),
+                     ("AWS_ENDPOINT_URL_S3", local_s3.url)):
+        monkeypatch.setenv(var, url)
+    x, y = load_iris(return_X_y=True)
+    joblib.dump(LogisticRegression(max_iter=500).fit(x, y), tmp_path / "model.joblib")
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "model.joblib", arcname="model.joblib")
+    bucket.upload_file(str(tmp_path / "model.tar.gz"), "models", "iris/model.tar.gz")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "serve_iris.py").write_text("import os\nimport joblib\n\n\ndef model_fn(model_dir):\n"
+                                       "    return joblib.load(os.path.join(model_dir, 'model.joblib'))\n")
+    bucket.create_bucket(Bucket="sdk-code")
+    # SeaweedFS has no default KMS key, so the SDK's aws:kms upload of its code is turned off here
+    session = sdk.Session(boto_session=boto3.Session(region_name="us-east-1"), default_bucket="sdk-code",
+                          settings=SessionSettings(encrypt_repacked_artifacts=False))
+    model = SKLearnModel(model_data="s3://models/iris/model.tar.gz", role="arn:aws:iam::123456789012:role/SageMaker",
+                         entry_point="serve_iris.py", source_dir=str(src), framework_version="1.2-1",
+                         sagemaker_session=session)
+    predictor = model.deploy(serverless_inference_config=ServerlessInferenceConfig(memory_size_in_mb=1024,
+                                                                                   max_concurrency=2),
+                             endpoint_name="sdk-sklearn")
+    assert list(predictor.predict(np.array([[5.9, 3.0, 5.1, 1.8], [5.1, 3.5, 1.4, 0.2]]))) == [2, 0]
+    env = boto3.client("sagemaker", endpoint_url=gw.url).describe_model(
+        ModelName=model.name)["PrimaryContainer"]["Environment"]
+    assert env["SAGEMAKER_PROGRAM"] == "serve_iris.py" and env["SAGEMAKER_SUBMIT_DIRECTORY"].startswith("s3://sdk-code/")
+    predictor.delete_endpoint()

@@ -170,3 +170,42 @@ def test_model_data_checks_pickles_and_lets_raw_container_data_through_only_with
     verify_model_data(raw, NO_LIMITS, raw_ok=True)            # a container that brings its own server reads it
     with pytest.raises(BundleRejected, match="larger than"):
         verify_model_data(_model_archive(tmp_path, "big.tar.gz"), Limits(max_bytes=100_000))
+
+
+def test_sagemaker_submit_directory_and_program_make_a_bundle_of_a_model_without_code(tmp_path):
+    from gateway.serving.bundles import BundleRejected, install
+    from runtime import bundle as rb
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.txt").write_text("42")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "serve.py").write_text("def model_fn(model_dir):\n    return open(model_dir + '/weights.txt').read()\n"
+                                  "def predict_fn(data, model):\n    return [model, data]\n")
+    code = _tar_with(tmp_path, "sourcedir.tar.gz", lambda tar: tar.add(src / "serve.py", arcname="serve.py"))
+    dest = tmp_path / "bundle"
+    assert install(model, dest, code=code, program="serve.py") == rb.SAGEMAKER
+    assert (dest / "code" / "serve.py").exists() and (dest / "weights.txt").read_text() == "42"
+    import sys
+
+    sys.path.insert(0, str(dest / "code"))
+    try:
+        handler = rb.load(dest, rb.SAGEMAKER)                      # the generated inference.py takes serve's handlers
+        body, _ = handler.invoke(b'"x"', rb.InvocationContext(content_type="application/json"))
+        assert body == b'["42", "x"]'
+    finally:
+        sys.path.remove(str(dest / "code"))
+        sys.modules.pop("serve", None)
+        sys.modules.pop("inference", None)
+    for program, message in (("missing.py", "not in the model's code/"), ("../x.py", "must name a Python file"),
+                             ("serve.sh", "must name a Python file")):
+        with pytest.raises(BundleRejected, match=message):
+            install(model, tmp_path / f"b-{len(message)}", code=code, program=program)
+    both = tmp_path / "both"
+    (both / "code").mkdir(parents=True)
+    (both / "code" / "inference.py").write_text("def model_fn(d):\n    return 1\n")
+    (both / "code" / "serve.py").write_text("def model_fn(d):\n    return 2\n")
+    with pytest.raises(BundleRejected, match="code/inference.py exists too"):
+        install(both, tmp_path / "b-both", program="serve.py")
+    assert install(both, tmp_path / "b-same", program="inference.py") == rb.SAGEMAKER
