@@ -239,6 +239,15 @@ def cmd_doctor(args) -> int:
     if tiers:
         quotas = ", ".join(f"{mb} MB {v:g}" if v else f"{mb} MB none" for mb, v in tiers.items())
         print(f"cpu per tier (vCPUs): {quotas}")
+    data = rep.get("data") or {}
+    if data.get("local_s3"):
+        print(f"local S3 (serve --s3 local): {data['local_s3']}")
+    elif data.get("s3_endpoint"):
+        print(f"S3: {data['s3_endpoint']}")
+    cache = data.get("model_cache")
+    if cache:
+        print(f"model cache: {cache['used_bytes'] / (1 << 20):.1f} of {cache['capacity_bytes'] / (1 << 20):.0f} MB, "
+              f"{cache['objects']} objects, {cache['downloads']} downloads, {cache['hits']} hits")
     return 0
 
 

@@ -14,13 +14,15 @@ from gateway.config import MEMORY_TIERS_MB
 from gateway.pools.cpu import tier_vcpus
 
 
-def report(settings, backend, probe: bool = False) -> dict:
-    """{"backend": name, protection: {"ok", "mechanism", "detail"}, ...}.  Without ``probe`` it
-    only reads what ``backend`` found at its start (safe on the event loop); with it, a backend
-    that was never opened probes first."""
+def report(settings, backend, probe: bool = False, data: dict | None = None) -> dict:
+    """{"backend": name, protection: {"ok", "mechanism", "detail"}, ..., "data": where model
+    data comes from}.  Without ``probe`` it only reads what ``backend`` found at its start (safe
+    on the event loop); with it, a backend that was never opened probes first.  ``data``: the
+    running gateway's data plane (``DataPlane.snapshot``)."""
     if probe and settings.backend == "process":
         asyncio.run(backend.probe())
-    return {"backend": settings.backend, **backend.protections(), "cpu_tiers": cpu_tiers(settings)}
+    return {"backend": settings.backend, **backend.protections(), "cpu_tiers": cpu_tiers(settings),
+            "data": data or {}}
 
 
 def cpu_tiers(settings) -> dict[str, float]:

@@ -294,7 +294,8 @@ class AdminApi:
     async def doctor(self, request):
         from gateway.cli.doctor import report
 
-        return web.json_response(report(self.gw.settings, self.gw.backend))
+        data = dict(self.gw.data.snapshot(), local_s3=self.gw.local_s3_url)
+        return web.json_response(report(self.gw.settings, self.gw.backend, data=data))
 
 
 def _tail(path: Path, lines: int) -> str:

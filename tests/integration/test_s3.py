@@ -205,6 +205,9 @@ def test_serve_s3_local_runs_a_signed_server_that_keeps_its_port_and_data_across
     creds = subprocess.run([sys.executable, "-m", "gateway.cli", "credentials", "--state-dir", str(g.state_dir)],
                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
     assert f"export AWS_ENDPOINT_URL_S3={s3_url}" in creds.stdout and key.secret in creds.stdout
+    doctor = subprocess.run([sys.executable, "-m", "gateway.cli", "doctor", "--state-dir", str(g.state_dir)],
+                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+    assert f"local S3 (serve --s3 local): {s3_url}" in doctor.stdout, doctor.stdout + doctor.stderr
     with pytest.raises(botocore.exceptions.ClientError):                      # signed with other keys: refused
         s3_client(s3_url, "AKIDNOBODY", "nope").list_buckets()
     import urllib.error
