@@ -271,3 +271,30 @@ def test_the_sdks_framework_model_with_an_entry_point_and_source_dir_serves(gw, 
         ModelName=model.name)["PrimaryContainer"]["Environment"]
     assert env["SAGEMAKER_PROGRAM"] == "serve_iris.py" and env["SAGEMAKER_SUBMIT_DIRECTORY"].startswith("s3://sdk-code/")
     predictor.delete_endpoint()
+
+
+def test_a_download_streams_to_disk_in_bounded_memory_and_a_replaced_object_is_never_mixed(local_s3, bucket,
+                                                                                          tmp_path):
+    import tracemalloc
+
+    from gateway.data import s3 as s3mod
+    from gateway.data.locations import parse
+
+    size = 48 << 20                                          # three ranged parts
+    blob = tmp_path / "big.bin"
+    with open(blob, "wb") as fh:
+        for _ in range(size >> 20):
+            fh.write(os.urandom(1 << 20))
+    bucket.upload_file(str(blob), "models", "streamed.bin")
+    client = s3mod.S3(s3mod.S3Config(endpoint_url=local_s3.url))
+    info = client.stat(parse("s3://models/streamed.bin"))
+    assert info.size == size
+    tracemalloc.start()
+    client.download(info, tmp_path / "out.bin")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert (tmp_path / "out.bin").read_bytes() == blob.read_bytes()
+    assert peak < 16 << 20, f"the download held {peak >> 20} MB of a {size >> 20} MB object in memory"
+    bucket.put_object(Bucket="models", Key="streamed.bin", Body=b"replaced")     # a new ETag
+    with pytest.raises(s3mod.Changed):                                           # If-Match: never half old, half new
+        client.download(info, tmp_path / "again.bin")
