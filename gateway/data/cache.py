@@ -81,6 +81,7 @@ class ModelCache:
     def _scan(self) -> None:
         self.objects.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.root / "partial", ignore_errors=True)      # downloads a crash interrupted
+        shutil.rmtree(self.root / "trees", ignore_errors=True)        # prefix directories it left
         (self.root / "partial").mkdir(exist_ok=True)
         for path in self.objects.iterdir():
             st = path.lstat()
@@ -164,6 +165,17 @@ class ModelCache:
             os.replace(partial, self.path(digest))
         finally:
             partial.unlink(missing_ok=True)
+
+    def assemble(self, files: list[tuple[str, str]]) -> Path:
+        """A new directory of the cache's holding each (relative path, digest) as a hard link to
+        its entry (the entries must be pinned); the caller removes it.  Blocking."""
+        tree = self.root / "trees" / f"{os.getpid()}.{time.monotonic_ns()}"
+        tree.mkdir(parents=True)
+        for rel, digest in files:
+            target = tree / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(self.path(digest), target)
+        return tree
 
     def snapshot(self) -> dict:
         return {"capacity_bytes": self.capacity, "used_bytes": self.used, "objects": len(self.entries),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 from gateway.data import s3 as s3mod
@@ -19,6 +20,16 @@ from gateway.data.locations import Location, parse
 from gateway.errors import Invalid, Unavailable
 
 CHANGED_RETRIES = 2          # an object replaced while it downloads is looked up again this often
+MAX_PREFIX_OBJECTS = 20_000  # objects under an S3Prefix model at most (a bundle's entry limit)
+
+
+def relative_key(prefix: Location, key: str, what: str) -> str:
+    """An object's key below the prefix, as a relative path that stays inside the directory."""
+    rel = key[len(prefix.key):]
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or "\0" in rel or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+        raise Invalid(f"The {what} under {prefix.text} has an object whose key is not a path inside it: {key!r}")
+    return rel
 
 
 class DataPlane:
@@ -49,24 +60,62 @@ class DataPlane:
         return any(real == root or root in real.parents for root in self.roots)
 
     @contextlib.asynccontextmanager
-    async def local(self, loc: Location, what: str = "model data", max_bytes: int | None = None):
+    async def local(self, loc: Location, what: str = "model data", max_bytes: int | None = None,
+                    etag: str | None = None, prefix: bool = False):
         """The location's bytes as a local path for the ``with`` block: a local file or directory
         as it is, an S3 object as its (pinned) cache entry, downloaded first when it is not there.
-        ``max_bytes``: an object larger than this is refused before it is downloaded."""
+        ``max_bytes``: an object (or a prefix's objects together) larger than this is refused before
+        it is downloaded; ``etag``: the object must still be this version; ``prefix``: ``loc`` is an
+        S3 prefix whose objects become a directory (their keys below it, its paths)."""
         if loc.scheme == "file":
             yield loc.path
             return
-        if loc.is_prefix:
-            raise Invalid(f"Could not find {what} at {loc.text}: name an object (a model.tar.gz), not a prefix.")
-        entry = await self._fetch(loc, what, max_bytes)
+        if loc.is_prefix != prefix:
+            need = "a prefix ending in /" if prefix else "an object (a model.tar.gz), not a prefix"
+            raise Invalid(f"Could not find {what} at {loc.text}: name {need}.")
+        if prefix:
+            async with self._directory(loc, what, max_bytes) as path:
+                yield path
+            return
+        entry = await self._fetch(loc, what, max_bytes, etag)
         try:
             yield self.cache.path(entry.digest)
         finally:
             self.cache.release(entry)
 
-    async def _fetch(self, loc: Location, what: str, max_bytes: int | None):
+    @contextlib.asynccontextmanager
+    async def _directory(self, loc: Location, what: str, max_bytes: int | None):
+        """Every object under the prefix, each through the cache, linked into a directory of the
+        cache's (same file system: links, not copies) named by their keys below the prefix."""
+        objects = await self._call(self.s3.list, loc, what=what, max_keys=MAX_PREFIX_OBJECTS)
+        files = [(relative_key(loc, o.key, what), o) for o in objects if not o.key.endswith("/")]
+        if not files:
+            raise Invalid(f"Could not find {what} at {loc.text}: no objects under the prefix.")
+        total = sum(o.size for _, o in files)
+        if max_bytes is not None and total > max_bytes:
+            raise Invalid(f"The {what} under {loc.text} is {total / (1 << 20):.1f} MB, more than the "
+                          f"{max_bytes / (1 << 20):.0f} MB a model may be.")
+        entries = []
+        try:
+            for _, o in files:
+                entries.append(await self._fetch(Location("s3", o.url, bucket=o.bucket, key=o.key), what, None,
+                                                 o.etag))
+            tree = await asyncio.to_thread(self.cache.assemble, [(rel, e.digest) for (rel, _), e in
+                                                                  zip(files, entries, strict=True)])
+            try:
+                yield tree
+            finally:
+                await asyncio.to_thread(shutil.rmtree, tree, True)
+        finally:
+            for e in entries:
+                self.cache.release(e)
+
+    async def _fetch(self, loc: Location, what: str, max_bytes: int | None, etag: str | None = None):
         for attempt in range(CHANGED_RETRIES + 1):
             info = await self._call(self.s3.stat, loc, what=what)
+            if etag is not None and info.etag != etag.strip('"'):
+                raise Invalid(f"The {what} at {loc.text} has ETag {info.etag}, not {etag.strip(chr(34))} as the "
+                              "model says: it was replaced.")
             if max_bytes is not None and info.size > max_bytes:
                 raise Invalid(f"The {what} at {loc.text} is {info.size / (1 << 20):.1f} MB, more than the "
                               f"{max_bytes / (1 << 20):.0f} MB a model may be.")
@@ -81,9 +130,9 @@ class DataPlane:
             except CacheFull as exc:
                 raise Invalid(f"Could not download {what} at {loc.text}: {exc}") from None
 
-    async def _call(self, fn, loc: Location, what: str):
+    async def _call(self, fn, loc: Location, what: str, **kw):
         try:
-            return await asyncio.to_thread(fn, loc)
+            return await asyncio.to_thread(fn, loc, **kw)
         except s3mod.S3Error as exc:
             raise self._worded(exc, loc, what) from None
 

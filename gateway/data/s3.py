@@ -105,6 +105,22 @@ class S3:
             raise self._explain(loc, exc) from None
         return ObjectInfo(loc.bucket, loc.key, head["ETag"].strip('"'), int(head["ContentLength"]))
 
+    def list(self, loc: Location, max_keys: int) -> list[ObjectInfo]:
+        """Every object under the prefix ``loc.key`` (paginated); more than ``max_keys`` is refused."""
+        out: list[ObjectInfo] = []
+        try:
+            pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.key)
+            for page in pages:
+                for o in page.get("Contents") or []:
+                    out.append(ObjectInfo(loc.bucket, o["Key"], o["ETag"].strip('"'), int(o["Size"])))
+                if len(out) > max_keys:
+                    raise S3Error(loc.url, f"more than {max_keys} objects under the prefix")
+        except S3Error:
+            raise
+        except Exception as exc:  # noqa: BLE001 - sorted into the kinds below
+            raise self._explain(loc, exc) from None
+        return out
+
     def download(self, info: ObjectInfo, dest: Path, progress=None) -> None:
         """The object as it was stat'ed (``If-Match`` its ETag) into ``dest``, streamed to disk in
         ranged parts; ``progress(nbytes)`` is called as bytes arrive.  Nothing is held in memory

@@ -10,8 +10,10 @@ as botocore's service model for ``sagemaker`` defines them; every failure is a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from dataclasses import dataclass
 
 from gateway.data.locations import Location
 from gateway.data.plane import DataPlane
@@ -25,6 +27,14 @@ log = logging.getLogger("slimserve.sagemaker")
 
 SUBMIT_ENV = "SAGEMAKER_SUBMIT_DIRECTORY"
 KINDS = {"model": "model", "endpoint-config": "endpoint configuration", "endpoint": "endpoint"}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's data (or code) is: a location, the ETag it must have, whether it is a prefix."""
+    location: Location
+    etag: str | None = None
+    prefix: bool = False
 
 
 def now() -> float:
@@ -118,26 +128,59 @@ class Catalog:
         await self.store.delete_resource(kind, name)
         return {}
 
-    def submit_directory(self, container: dict) -> Location | None:
+    def submit_directory(self, container: dict) -> ModelSource | None:
         """Where the model's source code is, when SAGEMAKER_SUBMIT_DIRECTORY names one outside the
         model data (the SageMaker Python SDK uploads it as sourcedir.tar.gz); None when there is
         none, or it is a path inside the container (/opt/ml/model/code: already in the model data)."""
         where = (container.get("Environment") or {}).get(SUBMIT_ENV)
         if not where or where.startswith("/opt/ml/"):
             return None
-        return self.data.locate(where, SUBMIT_ENV)
+        return ModelSource(self.data.locate(where, SUBMIT_ENV))
 
-    async def check_model_data(self, url, image: str | None) -> Location:
-        """CreateModel's check of ModelDataUrl: the location may be read, the object is there (and
-        now in the model cache), and an archive reads to its end; refused with the service's wording."""
-        loc = self.data.locate(url)
+    def model_source(self, container: dict) -> ModelSource | None:
+        """Where a container's model data is: ModelDataUrl (an object or a local path), or
+        ModelDataSource.S3DataSource (an S3Object, compressed or not, or an uncompressed S3Prefix
+        whose objects are the model directory); None when it has neither."""
+        url, source = container.get("ModelDataUrl"), container.get("ModelDataSource")
+        if url is not None and source is not None:
+            raise invalid("Specify either ModelDataUrl or ModelDataSource, not both.")
+        if source is None:
+            return ModelSource(self.data.locate(url)) if url is not None else None
+        s3 = source.get("S3DataSource") if isinstance(source, dict) else None
+        if not isinstance(s3, dict):
+            raise invalid("ModelDataSource needs an S3DataSource.")
+        data_type, compression, uri = s3.get("S3DataType"), s3.get("CompressionType"), s3.get("S3Uri")
+        if data_type not in ("S3Prefix", "S3Object"):
+            raise invalid(f"1 validation error detected: Value '{data_type}' at 'S3DataType' failed to satisfy "
+                          "constraint: Member must satisfy enum value set: [S3Prefix, S3Object]")
+        if compression not in ("None", "Gzip"):
+            raise invalid(f"1 validation error detected: Value '{compression}' at 'CompressionType' failed to "
+                          "satisfy constraint: Member must satisfy enum value set: [None, Gzip]")
+        if data_type == "S3Prefix" and compression != "None":
+            raise invalid("S3DataType S3Prefix takes CompressionType None: a compressed model is one S3Object.")
+        loc = self.data.locate(uri, "ModelDataSource.S3DataSource.S3Uri")
+        if loc.scheme != "s3":
+            raise invalid(f"ModelDataSource.S3DataSource.S3Uri must be an s3:// URI, not {uri}.")
+        etag = s3.get("ETag")
+        return ModelSource(loc, etag if isinstance(etag, str) and etag else None, prefix=data_type == "S3Prefix")
+
+    @contextlib.asynccontextmanager
+    async def fetched(self, source: ModelSource):
+        """The model data (or code) as a local path for the ``with`` block."""
+        async with self.data.local(source.location, max_bytes=self.max_model_bytes, etag=source.etag,
+                                   prefix=source.prefix) as path:
+            yield path
+
+    async def check_model_data(self, source: ModelSource, image: str | None) -> None:
+        """CreateModel's check of the model data: the location may be read, the objects are there
+        (and now in the model cache), and an archive reads to its end; refused with the service's wording."""
         limits = Limits(max_bytes=self.max_model_bytes)
-        async with self.data.local(loc, max_bytes=self.max_model_bytes) as path:
+        async with self.fetched(source) as path:
             try:
                 await asyncio.to_thread(verify_model_data, path, limits, raw_ok=bool(image))
             except BundleRejected as exc:
-                raise BundleRejected(f"The model data at {url} cannot be served: {exc.message}") from None
-        return loc
+                raise BundleRejected(f"The model data at {source.location.text} cannot be served: "
+                                     f"{exc.message}") from None
 
     def background(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)

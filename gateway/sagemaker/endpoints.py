@@ -12,10 +12,9 @@ import asyncio
 import contextlib
 import logging
 
-from gateway.data.locations import Location
 from gateway.domain import EndpointSpec, VariantSpec
 from gateway.errors import Conflict, Invalid, NotFound, Unavailable
-from gateway.sagemaker.catalog import Catalog, now
+from gateway.sagemaker.catalog import Catalog, ModelSource, now
 from gateway.sagemaker.instances import instance_memory_mb
 from gateway.sagemaker.shapes import ENDPOINT_STATUSES, check_name, invalid, list_page, tag_dict, tags_of, timestamp
 
@@ -27,7 +26,7 @@ class Endpoints:
     def __init__(self, catalog: Catalog):
         self.c = catalog
 
-    async def variants_of(self, config: dict) -> list[tuple[VariantSpec, Location | None, Location | None]]:
+    async def variants_of(self, config: dict) -> list[tuple[VariantSpec, ModelSource | None, ModelSource | None]]:
         """The gateway variants that an endpoint config asks for, with where their model data and
         (SAGEMAKER_SUBMIT_DIRECTORY) source code are."""
         out = []
@@ -38,11 +37,11 @@ class Endpoints:
             container = (model.get("Containers") or [model.get("PrimaryContainer")])[0]
             image = container.get("Image")
             own_server = bool(image and self.c.can_run_image and await asyncio.to_thread(self.c.can_run_image, image))
-            if not container.get("ModelDataUrl") and not own_server:
+            source = self.c.model_source(container)
+            if source is None and not own_server:
                 raise invalid(f"Model {model['ModelName']} has no ModelDataUrl and its Image is not a local image "
                               "the docker backend can run: slimserve serves model data (a model directory, "
                               "model.tar.gz or .pkl) or, with --backend docker, a SageMaker-contract image.")
-            source = self.c.data.locate(container["ModelDataUrl"]) if container.get("ModelDataUrl") else None
             env = dict(container.get("Environment") or {})
             isolate = bool(model.get("EnableNetworkIsolation") or config.get("EnableNetworkIsolation"))
             weight = float(pv.get("InitialVariantWeight", 1.0))
@@ -103,9 +102,8 @@ class Endpoints:
         rec = self.c.records.get(name)
         try:
             async with contextlib.AsyncExitStack() as fetched:       # S3 model data: here, and kept while installed
-                async def here(loc):
-                    return None if loc is None else await fetched.enter_async_context(
-                        self.c.data.local(loc, max_bytes=self.c.max_model_bytes))
+                async def here(source):
+                    return None if source is None else await fetched.enter_async_context(self.c.fetched(source))
 
                 local = [(v, await here(loc)) for v, loc, _ in variants]
                 code = {v.name: await here(src) for v, _, src in variants if src is not None}

@@ -32,11 +32,12 @@ class Models:
         env = container.get("Environment") or {}
         if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise invalid("Environment must map strings to strings.")
-        if container.get("ModelDataUrl") is not None:              # refuse what cannot be served now, not later
-            await self.c.check_model_data(container["ModelDataUrl"], container.get("Image"))
+        source = self.c.model_source(container)                     # refuse what cannot be served now, not later
+        if source is not None:
+            await self.c.check_model_data(source, container.get("Image"))
         code = self.c.submit_directory(container)                   # the SDK's sourcedir.tar.gz
         if code is not None:
-            await self.c.check_model_data(code.text, None)
+            await self.c.check_model_data(code, None)
         tags = tags_of(req.get("Tags"))
         doc = {"ModelName": name, "ModelArn": self.c.arn("model", name), "CreationTime": now(),
                "EnableNetworkIsolation": bool(req.get("EnableNetworkIsolation", False)), "Tags": tags}

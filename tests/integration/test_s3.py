@@ -298,3 +298,40 @@ def test_a_download_streams_to_disk_in_bounded_memory_and_a_replaced_object_is_n
     bucket.put_object(Bucket="models", Key="streamed.bin", Body=b"replaced")     # a new ETag
     with pytest.raises(s3mod.Changed):                                           # If-Match: never half old, half new
         client.download(info, tmp_path / "again.bin")
+
+
+def test_model_data_source_takes_an_uncompressed_prefix_or_object_and_pins_an_etag(gw, bucket):
+    sm, rt = sagemaker_clients(gw.url)
+    code = "import os\n\ndef model_fn(d):\n    return open(os.path.join(d, 'weights', 'w.txt')).read()\n\n" \
+           "def predict_fn(data, model):\n    return {'weights': model, 'got': data}\n"
+    for key, body in (("dir/code/inference.py", code), ("dir/weights/w.txt", "0.42"), ("dir/README", "x")):
+        bucket.put_object(Bucket="models", Key=key, Body=body.encode())
+    serverless_endpoint(sm, "prefix", {"ModelDataSource": {"S3DataSource": {
+        "S3Uri": "s3://models/dir/", "S3DataType": "S3Prefix", "CompressionType": "None"}}})
+    assert invoke(rt, "prefix", b"[1]") == {"weights": "0.42", "got": [1]}
+
+    bucket.put_object(Bucket="models", Key="raw/model.pkl", Body=pickle_model(lambda x: {"raw": x}))
+    etag = bucket.head_object(Bucket="models", Key="raw/model.pkl")["ETag"]
+    serverless_endpoint(sm, "raw", {"ModelDataSource": {"S3DataSource": {
+        "S3Uri": "s3://models/raw/model.pkl", "S3DataType": "S3Object", "CompressionType": "None", "ETag": etag}}})
+    assert invoke(rt, "raw") == {"raw": 21}
+
+    refusals = [
+        ({"S3Uri": "s3://models/raw/model.pkl", "S3DataType": "S3Object", "CompressionType": "None",
+          "ETag": '"0123456789abcdef0123456789abcdef"'}, "it was replaced"),
+        ({"S3Uri": "s3://models/dir/", "S3DataType": "S3Prefix", "CompressionType": "Gzip"}, "CompressionType None"),
+        ({"S3Uri": "s3://models/dir", "S3DataType": "S3Prefix", "CompressionType": "None"}, "ending in /"),
+        ({"S3Uri": "s3://models/empty/", "S3DataType": "S3Prefix", "CompressionType": "None"}, "no objects"),
+        ({"S3Uri": "s3://models/dir/", "S3DataType": "Folder", "CompressionType": "None"}, "enum value set"),
+        ({"S3Uri": "/etc/", "S3DataType": "S3Prefix", "CompressionType": "None"}, "Could not find model data"),
+    ]
+    for s3, message in refusals:
+        with pytest.raises(botocore.exceptions.ClientError) as info:
+            sm.create_model(ModelName="bad", PrimaryContainer={"ModelDataSource": {"S3DataSource": s3}})
+        assert info.value.response["Error"]["Code"] == "ValidationException"
+        assert message in info.value.response["Error"]["Message"], info.value.response["Error"]["Message"]
+    with pytest.raises(botocore.exceptions.ClientError, match="either ModelDataUrl or ModelDataSource"):
+        sm.create_model(ModelName="bad", PrimaryContainer={
+            "ModelDataUrl": "s3://models/raw/model.pkl",
+            "ModelDataSource": {"S3DataSource": {"S3Uri": "s3://models/raw/model.pkl", "S3DataType": "S3Object",
+                                                 "CompressionType": "None"}}})

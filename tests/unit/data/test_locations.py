@@ -61,3 +61,13 @@ def test_local_paths_and_file_urls():
     assert parse("file://localhost/models/m").path == Path("/models/m")
     assert parse("models/m.pkl").scheme == "file"
     assert parse("s3://models/prefix/").is_prefix and not parse("s3://models/m.tar.gz").is_prefix
+
+
+@pytest.mark.parametrize("key", ["dir/../etc/passwd", "dir//x", "dir/./x", "dir/a\\b", "dir/x\0y", "dir/"])
+def test_keys_under_a_prefix_become_paths_inside_its_directory_or_are_refused(key):
+    from gateway.data.plane import relative_key
+
+    prefix = parse("s3://models/dir/")
+    assert relative_key(prefix, "dir/code/inference.py", "model data") == "code/inference.py"
+    with pytest.raises(Invalid, match="not a path inside it"):
+        relative_key(prefix, key, "model data")
