@@ -78,8 +78,14 @@ class DataPlane:
                 yield path
             return
         entry = await self._fetch(loc, what, max_bytes, etag)
-        try:
-            yield self.cache.path(entry.digest)
+        try:                                     # under its own name (a container may look for it)
+            name = loc.key.rsplit("/", 1)[-1]
+            name = name if name not in ("", ".", "..") and "\\" not in name else "model-data"
+            tree = await asyncio.to_thread(self.cache.assemble, [(name, entry.digest)])
+            try:
+                yield tree / name
+            finally:
+                await asyncio.to_thread(shutil.rmtree, tree, True)
         finally:
             self.cache.release(entry)
 
