@@ -10,7 +10,6 @@ file's mtime, so the order survives a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import shutil
@@ -97,26 +96,31 @@ class ModelCache:
         """The entry of the object (``etag``, ``size``), pinned until ``release``: downloaded first
         by ``fetch(path)`` (blocking; run in a thread) unless it is here.  Concurrent callers of
         one object share one download."""
-        entry = await self._ensure(digest_of(etag, size), size, fetch)
-        entry.pins += 1
-        return entry
+        return await self._ensure(digest_of(etag, size), size, fetch)
 
     def release(self, entry: Entry) -> None:
         entry.pins -= 1
         entry.last_used = time.time()
 
     async def _ensure(self, digest: str, size: int, fetch) -> Entry:
+        """The entry, pinned (before any await, so no eviction can take it between finding and
+        pinning); an entry still downloading is waited for, never taken for a hit."""
         while True:
-            entry = self.entries.get(digest)
-            if entry is not None:
-                self.stats.hits += 1
-                entry.last_used = time.time()
-                await asyncio.to_thread(_touch, self.path(digest))
-                return entry
             pending = self._fetching.get(digest)
-            if pending is None:
+            if pending is not None:
+                await asyncio.shield(pending)        # someone else's download; then look again
+                continue
+            entry = self.entries.get(digest)
+            if entry is None:
                 break
-            await asyncio.shield(pending)            # someone else's download; then look again
+            entry.pins += 1
+            entry.last_used = time.time()
+            if await asyncio.to_thread(_touch, self.path(digest)):
+                self.stats.hits += 1
+                return entry
+            entry.pins -= 1                          # its file went away (by hand): download it again
+            if self.entries.get(digest) is entry and entry.pins == 0:
+                del self.entries[digest]
         done = self._fetching[digest] = asyncio.get_running_loop().create_future()
         try:
             drop = self._choose_room(size)
@@ -132,8 +136,7 @@ class ModelCache:
             except BaseException:
                 del self.entries[digest]
                 raise
-            entry.pins -= 1
-            self.stats.downloads += 1
+            self.stats.downloads += 1              # returned pinned: the caller's pin
             self.stats.downloaded_bytes += size
             return entry
         finally:
@@ -183,6 +186,10 @@ class ModelCache:
                 "downloaded_bytes": self.stats.downloaded_bytes, "evictions": self.stats.evictions}
 
 
-def _touch(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        os.utime(path)
+def _touch(path: Path) -> bool:
+    """Mark the entry used (its mtime is its place in the LRU order); False if it is gone."""
+    try:
+        os.utime(path, follow_symlinks=False)
+        return path.is_file() and not path.is_symlink()
+    except OSError:
+        return False

@@ -49,13 +49,19 @@ def parse(text, s3_endpoint: str | None = None, what: str = "location") -> Locat
         raise Invalid(f"{what} must be a non-empty string.")
     if "\0" in text or len(text) > 4096:
         raise Invalid(f"{what} is not a valid location.")
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if scheme == "s3":
-        return _s3(text, parts.netloc, unquote(parts.path).lstrip("/") if parts.path else "", what)
-    if scheme in ("http", "https"):
-        bucket, key = _s3_url(text, parts, s3_endpoint, what)
+    if text[:5].lower() == "s3://":                # S3 keys are literal: no %-decoding, '?' and '#' are key
+        bucket, _, key = text[5:].partition("/")
         return _s3(text, bucket, key, what)
+    try:
+        parts = urlsplit(text)
+        scheme = parts.scheme.lower()
+        if scheme in ("http", "https"):
+            bucket, key = _s3_url(text, parts, s3_endpoint, what)
+            return _s3(text, bucket, key, what)
+    except Invalid:
+        raise
+    except ValueError:                              # a malformed URL: a bad port, an unclosed [IPv6
+        raise Invalid(f"{what} {text!r} is not a valid location.") from None
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise Invalid(f"{what} {text}: a file:// URL names a path on this machine (file:///path).")
@@ -75,7 +81,8 @@ def _s3(text: str, bucket: str, key: str, what: str) -> Location:
 
 
 def _s3_url(text: str, parts, s3_endpoint: str | None, what: str) -> tuple[str, str]:
-    """(bucket, key) of an http(s) URL of an S3 object, path- or virtual-hosted style."""
+    """(bucket, key) of an http(s) URL of an S3 object, path- or virtual-hosted style (a URL's
+    path is %-encoded: it is decoded into the key)."""
     refused = Invalid(f"{what} {text}: an http(s) location must be an object URL of the S3 endpoint the gateway "
                       f"uses ({s3_endpoint or 'AWS S3'}); slimserve does not fetch other URLs.")
     if parts.query or parts.fragment or parts.username or parts.password:

@@ -45,8 +45,12 @@ class DataPlane:
         existence of S3 objects is checked when they are read)."""
         loc = parse(text, self.s3.endpoint_url if self.s3 else None, what)
         if loc.scheme == "file":
-            real = Path(os.path.realpath(loc.path))
-            if not self._allowed(real) or not real.exists():      # one answer, so nothing learns what exists
+            try:
+                real = Path(os.path.realpath(loc.path))
+                found = self._allowed(real) and real.exists()
+            except (OSError, ValueError):                          # a name too long, a loop of links
+                found = False
+            if not found:                                          # one answer, so nothing learns what exists
                 raise Invalid(f"Could not find model data at {text}. Local model data is read only under a "
                               "--model-root the gateway was started with.")
             return Location("file", text, path=real)             # what was checked is what is read

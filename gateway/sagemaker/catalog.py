@@ -20,7 +20,7 @@ from gateway.data.plane import DataPlane
 from gateway.errors import BundleRejected, Conflict, NotFound
 from gateway.sagemaker import synthesized
 from gateway.sagemaker.shapes import invalid
-from gateway.serving.bundles import Limits, verify_model_data
+from gateway.serving.bundles import Limits, off_loop, verify_model_data
 from gateway.serving.endpoints import EndpointService
 
 log = logging.getLogger("slimserve.sagemaker")
@@ -177,7 +177,7 @@ class Catalog:
         limits = Limits(max_bytes=self.max_model_bytes)
         async with self.fetched(source) as path:
             try:
-                await asyncio.to_thread(verify_model_data, path, limits, raw_ok=bool(image))
+                await off_loop(verify_model_data, path, limits, raw_ok=bool(image))
             except BundleRejected as exc:
                 raise BundleRejected(f"The model data at {source.location.text} cannot be served: "
                                      f"{exc.message}") from None

@@ -101,7 +101,7 @@ def extract_archive(archive: Path, dest: Path, limits: Limits = NO_LIMITS) -> No
                     tar.extract(m, dest, filter="data")
                 except TypeError:       # a Python without extraction filters: the checks above stand alone
                     tar.extract(m, dest)
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error, RecursionError) as exc:
         raise BundleRejected(f"cannot unpack the model archive: {exc}") from None
 
 
@@ -115,7 +115,7 @@ def scan_archive(archive: Path, limits: Limits = NO_LIMITS) -> None:
                     fh = tar.extractfile(m)
                     while fh.read(1 << 20):
                         pass
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error, RecursionError) as exc:
         raise BundleRejected(f"the model archive is truncated or corrupt: {exc}") from None
 
 
@@ -130,8 +130,12 @@ def _tar_stream(archive: Path):
         src = gzip.GzipFile(fileobj=raw) if gz else raw
         with tarfile.open(fileobj=src, mode="r|", tarinfo=_BoundedHeader) as tar:
             yield tar
-        while src.read(1 << 20):             # past the tar's end: gzip checks its trailer here
-            pass
+        trailing = 0                         # past the tar's end (padding): gzip checks its trailer here
+        while chunk := src.read(1 << 20):
+            trailing += len(chunk)
+            if trailing > MAX_TRAILING:
+                raise BundleRejected(f"the model archive has more than {MAX_TRAILING >> 20} MB after the end of "
+                                     "its tar")
 
 
 def _checked_members(tar: tarfile.TarFile, root: Path, limits: Limits):
@@ -186,6 +190,7 @@ def verify_model_data(path: Path, limits: Limits, raw_ok: bool = False) -> None:
 MAX_NAME = 4096               # PATH_MAX: no member name needs more
 MAX_DEPTH = 64
 MAX_HEADER = 64 << 10         # a GNU long name or a PAX header larger than this is refused unread
+MAX_TRAILING = 1 << 20        # after a tar's end-of-archive blocks: record padding, not a gzip bomb
 
 
 class _BoundedHeader(tarfile.TarInfo):
@@ -331,6 +336,9 @@ def check(bundle_dir: Path, program: str | None = None) -> str:
 
 
 def _check_inference(script: Path) -> None:
+    if script.stat().st_size > MAX_SCRIPT_BYTES:
+        raise BundleRejected(f"code/{script.name} is larger than {MAX_SCRIPT_BYTES >> 20} MB; put data in files "
+                             "beside the code, not in it")
     try:
         tree = ast.parse(script.read_bytes(), filename=f"code/{script.name}")
     except SyntaxError as exc:
@@ -341,13 +349,88 @@ def _check_inference(script: Path) -> None:
         raise BundleRejected(f"code/{script.name} does not define model_fn(model_dir)")
 
 
+MAX_PICKLE_LINE = 64 << 10       # a text opcode's argument (a global's name, a protocol-0 number)
+MAX_SCRIPT_BYTES = 4 << 20       # an entry script larger than this is not parsed in the gateway
+
+
 def _check_pickle(path: Path) -> None:
+    """The pickle stream is well formed, read opcode by opcode without building its values: a
+    counted argument (a large array's bytes) is skipped, a text one is capped, so neither a 6 GB
+    model nor a crafted stream costs the gateway more than a line of memory."""
+    size = path.stat().st_size
     try:
         with open(path, "rb") as fh:
-            for _ in pickletools.genops(fh):
-                pass
+            lines = _BoundedLines(fh)
+            while True:
+                code = fh.read(1)
+                if not code:
+                    raise BundleRejected("model.pkl ends before its STOP opcode")
+                op = pickletools.code2op.get(code.decode("latin-1"))
+                if op is None:
+                    raise BundleRejected(f"model.pkl has an unknown opcode {code!r} at byte {fh.tell() - 1}")
+                if op.arg is not None:
+                    _skip_argument(fh, lines, op.arg, size)
+                if op.name == "STOP":
+                    return
+    except BundleRejected:
+        raise
     except Exception as exc:  # noqa: BLE001 - any parse failure means a broken file
         raise BundleRejected(f"model.pkl is not a valid pickle: {exc}") from None
+
+
+def _skip_argument(fh, lines, arg, size: int) -> None:
+    n = arg.n
+    if n == pickletools.UP_TO_NEWLINE:
+        arg.reader(lines)                                   # one or two capped lines
+        return
+    if n >= 0:
+        count = n
+    else:
+        width, signed = {pickletools.TAKEN_FROM_ARGUMENT1: (1, False), pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+                         pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
+                         pickletools.TAKEN_FROM_ARGUMENT8U: (8, False)}[n]
+        raw = fh.read(width)
+        if len(raw) != width:
+            raise BundleRejected("model.pkl ends inside an opcode's argument")
+        count = int.from_bytes(raw, "little", signed=signed)
+        if count < 0:
+            raise BundleRejected(f"model.pkl has a negative length {count} at byte {fh.tell() - width}")
+    if fh.tell() + count > size:
+        raise BundleRejected(f"model.pkl is truncated: an argument of {count} bytes at byte {fh.tell()} runs past "
+                             f"its end ({size} bytes)")
+    fh.seek(count, 1)
+
+
+class _BoundedLines:
+    """The file as pickletools' line readers see it: a line longer than MAX_PICKLE_LINE is refused."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def readline(self) -> bytes:
+        line = self.fh.readline(MAX_PICKLE_LINE + 1)
+        if len(line) > MAX_PICKLE_LINE:
+            raise BundleRejected(f"model.pkl has a text argument longer than {MAX_PICKLE_LINE} bytes")
+        return line
+
+    def read(self, n: int) -> bytes:
+        return self.fh.read(n)
+
+
+_checks = None
+
+
+async def off_loop(fn, *args, **kwargs):
+    """Run bundle work (unpacking, checking) in its own two threads, so a slow archive cannot take
+    the event loop's shared pool, which cold starts and S3 calls use."""
+    global _checks
+    import asyncio
+    import functools
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _checks is None:
+        _checks = ThreadPoolExecutor(2, thread_name_prefix="bundle")
+    return await asyncio.get_running_loop().run_in_executor(_checks, functools.partial(fn, *args, **kwargs))
 
 
 def pack_directory(src: Path, out: Path) -> Path:

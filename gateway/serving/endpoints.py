@@ -17,7 +17,7 @@ from gateway.config import Settings
 from gateway.domain import EndpointSpec, VariantSpec
 from gateway.errors import BundleRejected, Conflict, Invalid, NotFound, Throttled
 from gateway.pools.manager import PoolManager
-from gateway.serving.bundles import Limits, install, install_artifacts, make_readable, unpack
+from gateway.serving.bundles import Limits, install, install_artifacts, make_readable, off_loop, unpack
 from gateway.store.base import Store
 from runtime.sandbox import StartError
 
@@ -186,11 +186,11 @@ class EndpointService:
         await _remove(dest)
         limits = self.bundle_limits(variant)
         if variant.image:                 # the container brings its own server: artifacts are copied as they are
-            kind = await asyncio.to_thread(install_artifacts, upload, dest, limits)
+            kind = await off_loop(install_artifacts, upload, dest, limits)
         else:
             program = variant.env.get(PROGRAM_ENV)
-            kind = await asyncio.to_thread(install if copy else unpack, upload, dest, limits, code, program)
-        await asyncio.to_thread(make_readable, dest)
+            kind = await off_loop(install if copy else unpack, upload, dest, limits, code, program)
+        await off_loop(make_readable, dest)
         installed = replace(variant, bundle_kind=kind, bundle_dir=str(dest.resolve()))
         if self.settings.validate_on_deploy:
             try:

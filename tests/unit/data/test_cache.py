@@ -77,3 +77,44 @@ async def test_a_failed_or_short_download_leaves_no_entry(tmp_path):
     calls = []
     await cache.acquire("x", 10, _fetcher(calls, b"0123456789"))           # the next try downloads again
     assert len(calls) == 1
+
+
+async def test_a_hit_is_pinned_before_anything_can_evict_it_and_a_download_is_never_a_hit(tmp_path):
+    cache = ModelCache(tmp_path, capacity_bytes=10, reserve_free_bytes=0)
+    await cache.open()
+    a = await cache.acquire("a", 4, _fetcher([], b"aaaa"))
+    cache.release(a)
+    # a hit on a and a download that needs a's room, at once: a is pinned first, so b is refused
+    hit, other = await asyncio.gather(cache.acquire("a", 4, _fetcher([])),
+                                      cache.acquire("b", 8, _fetcher([], b"bbbbbbbb")), return_exceptions=True)
+    assert cache.path(hit.digest).read_bytes() == b"aaaa"
+    assert isinstance(other, CacheFull)
+    cache.release(hit)
+
+    slow_started = asyncio.Event()
+
+    def slow(path):
+        path.write_bytes(b"cc")
+        asyncio.run_coroutine_threadsafe(_set(slow_started), loop)
+
+    loop = asyncio.get_running_loop()
+    first = asyncio.ensure_future(cache.acquire("c", 2, slow))
+    await slow_started.wait()
+    second = await cache.acquire("c", 2, _fetcher([]))               # waits for the download, then a hit
+    assert cache.path(second.digest).read_bytes() == b"cc"
+    assert (await first).digest == second.digest and cache.stats.downloads == 2
+
+
+async def _set(event):
+    event.set()
+
+
+async def test_an_entry_whose_file_was_removed_is_downloaded_again(tmp_path):
+    cache = ModelCache(tmp_path, capacity_bytes=100, reserve_free_bytes=0)
+    await cache.open()
+    calls = []
+    e = await cache.acquire("x", 3, _fetcher(calls, b"xyz"))
+    cache.release(e)
+    cache.path(e.digest).unlink()
+    again = await cache.acquire("x", 3, _fetcher(calls, b"xyz"))
+    assert len(calls) == 2 and cache.path(again.digest).read_bytes() == b"xyz"

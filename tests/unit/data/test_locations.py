@@ -11,7 +11,9 @@ LOCAL = "http://127.0.0.1:8333"
 
 @pytest.mark.parametrize("text, endpoint, bucket, key", [
     ("s3://models/iris/model.tar.gz", None, "models", "iris/model.tar.gz"),
-    ("s3://models/a%20b.tar.gz", None, "models", "a b.tar.gz"),
+    ("s3://models/a%20b.tar.gz", None, "models", "a%20b.tar.gz"),           # S3 keys are literal
+    ("s3://models/a/model.tar.gz#x?y", None, "models", "a/model.tar.gz#x?y"),
+    ("https://s3.amazonaws.com/models/a%20b.tar.gz", None, "models", "a b.tar.gz"),   # a URL path is %-encoded
     ("https://s3.amazonaws.com/models/iris/model.tar.gz", None, "models", "iris/model.tar.gz"),
     ("https://s3.eu-west-1.amazonaws.com/models/m.tar.gz", None, "models", "m.tar.gz"),
     ("https://models.s3.us-east-2.amazonaws.com/iris/model.tar.gz", None, "models", "iris/model.tar.gz"),
@@ -47,6 +49,8 @@ def test_s3_locations_path_and_virtual_hosted(text, endpoint, bucket, key):
     ("s3://models/" + "k" * 1100, None),
     ("file://otherhost/etc/passwd", None),
     ("", None), ("s3://models/a\0b", None),
+    ("https://[::1/models/a", LOCAL), ("https://127.0.0.1:99999/models/a", LOCAL), ("https://h:abc/models/a", LOCAL),
+    ("s3://[models/a", None),
 ])
 def test_refused_locations_say_what_is_accepted(text, endpoint):
     with pytest.raises(Invalid):

@@ -161,7 +161,7 @@ def test_model_data_checks_pickles_and_lets_raw_container_data_through_only_with
     verify_model_data(good, NO_LIMITS)
     broken = tmp_path / "broken.pkl"
     broken.write_bytes(b"\x80\x04(((")
-    with pytest.raises(BundleRejected, match="not a valid pickle"):
+    with pytest.raises(BundleRejected, match="ends before its STOP"):
         verify_model_data(broken, NO_LIMITS)
     raw = tmp_path / "weights.onnx"
     raw.write_bytes(b"ONNX" * 100)
@@ -209,3 +209,47 @@ def test_sagemaker_submit_directory_and_program_make_a_bundle_of_a_model_without
     with pytest.raises(BundleRejected, match="code/inference.py exists too"):
         install(both, tmp_path / "b-both", program="serve.py")
     assert install(both, tmp_path / "b-same", program="inference.py") == rb.SAGEMAKER
+
+
+
+def test_pickle_and_script_checks_cost_the_gateway_a_line_of_memory_whatever_the_file(tmp_path):
+    import pickle
+    import tracemalloc
+
+    from gateway.serving.bundles import MAX_SCRIPT_BYTES, NO_LIMITS, BundleRejected, check, verify_model_data
+
+    big = tmp_path / "big.pkl"                         # a real pickle with 64 MB of bytes in it passes ...
+    big.write_bytes(pickle.dumps({"weights": b"\0" * (64 << 20)}, protocol=5))
+    tracemalloc.start()
+    verify_model_data(big, NO_LIMITS)
+    assert tracemalloc.get_traced_memory()[1] < 4 << 20  # ... without its bytes being read into memory
+    tracemalloc.stop()
+    line = tmp_path / "line.pkl"                       # protocol-0 INT of 8 MB digits, no newline
+    with open(line, "wb") as fh:
+        fh.write(b"\x80\x04I" + b"1" * (8 << 20))
+    with pytest.raises(BundleRejected, match="text argument longer"):
+        verify_model_data(line, NO_LIMITS)
+    cut = tmp_path / "cut.pkl"
+    cut.write_bytes(big.read_bytes()[: 1 << 20])
+    with pytest.raises(BundleRejected, match="truncated"):
+        verify_model_data(cut, NO_LIMITS)
+    bundle = tmp_path / "bundle"
+    (bundle / "code").mkdir(parents=True)
+    (bundle / "code" / "inference.py").write_bytes(b"x=1\n" * (MAX_SCRIPT_BYTES // 4 + 1))
+    with pytest.raises(BundleRejected, match="larger than"):
+        check(bundle)
+
+
+def test_a_gzip_bomb_after_the_tars_end_is_refused_quickly(tmp_path):
+    import gzip
+
+    from gateway.serving.bundles import NO_LIMITS, BundleRejected, verify_model_data
+
+    good = _model_archive(tmp_path, size=1000).read_bytes()
+    bomb = tmp_path / "bomb.tar.gz"
+    with open(bomb, "wb") as fh:
+        fh.write(good)
+        for _ in range(4):                              # 4 more gzip members of 256 MB of zeros each
+            fh.write(gzip.compress(b"\0" * (256 << 20), compresslevel=1))
+    with pytest.raises(BundleRejected, match="after the end of its tar"):   # after 1 MB of it, not 1 GB
+        verify_model_data(bomb, NO_LIMITS)
