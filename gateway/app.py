@@ -204,11 +204,12 @@ class Gateway:
         """S3 (a local server with ``--s3 local``, else the standard AWS configuration), the model
         cache, and the data plane that reads model data through them."""
         s = self.settings
-        self.local_s3_url = None
+        self.local_s3_url, self.local_s3 = None, None
         config = S3Config(endpoint_url=s.s3_endpoint_url)
         if s.s3 == "local":
             keys = (generated, *[k for k in s.access_keys if k.key_id != generated.key_id])
-            local = LocalS3(LocalS3Config(root=s.s3_dir, keys=keys, log_path=s.logs_dir / "s3.log", port=s.s3_port))
+            local = self.local_s3 = LocalS3(LocalS3Config(root=s.s3_dir, keys=keys, log_path=s.logs_dir / "s3.log",
+                                                          port=s.s3_port))
             stack.push_async_callback(local.stop)            # after the HTTP server and everything that reads S3
             self.local_s3_url = await local.start()
             config = S3Config(endpoint_url=self.local_s3_url, key_id=generated.key_id, secret=generated.secret,

@@ -59,6 +59,7 @@ def local_s3(tmp_path_factory):
     accepting the conftest environment's keys, so gateways under test read it with the standard
     AWS configuration; skipped where the s3 extra is not installed."""
     import asyncio
+    import threading
 
     from gateway.data.local_s3 import LocalS3, LocalS3Config, find_weed
     from gateway.sagemaker.credentials import AccessKey
@@ -69,10 +70,15 @@ def local_s3(tmp_path_factory):
     server = LocalS3(LocalS3Config(root=root / "s3", log_path=root / "s3.log",
                                    keys=(AccessKey(os.environ["AWS_ACCESS_KEY_ID"],
                                                    os.environ["AWS_SECRET_ACCESS_KEY"]),)))
+    # Its loop runs for the whole session in a thread of its own: the gateway-side forwarder to the
+    # server's S3 socket lives in it (and the child, started from it, dies with that thread).
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, name="local-s3", daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=120)
     try:
         yield server
     finally:
-        loop.run_until_complete(server.stop())
-        loop.close()
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

