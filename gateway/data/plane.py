@@ -12,12 +12,15 @@ import asyncio
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 from gateway.data import s3 as s3mod
 from gateway.data.cache import CacheFull, ModelCache
 from gateway.data.locations import Location, parse
+from gateway.data.snapshot import Budget, snapshot
 from gateway.errors import Invalid, Unavailable
+from gateway.serving.bundles import MAX_ENTRIES, off_loop
 
 CHANGED_RETRIES = 2          # an object replaced while it downloads is looked up again this often
 MAX_PREFIX_OBJECTS = 20_000  # objects under an S3Prefix model at most (a bundle's entry limit)
@@ -72,7 +75,8 @@ class DataPlane:
         it is downloaded; ``etag``: the object must still be this version; ``prefix``: ``loc`` is an
         S3 prefix whose objects become a directory (their keys below it, its paths)."""
         if loc.scheme == "file":
-            yield loc.path
+            async with self._snapshot(loc, max_bytes) as path:
+                yield path
             return
         if loc.is_prefix != prefix:
             need = "a prefix ending in /" if prefix else "an object (a model.tar.gz), not a prefix"
@@ -92,6 +96,17 @@ class DataPlane:
                 await asyncio.to_thread(shutil.rmtree, tree, True)
         finally:
             self.cache.release(entry)
+
+    @contextlib.asynccontextmanager
+    async def _snapshot(self, loc: Location, max_bytes: int | None):
+        """Local data as a private copy taken without following links (``snapshot``): what was
+        checked under the model root is what is read, whoever else can write there."""
+        root = next(r for r in self.roots if loc.path == r or r in loc.path.parents)
+        dest = self.cache.root / "trees" / f"local.{os.getpid()}.{time.monotonic_ns()}"
+        try:
+            yield await off_loop(snapshot, root, loc.path, dest, Budget(max_bytes, MAX_ENTRIES))
+        finally:
+            await asyncio.to_thread(shutil.rmtree, dest, True)
 
     @contextlib.asynccontextmanager
     async def _directory(self, loc: Location, what: str, max_bytes: int | None):

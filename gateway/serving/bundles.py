@@ -364,16 +364,16 @@ def _check_pickle(path: Path) -> None:
             while True:
                 code = fh.read(1)
                 if not code:
-                    raise BundleRejected("model.pkl ends before its STOP opcode")
+                    raise BundleRejected("it ends before its STOP opcode")
                 op = pickletools.code2op.get(code.decode("latin-1"))
                 if op is None:
-                    raise BundleRejected(f"model.pkl has an unknown opcode {code!r} at byte {fh.tell() - 1}")
+                    raise BundleRejected(f"an unknown opcode {code!r} at byte {fh.tell() - 1}")
                 if op.arg is not None:
                     _skip_argument(fh, lines, op.arg, size)
                 if op.name == "STOP":
                     return
-    except BundleRejected:
-        raise
+    except BundleRejected as exc:
+        raise BundleRejected(f"model.pkl is not a valid pickle: {exc.message}") from None
     except Exception as exc:  # noqa: BLE001 - any parse failure means a broken file
         raise BundleRejected(f"model.pkl is not a valid pickle: {exc}") from None
 
@@ -391,12 +391,12 @@ def _skip_argument(fh, lines, arg, size: int) -> None:
                          pickletools.TAKEN_FROM_ARGUMENT8U: (8, False)}[n]
         raw = fh.read(width)
         if len(raw) != width:
-            raise BundleRejected("model.pkl ends inside an opcode's argument")
+            raise BundleRejected("it ends inside an opcode's argument")
         count = int.from_bytes(raw, "little", signed=signed)
         if count < 0:
-            raise BundleRejected(f"model.pkl has a negative length {count} at byte {fh.tell() - width}")
+            raise BundleRejected(f"a negative length {count} at byte {fh.tell() - width}")
     if fh.tell() + count > size:
-        raise BundleRejected(f"model.pkl is truncated: an argument of {count} bytes at byte {fh.tell()} runs past "
+        raise BundleRejected(f"it is truncated: an argument of {count} bytes at byte {fh.tell()} runs past "
                              f"its end ({size} bytes)")
     fh.seek(count, 1)
 
@@ -410,7 +410,7 @@ class _BoundedLines:
     def readline(self) -> bytes:
         line = self.fh.readline(MAX_PICKLE_LINE + 1)
         if len(line) > MAX_PICKLE_LINE:
-            raise BundleRejected(f"model.pkl has a text argument longer than {MAX_PICKLE_LINE} bytes")
+            raise BundleRejected(f"a text argument longer than {MAX_PICKLE_LINE} bytes")
         return line
 
     def read(self, n: int) -> bytes:

@@ -141,14 +141,9 @@ def test_a_model_directory_holding_a_symlink_is_refused(fresh_gateway, tmp_path)
     gw = fresh_gateway("--no-zygotes", "--model-root", str(root))
     (model / "creds.json").symlink_to(gw.state_dir / "credentials.json")
     sm, _ = _clients(gw.url)
-    sm.create_model(ModelName="linked", PrimaryContainer={"ModelDataUrl": str(model)})
-    sm.create_endpoint_config(EndpointConfigName="linked", ProductionVariants=[
-        {"VariantName": "AllTraffic", "ModelName": "linked",
-         "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1}}])
-    sm.create_endpoint(EndpointName="linked", EndpointConfigName="linked")
-    with pytest.raises(botocore.exceptions.WaiterError):
-        sm.get_waiter("endpoint_in_service").wait(EndpointName="linked", WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
-    desc = sm.describe_endpoint(EndpointName="linked")
-    assert desc["EndpointStatus"] == "Failed" and "symbolic link (creds.json)" in desc["FailureReason"]
+    with pytest.raises(botocore.exceptions.ClientError) as info:      # refused at CreateModel, nothing read
+        sm.create_model(ModelName="linked", PrimaryContainer={"ModelDataUrl": str(model)})
+    assert info.value.response["Error"]["Code"] == "ValidationException"
+    assert "symbolic link (creds.json)" in info.value.response["Error"]["Message"]
     copies = list((gw.state_dir / "bundles").rglob("creds.json")) if (gw.state_dir / "bundles").exists() else []
     assert copies == []
