@@ -143,7 +143,12 @@ class S3:
     def _get(self, loc: Location, info: ObjectInfo, fd: int, byte_range, progress) -> None:
         kw = {"Range": f"bytes={byte_range[0]}-{byte_range[1]}"} if byte_range else {}
         try:
-            body = self.client().get_object(Bucket=info.bucket, Key=info.key, IfMatch=f'"{info.etag}"', **kw)["Body"]
+            resp = self.client().get_object(Bucket=info.bucket, Key=info.key, IfMatch=f'"{info.etag}"', **kw)
+            body = resp["Body"]
+            if byte_range and resp.get("ContentRange") != f"bytes {byte_range[0]}-{byte_range[1]}/{info.size}":
+                body.close()                  # a store that ignored Range would put bytes in the wrong place
+                raise S3Error(info.url, f"asked for bytes {byte_range[0]}-{byte_range[1]}, the store answered "
+                                        f"{resp.get('ContentRange') or 'the whole object'}")
             offset, end = (byte_range[0], byte_range[1] + 1) if byte_range else (0, info.size)
             while offset < end:
                 chunk = body.read(min(READ_BYTES, end - offset))
@@ -154,6 +159,8 @@ class S3:
                 if progress is not None:
                     progress(len(chunk))
             body.close()
+        except S3Error:
+            raise
         except Exception as exc:  # noqa: BLE001 - sorted into the kinds below
             raise self._explain(loc, exc) from None
         if offset != end:
