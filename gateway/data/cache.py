@@ -169,16 +169,19 @@ class ModelCache:
         finally:
             partial.unlink(missing_ok=True)
 
-    def assemble(self, files: list[tuple[str, str]]) -> Path:
-        """A new directory of the cache's holding each (relative path, digest) as a hard link to
-        its entry (the entries must be pinned); the caller removes it.  Blocking."""
-        tree = self.root / "trees" / f"{os.getpid()}.{time.monotonic_ns()}"
+    def scratch(self) -> Path:
+        """A fresh path for a private tree beside the entries (same file system, so entries can be
+        linked in); the caller removes it, and a start removes what a crash left."""
+        return self.root / "trees" / f"{os.getpid()}.{time.monotonic_ns()}"
+
+    def assemble(self, files: list[tuple[str, str]], tree: Path) -> None:
+        """Make ``tree`` (a ``scratch`` path) hold each (relative path, digest) as a hard link to
+        its entry (the entries must be pinned).  Blocking."""
         tree.mkdir(parents=True)
         for rel, digest in files:
             target = tree / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(self.path(digest), target)
-        return tree
 
     def snapshot(self) -> dict:
         return {"capacity_bytes": self.capacity, "used_bytes": self.used, "objects": len(self.entries),

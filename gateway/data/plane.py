@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import time
 from pathlib import Path
 
 from gateway.data import s3 as s3mod
@@ -89,24 +88,28 @@ class DataPlane:
         try:                                     # under its own name (a container may look for it)
             name = loc.key.rsplit("/", 1)[-1]
             name = name if name not in ("", ".", "..") and "\\" not in name else "model-data"
-            tree = await asyncio.to_thread(self.cache.assemble, [(name, entry.digest)])
-            try:
+            async with self._scratch() as tree:
+                await asyncio.to_thread(self.cache.assemble, [(name, entry.digest)], tree)
                 yield tree / name
-            finally:
-                await asyncio.to_thread(shutil.rmtree, tree, True)
         finally:
             self.cache.release(entry)
+
+    @contextlib.asynccontextmanager
+    async def _scratch(self):
+        """A private tree under the cache for the ``with`` block, removed after it."""
+        tree = self.cache.scratch()
+        try:
+            yield tree
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tree, True)
 
     @contextlib.asynccontextmanager
     async def _snapshot(self, loc: Location, max_bytes: int | None):
         """Local data as a private copy taken without following links (``snapshot``): what was
         checked under the model root is what is read, whoever else can write there."""
         root = next(r for r in self.roots if loc.path == r or r in loc.path.parents)
-        dest = self.cache.root / "trees" / f"local.{os.getpid()}.{time.monotonic_ns()}"
-        try:
+        async with self._scratch() as dest:
             yield await off_loop(snapshot, root, loc.path, dest, Budget(max_bytes, MAX_ENTRIES))
-        finally:
-            await asyncio.to_thread(shutil.rmtree, dest, True)
 
     @contextlib.asynccontextmanager
     async def _directory(self, loc: Location, what: str, max_bytes: int | None):
@@ -125,12 +128,10 @@ class DataPlane:
             for _, o in files:
                 entries.append(await self._fetch(Location("s3", o.url, bucket=o.bucket, key=o.key), what, None,
                                                  o.etag))
-            tree = await asyncio.to_thread(self.cache.assemble, [(rel, e.digest) for (rel, _), e in
-                                                                  zip(files, entries, strict=True)])
-            try:
+            async with self._scratch() as tree:
+                await asyncio.to_thread(self.cache.assemble, [(rel, e.digest) for (rel, _), e in
+                                                              zip(files, entries, strict=True)], tree)
                 yield tree
-            finally:
-                await asyncio.to_thread(shutil.rmtree, tree, True)
         finally:
             for e in entries:
                 self.cache.release(e)
