@@ -16,6 +16,9 @@ import psutil
 from aiohttp import web
 
 from gateway import errors
+from gateway.async_inference.queue import AsyncQueue
+from gateway.async_inference.requests import AsyncConfig
+from gateway.async_inference.worker import AsyncWorkers
 from gateway.clock import Clock
 from gateway.config import DRAIN_FACTOR, Settings
 from gateway.data.cache import ModelCache
@@ -23,6 +26,9 @@ from gateway.data.local_s3 import LocalS3, LocalS3Config
 from gateway.data.plane import DataPlane
 from gateway.data.s3 import S3, S3Config
 from gateway.http.admin import AdminApi, ensure_token
+from gateway.http.admin_async import AsyncAdminApi
+from gateway.http.async_metrics import AsyncMetrics
+from gateway.http.async_runtime import AsyncRuntimeApi
 from gateway.http.body import BodyBudget
 from gateway.http.guard import ConnectionLimits, GuardedListener
 from gateway.http.metrics import Metrics
@@ -68,8 +74,13 @@ def model_zygotes_memory_mb(settings: Settings) -> int:
     return int(psutil.virtual_memory().total // 10) >> 20
 
 
+def instance_id(settings: Settings) -> str:
+    """This gateway's name among others on the host and in a shared store: its state dir's hash."""
+    return hashlib.sha1(str(settings.state_dir.resolve()).encode()).hexdigest()[:12]
+
+
 def make_backend(settings: Settings):
-    instance = hashlib.sha1(str(settings.state_dir.resolve()).encode()).hexdigest()[:12]
+    instance = instance_id(settings)
     if settings.backend == "process":
         return ProcessBackend(ProcessBackendConfig(
             work_dir=str(settings.sandboxes_dir), cgroup_mode=settings.cgroup_mode,
@@ -175,10 +186,12 @@ class Gateway:
         await self.catalog.load()
         stack.push_async_callback(self.catalog.close)
         admin = AdminApi(self, self.token)
-        self.invoker = Invoker(s, self.clock, self.endpoints, self.manager, self.meter, self.metrics)
+        self.invoker = Invoker(s, self.clock, self.endpoints, self.manager, self.meter, self.metrics,
+                               is_async=lambda name: self.catalog.async_config(name) is not None)
         self.body_budget = BodyBudget(s.max_body_bytes_held)
         runtime_api = RuntimeApi(self.invoker, s.body_cap, s.body_cap * DRAIN_FACTOR, s.body_timeout_s,
                                  self.body_budget)
+        async_api = self._start_async()
         sagemaker = SageMakerApi(self.catalog)
         middlewares = [_internal_errors, admin.middleware]
         if s.auth == "sigv4":
@@ -188,7 +201,8 @@ class Gateway:
             log.warning("SIGNING IS OFF (--auth none): anyone who reaches %s:%s may call every SageMaker API",
                         s.host, s.port)
         app = web.Application(middlewares=middlewares)
-        app.add_routes(runtime_api.routes() + admin.routes() + sagemaker.routes()
+        app.add_routes(runtime_api.routes() + async_api.routes() + admin.routes()
+                       + AsyncAdminApi(self.store, self.data.s3).routes() + sagemaker.routes()
                        + [web.get("/metrics", self._metrics)])
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.invocation_timeout_s + 5,
                                     keepalive_timeout=s.idle_timeout_s)
@@ -217,6 +231,33 @@ class Gateway:
         self.cache = ModelCache(s.model_cache_dir, s.model_cache_mb << 20)
         await self.cache.open()
         self.data = DataPlane(s.model_roots, s.state_dir, S3(config), self.cache)
+
+    def _start_async(self) -> AsyncRuntimeApi:
+        """Asynchronous inference: the durable queue, its workers (a background loop) and its API."""
+        s = self.settings
+        self.queue = AsyncQueue(self.store, self.clock, instance_id(s), s.async_lease_s)
+        self.async_workers = AsyncWorkers(self.queue, self.invoker, self.data.s3, s.async_spool_dir,
+                                          self._async_configs, self._async_capacity, clock=self.clock,
+                                          backoff_s=s.async_s3_backoff_s)
+        self.async_workers.metrics = AsyncMetrics(self.metrics.registry, self.async_workers)
+        self.catalog.on_endpoint_deleted.append(self.async_workers.abandon)
+        self.loops.spawn("async-inference", self.async_workers.run)
+        return AsyncRuntimeApi(self.queue, self.catalog.async_config, lambda name: name in self.endpoints.specs,
+                               lambda: self.data.s3.endpoint_url, self.metrics, s.account_id, s.body_timeout_s,
+                               self.body_budget)
+
+    def _async_configs(self) -> dict[str, AsyncConfig]:
+        out = {}
+        for name in self.endpoints.specs:
+            doc = self.catalog.async_config(name)
+            if doc is not None:
+                out[name] = AsyncConfig.from_doc(doc)
+        return out
+
+    def _async_capacity(self, endpoint: str) -> int:
+        """Requests an async endpoint runs at once: one per instance (a sandbox runs one at a time)."""
+        spec = self.endpoints.specs.get(endpoint)
+        return sum(v.max_concurrency for v in spec.variants) if spec is not None else 0
 
     async def _keep_retention(self) -> None:
         """Hourly: drop raw usage records past the retention limit (roll-ups keep the bills)."""

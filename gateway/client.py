@@ -239,6 +239,33 @@ class Client:
                                       headers=headers, admin=False)
         return hdrs, data
 
+    def invoke_async(self, name: str, body: bytes | None = None, input_location: str | None = None,
+                     content_type: str = "application/json", accept: str | None = None,
+                     custom_attributes: str | None = None, inference_id: str | None = None,
+                     ttl_s: int | None = None, timeout_s: int | None = None) -> dict:
+        """InvokeEndpointAsync: the body inline (<= 128,000 bytes) or an S3 ``input_location``;
+        {"RequestId", "InferenceId", "OutputLocation", "FailureLocation"}."""
+        h = {"X-Amzn-SageMaker-Content-Type": content_type, "X-Amzn-SageMaker-Accept": accept,
+             "X-Amzn-SageMaker-Custom-Attributes": custom_attributes, "X-Amzn-SageMaker-Inference-Id": inference_id,
+             "X-Amzn-SageMaker-InputLocation": input_location,
+             "X-Amzn-SageMaker-RequestTTLSeconds": None if ttl_s is None else str(ttl_s),
+             "X-Amzn-SageMaker-InvocationTimeoutSeconds": None if timeout_s is None else str(timeout_s)}
+        _, hdrs, data = self._request("POST", f"/endpoints/{_q(name)}/async-invocations", body=body or b"",
+                                      headers={k: v for k, v in h.items() if v is not None}, admin=False)
+        low = {k.lower(): v for k, v in hdrs.items()}
+        return {"RequestId": low.get("x-amzn-requestid"), "InferenceId": json.loads(data)["InferenceId"],
+                "OutputLocation": low.get("x-amzn-sagemaker-outputlocation"),
+                "FailureLocation": low.get("x-amzn-sagemaker-failurelocation")}
+
+    def async_request(self, request_id: str) -> dict:
+        """An asynchronous request as the queue keeps it (state, attempts, error, locations)."""
+        return self._json("GET", f"/admin/async/{_q(request_id)}")
+
+    def async_output(self, request_id: str, sink, failure: bool = False) -> None:
+        """Copy the request's output object (or its failure object) into the binary file ``sink``."""
+        self._request("GET", f"/admin/async/{_q(request_id)}/output", query={"failure": "1" if failure else None},
+                      sink=sink)
+
     def invoke(self, name: str, payload):
         """Send ``payload`` as JSON and decode a JSON answer."""
         hdrs, data = self.invoke_raw(name, json.dumps(payload).encode())

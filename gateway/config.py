@@ -67,6 +67,10 @@ class Settings:
     s3_endpoint_url: str | None = None           # the S3 endpoint (None: AWS_ENDPOINT_URL_S3, else AWS's)
     s3_port: int | None = None                   # --s3 local's port (None: the one kept from the first start)
     model_cache_mb: int = 10240                  # S3 model data kept on disk at most, least recently used out first
+    async_lease_s: float = 30.0                  # an async request's claim lasts this long (renewed while it runs)
+    async_s3_backoff_s: tuple[float, ...] = (2.0, 5.0, 15.0, 30.0, 60.0)   # retries of S3 outages, then failure
+    sns_endpoint_url: str | None = None          # where arn:aws:sns: topics are published (None: boto3's own)
+    notify_allow: tuple[str, ...] = ()           # hosts http(s):// notification topics may be sent to (none: none)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -105,6 +109,11 @@ class Settings:
     def max_model_bytes(self) -> int:
         """The most a model's data may unpack to under any variant (one variant's limit is checked at deploy)."""
         return int((self.max_bundle_mb or MEMORY_TIERS_MB[-1]) * (1 << 20))
+
+    @property
+    def async_spool_dir(self) -> Path:
+        """Inputs and answers of asynchronous requests while they run (never in memory)."""
+        return self.state_dir / "async-spool"
 
     @property
     def sandboxes_dir(self) -> Path:

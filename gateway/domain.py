@@ -159,6 +159,7 @@ class UsageRecord:
     sandbox_id: str | None = None
     start_path: str | None = None   # cold starts: fresh, zygote or model-zygote
     init_detail: dict[str, float] | None = None  # cold starts: the phases of init_ms, in ms (JSON when stored)
+    backlog_ms: float = 0.0      # asynchronous requests: time queued before this run began
 
     @staticmethod
     def bill(model_ms: float) -> int:
@@ -188,3 +189,37 @@ class ProvisionedRecord:
 
 
 PROVISIONED_FIELDS = [f.name for f in fields(ProvisionedRecord)]
+
+
+@dataclass
+class QueuedRequest:
+    """One accepted asynchronous inference request, as the durable queue keeps it.
+
+    ``id`` is made by the server and names the output object, so requests that share an
+    ``inference_id`` (a client's label, repeatable) never collide.  States: queued -> running
+    (a lease until ``lease_until``, renewed while it runs) -> done | failed | expired; a lease
+    that runs out puts it back in the queue for the next claim (at-least-once execution)."""
+
+    id: str
+    endpoint: str
+    inference_id: str
+    received: float              # Unix seconds the 202 was sent at
+    expires: float               # dropped (and counted) if not started by then (RequestTTLSeconds)
+    timeout_s: float             # InvocationTimeoutSeconds
+    output_location: str
+    failure_location: str
+    input_location: str | None = None    # s3:// (or S3 https) object holding the body ...
+    body: bytes | None = None            # ... or the inline body (<= 128,000 bytes)
+    content_type: str | None = None
+    accept: str | None = None
+    custom_attributes: str | None = None
+    state: str = "queued"
+    attempts: int = 0
+    not_before: float = 0.0              # a retry after a storage failure waits until then
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    finished: float | None = None
+    error: str | None = None
+
+
+QUEUE_FIELDS = [f.name for f in fields(QueuedRequest)]

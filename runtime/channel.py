@@ -59,7 +59,10 @@ class ChannelSandbox(Sandbox):
         if self.state is not State.IDLE:
             return InvokeResult(False, error_kind=DEAD_HANDLE, message=f"sandbox {self.id} is {self.state.value}")
         self._move(State.BUSY)
-        limit = min(self.max_response_bytes, request.max_response or self.max_response_bytes)
+        if request.response_file:              # spooled to disk: the caller's own limit (async: 1 GB)
+            limit = request.max_response or protocol.MAX_PAYLOAD
+        else:
+            limit = min(self.max_response_bytes, request.max_response or self.max_response_bytes)
         nonce = os.urandom(8).hex()            # unguessable: no answer can be sent before its request
         header = {
             "op": "invoke",
@@ -70,11 +73,16 @@ class ChannelSandbox(Sandbox):
             "max_response": limit,
         }
         t0 = time.perf_counter()
+        size = None
         try:
-            self._writer.write(protocol.encode(header, request.body))
-            await self._writer.drain()
-            reply, payload = await asyncio.wait_for(
-                protocol.recv_async(self._reader, protocol.PEER_HEADER, limit), timeout_s)
+            if request.response_file:
+                reply, size = await asyncio.wait_for(self._exchange_files(header, request, limit), timeout_s)
+                payload = b""
+            else:
+                self._writer.write(protocol.encode(header, request.body))
+                await self._writer.drain()
+                reply, payload = await asyncio.wait_for(
+                    protocol.recv_async(self._reader, protocol.PEER_HEADER, limit), timeout_s)
         except asyncio.TimeoutError:
             await self.destroy("invocation timed out")
             return InvokeResult(
@@ -113,5 +121,20 @@ class ChannelSandbox(Sandbox):
             message=(self._out_of_memory_text() if reply.get("error_kind") == OUT_OF_MEMORY
                      else reply.get("message", "")),
             original_status=reply.get("original_status"),
+            size=size,
         )
+
+    async def _exchange_files(self, header: dict, request: InvokeRequest, limit: int) -> tuple[dict, int]:
+        """Send the body (from ``body_file`` a read buffer at a time, read off the loop, or ``body``)
+        and write the answer to ``response_file`` as it arrives: neither is held by the gateway."""
+        if request.body_file:
+            with open(request.body_file, "rb") as fh:
+                self._writer.write(protocol.head(header, os.fstat(fh.fileno()).st_size))
+                while chunk := await asyncio.to_thread(fh.read, 1 << 20):
+                    self._writer.write(chunk)
+                    await self._writer.drain()
+        else:
+            self._writer.write(protocol.encode(header, request.body))
+        await self._writer.drain()
+        return await protocol.recv_async_to_file(self._reader, request.response_file, protocol.PEER_HEADER, limit)
 

@@ -43,6 +43,12 @@ def encode(header: dict, payload: bytes = b"") -> bytes:
     return _HEAD.pack(len(head), len(payload)) + head + payload
 
 
+def head(header: dict, payload_bytes: int) -> bytes:
+    """A frame's length prefix and header, for a payload the caller sends after it (streamed)."""
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    return _HEAD.pack(len(raw), payload_bytes) + raw
+
+
 def _check(hlen: int, plen: int, max_header: int = MAX_HEADER, max_payload: int = MAX_PAYLOAD) -> None:
     if hlen > max_header or plen > max_payload:
         raise FrameTooLarge(hlen, plen, max_payload)
@@ -58,14 +64,20 @@ def _header(raw: bytes) -> dict:
     return header
 
 
+BIG_PAYLOAD = 64 << 20     # payloads above this are handed over as the bytearray they were read into
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
+    """``n`` bytes, read into one buffer allocated once; above ``BIG_PAYLOAD`` that buffer itself
+    (a bytearray) is returned, so an asynchronous 1 GB body is held once, not twice."""
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = sock.recv_into(view[got:], min(n - got, 1 << 20))
+        if not k:
             raise ProtocolError("channel closed")
-        buf += chunk
-    return bytes(buf)
+        got += k
+    return buf if n > BIG_PAYLOAD else bytes(buf)
 
 
 def recv_blocking(sock: socket.socket) -> tuple[dict, bytes]:
@@ -77,7 +89,11 @@ def recv_blocking(sock: socket.socket) -> tuple[dict, bytes]:
 
 
 def send_blocking(sock: socket.socket, header: dict, payload: bytes = b"") -> None:
-    sock.sendall(encode(header, payload))
+    if len(payload) > BIG_PAYLOAD:          # not copied into one frame buffer first
+        sock.sendall(head(header, len(payload)))
+        sock.sendall(payload)
+    else:
+        sock.sendall(encode(header, payload))
 
 
 async def recv_async(reader: asyncio.StreamReader, max_header: int = MAX_HEADER,
@@ -90,6 +106,27 @@ async def recv_async(reader: asyncio.StreamReader, max_header: int = MAX_HEADER,
     except asyncio.IncompleteReadError as exc:
         raise ProtocolError("channel closed") from exc
     return header, payload
+
+
+async def recv_async_to_file(reader: asyncio.StreamReader, path: str, max_header: int = MAX_HEADER,
+                             max_payload: int = MAX_PAYLOAD) -> tuple[dict, int]:
+    """One frame whose payload is written to ``path`` as it arrives (a read buffer at a time,
+    written off the loop): its header, and the payload's size."""
+    try:
+        hlen, plen = _HEAD.unpack(await reader.readexactly(_HEAD.size))
+        _check(hlen, plen, max_header, max_payload)
+        header = _header(await reader.readexactly(hlen))
+        with open(path, "wb") as out:
+            left = plen
+            while left:
+                chunk = await reader.read(min(left, 1 << 20))
+                if not chunk:
+                    raise ProtocolError("channel closed")
+                left -= len(chunk)
+                await asyncio.to_thread(out.write, chunk)
+    except asyncio.IncompleteReadError as exc:
+        raise ProtocolError("channel closed") from exc
+    return header, plen
 
 
 def send_with_fds(sock: socket.socket, header: dict, fds: list[int], payload: bytes = b"") -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import enum
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -73,6 +74,15 @@ class InvokeRequest:
     accept: str | None = None
     custom_attributes: str | None = None
     max_response: int | None = None   # the largest answer this caller takes (None: the sandbox's own cap)
+    # Asynchronous inference (bodies up to 1 GB): the request body is this file's bytes instead of
+    # ``body``, and the answer is written to ``response_file`` instead of held, so the gateway never
+    # holds either in memory; the sandbox still reads the whole body into its own (capped) memory.
+    body_file: str | None = None
+    response_file: str | None = None
+
+    @property
+    def size(self) -> int:
+        return os.path.getsize(self.body_file) if self.body_file else len(self.body)
 
 
 @dataclass
@@ -85,6 +95,11 @@ class InvokeResult:
     error_kind: str | None = None
     message: str = ""
     original_status: int | None = None
+    size: int | None = None        # bytes of the answer when it went to the request's response_file
+
+    @property
+    def nbytes(self) -> int:
+        return self.size if self.size is not None else len(self.body)
 
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",

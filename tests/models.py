@@ -389,3 +389,14 @@ def lies_about_time(x):
     frozen = time.perf_counter()
     time.perf_counter = lambda: frozen - 3600.0      # the worker's run-time figure is now negative
     return "ran"
+
+
+def async_work(x):
+    """The asynchronous tests' model: {"n": N} doubles N, after sleeping {"sleep": S} seconds,
+    or raises with {"fail": MESSAGE}; a bare number is doubled."""
+    if not isinstance(x, dict):
+        return {"double": x * 2}
+    time.sleep(float(x.get("sleep", 0)))
+    if "fail" in x:
+        raise ValueError(x["fail"])
+    return {"double": x.get("n", 0) * 2}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import serve
+from gateway.cli import async_command, serve
 from gateway.cli.commands import (
     cmd_bill,
     cmd_credentials,
@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--content-type", default="application/json")
     i.add_argument("--accept", default=None)
     i.add_argument("--custom-attributes", default=None)
+
+    async_command.add_parser(client_cmd)
 
     e = client_cmd("endpoints", "list endpoints", cmd_endpoints)
     e.add_argument("--format", choices=["table", "json"], default="table")

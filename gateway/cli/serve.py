@@ -62,6 +62,18 @@ def add_arguments(sub) -> None:
                    help="port of --s3 local (default: one chosen at first start and kept)")
     s.add_argument("--model-cache-mb", type=int, default=d.model_cache_mb, metavar="MB",
                    help=f"S3 model data kept on disk at most, least recently used evicted (default {d.model_cache_mb})")
+    s.add_argument("--async-lease", type=float, default=d.async_lease_s, metavar="SECONDS",
+                   help="an asynchronous request's claim lasts this long, renewed while it runs; a worker that dies "
+                        f"leaves it to another after this (default {d.async_lease_s:g})")
+    s.add_argument("--async-s3-backoff", default=",".join(f"{x:g}" for x in d.async_s3_backoff_s), metavar="S,S,..",
+                   help="delays before retrying an asynchronous request whose S3 input or output was unreachable; "
+                        "after the last, it goes to the failure path (default %(default)s)")
+    s.add_argument("--sns-endpoint-url", default=None, metavar="URL",
+                   help="where arn:aws:sns: notification topics are published (default: $AWS_ENDPOINT_URL_SNS, "
+                        "else AWS SNS)")
+    s.add_argument("--notify-allow", action="append", default=[], metavar="HOST[:PORT]",
+                   help="a host http(s):// notification topics may be POSTed to (repeatable; default: none, so no "
+                        "request leaves for an address a user typed)")
     s.add_argument("--account-id", default=d.account_id, help=f"account id in ARNs (default {d.account_id})")
     s.add_argument("--region", default=d.region, help=f"region in ARNs and signatures (default {d.region})")
     s.add_argument("--usage-retention-days", type=float, default=None, metavar="DAYS",
@@ -197,6 +209,14 @@ def cmd_serve(args) -> int:
         print("slimserve: --model-cache-mb takes a size of at least 1, --s3-port a port number", file=sys.stderr)
         return 2
     try:
+        backoff = tuple(float(x) for x in args.async_s3_backoff.split(",") if x.strip())
+        if not backoff or any(not 0 <= x <= 3600 for x in backoff) or not 1 <= args.async_lease <= 3600:
+            raise ValueError
+    except ValueError:
+        print("slimserve: --async-s3-backoff takes delays of 0-3600 s separated by commas, --async-lease 1-3600 s",
+              file=sys.stderr)
+        return 2
+    try:
         uid_range = _uid_range(args.sandbox_uids)
     except ValueError as exc:
         print(f"slimserve: {exc}", file=sys.stderr)
@@ -225,6 +245,8 @@ def cmd_serve(args) -> int:
         access_keys=_access_keys(args.access_key), account_id=args.account_id, region=args.region,
         auth=args.auth, model_roots=tuple(Path(p).resolve() for p in args.model_root),
         s3=args.s3, s3_endpoint_url=args.s3_endpoint_url, s3_port=args.s3_port, model_cache_mb=args.model_cache_mb,
+        async_lease_s=args.async_lease, async_s3_backoff_s=backoff, sns_endpoint_url=args.sns_endpoint_url,
+        notify_allow=tuple(h.lower() for h in args.notify_allow),
     )
     from gateway.metering.billing import Prices
 

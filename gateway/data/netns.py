@@ -92,6 +92,8 @@ class UnixForwarder:
             return
         try:
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except asyncio.CancelledError:
+            pass            # closing: asyncio's connection callback would log a cancelled handler as an error
         finally:
             for w in (writer, up_writer):
                 w.close()

@@ -62,10 +62,17 @@ class ObjectInfo:
     key: str
     etag: str                           # without quotes
     size: int
+    content_type: str | None = None     # (from a HEAD; listings do not say)
 
     @property
     def url(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
+
+
+def _cause(exc: Exception) -> Exception:
+    """The botocore error under boto3's transfer wrapper (S3UploadFailedError keeps it as its cause)."""
+    cause = exc.__cause__ or exc.__context__
+    return cause if isinstance(cause, Exception) and type(exc).__name__ == "S3UploadFailedError" else exc
 
 
 class S3:
@@ -103,7 +110,8 @@ class S3:
             head = self.client().head_object(Bucket=loc.bucket, Key=loc.key)
         except Exception as exc:  # noqa: BLE001 - sorted into the kinds below
             raise self._explain(loc, exc) from None
-        return ObjectInfo(loc.bucket, loc.key, head["ETag"].strip('"'), int(head["ContentLength"]))
+        return ObjectInfo(loc.bucket, loc.key, head["ETag"].strip('"'), int(head["ContentLength"]),
+                          head.get("ContentType"))
 
     def list(self, loc: Location, max_keys: int) -> list[ObjectInfo]:
         """Every object under the prefix ``loc.key`` (paginated); more than ``max_keys`` is refused."""
@@ -120,6 +128,15 @@ class S3:
         except Exception as exc:  # noqa: BLE001 - sorted into the kinds below
             raise self._explain(loc, exc) from None
         return out
+
+    def open(self, loc: Location):
+        """(a stream of the object's bytes, its Content-Type, its size): for relaying an object
+        a read buffer at a time.  The caller closes the stream."""
+        try:
+            resp = self.client().get_object(Bucket=loc.bucket, Key=loc.key)
+        except Exception as exc:  # noqa: BLE001 - sorted into the kinds below
+            raise self._explain(loc, exc) from None
+        return resp["Body"], resp.get("ContentType"), int(resp["ContentLength"])
 
     def download(self, info: ObjectInfo, dest: Path, progress=None) -> None:
         """The object as it was stat'ed (``If-Match`` its ETag) into ``dest``, streamed to disk in
@@ -165,6 +182,45 @@ class S3:
             raise self._explain(loc, exc) from None
         if offset != end:
             raise Changed(info.url, f"the download ended at byte {offset} of {end}")
+
+    # --- writing (asynchronous inference's outputs) --------------------------------------
+    def put(self, loc: Location, source: Path | bytes, content_type: str | None = None) -> None:
+        """``source`` (a file, streamed in multipart parts when large, or bytes) as the object
+        ``loc``.  S3 makes an object visible only once it is complete, so a reader polling for
+        it never sees part of one."""
+        from boto3.s3.transfer import TransferConfig
+
+        extra = {"ContentType": content_type} if content_type else {}
+        try:
+            if isinstance(source, (bytes, bytearray)):
+                self.client().put_object(Bucket=loc.bucket, Key=loc.key, Body=bytes(source), **extra)
+            else:
+                self.client().upload_file(str(source), loc.bucket, loc.key, ExtraArgs=extra or None,
+                                          Config=TransferConfig(multipart_threshold=PART_BYTES,
+                                                                multipart_chunksize=PART_BYTES,
+                                                                max_concurrency=PARALLEL_PARTS))
+        except Exception as exc:  # noqa: BLE001 - sorted into the kinds below
+            raise self._explain(loc, _cause(exc)) from None
+
+    def check_bucket(self, loc: Location) -> None:
+        """Missing(bucket_missing) unless the bucket exists.  Writers ask first: some S3-compatible
+        stores (SeaweedFS) create a bucket on the first PutObject, where S3 answers NoSuchBucket."""
+        try:
+            self.client().head_bucket(Bucket=loc.bucket)
+        except Exception as exc:  # noqa: BLE001 - sorted into the kinds below
+            err = self._explain(loc, exc)
+            if isinstance(err, Missing) or getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404",):
+                raise Missing(loc.url, f"the bucket {loc.bucket} does not exist", bucket_missing=True) from None
+            raise err from None
+
+    def exists(self, loc: Location) -> bool:
+        try:
+            self.stat(loc)
+        except Missing as exc:
+            if exc.bucket_missing:
+                raise
+            return False
+        return True
 
     # --- errors --------------------------------------------------------------------------
     def _explain(self, loc: Location, exc: Exception) -> S3Error:

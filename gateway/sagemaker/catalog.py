@@ -54,6 +54,7 @@ class Catalog:
         self.configs: dict[str, dict] = {}
         self.records: dict[str, dict] = {}        # SageMaker-level state of endpoints created through this API
         self._tasks: set[asyncio.Task] = set()
+        self.on_endpoint_deleted: list = []       # async callbacks (name) run before an endpoint goes
 
     async def load(self) -> None:
         for kind, name, doc in await self.store.load_resources():
@@ -187,6 +188,14 @@ class Catalog:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def async_config(self, endpoint: str) -> dict | None:
+        """The AsyncInferenceConfig of the config an endpoint serves now (None: a synchronous one)."""
+        rec = self.records.get(endpoint)
+        if rec is None or endpoint not in self.endpoints.specs:
+            return None
+        config = self.configs.get(rec.get("EndpointConfigName", ""))
+        return (config or {}).get("AsyncInferenceConfig") or None
 
     def endpoint_record(self, name: str) -> dict:
         """The SageMaker view of an endpoint; endpoints deployed with the CLI get one on the fly."""

@@ -3,6 +3,7 @@ ListEndpointConfigs, DeleteEndpointConfig.  A config is kept as given (its produ
 variants checked against the service's rules) and read when an endpoint is created or updated."""
 from __future__ import annotations
 
+from gateway.async_inference.requests import check_config
 from gateway.sagemaker.catalog import Catalog, now
 from gateway.sagemaker.shapes import check_name, check_variant, invalid, list_page, tags_of
 
@@ -27,6 +28,8 @@ class EndpointConfigs:
             if pv["VariantName"] in seen:
                 raise invalid(f"Variant name {pv['VariantName']} appears more than once in ProductionVariants.")
             seen.add(pv["VariantName"])
+        if req.get("AsyncInferenceConfig") is not None:
+            check_config(req["AsyncInferenceConfig"], variants)
         doc = {"EndpointConfigName": name, "EndpointConfigArn": self.c.arn("endpoint-config", name),
                "ProductionVariants": variants, "CreationTime": now(), "Tags": tags_of(req.get("Tags"))}
         await self.c.put("endpoint-config", name, doc, req, (

@@ -87,7 +87,15 @@ class Endpoints:
         rec = self.c.endpoint_record(name)
         if rec["EndpointStatus"] not in ("InService", "Failed"):
             raise Conflict(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
-        variants = await self.variants_of(self._config(config_name))
+        new_config = self._config(config_name)
+        old_config = self.c.configs.get(rec.get("EndpointConfigName", "")) if name in self.c.records else None
+        if (old_config or {}).get("AsyncInferenceConfig") and not new_config.get("AsyncInferenceConfig"):
+            raise invalid(f"Endpoint {name} has an AsyncInferenceConfig, and an update cannot remove it: endpoint "
+                          f"config {config_name} has none. Create a new endpoint for synchronous inference.")
+        if new_config.get("AsyncInferenceConfig") and not (old_config or {}).get("AsyncInferenceConfig"):
+            raise invalid(f"Endpoint {name} is a synchronous endpoint; an update cannot add an "
+                          f"AsyncInferenceConfig (endpoint config {config_name} has one).")
+        variants = await self.variants_of(new_config)
         rec.update(EndpointStatus="Updating", LastModifiedTime=now(), PendingConfig=config_name)
         rec.pop("FailureReason", None)
         self.c.records[name] = rec                  # a CLI endpoint gets a SageMaker record from now on
@@ -256,6 +264,8 @@ class Endpoints:
         rec = self.c.endpoint_record(name)
         if rec["EndpointStatus"] in ("Creating", "Updating"):
             raise Conflict(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
+        for hook in self.c.on_endpoint_deleted:       # its queued async requests go to the failure path
+            await hook(name)
         if name in self.c.endpoints.specs:
             await self.c.endpoints.delete(name)
         if self.c.records.pop(name, None) is not None:

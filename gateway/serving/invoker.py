@@ -1,4 +1,4 @@
-"""Serving one invocation, whichever API asked for it (runtime HTTP today; async and batch next).
+"""Serving one invocation, whichever API asked for it (runtime HTTP, the async queue; batch next).
 
 route to a variant -> lease a sandbox from its pool (admission, maybe a cold start) -> invoke
 -> release -> commit the usage record -> the outcome.  Nothing here knows HTTP: the caller
@@ -30,6 +30,19 @@ class Invocation:
     target_variant: str | None = None
     request_id: str = ""
     oversized: int = 0              # bytes of a body that was over every cap (its bytes were not kept)
+    # Asynchronous requests: the body is in ``body_file`` (``body_size`` bytes), the answer goes to
+    # ``response_file``; ``max_bytes`` and ``timeout_s`` replace the synchronous limits.
+    asynchronous: bool = False
+    body_file: str | None = None
+    body_size: int | None = None
+    response_file: str | None = None
+    max_bytes: int | None = None
+    timeout_s: float | None = None
+    backlog_ms: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return self.body_size if self.body_size is not None else len(self.body)
 
 
 @dataclass
@@ -47,9 +60,10 @@ class Outcome:
 
 
 class Invoker:
-    def __init__(self, settings, clock, endpoints, manager, meter, metrics):
+    def __init__(self, settings, clock, endpoints, manager, meter, metrics, is_async=lambda endpoint: False):
         self.settings, self.clock = settings, clock
         self.endpoints, self.manager, self.meter, self.metrics = endpoints, manager, meter, metrics
+        self.is_async = is_async        # endpoint name -> whether it takes only asynchronous requests
 
     def log_stream(self, endpoint: str) -> str:
         s = self.settings
@@ -67,6 +81,10 @@ class Invoker:
             s = self.settings
             return self.refused(request_id, errors.NotFound(f"Endpoint {inv.endpoint} of account {s.account_id} "
                                                             "not found."))
+        if self.is_async(inv.endpoint) != inv.asynchronous:
+            return self.refused(request_id, errors.Invalid(
+                f"Endpoint {inv.endpoint} is an asynchronous endpoint: use InvokeEndpointAsync." if not inv.asynchronous
+                else f"Endpoint {inv.endpoint} does not have an AsyncInferenceConfig: use InvokeEndpoint."))
         try:
             variant = pick_variant(spec, inv.target_variant)
         except errors.Invalid as exc:
@@ -81,16 +99,17 @@ class Invoker:
         lease = None
         result: sbx.InvokeResult | None = None
         error: errors.SlimserveError | None = None
-        limit = self.settings.payload_limit(serverless=not variant.instance_type)
+        limit = inv.max_bytes or self.settings.payload_limit(serverless=not variant.instance_type)
         try:
-            if inv.oversized or len(inv.body) > limit:
+            if inv.oversized or inv.size > limit:
                 raise errors.PayloadTooLarge(limit)
             if pool is None:
                 raise errors.NotReady(f"endpoint {inv.endpoint} is being updated")
             req = sbx.InvokeRequest(body=inv.body, content_type=inv.content_type, accept=inv.accept,
-                                    custom_attributes=inv.custom_attributes, max_response=limit)
-            lease = await pool.acquire(sample=req)
-            result = await lease.sandbox.invoke(req, self.settings.invocation_timeout_s)
+                                    custom_attributes=inv.custom_attributes, max_response=limit,
+                                    body_file=inv.body_file, response_file=inv.response_file)
+            lease = await pool.acquire(sample=None if inv.body_file else req)
+            result = await lease.sandbox.invoke(req, inv.timeout_s or self.settings.invocation_timeout_s)
             if result.error_kind == sbx.DEAD_HANDLE:
                 raise errors.NotReady(result.message)
             if not result.ok:
@@ -127,11 +146,11 @@ class Invoker:
             start=start_wall, billed_ms=UsageRecord.bill(model_ms), model_ms=model_ms,
             overhead_ms=max(0.0, total_ms - model_ms - init_ms), cold_start=cold, init_ms=init_ms,
             status="ok" if error is None else error.code, error_kind=None if error is None else error.kind,
-            bytes_in=0 if isinstance(error, errors.PayloadTooLarge) else len(inv.body),
-            bytes_out=len(result.body) if result is not None and error is None else 0,
+            bytes_in=0 if isinstance(error, errors.PayloadTooLarge) else inv.size,
+            bytes_out=result.nbytes if result is not None and error is None else 0,
             sandbox_id=lease.sandbox.id if lease is not None else None,
             start_path=lease.sandbox.facts.path if cold else None,
-            init_detail=_phases(lease, model_ms) if cold else None,
+            init_detail=_phases(lease, model_ms) if cold else None, backlog_ms=round(inv.backlog_ms, 3),
         )
 
 

@@ -14,8 +14,8 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gateway.domain import PROVISIONED_FIELDS, USAGE_FIELDS, EndpointSpec, ProvisionedRecord, UsageRecord
-from gateway.store import ledger, rollup
+from gateway.domain import PROVISIONED_FIELDS, USAGE_FIELDS, EndpointSpec, ProvisionedRecord, QueuedRequest, UsageRecord
+from gateway.store import ledger, queue_sql, rollup
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS usage (
     bytes_out INTEGER NOT NULL DEFAULT 0,
     sandbox_id TEXT,
     start_path TEXT,
-    init_detail TEXT
+    init_detail TEXT,
+    backlog_ms REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS usage_endpoint_start ON usage (endpoint, start);
 CREATE INDEX IF NOT EXISTS usage_start ON usage (start);
@@ -93,6 +94,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
+    conn.executescript(queue_sql.SCHEMA)
     _add_missing_columns(conn)
     _build_missing_rollups(conn)
     return conn
@@ -115,9 +117,9 @@ def _build_missing_rollups(conn: sqlite3.Connection) -> None:
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
     """Ledgers written by an older version gain the newer (nullable) columns."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(usage)")}
-    for col in ("start_path", "init_detail"):
+    for col, decl in (("start_path", "TEXT"), ("init_detail", "TEXT"), ("backlog_ms", "REAL NOT NULL DEFAULT 0")):
         if col not in have:
-            conn.execute(f"ALTER TABLE usage ADD COLUMN {col} TEXT")
+            conn.execute(f"ALTER TABLE usage ADD COLUMN {col} {decl}")
 
 
 class Store:
@@ -182,6 +184,43 @@ class Store:
     async def load_resources(self) -> list[tuple[str, str, dict]]:
         rows = await self._run(lambda: self._conn.execute("SELECT kind, name, doc FROM sm_resources").fetchall())
         return [(k, n, json.loads(d)) for k, n, d in rows]
+
+    # --- the asynchronous-inference queue (``queue_sql``) -------------------------------
+    async def enqueue_async(self, req: QueuedRequest) -> None:
+        """Durable when it returns (the 202 is sent after it)."""
+        await self._run(queue_sql.enqueue, self._conn, req)
+
+    async def claim_async(self, endpoint: str, owner: str, now: float, lease_s: float,
+                          limit: int) -> list[QueuedRequest]:
+        return await self._run(queue_sql.claim, self._conn, endpoint, owner, now, lease_s, limit)
+
+    async def renew_async(self, ids: list[str], owner: str, until: float) -> int:
+        return await self._run(queue_sql.renew, self._conn, ids, owner, until)
+
+    async def finish_async(self, rid: str, owner: str | None, state: str, now: float,
+                           error: str | None = None) -> bool:
+        return await self._run(queue_sql.finish, self._conn, rid, owner, state, now, error)
+
+    async def retry_async(self, rid: str, owner: str, not_before: float, error: str, refund: bool = False) -> bool:
+        return await self._run(queue_sql.retry_later, self._conn, rid, owner, not_before, error, refund)
+
+    async def release_async_owner(self, owner_prefix: str, keep_owner: str) -> int:
+        return await self._run(queue_sql.release_owner, self._conn, owner_prefix, keep_owner)
+
+    async def expired_async(self, now: float, limit: int = 1000) -> list[QueuedRequest]:
+        return await self._run(queue_sql.expired, self._conn, now, limit)
+
+    async def open_async(self, endpoint: str, limit: int = 1000) -> list[QueuedRequest]:
+        return await self._run(queue_sql.open_requests, self._conn, endpoint, limit)
+
+    async def get_async(self, rid: str) -> QueuedRequest | None:
+        return await self._run(queue_sql.get, self._conn, rid)
+
+    async def async_backlog(self) -> dict[str, tuple[int, int, float | None]]:
+        return await self._run(queue_sql.backlog, self._conn)
+
+    async def prune_async(self, before: float) -> int:
+        return await self._run(queue_sql.prune, self._conn, before)
 
     # --- usage ------------------------------------------------------------
     async def insert_usage(self, records: list[UsageRecord]) -> None:

@@ -44,6 +44,7 @@ from runtime.sandbox import (
 
 CLONE_NEWNET = 0x40000000
 TOO_LARGE = "x-slimserve-too-large"     # set by the relay, never by the container (headers are lowercased first)
+SPOOLED = "x-slimserve-spooled"       # ... the size of an answer written to the response file
 PORT = 8080
 SAGEMAKER_ENV = {"SAGEMAKER_BIND_TO_PORT": str(PORT), "SAGEMAKER_SAFE_PORT_RANGE": "8080-8080",
                  "SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SM_MODEL_DIR": "/opt/ml/model"}
@@ -68,26 +69,41 @@ class Relay:
                                        initializer=_enter_netns, initargs=(pid,))
 
     async def call(self, method: str, path: str, body: bytes | None, headers: dict, timeout_s: float,
-                   max_bytes: int = 1 << 20):
+                   max_bytes: int = 1 << 20, body_file: str | None = None, response_file: str | None = None):
         return await asyncio.get_running_loop().run_in_executor(
-            self.pool, _http, method, path, body, headers, timeout_s, max_bytes)
+            self.pool, _http, method, path, body, headers, timeout_s, max_bytes, body_file, response_file)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _http(method, path, body, headers, timeout_s, max_bytes: int = 1 << 20):
+def _http(method, path, body, headers, timeout_s, max_bytes: int = 1 << 20, body_file=None, response_file=None):
     """One call to the model server; an answer past ``max_bytes`` is cut off unread (``None``
     body, its announced or least size in the headers' place) so no container can make the
-    gateway hold more than the cap."""
+    gateway hold more than the cap.  ``body_file`` / ``response_file``: the body is streamed from,
+    and the answer to, a file (asynchronous inference); the body returned is then ``b""``."""
     conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=timeout_s)
     try:
-        conn.request(method, path, body=body, headers=headers)
+        if body_file:
+            with open(body_file, "rb") as fh:
+                headers = dict(headers, **{"Content-Length": str(os.fstat(fh.fileno()).st_size)})
+                conn.request(method, path, body=fh, headers=headers)
+        else:
+            conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
         rh = {k.lower(): v for k, v in resp.getheaders()}
         announced = rh.get("content-length", "")
         if announced.isdigit() and int(announced) > max_bytes:
             return resp.status, dict(rh, **{TOO_LARGE: announced}), None
+        if response_file and 200 <= resp.status < 300:
+            size = 0
+            with open(response_file, "wb") as out:
+                while chunk := resp.read(1 << 20):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        return resp.status, dict(rh, **{TOO_LARGE: str(size)}), None
+                    out.write(chunk)
+            return resp.status, dict(rh, **{SPOOLED: str(size)}), b""
         data = resp.read(max_bytes + 1)
         if len(data) > max_bytes:
             return resp.status, dict(rh, **{TOO_LARGE: str(len(data))}), None
@@ -135,7 +151,8 @@ class ContainerServerSandbox(ContainerLife, Sandbox):
         t0 = time.perf_counter()
         try:
             status, rh, body = await asyncio.wait_for(
-                self.relay.call("POST", "/invocations", request.body, headers, timeout_s, limit), timeout_s + 1)
+                self.relay.call("POST", "/invocations", request.body, headers, timeout_s, limit,
+                                request.body_file, request.response_file), timeout_s + 1)
         except (asyncio.TimeoutError, TimeoutError):
             await self.destroy("invocation timed out")
             return InvokeResult(False, error_kind=TIMEOUT, model_ms=(time.perf_counter() - t0) * 1000.0,
@@ -153,7 +170,8 @@ class ContainerServerSandbox(ContainerLife, Sandbox):
                                 message=too_large_message(int(rh[TOO_LARGE]), limit))
         if 200 <= status < 300:
             return InvokeResult(True, body=body, content_type=rh.get("content-type"), model_ms=model_ms,
-                                custom_attributes=rh.get("x-amzn-sagemaker-custom-attributes"))
+                                custom_attributes=rh.get("x-amzn-sagemaker-custom-attributes"),
+                                size=int(rh[SPOOLED]) if SPOOLED in rh else None)
         return InvokeResult(False, error_kind=MODEL_RAISED, model_ms=model_ms, original_status=status,
                             message=body.decode("utf-8", errors="replace")[:2048])
 

@@ -187,7 +187,8 @@ class ProcessBackend(Backend):
         SLIMSERVE_WARMUP=0, for models whose calls have side effects)."""
         if spec.check_only or self.zygotes.base is None or not self.zygotes.base.alive:
             return
-        warm = spec.env.get(WARMUP_ENV, "1") != "0" and len(request.body) <= MAX_SAMPLE_BYTES
+        warm = (spec.env.get(WARMUP_ENV, "1") != "0" and not request.body_file and not request.response_file
+                and len(request.body) <= MAX_SAMPLE_BYTES)
         spec = replace(spec, sample=request if warm else None)
         self.zygotes.want_template((spec.bundle_dir, spec.memory_mb), lambda: make_template(self, spec))
 

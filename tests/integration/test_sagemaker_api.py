@@ -85,8 +85,7 @@ def test_model_config_endpoint_lifecycle_with_waiters_and_weights(gw, data):
         _serverless("Blue", "m-a", 0.9), _serverless("Green", "m-b", 0.1)],
         DataCaptureConfig={"EnableCapture": True, "InitialSamplingPercentage": 50,
                            "DestinationS3Uri": "s3://bucket/capture",
-                           "CaptureOptions": [{"CaptureMode": "Input"}]},
-        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://bucket/out"}})
+                           "CaptureOptions": [{"CaptureMode": "Input"}]})
     assert sm.describe_endpoint_config(EndpointConfigName="cfg-ab")["ProductionVariants"][1]["VariantName"] == "Green"
     arn = sm.create_endpoint(EndpointName="split", EndpointConfigName="cfg-ab",
                              Tags=[{"Key": "team", "Value": "fraud"}])["EndpointArn"]
@@ -101,7 +100,6 @@ def test_model_config_endpoint_lifecycle_with_waiters_and_weights(gw, data):
     assert d["ProductionVariants"][0]["CurrentServerlessConfig"] == {"MemorySizeInMB": 1024, "MaxConcurrency": 10}
     assert d["ProductionVariants"][0]["DeployedImages"][0]["SpecifiedImage"] == "local/sklearn:1"
     assert d["DataCaptureConfig"]["CurrentSamplingPercentage"] == 50
-    assert d["AsyncInferenceConfig"]["OutputConfig"]["S3OutputPath"] == "s3://bucket/out"
 
     n = 400
     counts = _split(rt, "split", n)
