@@ -16,9 +16,14 @@ import psutil
 from aiohttp import web
 
 from gateway import errors
+from gateway.async_inference.notify import Notifier
 from gateway.async_inference.queue import AsyncQueue
 from gateway.async_inference.requests import AsyncConfig
 from gateway.async_inference.worker import AsyncWorkers
+from gateway.autoscaling.api import TARGET_PREFIX
+from gateway.autoscaling.api import operations as autoscaling_operations
+from gateway.autoscaling.scaler import AutoScaler
+from gateway.autoscaling.targets import Registry
 from gateway.clock import Clock
 from gateway.config import DRAIN_FACTOR, Settings
 from gateway.data.cache import ModelCache
@@ -191,8 +196,9 @@ class Gateway:
         self.body_budget = BodyBudget(s.max_body_bytes_held)
         runtime_api = RuntimeApi(self.invoker, s.body_cap, s.body_cap * DRAIN_FACTOR, s.body_timeout_s,
                                  self.body_budget)
-        async_api = self._start_async()
-        sagemaker = SageMakerApi(self.catalog)
+        async_api = await self._start_async(stack)
+        await self._start_autoscaling()
+        sagemaker = SageMakerApi(self.catalog, {TARGET_PREFIX: autoscaling_operations(self.scaling)})
         middlewares = [_internal_errors, admin.middleware]
         if s.auth == "sigv4":
             middlewares.append(auth_middleware(self.access_keys, s.region, s.body_cap, s.account_id,
@@ -232,19 +238,39 @@ class Gateway:
         await self.cache.open()
         self.data = DataPlane(s.model_roots, s.state_dir, S3(config), self.cache)
 
-    def _start_async(self) -> AsyncRuntimeApi:
+    async def _start_async(self, stack: contextlib.AsyncExitStack) -> AsyncRuntimeApi:
         """Asynchronous inference: the durable queue, its workers (a background loop) and its API."""
         s = self.settings
         self.queue = AsyncQueue(self.store, self.clock, instance_id(s), s.async_lease_s)
+        self.notifier = Notifier(s.region, s.sns_endpoint_url, s.notify_allow, self.clock)
+        stack.push_async_callback(self.notifier.close)         # after the loops (registered earlier) stop
+        self.loops.spawn("notify", self.notifier.run)
         self.async_workers = AsyncWorkers(self.queue, self.invoker, self.data.s3, s.async_spool_dir,
-                                          self._async_configs, self._async_capacity, clock=self.clock,
-                                          backoff_s=s.async_s3_backoff_s)
+                                          self._async_configs, self._async_capacity, self.notifier, self.clock,
+                                          s.async_s3_backoff_s, s.region)
         self.async_workers.metrics = AsyncMetrics(self.metrics.registry, self.async_workers)
-        self.catalog.on_endpoint_deleted.append(self.async_workers.abandon)
+        self.catalog.on_endpoint_delete.append((self.async_workers.close, self.async_workers.abandon))
         self.loops.spawn("async-inference", self.async_workers.run)
         return AsyncRuntimeApi(self.queue, self.catalog.async_config, lambda name: name in self.endpoints.specs,
                                lambda: self.data.s3.endpoint_url, self.metrics, s.account_id, s.body_timeout_s,
-                               self.body_budget)
+                               self.body_budget, backlog_of=self.async_workers.backlog_of,
+                               max_backlog=s.async_max_backlog)
+
+    async def _start_autoscaling(self) -> None:
+        """Application Auto Scaling of instance variants: its records and the loop that applies them."""
+        def variants(endpoint: str):
+            spec = self.endpoints.specs.get(endpoint)
+            return {v.name: v for v in spec.variants} if spec is not None else None
+
+        self.scaling = Registry(self.store, self.settings.account_id, self.settings.region, variants,
+                                lambda name: self.catalog.async_config(name) is not None, clock=self.clock.wall)
+        await self.scaling.load()
+        self.autoscaler = AutoScaler(self.scaling, self.endpoints, self.clock, self.async_workers.backlog_of,
+                                     self.settings.autoscaling_interval_s, on_scaled=self.queue.wake)
+        self.scaling.on_change = self.autoscaler.wake
+        self.meter.listeners.append(self.autoscaler.observe)
+        self.async_workers.on_starved = self.autoscaler.wake
+        self.loops.spawn("autoscaling", self.autoscaler.run)
 
     def _async_configs(self) -> dict[str, AsyncConfig]:
         out = {}

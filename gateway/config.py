@@ -68,7 +68,9 @@ class Settings:
     s3_port: int | None = None                   # --s3 local's port (None: the one kept from the first start)
     model_cache_mb: int = 10240                  # S3 model data kept on disk at most, least recently used out first
     async_lease_s: float = 30.0                  # an async request's claim lasts this long (renewed while it runs)
+    async_max_backlog: int = 100_000             # requests queued per async endpoint at most (then 503)
     async_s3_backoff_s: tuple[float, ...] = (2.0, 5.0, 15.0, 30.0, 60.0)   # retries of S3 outages, then failure
+    autoscaling_interval_s: float = 10.0         # how often scaling policies are evaluated (and on any backlog)
     sns_endpoint_url: str | None = None          # where arn:aws:sns: topics are published (None: boto3's own)
     notify_allow: tuple[str, ...] = ()           # hosts http(s):// notification topics may be sent to (none: none)
     extra: dict = field(default_factory=dict)

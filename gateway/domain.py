@@ -60,8 +60,8 @@ class VariantSpec:
                 raise Invalid(str(exc)) from None
             if memory_mb != self.memory_mb:
                 raise Invalid(f"variant {self.name}: memory must follow instance type {self.instance_type}")
-            if not (1 <= self.provisioned == self.max_concurrency):
-                raise Invalid(f"variant {self.name}: an instance variant runs a fixed count of sandboxes >= 1")
+            if not (0 <= self.provisioned == self.max_concurrency):     # 0: scaled in (asynchronous endpoints)
+                raise Invalid(f"variant {self.name}: an instance variant runs a fixed count of sandboxes >= 0")
             self._check_weight()
             return
         if self.memory_mb not in MEMORY_TIERS_MB:

@@ -68,6 +68,16 @@ class Unauthorized(SlimserveError):
         self.code, self.status = code, status
 
 
+class Named(SlimserveError):
+    """A refusal an API words with its own error code (Application Auto Scaling's
+    ``ObjectNotFoundException``, ``ValidationException``...), written as given."""
+    kind = "invalid"
+
+    def __init__(self, message: str, code: str, status: int = 400):
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
 class UnknownOperation(SlimserveError):
     code, kind = "UnknownOperationException", "unknown_operation"
 

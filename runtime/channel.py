@@ -114,8 +114,8 @@ class ChannelSandbox(Sandbox):
         return InvokeResult(
             ok=bool(reply.get("ok")),
             body=payload,
-            content_type=reply.get("content_type"),
-            custom_attributes=reply.get("custom_attributes"),
+            content_type=_header_text(reply.get("content_type")),
+            custom_attributes=_header_text(reply.get("custom_attributes")),
             model_ms=elapsed,
             error_kind=reply.get("error_kind"),
             message=(self._out_of_memory_text() if reply.get("error_kind") == OUT_OF_MEMORY
@@ -138,3 +138,11 @@ class ChannelSandbox(Sandbox):
         await self._writer.drain()
         return await protocol.recv_async_to_file(self._reader, request.response_file, protocol.PEER_HEADER, limit)
 
+
+
+def _header_text(value) -> str | None:
+    """A header value the model chose (its answer's Content-Type, custom attributes): printable
+    ASCII of at most 1024 characters, else none -- it is written into HTTP headers and S3 calls."""
+    if isinstance(value, str) and len(value) <= 1024 and value.isascii() and value.isprintable():
+        return value
+    return None

@@ -38,6 +38,7 @@ class AsyncQueue:
         self.lease_s = lease_s
         self.counters = Counters()
         self._wake = asyncio.Event()
+        self._submitted: set[str] = set()        # endpoints with a submit since the workers last looked
 
     async def recover(self) -> int:
         """Re-queue what an earlier run of this node had claimed; how many."""
@@ -54,13 +55,18 @@ class AsyncQueue:
                             body=body if not sub.input_location else None, content_type=sub.content_type,
                             accept=sub.accept, custom_attributes=sub.custom_attributes)
         await self.store.enqueue_async(req)
+        self._submitted.add(endpoint)
         self._wake.set()
         return req
+
+    def take_submitted(self) -> set[str]:
+        out, self._submitted = self._submitted, set()
+        return out
 
     async def claim(self, endpoint: str, limit: int) -> list[QueuedRequest]:
         return await self.store.claim_async(endpoint, self.owner, self.clock.wall(), self.lease_s, limit)
 
-    async def renew(self, ids: list[str]) -> int:
+    async def renew(self, ids: list[str]) -> set[str]:
         return await self.store.renew_async(ids, self.owner, self.clock.wall() + self.lease_s)
 
     async def done(self, req: QueuedRequest) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.data.locations import Location
@@ -20,6 +20,11 @@ from gateway.data.locations import Location
 PART_BYTES = 16 << 20          # ranged GETs of this size, several at once, for objects larger than one
 PARALLEL_PARTS = 4
 READ_BYTES = 1 << 20           # what one read of a response body takes at most
+SMALL_PUT_BYTES = 8 << 20      # uploads up to this are one PutObject; larger ones multipart, in parallel
+
+
+class LocalWriteError(OSError):
+    """A download that could not be written here (the disk is full): not the store's failure."""
 
 
 class S3Error(Exception):
@@ -63,6 +68,7 @@ class ObjectInfo:
     etag: str                           # without quotes
     size: int
     content_type: str | None = None     # (from a HEAD; listings do not say)
+    metadata: dict = field(default_factory=dict)    # x-amz-meta-* (from a HEAD)
 
     @property
     def url(self) -> str:
@@ -111,7 +117,7 @@ class S3:
         except Exception as exc:  # noqa: BLE001 - sorted into the kinds below
             raise self._explain(loc, exc) from None
         return ObjectInfo(loc.bucket, loc.key, head["ETag"].strip('"'), int(head["ContentLength"]),
-                          head.get("ContentType"))
+                          head.get("ContentType"), dict(head.get("Metadata") or {}))
 
     def list(self, loc: Location, max_keys: int) -> list[ObjectInfo]:
         """Every object under the prefix ``loc.key`` (paginated); more than ``max_keys`` is refused."""
@@ -171,12 +177,16 @@ class S3:
                 chunk = body.read(min(READ_BYTES, end - offset))
                 if not chunk:
                     break
-                os.pwrite(fd, chunk, offset)
+                try:
+                    os.pwrite(fd, chunk, offset)
+                except OSError as exc:        # this machine's disk (full?), not S3: raised as it is
+                    body.close()
+                    raise LocalWriteError(exc.errno, f"writing {info.url} to disk: {exc.strerror}") from None
                 offset += len(chunk)
                 if progress is not None:
                     progress(len(chunk))
             body.close()
-        except S3Error:
+        except (S3Error, LocalWriteError):
             raise
         except Exception as exc:  # noqa: BLE001 - sorted into the kinds below
             raise self._explain(loc, exc) from None
@@ -184,14 +194,20 @@ class S3:
             raise Changed(info.url, f"the download ended at byte {offset} of {end}")
 
     # --- writing (asynchronous inference's outputs) --------------------------------------
-    def put(self, loc: Location, source: Path | bytes, content_type: str | None = None) -> None:
+    def put(self, loc: Location, source: Path | bytes, content_type: str | None = None,
+            metadata: dict | None = None) -> None:
         """``source`` (a file, streamed in multipart parts when large, or bytes) as the object
         ``loc``.  S3 makes an object visible only once it is complete, so a reader polling for
         it never sees part of one."""
         from boto3.s3.transfer import TransferConfig
 
         extra = {"ContentType": content_type} if content_type else {}
+        if metadata:
+            extra["Metadata"] = dict(metadata)
         try:
+            if not isinstance(source, (bytes, bytearray)) and os.path.getsize(source) <= SMALL_PUT_BYTES:
+                with open(source, "rb") as fh:           # one PUT: no transfer manager, no threads
+                    source = fh.read()
             if isinstance(source, (bytes, bytearray)):
                 self.client().put_object(Bucket=loc.bucket, Key=loc.key, Body=bytes(source), **extra)
             else:
@@ -248,8 +264,15 @@ class S3:
                               code, "access denied")
                 return Denied(loc.url, f"{detail} ({code} from {where})")
             return S3Error(loc.url, f"{code or status}: {err.get('Message', '')}".strip())
-        if isinstance(exc, (EndpointConnectionError, BotoCoreError, OSError)):
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+
+        # the network (refused, reset, timed out, broken off): worth trying again
+        if isinstance(exc, (EndpointConnectionError, BotoConnectionError, HTTPClientError, ConnectionError,
+                            TimeoutError)):
             return Unreachable(loc.url, f"S3 at {where} did not answer ({type(exc).__name__})")
+        if isinstance(exc, (BotoCoreError, OSError)):     # a bad argument, a response that broke off ...
+            return S3Error(loc.url, f"{type(exc).__name__}: {exc}")
         return S3Error(loc.url, f"{type(exc).__name__}: {exc}")
 
     def _error_code(self, loc: Location) -> str | None:

@@ -16,6 +16,7 @@ from aiohttp import web
 from gateway import errors
 from gateway.data import s3 as s3mod
 from gateway.data.locations import parse
+from gateway.http.wire import admin_error
 
 READ_BYTES = 1 << 20
 
@@ -47,10 +48,13 @@ class AsyncAdminApi:
             body, content_type, size = await asyncio.to_thread(self.s3.open, loc)
         except s3mod.Missing as exc:
             raise errors.NotFound(f"{url}: {exc.reason}") from None
+        except (s3mod.Unreachable, s3mod.Changed) as exc:
+            return admin_error(errors.Unavailable(f"{url}: {exc.reason}"))
         except s3mod.S3Error as exc:
-            raise errors.Invalid(f"{url}: {exc.reason}") from None
-        out = web.StreamResponse(headers={"Content-Type": content_type or "application/octet-stream",
-                                          "Content-Length": str(size)})
+            return admin_error(errors.Unavailable(f"{url}: {exc.reason}"))
+        out = web.StreamResponse(headers={     # the model chose the type: a browser must not act on it
+            "Content-Type": content_type or "application/octet-stream", "Content-Length": str(size),
+            "X-Content-Type-Options": "nosniff", "Content-Disposition": "attachment"})
         await out.prepare(request)
         try:
             while chunk := await asyncio.to_thread(body.read, READ_BYTES):

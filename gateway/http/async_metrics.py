@@ -6,7 +6,8 @@
   (seconds), HasBacklogWithoutCapacity (1 while requests wait and no instance runs);
 - per endpoint and variant, fed as requests end: TimeInBacklog and TotalProcessingTime
   (histograms, seconds), InvocationsProcesssed (SageMaker's spelling) and InvocationFailures;
-- per endpoint: ExpiredRequests (dropped at their RequestTTLSeconds).
+- per endpoint: ExpiredRequests (dropped at their RequestTTLSeconds);
+- slimserve_async_notifications_total{result}: SNS / HTTP notifications sent, failed, dropped, refused.
 """
 from __future__ import annotations
 
@@ -60,4 +61,10 @@ class _BacklogCollector:
             none.add_metric(e, 1 if g["without_capacity"] else 0)
         for endpoint, n in sorted(self.workers.queue.counters.expired.items()):
             expired.add_metric([endpoint], n)
-        yield from (size, per, age, none, expired)
+        sent = CounterMetricFamily("slimserve_async_notifications", "Notifications by result (sent, failed after "
+                                   "retries, dropped with the queue full, refused: host not allowed)",
+                                   labels=["result"])
+        if self.workers.notifier is not None:
+            for result, n in sorted(self.workers.notifier.counts.items()):
+                sent.add_metric([result], n)
+        yield from (size, per, age, none, expired, sent)

@@ -21,7 +21,8 @@ from gateway.http.wire import runtime_error
 
 class AsyncRuntimeApi:
     def __init__(self, queue: AsyncQueue, config_of, exists, s3_endpoint, metrics, account_id: str,
-                 body_timeout_s: float, budget=None):
+                 body_timeout_s: float, budget=None, backlog_of=lambda name: 0, max_backlog: int = 100_000):
+        self.backlog_of, self.max_backlog = backlog_of, max_backlog
         self.account_id = account_id
         self.queue = queue
         self.config_of = config_of        # endpoint -> its AsyncInferenceConfig document, or None
@@ -46,6 +47,9 @@ class AsyncRuntimeApi:
             if doc is None:
                 raise errors.Invalid(f"Endpoint {name} does not have an AsyncInferenceConfig: it takes "
                                      "synchronous requests (InvokeEndpoint).")
+            if self.backlog_of(name) >= self.max_backlog:
+                raise errors.Unavailable(f"Endpoint {name} has {self.max_backlog} requests queued, its limit; "
+                                         "retry later.")
             if sub.input_location:
                 loc = parse(sub.input_location, self.s3_endpoint(), "InputLocation")
                 if loc.scheme != "s3" or loc.is_prefix:

@@ -74,7 +74,7 @@ def runtime_error(err: errors.SlimserveError, request_id: str, headers: dict | N
 
 def control_error(err: errors.SlimserveError) -> web.Response:
     """The control plane's JSON 1.1 shape: JSON 1.1 readers take ``__type``, REST-JSON readers the header."""
-    if isinstance(err, (errors.Unauthorized, errors.UnknownOperation)):
+    if isinstance(err, (errors.Unauthorized, errors.UnknownOperation, errors.Named)):
         code, status = err.code, err.status
     else:
         code, status = _lookup(_CONTROL, err, ("InternalFailure", 500))

@@ -37,7 +37,10 @@ class Scaler:
         for pool in self.manager.pools():
             if pool.draining:
                 continue
-            ids = select_reaps(pool.idle_view(), pool.live_count, pool.spec.provisioned, now)
+            # An instance variant holds exactly its instance count: an idle sandbox above it (the count
+            # was lowered, or a request's own start raced the floor's) goes at once, keep-alive or not.
+            until = float("inf") if pool.spec.instance_type else now
+            ids = select_reaps(pool.idle_view(), pool.live_count, pool.spec.provisioned, until)
             if ids:
                 self.reaped += await pool.reap(ids)
                 if pool.empty:    # the pool went cold: so does its model zygote

@@ -20,7 +20,7 @@ from gateway.sagemaker.catalog import Catalog
 from gateway.sagemaker.endpoint_configs import EndpointConfigs
 from gateway.sagemaker.endpoints import Endpoints
 from gateway.sagemaker.models import Models
-from gateway.sagemaker.sigv4 import AuthError, precheck, verify
+from gateway.sagemaker.sigv4 import AuthError, precheck, service_of, verify
 from gateway.sagemaker.tags import Tags
 
 log = logging.getLogger("slimserve.sagemaker")
@@ -43,9 +43,12 @@ def operations(catalog: Catalog) -> dict:
 
 
 class SageMakerApi:
-    def __init__(self, catalog: Catalog):
+    """``POST /`` for every AWS JSON 1.1 API the gateway serves, by the X-Amz-Target prefix:
+    SageMaker's own, and the ones given in ``services`` (Application Auto Scaling's)."""
+
+    def __init__(self, catalog: Catalog, services: dict[str, dict] | None = None):
         self.catalog = catalog
-        self.ops = operations(catalog)
+        self.services = {"SageMaker": operations(catalog), **(services or {})}
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/", self.handle)]
@@ -53,13 +56,15 @@ class SageMakerApi:
     async def handle(self, request: web.Request) -> web.Response:
         target = request.headers.get("X-Amz-Target", "")
         service, _, op = target.partition(".")
-        if service != "SageMaker" or op not in self.ops:
+        ops = self.services.get(service, {})
+        if op not in ops:
             return control_error(errors.UnknownOperation(
                 f"Unknown operation {target or '(no X-Amz-Target header)'}"
-                + ("" if service in ("SageMaker", "") else ": this endpoint serves SageMaker")))
+                + ("" if service in self.services or not service else
+                   f": this endpoint serves {', '.join(self.services)}")))
         try:
             req = _parse(await _read(request))
-            result = self.ops[op](req)
+            result = ops[op](req)
             if hasattr(result, "__await__"):
                 result = await result
         except errors.SlimserveError as exc:
@@ -96,7 +101,7 @@ def _action(request: web.Request) -> tuple[str, bool]:
     if request.path.startswith("/endpoints/"):
         return "sagemaker:InvokeEndpoint", True
     op = request.headers.get("X-Amz-Target", "").partition(".")[2] or "UnknownOperation"
-    return f"sagemaker:{op}", op.startswith(("Describe", "List"))
+    return f"{service_of(request.headers)}:{op}", op.startswith(("Describe", "List"))
 
 
 def auth_middleware(keys: dict, region: str, max_body: int, account_id: str, clock=time.time,

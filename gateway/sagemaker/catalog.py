@@ -54,7 +54,7 @@ class Catalog:
         self.configs: dict[str, dict] = {}
         self.records: dict[str, dict] = {}        # SageMaker-level state of endpoints created through this API
         self._tasks: set[asyncio.Task] = set()
-        self.on_endpoint_deleted: list = []       # async callbacks (name) run before an endpoint goes
+        self.on_endpoint_delete: list = []        # (before, after): async callbacks (name) around DeleteEndpoint
 
     async def load(self) -> None:
         for kind, name, doc in await self.store.load_resources():

@@ -234,8 +234,10 @@ class Endpoints:
                 if not v.instance_type:
                     raise invalid(f"Variant {vname} is serverless: change it with ServerlessUpdateConfig.")
                 count = item["DesiredInstanceCount"]
-                if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-                    raise invalid(f"DesiredInstanceCount of {vname} must be at least 1.")
+                least = 0 if self.c.async_config(name) else 1       # only a queue can wait for an instance
+                if not isinstance(count, int) or isinstance(count, bool) or count < least:
+                    raise invalid(f"DesiredInstanceCount of {vname} must be at least {least}"
+                                  + ("." if least == 0 else " (0 is for asynchronous endpoints)."))
                 ch.update(provisioned=count, max_concurrency=count)
             if item.get("ServerlessUpdateConfig"):
                 if v.instance_type:
@@ -264,12 +266,14 @@ class Endpoints:
         rec = self.c.endpoint_record(name)
         if rec["EndpointStatus"] in ("Creating", "Updating"):
             raise Conflict(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
-        for hook in self.c.on_endpoint_deleted:       # its queued async requests go to the failure path
-            await hook(name)
+        for before, _ in self.c.on_endpoint_delete:   # its async requests stop being claimed and run ...
+            await before(name)
         if name in self.c.endpoints.specs:
             await self.c.endpoints.delete(name)
         if self.c.records.pop(name, None) is not None:
             await self.c.store.delete_resource("endpoint", name)
+        for _, after in self.c.on_endpoint_delete:    # ... and, once it is gone, go to the failure path
+            await after(name)
         return {}
 
 

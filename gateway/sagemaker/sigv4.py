@@ -1,7 +1,10 @@
 """AWS Signature Version 4: verification for every AWS-style API the gateway serves, and
 signing for slimserve's own clients (one canonical request for both).
 
-Both SageMaker planes sign with service ``sagemaker``.  The canonical request is
+Both SageMaker planes sign with service ``sagemaker``; Application Auto Scaling (whose
+operations arrive with ``X-Amz-Target: AnyScaleFrontendService.*``) signs with
+``application-autoscaling``, and a signature must name the service the request addresses.  The
+canonical request is
 rebuilt from the request as received (method, path, sorted query, the signed
 headers, SHA-256 of the body) and the signature recomputed with the secret of
 the access key named in the credential scope; derived signing keys are cached
@@ -21,6 +24,8 @@ from urllib.parse import parse_qsl, quote
 from gateway.errors import Unauthorized
 
 SERVICE = "sagemaker"
+AUTOSCALING = "application-autoscaling"
+AUTOSCALING_TARGET = "AnyScaleFrontendService."
 MAX_SKEW_S = 15 * 60
 # Signed whenever present: what the request does (its operation) and when.  Content-Type is not
 # required: some clients' HTTP libraries add one after signing, and it does not choose the operation.
@@ -67,6 +72,11 @@ def _parse_authorization(value: str) -> dict[str, str]:
     return parts
 
 
+def service_of(headers) -> str:
+    """The signing name of the API a request addresses."""
+    return AUTOSCALING if (headers.get("X-Amz-Target") or "").startswith(AUTOSCALING_TARGET) else SERVICE
+
+
 def verify(method: str, path: str, query_string: str, headers, body: bytes, keys: dict[str, str],
            region: str, now: float, payload_hash: str | None = None) -> str:
     """Check the request's signature; returns the access key id, or raises AuthError.
@@ -79,7 +89,8 @@ def verify(method: str, path: str, query_string: str, headers, body: bytes, keys
     if claimed is not None and claimed != payload_hash:
         raise AuthError("InvalidSignatureException",
                         "The provided x-amz-content-sha256 header does not match what was computed.")
-    expected = _signature(secret, method, path, query_string, headers, signed, payload_hash, amz_date, region)
+    expected = _signature(secret, method, path, query_string, headers, signed, payload_hash, amz_date, region,
+                          service_of(headers))
     if not hmac.compare_digest(expected, parts["Signature"]):
         raise AuthError("InvalidSignatureException",
                         "The request signature we calculated does not match the signature you provided. Check your "
@@ -100,8 +111,9 @@ def precheck(headers, keys: dict[str, str], region: str, now: float):
     except ValueError:
         raise AuthError("IncompleteSignatureException",
                         "Credential must be KEY/DATE/REGION/SERVICE/aws4_request.") from None
-    if service != SERVICE or terminator != "aws4_request":
-        raise AuthError("InvalidSignatureException", f"Credential should be scoped to correct service: '{SERVICE}'. ")
+    wanted = service_of(headers)
+    if service != wanted or terminator != "aws4_request":
+        raise AuthError("InvalidSignatureException", f"Credential should be scoped to correct service: '{wanted}'. ")
     if scope_region != region:
         raise AuthError("InvalidSignatureException",
                         f"Credential should be scoped to a valid region, not '{scope_region}'. ")
@@ -126,14 +138,14 @@ def precheck(headers, keys: dict[str, str], region: str, now: float):
 
 
 def _signature(secret: str, method: str, path: str, query_string: str, headers, signed: list[str],
-               payload_hash: str, amz_date: str, region: str) -> str:
+               payload_hash: str, amz_date: str, region: str, service: str = SERVICE) -> str:
     canonical_headers = "".join(f"{h}:{' '.join((headers.get(h) or '').split())}\n" for h in signed)
     canonical = "\n".join([method, quote(path, safe="/-_.~"), canonical_query(query_string), canonical_headers,
                            ";".join(signed), payload_hash])
     date = amz_date[:8]
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, f"{date}/{region}/{SERVICE}/aws4_request",
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, f"{date}/{region}/{service}/aws4_request",
                          hashlib.sha256(canonical.encode()).hexdigest()])
-    return hmac.new(signing_key(secret, date, region), to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(signing_key(secret, date, region, service), to_sign.encode(), hashlib.sha256).hexdigest()
 
 
 class _Lower(dict):

@@ -40,6 +40,8 @@ CREATE INDEX IF NOT EXISTS async_finished ON async_requests (finished) WHERE fin
 """
 
 COLS = ", ".join(QUEUE_FIELDS)
+# Lists of many requests leave the inline bodies (up to 128 KB each) in the table.
+LIST_COLS = ", ".join("NULL" if f == "body" else f for f in QUEUE_FIELDS)
 OPEN = "state IN ('queued', 'running')"
 
 
@@ -54,23 +56,27 @@ def enqueue(conn: sqlite3.Connection, req: QueuedRequest) -> None:
 
 def claim(conn: sqlite3.Connection, endpoint: str, owner: str, now: float, lease_s: float,
           limit: int) -> list[QueuedRequest]:
-    """Up to ``limit`` runnable requests of ``endpoint``, oldest first, leased to ``owner``."""
+    """Up to ``limit`` runnable requests of ``endpoint``, oldest first, leased to ``owner``: queued
+    and due, or running under someone else's lease that ran out (``owner``'s own are still its
+    to run: taking them again would run a request twice in one process)."""
     if limit <= 0:
         return []
     return _rows(conn.execute(
         f"UPDATE async_requests SET state = 'running', lease_owner = ?, lease_until = ?, attempts = attempts + 1 "
         f"WHERE seq IN (SELECT seq FROM async_requests WHERE endpoint = ? AND "
-        f"((state = 'queued' AND not_before <= ?) OR (state = 'running' AND lease_until < ?)) "
+        f"((state = 'queued' AND not_before <= ?) OR (state = 'running' AND lease_until < ? AND lease_owner != ?)) "
         f"ORDER BY seq LIMIT ?) RETURNING {COLS}",
-        (owner, now + lease_s, endpoint, now, now, limit)))
+        (owner, now + lease_s, endpoint, now, now, owner, limit)))
 
 
-def renew(conn: sqlite3.Connection, ids: list[str], owner: str, until: float) -> int:
+def renew(conn: sqlite3.Connection, ids: list[str], owner: str, until: float) -> set[str]:
+    """Extend ``owner``'s leases of ``ids``; the ids it still held (a missing one was taken over)."""
     if not ids:
-        return 0
+        return set()
     marks = ", ".join("?" for _ in ids)
-    return conn.execute(f"UPDATE async_requests SET lease_until = ? WHERE state = 'running' AND lease_owner = ? "
-                        f"AND id IN ({marks})", (until, owner, *ids)).rowcount
+    return {row[0] for row in conn.execute(
+        f"UPDATE async_requests SET lease_until = ? WHERE state = 'running' AND lease_owner = ? "
+        f"AND id IN ({marks}) RETURNING id", (until, owner, *ids))}
 
 
 def finish(conn: sqlite3.Connection, rid: str, owner: str | None, state: str, now: float,
@@ -108,12 +114,12 @@ def _like_prefix(prefix: str) -> str:
 
 def expired(conn: sqlite3.Connection, now: float, limit: int = 1000) -> list[QueuedRequest]:
     """Queued requests whose time to live ran out before they started."""
-    return _rows(conn.execute(f"SELECT {COLS} FROM async_requests WHERE state = 'queued' AND expires < ? "
+    return _rows(conn.execute(f"SELECT {LIST_COLS} FROM async_requests WHERE state = 'queued' AND expires < ? "
                               f"ORDER BY seq LIMIT ?", (now, limit)))
 
 
 def open_requests(conn: sqlite3.Connection, endpoint: str, limit: int = 1000) -> list[QueuedRequest]:
-    return _rows(conn.execute(f"SELECT {COLS} FROM async_requests WHERE endpoint = ? AND {OPEN} "
+    return _rows(conn.execute(f"SELECT {LIST_COLS} FROM async_requests WHERE endpoint = ? AND {OPEN} "
                               f"ORDER BY seq LIMIT ?", (endpoint, limit)))
 
 

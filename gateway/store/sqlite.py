@@ -194,7 +194,7 @@ class Store:
                           limit: int) -> list[QueuedRequest]:
         return await self._run(queue_sql.claim, self._conn, endpoint, owner, now, lease_s, limit)
 
-    async def renew_async(self, ids: list[str], owner: str, until: float) -> int:
+    async def renew_async(self, ids: list[str], owner: str, until: float) -> set[str]:
         return await self._run(queue_sql.renew, self._conn, ids, owner, until)
 
     async def finish_async(self, rid: str, owner: str | None, state: str, now: float,

@@ -46,6 +46,7 @@ CLONE_NEWNET = 0x40000000
 TOO_LARGE = "x-slimserve-too-large"     # set by the relay, never by the container (headers are lowercased first)
 SPOOLED = "x-slimserve-spooled"       # ... the size of an answer written to the response file
 PORT = 8080
+MAX_ERROR_BODY = 64 << 10               # of a non-2xx answer, only this much is read (the message is cut anyway)
 SAGEMAKER_ENV = {"SAGEMAKER_BIND_TO_PORT": str(PORT), "SAGEMAKER_SAFE_PORT_RANGE": "8080-8080",
                  "SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SM_MODEL_DIR": "/opt/ml/model"}
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -104,6 +105,9 @@ def _http(method, path, body, headers, timeout_s, max_bytes: int = 1 << 20, body
                         return resp.status, dict(rh, **{TOO_LARGE: str(size)}), None
                     out.write(chunk)
             return resp.status, dict(rh, **{SPOOLED: str(size)}), b""
+        if not 200 <= resp.status < 300:       # an error's text: what a message needs, whatever the cap
+            max_bytes = min(max_bytes, MAX_ERROR_BODY)
+            return resp.status, rh, resp.read(max_bytes)
         data = resp.read(max_bytes + 1)
         if len(data) > max_bytes:
             return resp.status, dict(rh, **{TOO_LARGE: str(len(data))}), None

@@ -36,7 +36,8 @@ BUDGET = ("--memory-budget-mb", "200000")
 
 @pytest.fixture(scope="module")
 def gw(local_s3, s3):
-    with running_gateway("--s3-endpoint-url", local_s3.url, "--timeout", "5", *BUDGET, zygote=True) as g:
+    with running_gateway("--s3-endpoint-url", local_s3.url, "--timeout", "5", "--autoscaling-interval", "0.5", *BUDGET,
+                         zygote=True) as g:
         yield g
 
 
@@ -429,3 +430,196 @@ def _result_or_none(response):
         return response.get_result()
     except ObjectNotExistedError:
         return None
+
+
+def autoscaling_client(url):
+    return boto3.client("application-autoscaling", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x",
+                        aws_secret_access_key="x", config=Config(retries={"total_max_attempts": 1}))
+
+
+def metric(gw, name, endpoint):
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(gw.url + "/metrics", timeout=10).read().decode()
+    m = re.search(rf'^slimserve_async_{name}{{endpoint="{endpoint}"}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def test_an_async_variant_scales_to_zero_and_a_backlog_wakes_it(gw, s3):
+    sm, rt = sagemaker_clients(gw.url)
+    async_endpoint(sm, "to-zero")
+    aas = autoscaling_client(gw.url)
+    rid = "endpoint/to-zero/variant/v"
+    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=rid,
+                                 ScalableDimension="sagemaker:variant:DesiredInstanceCount", MinCapacity=0,
+                                 MaxCapacity=2)
+    aas.put_scaling_policy(
+        PolicyName="backlog", ServiceNamespace="sagemaker", ResourceId=rid,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount", PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": 5.0, "ScaleInCooldown": 2, "ScaleOutCooldown": 0,
+            "CustomizedMetricSpecification": {"MetricName": "ApproximateBacklogSizePerInstance",
+                                              "Namespace": "AWS/SageMaker", "Statistic": "Average",
+                                              "Dimensions": [{"Name": "EndpointName", "Value": "to-zero"}]}})
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[rid])[
+        "ScalableTargets"][0]["MinCapacity"] == 0
+    assert aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=rid)[
+        "ScalingPolicies"][0]["PolicyName"] == "backlog"
+
+    def counts():
+        pv = sm.describe_endpoint(EndpointName="to-zero")["ProductionVariants"][0]
+        return pv["DesiredInstanceCount"], pv["CurrentInstanceCount"]
+    assert wait_until(lambda: counts() == (0, 0), timeout=30)           # idle: scaled in to nothing
+
+    sent = rt.invoke_endpoint_async(EndpointName="to-zero", Body=b"21", ContentType="application/json")
+    assert json.loads(fetch(s3, sent["OutputLocation"], timeout=60)) == {"double": 42}
+    assert counts()[0] == 1                                             # woken by the backlog
+    assert wait_until(lambda: counts() == (0, 0), timeout=30)           # and back to zero after the cooldown
+
+    with pytest.raises(botocore.exceptions.ClientError) as info:         # the service's own error codes
+        aas.put_scaling_policy(PolicyName="x", ServiceNamespace="sagemaker", ResourceId="endpoint/nope/variant/v",
+                               ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+                               PolicyType="TargetTrackingScaling",
+                               TargetTrackingScalingPolicyConfiguration={
+                                   "TargetValue": 1.0, "PredefinedMetricSpecification": {
+                                       "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}})
+    assert info.value.response["Error"]["Code"] == "ObjectNotFoundException"
+    sm.create_model(ModelName="sync-two", PrimaryContainer={"ModelDataUrl": "s3://async-models/work/model.tar.gz"})
+    sm.create_endpoint_config(EndpointConfigName="sync-two", ProductionVariants=[
+        {"VariantName": "v", "ModelName": "sync-two", "InstanceType": "ml.t2.medium", "InitialInstanceCount": 1}])
+    sm.create_endpoint(EndpointName="sync-two", EndpointConfigName="sync-two")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="sync-two", WaiterConfig={"Delay": 0.25})
+    with pytest.raises(botocore.exceptions.ClientError, match="MinCapacity 0 is allowed only"):
+        aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId="endpoint/sync-two/variant/v",
+                                     ScalableDimension="sagemaker:variant:DesiredInstanceCount", MinCapacity=0,
+                                     MaxCapacity=1)
+    aas.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=rid,
+                                   ScalableDimension="sagemaker:variant:DesiredInstanceCount")
+    assert aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=rid)["ScalingPolicies"] == []
+
+
+def test_without_instances_the_backlog_is_reported_and_waits(gw, s3):
+    sm, rt = sagemaker_clients(gw.url)
+    async_endpoint(sm, "parked")
+    sm.update_endpoint_weights_and_capacities(EndpointName="parked", DesiredWeightsAndCapacities=[
+        {"VariantName": "v", "DesiredInstanceCount": 0}])
+    sent = rt.invoke_endpoint_async(EndpointName="parked", Body=b"1", ContentType="application/json")
+    assert wait_until(lambda: metric(gw, "HasBacklogWithoutCapacity", "parked") == 1.0, timeout=10)
+    assert metric(gw, "ApproximateBacklogSize", "parked") == 1.0
+    assert metric(gw, "ApproximateAgeOfOldestRequest", "parked") >= 0
+    assert absent(s3, sent["OutputLocation"])                          # no policy: nothing wakes it ...
+    sm.update_endpoint_weights_and_capacities(EndpointName="parked", DesiredWeightsAndCapacities=[
+        {"VariantName": "v", "DesiredInstanceCount": 1}])
+    assert json.loads(fetch(s3, sent["OutputLocation"])) == {"double": 2}    # ... until an instance is given
+    assert wait_until(lambda: metric(gw, "HasBacklogWithoutCapacity", "parked") == 0.0, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def moto_sns():
+    """A real SNS-compatible server (moto's server mode) on loopback, with a topic per outcome
+    each delivering to an SQS queue the test reads."""
+    from moto.server import ThreadedMotoServer
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    kw = dict(endpoint_url=url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    sns, sqs = boto3.client("sns", **kw), boto3.client("sqs", **kw)
+    topics = {}
+    for name in ("ok", "err"):
+        arn = sns.create_topic(Name=f"async-{name}")["TopicArn"]
+        queue = sqs.create_queue(QueueName=f"async-{name}")["QueueUrl"]
+        qarn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=qarn, Attributes={"RawMessageDelivery": "true"})
+        topics[name] = (arn, queue)
+    yield url, sqs, topics
+    server.stop()
+
+
+def received(sqs, queue, timeout=30.0):
+    def one():
+        got = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1).get("Messages")
+        return json.loads(got[0]["Body"]) if got else None
+    msg = wait_until(one, timeout=timeout, interval=0.1)
+    assert msg is not None, "no notification arrived"
+    return msg
+
+
+class Hook(threading.Thread):
+    """An HTTP receiver on loopback for http:// notification topics."""
+
+    def __init__(self):
+        import http.server
+
+        hook = self
+        self.bodies = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                hook.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        super().__init__(target=self.server.serve_forever, daemon=True)
+        self.start()
+
+
+def test_sns_and_http_notifications_carry_sagemakers_message(local_s3, s3, moto_sns):
+    moto_url, sqs, topics = moto_sns
+    hook = Hook()
+    with running_gateway("--s3-endpoint-url", local_s3.url, "--sns-endpoint-url", moto_url,
+                         "--notify-allow", f"127.0.0.1:{hook.port}", *BUDGET, zygote=True) as g:
+        sm, rt = sagemaker_clients(g.url)
+        async_endpoint(sm, "notified", extra={"OutputConfig": {
+            "S3OutputPath": f"s3://{OUT}/notified/out", "S3FailurePath": f"s3://{OUT}/notified/fail",
+            "NotificationConfig": {"SuccessTopic": topics["ok"][0], "ErrorTopic": topics["err"][0],
+                                   "IncludeInferenceResponseIn": ["SUCCESS_NOTIFICATION_TOPIC"]}}})
+        ok = rt.invoke_endpoint_async(EndpointName="notified", Body=b'{"n": 2}', ContentType="application/json",
+                                      InferenceId="note-1")
+        msg = received(sqs, topics["ok"][1])
+        assert msg["invocationStatus"] == "Completed" and msg["inferenceId"] == "note-1"
+        assert msg["responseParameters"]["outputLocation"] == ok["OutputLocation"]
+        assert msg["requestParameters"]["endpointName"] == "notified"
+        assert msg["eventSource"] == "aws:sagemaker" and msg["awsRegion"] == "us-east-1"
+        assert json.loads(msg["inferenceResponse"]["body"]) == {"double": 4}
+
+        bad = rt.invoke_endpoint_async(EndpointName="notified", Body=b'{"fail": "no"}', ContentType="application/json")
+        msg = received(sqs, topics["err"][1])
+        assert msg["invocationStatus"] == "Failed" and "no" in msg["failureReason"]
+        assert msg["responseParameters"]["failureLocation"] == bad["FailureLocation"]
+        assert "inferenceResponse" not in msg                       # only the success topic asked for it
+
+        # the extension: an http:// topic, only to an allowed host
+        sm.create_endpoint_config(EndpointConfigName="hooked", ProductionVariants=[
+            {"VariantName": "v", "ModelName": "notified", "InstanceType": "ml.t2.medium",
+             "InitialInstanceCount": 1}], AsyncInferenceConfig={"OutputConfig": {
+                 "S3OutputPath": f"s3://{OUT}/hooked", "NotificationConfig": {
+                     "SuccessTopic": f"http://127.0.0.1:{hook.port}/done",
+                     "ErrorTopic": f"http://127.0.0.2:{hook.port}/not-allowed"}}})
+        sm.create_endpoint(EndpointName="hooked", EndpointConfigName="hooked")
+        sm.get_waiter("endpoint_in_service").wait(EndpointName="hooked", WaiterConfig={"Delay": 0.25})
+        done = rt.invoke_endpoint_async(EndpointName="hooked", Body=b"5", ContentType="application/json")
+        assert wait_until(lambda: hook.bodies, timeout=30)
+        assert hook.bodies[0]["responseParameters"]["outputLocation"] == done["OutputLocation"]
+        rt.invoke_endpoint_async(EndpointName="hooked", Body=b'{"fail": "x"}', ContentType="application/json")
+        assert wait_until(lambda: metric_total(g, "notifications_total", 'result="refused"') == 1.0, timeout=30)
+    hook.server.shutdown()
+
+
+def metric_total(gw, name, labels):
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(gw.url + "/metrics", timeout=10).read().decode()
+    m = re.search(rf'^slimserve_async_{name}{{{labels}}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else None

@@ -43,7 +43,8 @@ async def test_stop_unwinds_a_started_gateway(tmp_path):
     before = _children()
     gw = Gateway(Settings(state_dir=tmp_path / "state", port=0, usage_retention_days=30))
     await gw.start()
-    assert sorted(_loops()) == ["slimserve-async-inference", "slimserve-retention", "slimserve-scaler"]
+    assert sorted(_loops()) == ["slimserve-async-inference", "slimserve-autoscaling", "slimserve-notify",
+                                "slimserve-retention", "slimserve-scaler"]
     assert _children() - before                       # the base zygote (and its stems) run
     await gw.stop()
     assert _loops() == [] and gw.store._conn is None

@@ -123,3 +123,21 @@ def test_backlog_counts_queued_and_running_and_the_oldest(store):
         assert "e" not in await q.backlog()
         await store.close()
     run(go())
+
+
+def test_a_worker_never_claims_again_what_it_still_runs(store):
+    async def go():
+        await opened(store)
+        clock = FakeClock()
+        q = AsyncQueue(store, clock, "n", lease_s=10)
+        r = await q.submit("e", CFG, sub(), b"x")
+        assert len(await q.claim("e", 1)) == 1
+        clock.advance(11)                               # its lease ran out (a stalled renewal) ...
+        assert await q.claim("e", 1) == []              # ... but it runs here: not taken twice
+        assert await q.renew([r.id]) == {r.id}
+        other = AsyncQueue(store, clock, "m", lease_s=10)
+        clock.advance(11)
+        assert [x.id for x in await other.claim("e", 1)] == [r.id]   # another worker may take it over
+        assert await q.renew([r.id]) == set()            # and the first learns it lost it
+        await store.close()
+    run(go())

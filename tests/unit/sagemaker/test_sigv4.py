@@ -18,9 +18,9 @@ class Headers(dict):
         return super().get(key.lower(), default)
 
 
-def _botocore(headers: dict) -> Headers:
+def _botocore(headers: dict, service: str = "sagemaker") -> Headers:
     req = AWSRequest(method="POST", url="http://127.0.0.1:8080/", data=BODY, headers=headers)
-    SigV4Auth(Credentials("AKID", "secret"), "sagemaker", "us-east-1").add_auth(req)
+    SigV4Auth(Credentials("AKID", "secret"), service, "us-east-1").add_auth(req)
     out = Headers({k.lower(): v for k, v in req.headers.items()})
     out["host"] = "127.0.0.1:8080"
     return out
@@ -29,6 +29,18 @@ def _botocore(headers: dict) -> Headers:
 def test_botocores_signature_verifies():
     h = _botocore({"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "SageMaker.DescribeEndpoint"})
     assert sigv4.verify("POST", "/", "", h, BODY, KEYS, "us-east-1", time.time()) == "AKID"
+
+
+def test_application_auto_scaling_signs_for_its_own_service_and_only_that():
+    target = {"Content-Type": "application/x-amz-json-1.1",
+              "X-Amz-Target": "AnyScaleFrontendService.DescribeScalableTargets"}
+    h = _botocore(target, "application-autoscaling")
+    assert sigv4.verify("POST", "/", "", h, BODY, KEYS, "us-east-1", time.time()) == "AKID"
+    with pytest.raises(sigv4.AuthError, match="'application-autoscaling'"):       # signed for another API
+        sigv4.verify("POST", "/", "", _botocore(target), BODY, KEYS, "us-east-1", time.time())
+    with pytest.raises(sigv4.AuthError, match="'sagemaker'"):
+        sigv4.verify("POST", "/", "", _botocore({"X-Amz-Target": "SageMaker.ListModels"}, "application-autoscaling"),
+                     BODY, KEYS, "us-east-1", time.time())
 
 
 def test_an_operation_that_was_not_signed_cannot_be_added_to_a_captured_request():
