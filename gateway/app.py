@@ -265,6 +265,7 @@ class Gateway:
         self.scaling = Registry(self.store, self.settings.account_id, self.settings.region, variants,
                                 lambda name: self.catalog.async_config(name) is not None, clock=self.clock.wall)
         await self.scaling.load()
+        self.catalog.on_endpoint_delete.append((None, self.scaling.forget))     # its targets go with it
         self.autoscaler = AutoScaler(self.scaling, self.endpoints, self.clock, self.async_workers.backlog_of,
                                      self.settings.autoscaling_interval_s, on_scaled=self.queue.wake)
         self.scaling.on_change = self.autoscaler.wake

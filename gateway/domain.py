@@ -60,8 +60,9 @@ class VariantSpec:
                 raise Invalid(str(exc)) from None
             if memory_mb != self.memory_mb:
                 raise Invalid(f"variant {self.name}: memory must follow instance type {self.instance_type}")
-            if not (0 <= self.provisioned == self.max_concurrency):     # 0: scaled in (asynchronous endpoints)
-                raise Invalid(f"variant {self.name}: an instance variant runs a fixed count of sandboxes >= 0")
+            if not (0 <= self.provisioned == self.max_concurrency <= MAX_CONCURRENCY_RANGE[1]):   # 0: scaled in
+                raise Invalid(f"variant {self.name}: an instance variant runs a fixed count of 0.."
+                              f"{MAX_CONCURRENCY_RANGE[1]} sandboxes")
             self._check_weight()
             return
         if self.memory_mb not in MEMORY_TIERS_MB:

@@ -23,6 +23,7 @@ log = logging.getLogger("slimserve.notify")
 ATTEMPTS = 3
 DELAYS_S = (1.0, 4.0)
 QUEUE_MAX = 10_000
+SENDERS = 4
 HTTP_TIMEOUT_S = 10.0
 
 
@@ -90,27 +91,37 @@ class Notifier:
             log.warning("notification to %s not sent: its host is not allowed (serve --notify-allow)", topic)
             return
         try:
-            self._queue.put_nowait((topic, doc))
+            self._queue.put_nowait((topic, doc, 0))
         except asyncio.QueueFull:
             self.counts["dropped"] += 1
 
     async def run(self) -> None:
-        """Send what is queued, one message at a time (a background loop of the gateway's)."""
-        while True:
-            topic, doc = await self._queue.get()
-            for attempt in range(ATTEMPTS):
+        """Send what is queued (a background loop of the gateway's): ``SENDERS`` at once, so one
+        slow or failing topic holds up only its own messages; a failed message is queued again
+        after its delay rather than waited for."""
+        async def sender():
+            while True:
+                topic, doc, attempt = await self._queue.get()
                 try:
                     await self._deliver(topic, doc)
                     self.counts["sent"] += 1
-                    break
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - tried again, then counted
-                    if attempt == ATTEMPTS - 1:
+                    if attempt + 1 >= ATTEMPTS:
                         self.counts["failed"] += 1
                         log.warning("notification to %s failed %d times, dropped: %s", topic, ATTEMPTS, exc)
                     else:
-                        await asyncio.sleep(DELAYS_S[min(attempt, len(DELAYS_S) - 1)])
+                        asyncio.get_running_loop().call_later(DELAYS_S[min(attempt, len(DELAYS_S) - 1)],
+                                                              self._again, topic, doc, attempt + 1)
+
+        await asyncio.gather(*(sender() for _ in range(SENDERS)))
+
+    def _again(self, topic: str, doc: dict, attempt: int) -> None:
+        try:
+            self._queue.put_nowait((topic, doc, attempt))
+        except asyncio.QueueFull:
+            self.counts["dropped"] += 1
 
     async def _deliver(self, topic: str, doc: dict) -> None:
         text = json.dumps(doc)
@@ -130,6 +141,8 @@ class Notifier:
     def _client(self, region: str):
         client = self._sns.get(region)
         if client is None:
+            if len(self._sns) >= 32:               # one per region: a bounded few
+                self._sns.clear()
             import boto3
             from botocore.config import Config
 

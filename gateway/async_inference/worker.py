@@ -118,7 +118,12 @@ class AsyncWorkers:
             room = capacity * PIPELINE - len(mine)
             if room <= 0:
                 continue
-            for req in await self.queue.claim(endpoint, room):
+            claimed = await self.queue.claim(endpoint, room)
+            if endpoint in self.closing or self.running.get(endpoint) is not mine:
+                for req in claimed:                   # DeleteEndpoint began meanwhile: not ours to run
+                    await self.queue.later(req, 0.0, "the endpoint is being deleted", refund=True)
+                continue
+            for req in claimed:
                 task = asyncio.get_running_loop().create_task(self._guarded(req, config),
                                                               name=f"slimserve-async-{req.id}")
                 mine[req.id] = task
@@ -226,7 +231,7 @@ class AsyncWorkers:
             self._notify(config.success_topic, message(self.region, req, True, self.clock.wall(),
                                                        outcome.result.content_type, body))
         except NoRoom as exc:
-            await self.queue.later(req, NO_ROOM_DELAY_S * 5, str(exc), refund=True)
+            await self.queue.later(req, NO_ROOM_DELAY_S, str(exc), refund=True)
         except StorageDown as exc:
             if req.attempts <= len(self.backoff_s):
                 delay = self.backoff_s[req.attempts - 1]
@@ -245,7 +250,10 @@ class AsyncWorkers:
         """One of the endpoint's instances for the ``with`` block: at most ``capacity`` requests of an
         endpoint are in the invoker at once (the others of the pipeline wait here, not in a pool)."""
         async with self._turn:
-            await self._turn.wait_for(lambda: self._invoking.get(endpoint, 0) < self.capacity(endpoint))
+            await self._turn.wait_for(lambda: self._invoking.get(endpoint, 0) < self.capacity(endpoint)
+                                      or self.capacity(endpoint) == 0)
+            if self.capacity(endpoint) == 0:          # scaled to zero meanwhile: back to the queue
+                raise NoRoom(f"endpoint {endpoint} has no instance now")
             self._invoking[endpoint] = self._invoking.get(endpoint, 0) + 1
         try:
             yield

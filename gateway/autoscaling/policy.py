@@ -59,8 +59,10 @@ def per_instance(policy: TargetTracking, signals: Signals, instances: int) -> fl
 def wanted(policy: TargetTracking, signals: Signals, target: Target) -> int:
     """The count this policy asks for, before bounds and cooldowns."""
     total = signals.invocations_per_minute if policy.metric == INVOCATIONS_PER_INSTANCE else float(signals.backlog)
-    if target.desired == 0:
-        return max(1, math.ceil(total / policy.target)) if total > 0 else 0
+    if target.desired == 0:               # no per-instance value: any traffic or backlog asks for one
+        if total > 0:
+            return max(1, math.ceil(total / policy.target))
+        return 1 if signals.backlog > 0 else 0
     value = per_instance(policy, signals, target.desired) or 0.0
     # a hair under exact multiples is noise of float division, not a reason to add an instance
     return math.ceil(target.desired * value / policy.target - 1e-9)

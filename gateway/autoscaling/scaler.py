@@ -36,13 +36,18 @@ class AutoScaler:
         self._wake = asyncio.Event()
 
     def observe(self, rec) -> None:
-        """A meter listener: one invocation of (endpoint, variant) now."""
-        q = self._seen.get((rec.endpoint, rec.variant))
+        """A meter listener: one invocation of (endpoint, variant) now.  Kept only for variants with
+        a scalable target, and only for the last minute (a timestamp per invocation in it)."""
+        if f"endpoint/{rec.endpoint}/variant/{rec.variant}" not in self.registry.targets:
+            return
+        key = (rec.endpoint, rec.variant)
+        q = self._seen.get(key)
         if q is None:
-            if len(self._seen) > 10_000:            # endpoints come and go: forget the quiet ones
-                self._seen = {k: v for k, v in self._seen.items() if v}
-            q = self._seen[(rec.endpoint, rec.variant)] = deque()
-        q.append(self.clock.now())
+            q = self._seen[key] = deque()
+        now = self.clock.now()
+        q.append(now)
+        while q[0] < now - WINDOW_S:
+            q.popleft()
 
     def wake(self) -> None:
         self._wake.set()
@@ -68,33 +73,46 @@ class AutoScaler:
             self._wake.clear()
 
     async def step(self) -> dict[str, int]:
-        """One round over every target; returns the counts it changed (resource id -> count)."""
-        now = self.clock.now()
+        """One round over every target; returns the counts it changed (resource id -> count).  A
+        target that fails (its endpoint changing under it) is left for the next round; the others go on."""
         changed = {}
         for rid, doc in list(self.registry.targets.items()):
-            _, endpoint, _, variant = rid.split("/")
-            spec = self.endpoints.specs.get(endpoint)
-            v = spec.variant(variant) if spec is not None else None
-            if v is None or not v.instance_type:
+            try:
+                new = await self._step_one(rid, doc)
+            except Exception:  # noqa: BLE001 - one target must not stop the others
+                log.exception("autoscaling %s failed this round", rid)
                 continue
-            out_at, in_at = self._activity.get(rid, (None, None))
-            target = tt.Target(doc["MinCapacity"], doc["MaxCapacity"], v.provisioned, out_at, in_at)
-            new = tt.bounded(target)
-            if new is None:
-                suspended = doc.get("SuspendedState") or {}
-                policies = [parse_tracking(p["TargetTrackingScalingPolicyConfiguration"])
-                            for p in self.registry.policies.get(rid, {}).values()]
-                signals = tt.Signals(self._per_minute(endpoint, variant, now), self.backlog_of(endpoint))
-                new = tt.decide(policies, signals, target, now)
-                if new is not None and ((new > v.provisioned and suspended.get("DynamicScalingOutSuspended"))
-                                        or (new < v.provisioned and suspended.get("DynamicScalingInSuspended"))):
-                    new = None
-            if new is None or new == v.provisioned:
-                continue
-            await self.endpoints.set_variants(endpoint, {variant: {"provisioned": new, "max_concurrency": new}})
-            log.info("autoscaling: %s from %d to %d instances", rid, v.provisioned, new)
-            self._activity[rid] = (now, in_at) if new > v.provisioned else (out_at, now)
-            changed[rid] = new
+            if new is not None:
+                changed[rid] = new
         if changed:
             self.on_scaled()
         return changed
+
+    async def _step_one(self, rid: str, doc: dict) -> int | None:
+        now = self.clock.now()
+        _, endpoint, _, variant = rid.split("/")
+        spec = self.endpoints.specs.get(endpoint)
+        v = spec.variant(variant) if spec is not None else None
+        if v is None or not v.instance_type or self.endpoints.busy(endpoint):
+            return None                   # gone, serverless, or being changed: not now
+        # MinCapacity 0 was allowed because the endpoint was asynchronous; one recreated under the
+        # same name as a synchronous endpoint keeps an instance whatever the target says.
+        floor = doc["MinCapacity"] if self.registry.is_async(endpoint) else max(1, doc["MinCapacity"])
+        out_at, in_at = self._activity.get(rid, (None, None))
+        target = tt.Target(floor, max(floor, doc["MaxCapacity"]), v.provisioned, out_at, in_at)
+        new = tt.bounded(target)
+        if new is None:
+            suspended = doc.get("SuspendedState") or {}
+            policies = [parse_tracking(p["TargetTrackingScalingPolicyConfiguration"])
+                        for p in self.registry.policies.get(rid, {}).values()]
+            signals = tt.Signals(self._per_minute(endpoint, variant, now), self.backlog_of(endpoint))
+            new = tt.decide(policies, signals, target, now)
+            if new is not None and ((new > v.provisioned and suspended.get("DynamicScalingOutSuspended"))
+                                    or (new < v.provisioned and suspended.get("DynamicScalingInSuspended"))):
+                new = None
+        if new is None or new == v.provisioned:
+            return None
+        await self.endpoints.set_variants(endpoint, {variant: {"provisioned": new, "max_concurrency": new}})
+        log.info("autoscaling: %s from %d to %d instances", rid, v.provisioned, new)
+        self._activity[rid] = (now, in_at) if new > v.provisioned else (out_at, now)
+        return new

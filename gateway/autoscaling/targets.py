@@ -8,6 +8,7 @@ can wait for an instance to start.
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -21,6 +22,7 @@ RESOURCE_RE = re.compile(r"^endpoint/([a-zA-Z0-9](-*[a-zA-Z0-9]){0,62})/variant/
 POLICY_NAME_RE = re.compile(r"^\p{Print}{1,256}$".replace(r"\p{Print}", r"[\x20-\x7e]"))
 MAX_CAPACITY = 100                     # instances of one variant at most (one host: more could not start)
 MAX_POLICIES = 20
+MAX_POLICY_BYTES = 8192               # a target-tracking configuration, as JSON, at most
 
 
 def ValidationException(message: str) -> Named:      # noqa: N802 - named as the service's error
@@ -118,6 +120,9 @@ class Registry:
             raise ValidationException("MinCapacity and MaxCapacity are required to register a new scalable target.")
         lo = old["MinCapacity"] if lo is None else lo
         hi = old["MaxCapacity"] if hi is None else hi
+        role = req.get("RoleARN")
+        if role is not None and (not isinstance(role, str) or not 1 <= len(role) <= 1600):
+            raise ValidationException("RoleARN must be a string of 1-1600 characters.")
         if lo > hi:
             raise ValidationException(f"Minimum capacity ({lo}) cannot be greater than maximum capacity ({hi}).")
         if lo == 0 and not self.is_async(endpoint):
@@ -153,6 +158,7 @@ class Registry:
         self.policies.pop(rid, None)
         await self.store.delete_resource("scalable-target", rid)
         del self.targets[rid]
+        self.on_change()
         return {}
 
     async def put_policy(self, req: dict) -> dict:
@@ -165,6 +171,8 @@ class Registry:
         if kind != "TargetTrackingScaling":
             raise ValidationException(f"PolicyType {kind} is not supported by slimserve; use TargetTrackingScaling.")
         cfg = req.get("TargetTrackingScalingPolicyConfiguration")
+        if isinstance(cfg, dict) and len(json.dumps(cfg)) > MAX_POLICY_BYTES:
+            raise ValidationException(f"TargetTrackingScalingPolicyConfiguration is over {MAX_POLICY_BYTES} bytes.")
         if not isinstance(cfg, dict):
             raise ValidationException("TargetTrackingScalingPolicyConfiguration is required for "
                                       "TargetTrackingScaling.")
@@ -186,22 +194,34 @@ class Registry:
     async def delete_policy(self, req: dict) -> dict:
         rid, _, _ = self._resource(req)
         name = req.get("PolicyName")
-        if name not in self.policies.get(rid, {}):
+        if not isinstance(name, str) or name not in self.policies.get(rid, {}):
             raise ObjectNotFound(f"No scaling policy found for service namespace: {NAMESPACE}, resource ID: {rid}, "
                                  f"scalable dimension: {DIMENSION}, policy name: {name}")
         await self.store.delete_resource("scaling-policy", f"{rid}|{name}")
         del self.policies[rid][name]
         return {}
 
+    async def forget(self, endpoint: str) -> None:
+        """DeleteEndpoint: its variants' targets and policies go too (a new endpoint of the same
+        name starts unscaled, not with a floor that was allowed for the old one)."""
+        for rid in [r for r in self.targets if r.startswith(f"endpoint/{endpoint}/variant/")]:
+            for name in list(self.policies.get(rid, {})):
+                await self.store.delete_resource("scaling-policy", f"{rid}|{name}")
+            self.policies.pop(rid, None)
+            await self.store.delete_resource("scalable-target", rid)
+            del self.targets[rid]
+
     def describe_targets(self, req: dict) -> dict:
         self._namespace(req)
-        ids = req.get("ResourceIds")
+        ids = _strings(req, "ResourceIds")
         docs = [d for rid, d in sorted(self.targets.items()) if not ids or rid in ids]
         return _page(req, docs, "ScalableTargets")
 
     def describe_policies(self, req: dict) -> dict:
         self._namespace(req)
-        names, rid = req.get("PolicyNames"), req.get("ResourceId")
+        names, rid = _strings(req, "PolicyNames"), req.get("ResourceId")
+        if rid is not None and not isinstance(rid, str):
+            raise ValidationException("ResourceId must be a string.")
         docs = [d for r, ps in sorted(self.policies.items()) for _, d in sorted(ps.items())
                 if (not rid or r == rid) and (not names or d["PolicyName"] in names)]
         return _page(req, docs, "ScalingPolicies")
@@ -235,7 +255,23 @@ def parse_tracking(cfg: dict) -> tt.TargetTracking:
         metric=metric, target=target,
         scale_out_cooldown_s=_number(cfg, "ScaleOutCooldown", 0, 86400, tt.DEFAULT_COOLDOWN_S),
         scale_in_cooldown_s=_number(cfg, "ScaleInCooldown", 0, 86400, tt.DEFAULT_COOLDOWN_S),
-        disable_scale_in=bool(cfg.get("DisableScaleIn", False)))
+        disable_scale_in=_bool(cfg, "DisableScaleIn"))
+
+
+def _bool(cfg: dict, key: str) -> bool:
+    value = cfg.get(key, False)
+    if not isinstance(value, bool):
+        raise ValidationException(f"{key} must be true or false, not {value!r}.")
+    return value
+
+
+def _strings(req: dict, key: str, most: int = 50) -> list[str] | None:
+    value = req.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > most or not all(isinstance(v, str) for v in value):
+        raise ValidationException(f"{key} must be a list of at most {most} strings.")
+    return value
 
 
 def _page(req: dict, docs: list[dict], key: str) -> dict:
@@ -245,7 +281,7 @@ def _page(req: dict, docs: list[dict], key: str) -> dict:
     token = req.get("NextToken")
     start = 0
     if token is not None:
-        if not (isinstance(token, str) and token.isdigit() and int(token) <= len(docs)):
+        if not (isinstance(token, str) and re.fullmatch(r"[0-9]{1,9}", token) and int(token) <= len(docs)):
             raise InvalidNextToken("Invalid NextToken.")
         start = int(token)
     out = {key: docs[start:start + size]}

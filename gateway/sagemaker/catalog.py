@@ -54,7 +54,7 @@ class Catalog:
         self.configs: dict[str, dict] = {}
         self.records: dict[str, dict] = {}        # SageMaker-level state of endpoints created through this API
         self._tasks: set[asyncio.Task] = set()
-        self.on_endpoint_delete: list = []        # (before, after): async callbacks (name) around DeleteEndpoint
+        self.on_endpoint_delete: list = []        # (before, after) around DeleteEndpoint: async (name) or None
 
     async def load(self) -> None:
         for kind, name, doc in await self.store.load_resources():
@@ -190,11 +190,14 @@ class Catalog:
         return task
 
     def async_config(self, endpoint: str) -> dict | None:
-        """The AsyncInferenceConfig of the config an endpoint serves now (None: a synchronous one)."""
+        """The AsyncInferenceConfig an endpoint was created with (None: a synchronous one).  The
+        endpoint keeps its own copy: deleting or replacing its endpoint config changes nothing."""
         rec = self.records.get(endpoint)
         if rec is None or endpoint not in self.endpoints.specs:
             return None
-        config = self.configs.get(rec.get("EndpointConfigName", ""))
+        if "AsyncInferenceConfig" in rec:
+            return rec["AsyncInferenceConfig"] or None
+        config = self.configs.get(rec.get("EndpointConfigName", ""))     # a record from before the copy
         return (config or {}).get("AsyncInferenceConfig") or None
 
     def endpoint_record(self, name: str) -> dict:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 
+from gateway.config import MAX_CONCURRENCY_RANGE
 from gateway.domain import EndpointSpec, VariantSpec
 from gateway.errors import Conflict, Invalid, NotFound, Unavailable
 from gateway.sagemaker.catalog import Catalog, ModelSource, now
@@ -75,7 +76,8 @@ class Endpoints:
         t = now()
         rec = {"EndpointName": name, "EndpointArn": self.c.arn("endpoint", name), "EndpointConfigName": config_name,
                "EndpointStatus": "Creating", "CreationTime": t, "LastModifiedTime": t,
-               "Tags": tags_of(req.get("Tags"))}
+               "Tags": tags_of(req.get("Tags")),
+               "AsyncInferenceConfig": self._config(config_name).get("AsyncInferenceConfig")}
         self.c.records[name] = rec
         await self.c.save("endpoint", name, rec)
         await _settle_briefly(self.c.background(self._deploy(name, variants, replace_existing=False)))
@@ -88,11 +90,11 @@ class Endpoints:
         if rec["EndpointStatus"] not in ("InService", "Failed"):
             raise Conflict(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
         new_config = self._config(config_name)
-        old_config = self.c.configs.get(rec.get("EndpointConfigName", "")) if name in self.c.records else None
-        if (old_config or {}).get("AsyncInferenceConfig") and not new_config.get("AsyncInferenceConfig"):
+        old_async = self.c.async_config(name) if name in self.c.records else None
+        if old_async and not new_config.get("AsyncInferenceConfig"):
             raise invalid(f"Endpoint {name} has an AsyncInferenceConfig, and an update cannot remove it: endpoint "
                           f"config {config_name} has none. Create a new endpoint for synchronous inference.")
-        if new_config.get("AsyncInferenceConfig") and not (old_config or {}).get("AsyncInferenceConfig"):
+        if new_config.get("AsyncInferenceConfig") and not old_async:
             raise invalid(f"Endpoint {name} is a synchronous endpoint; an update cannot add an "
                           f"AsyncInferenceConfig (endpoint config {config_name} has one).")
         variants = await self.variants_of(new_config)
@@ -135,6 +137,8 @@ class Endpoints:
             pending = rec.pop("PendingConfig", None)
             if pending:
                 rec["EndpointConfigName"] = pending
+                if pending in self.c.configs:          # an async endpoint stays one (UpdateEndpoint's rule)
+                    rec["AsyncInferenceConfig"] = self.c.configs[pending].get("AsyncInferenceConfig")
             rec.update(EndpointStatus="InService", LastModifiedTime=now())
             rec.pop("FailureReason", None)
             await self.c.save("endpoint", name, rec)
@@ -142,7 +146,7 @@ class Endpoints:
     def describe_endpoint(self, req: dict) -> dict:
         name = check_name(req, "EndpointName")
         rec = self.c.endpoint_record(name)
-        out = {k: v for k, v in rec.items() if k not in ("Tags", "PendingConfig")}
+        out = {k: v for k, v in rec.items() if k not in ("Tags", "PendingConfig", "AsyncInferenceConfig")}
         spec = self.c.endpoints.specs.get(name)
         if spec is not None:
             out["ProductionVariants"] = [self._summary(v, name) for v in spec.variants]
@@ -159,8 +163,8 @@ class Endpoints:
                     "EnableCapture": bool(dc.get("EnableCapture", True)), "CaptureStatus": "Stopped",
                     "CurrentSamplingPercentage": int(dc.get("InitialSamplingPercentage", 0)),
                     "DestinationS3Uri": dc.get("DestinationS3Uri", ""), "KmsKeyId": dc.get("KmsKeyId", "")}
-            if config.get("AsyncInferenceConfig"):
-                out["AsyncInferenceConfig"] = config["AsyncInferenceConfig"]
+        if rec.get("AsyncInferenceConfig") or (config or {}).get("AsyncInferenceConfig"):
+            out["AsyncInferenceConfig"] = rec.get("AsyncInferenceConfig") or config["AsyncInferenceConfig"]
         if rec.get("PendingConfig"):
             out["PendingDeploymentSummary"] = {"EndpointConfigName": rec["PendingConfig"],
                                                "StartTime": rec["LastModifiedTime"]}
@@ -234,9 +238,9 @@ class Endpoints:
                 if not v.instance_type:
                     raise invalid(f"Variant {vname} is serverless: change it with ServerlessUpdateConfig.")
                 count = item["DesiredInstanceCount"]
-                least = 0 if self.c.async_config(name) else 1       # only a queue can wait for an instance
-                if not isinstance(count, int) or isinstance(count, bool) or count < least:
-                    raise invalid(f"DesiredInstanceCount of {vname} must be at least {least}"
+                least, most = (0 if self.c.async_config(name) else 1), MAX_CONCURRENCY_RANGE[1]
+                if not isinstance(count, int) or isinstance(count, bool) or not least <= count <= most:
+                    raise invalid(f"DesiredInstanceCount of {vname} must be between {least} and {most}"
                                   + ("." if least == 0 else " (0 is for asynchronous endpoints)."))
                 ch.update(provisioned=count, max_concurrency=count)
             if item.get("ServerlessUpdateConfig"):
@@ -267,13 +271,15 @@ class Endpoints:
         if rec["EndpointStatus"] in ("Creating", "Updating"):
             raise Conflict(f'Cannot update in-progress endpoint "{rec["EndpointArn"]}".')
         for before, _ in self.c.on_endpoint_delete:   # its async requests stop being claimed and run ...
-            await before(name)
+            if before is not None:
+                await before(name)
         if name in self.c.endpoints.specs:
             await self.c.endpoints.delete(name)
         if self.c.records.pop(name, None) is not None:
             await self.c.store.delete_resource("endpoint", name)
         for _, after in self.c.on_endpoint_delete:    # ... and, once it is gone, go to the failure path
-            await after(name)
+            if after is not None:
+                await after(name)
         return {}
 
 

@@ -72,9 +72,12 @@ def _parse_authorization(value: str) -> dict[str, str]:
     return parts
 
 
-def service_of(headers) -> str:
-    """The signing name of the API a request addresses."""
-    return AUTOSCALING if (headers.get("X-Amz-Target") or "").startswith(AUTOSCALING_TARGET) else SERVICE
+def service_of(headers, path: str = "/") -> str:
+    """The signing name of the API a request addresses: Application Auto Scaling's operations
+    come to ``POST /`` with their X-Amz-Target; everything else is SageMaker's."""
+    if path == "/" and (headers.get("X-Amz-Target") or "").startswith(AUTOSCALING_TARGET):
+        return AUTOSCALING
+    return SERVICE
 
 
 def verify(method: str, path: str, query_string: str, headers, body: bytes, keys: dict[str, str],
@@ -82,7 +85,7 @@ def verify(method: str, path: str, query_string: str, headers, body: bytes, keys
     """Check the request's signature; returns the access key id, or raises AuthError.
     ``payload_hash``: the SHA-256 of the body as received, computed while it was read (a body
     over the cap is hashed but not kept); never a client's claim."""
-    key_id, parts, secret, amz_date, signed = precheck(headers, keys, region, now)
+    key_id, parts, secret, amz_date, signed = precheck(headers, keys, region, now, path)
     if payload_hash is None:
         payload_hash = hashlib.sha256(body).hexdigest()      # the body as received, never a client's claim
     claimed = headers.get("X-Amz-Content-SHA256")
@@ -90,7 +93,7 @@ def verify(method: str, path: str, query_string: str, headers, body: bytes, keys
         raise AuthError("InvalidSignatureException",
                         "The provided x-amz-content-sha256 header does not match what was computed.")
     expected = _signature(secret, method, path, query_string, headers, signed, payload_hash, amz_date, region,
-                          service_of(headers))
+                          service_of(headers, path))
     if not hmac.compare_digest(expected, parts["Signature"]):
         raise AuthError("InvalidSignatureException",
                         "The request signature we calculated does not match the signature you provided. Check your "
@@ -98,7 +101,7 @@ def verify(method: str, path: str, query_string: str, headers, body: bytes, keys
     return key_id
 
 
-def precheck(headers, keys: dict[str, str], region: str, now: float):
+def precheck(headers, keys: dict[str, str], region: str, now: float, path: str = "/"):
     """Everything about a signature that needs no body: its shape, a known key, the time, which
     headers it covers.  Run before the body is read, so a request that cannot be signed right
     costs the gateway no body bytes.  Returns (key id, parts, secret, amz date, signed headers)."""
@@ -111,7 +114,7 @@ def precheck(headers, keys: dict[str, str], region: str, now: float):
     except ValueError:
         raise AuthError("IncompleteSignatureException",
                         "Credential must be KEY/DATE/REGION/SERVICE/aws4_request.") from None
-    wanted = service_of(headers)
+    wanted = service_of(headers, path)
     if service != wanted or terminator != "aws4_request":
         raise AuthError("InvalidSignatureException", f"Credential should be scoped to correct service: '{wanted}'. ")
     if scope_region != region:

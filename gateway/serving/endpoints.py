@@ -40,6 +40,11 @@ class EndpointService:
             lock = self._locks[name] = asyncio.Lock()
         return lock
 
+    def busy(self, name: str) -> bool:
+        """Whether a change of the endpoint is under way (a deploy may hold it for a long load)."""
+        lock = self._locks.get(name)
+        return lock is not None and lock.locked()
+
     async def load(self) -> None:
         """Restore endpoints saved by an earlier run."""
         for spec in await self.store.load_endpoints():

@@ -54,6 +54,15 @@ def async_endpoint(sm, name, instances=1, output=f"s3://{OUT}/{{name}}/out", fai
     sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 0.25, "MaxAttempts": 200})
 
 
+def sync_endpoint(sm, name):
+    """The same model on a synchronous instance endpoint (no AsyncInferenceConfig)."""
+    sm.create_model(ModelName=name, PrimaryContainer={"ModelDataUrl": "s3://async-models/work/model.tar.gz"})
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
+        {"VariantName": "v", "ModelName": name, "InstanceType": "ml.t2.medium", "InitialInstanceCount": 1}])
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 0.25})
+
+
 def key_of(url):
     assert url.startswith("s3://")
     return url[5:].split("/", 1)
@@ -144,11 +153,7 @@ def test_the_server_checks_every_limit(gw, s3):
         rt.invoke_endpoint(EndpointName="limits", Body=b"1", ContentType="application/json")
 
     # a synchronous endpoint has no AsyncInferenceConfig
-    sm.create_model(ModelName="sync-one", PrimaryContainer={"ModelDataUrl": "s3://async-models/work/model.tar.gz"})
-    sm.create_endpoint_config(EndpointConfigName="sync-one", ProductionVariants=[
-        {"VariantName": "v", "ModelName": "sync-one", "InstanceType": "ml.t2.medium", "InitialInstanceCount": 1}])
-    sm.create_endpoint(EndpointName="sync-one", EndpointConfigName="sync-one")
-    sm.get_waiter("endpoint_in_service").wait(EndpointName="sync-one", WaiterConfig={"Delay": 0.25})
+    sync_endpoint(sm, "sync-one")
     with pytest.raises(botocore.exceptions.ClientError, match="does not have an AsyncInferenceConfig"):
         rt.invoke_endpoint_async(EndpointName="sync-one", Body=b"1")
     # ... and an update cannot take the async endpoint's away, nor give the synchronous one one
@@ -432,8 +437,10 @@ def _result_or_none(response):
         return None
 
 
-def autoscaling_client(url):
-    return boto3.client("application-autoscaling", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x",
+def autoscaling_client(url, monkeypatch):
+    """Found by boto3's own configuration, as a user's unchanged code finds it."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING", url)
+    return boto3.client("application-autoscaling", region_name="us-east-1", aws_access_key_id="x",
                         aws_secret_access_key="x", config=Config(retries={"total_max_attempts": 1}))
 
 
@@ -446,10 +453,10 @@ def metric(gw, name, endpoint):
     return float(m.group(1)) if m else None
 
 
-def test_an_async_variant_scales_to_zero_and_a_backlog_wakes_it(gw, s3):
+def test_an_async_variant_scales_to_zero_and_a_backlog_wakes_it(gw, s3, monkeypatch):
     sm, rt = sagemaker_clients(gw.url)
     async_endpoint(sm, "to-zero")
-    aas = autoscaling_client(gw.url)
+    aas = autoscaling_client(gw.url, monkeypatch)
     rid = "endpoint/to-zero/variant/v"
     aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=rid,
                                  ScalableDimension="sagemaker:variant:DesiredInstanceCount", MinCapacity=0,
@@ -485,11 +492,7 @@ def test_an_async_variant_scales_to_zero_and_a_backlog_wakes_it(gw, s3):
                                    "TargetValue": 1.0, "PredefinedMetricSpecification": {
                                        "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}})
     assert info.value.response["Error"]["Code"] == "ObjectNotFoundException"
-    sm.create_model(ModelName="sync-two", PrimaryContainer={"ModelDataUrl": "s3://async-models/work/model.tar.gz"})
-    sm.create_endpoint_config(EndpointConfigName="sync-two", ProductionVariants=[
-        {"VariantName": "v", "ModelName": "sync-two", "InstanceType": "ml.t2.medium", "InitialInstanceCount": 1}])
-    sm.create_endpoint(EndpointName="sync-two", EndpointConfigName="sync-two")
-    sm.get_waiter("endpoint_in_service").wait(EndpointName="sync-two", WaiterConfig={"Delay": 0.25})
+    sync_endpoint(sm, "sync-two")
     with pytest.raises(botocore.exceptions.ClientError, match="MinCapacity 0 is allowed only"):
         aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId="endpoint/sync-two/variant/v",
                                      ScalableDimension="sagemaker:variant:DesiredInstanceCount", MinCapacity=0,

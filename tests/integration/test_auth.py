@@ -69,7 +69,8 @@ def test_our_own_clients_sign_with_the_state_dirs_pair(closed):
     key = credentials.read(closed.state_dir / credentials.FILE_NAME)
     assert lines == {"AWS_ACCESS_KEY_ID": key.key_id, "AWS_SECRET_ACCESS_KEY": key.secret,
                      "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_SAGEMAKER": closed.url,
-                     "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": closed.url}
+                     "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": closed.url,
+                     "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING": closed.url}
 
 
 def test_a_read_key_may_invoke_and_describe_but_not_change_anything(fresh_gateway):
@@ -84,6 +85,17 @@ def test_a_read_key_may_invoke_and_describe_but_not_change_anything(fresh_gatewa
     assert _code(lambda: sm.create_model(ModelName="m", PrimaryContainer={"ModelDataUrl": "/tmp/x"})) == \
         "AccessDeniedException"
     assert sm.describe_endpoint(EndpointName="ro")["EndpointStatus"] == "InService"
+    import boto3
+    from botocore.config import Config
+
+    aas = boto3.client("application-autoscaling", endpoint_url=gw.url, region_name="us-east-1",
+                       aws_access_key_id="AKIDREADER", aws_secret_access_key="r-secret",
+                       config=Config(retries={"total_max_attempts": 1}))
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    assert _code(lambda: aas.register_scalable_target(
+        ServiceNamespace="sagemaker", ResourceId="endpoint/ro/variant/AllTraffic",
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount", MinCapacity=1, MaxCapacity=2)) == \
+        "AccessDeniedException"
     writer, _ = _clients(gw.url, "AKIDWRITER", "w-secret")
     writer.delete_endpoint(EndpointName="ro")
     assert _code(lambda: sm.describe_endpoint(EndpointName="ro")) == "ValidationException"

@@ -101,6 +101,7 @@ def test_client_commands_find_the_users_gateway_from_any_directory(tmp_path):
         creds = _bare("credentials", cwd=elsewhere).stdout
         assert f"AWS_ENDPOINT_URL_SAGEMAKER={gw.url}\n" in creds
         assert f"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={gw.url}\n" in creds
+        assert f"AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING={gw.url}\n" in creds
         listening = next(line for line in gw.output if "listening on" in line)
         assert f"(state in {gw.state_dir.resolve()})" in listening       # an absolute path, whatever was given
     assert not (gw.state_dir / "gateway.json").exists()                  # a stopped gateway is not found

@@ -53,3 +53,7 @@ def test_several_policies_largest_wins_out_and_all_must_agree_to_scale_in():
 
 def test_bounds_move_a_count_outside_them():
     assert bounded(Target(2, 5, 1)) == 2 and bounded(Target(0, 1, 3)) == 1 and bounded(Target(0, 3, 2)) is None
+
+
+def test_a_backlog_wakes_zero_instances_whatever_metric_the_policy_tracks():
+    assert decide([INV], Signals(invocations_per_minute=0, backlog=7), Target(0, 3, 0), now=0) == 1

@@ -25,6 +25,9 @@ class Endpoints:
                                                           provisioned=count, instance_type="ml.m5.large")])}
         self.changes = []
 
+    def busy(self, name):
+        return False
+
     async def set_variants(self, name, changes):
         self.changes.append(changes)
         spec = self.specs[name]
@@ -132,5 +135,56 @@ def test_registry_rules_and_persistence(tmp_path):
         assert len(found) == 1
         await again.deregister(dict(BASE))
         assert again.describe_policies({"ServiceNamespace": "sagemaker"})["ScalingPolicies"] == []
+        await store.close()
+    asyncio.run(go())
+
+
+def test_a_synchronous_endpoint_keeps_an_instance_and_unscaled_variants_are_not_tracked(tmp_path):
+    async def go():
+        store, eps, clock, backlog, reg, scaler = await setup(tmp_path, count=2, is_async=True)
+        await reg.register(dict(BASE, MinCapacity=0, MaxCapacity=3))          # allowed: async now ...
+        await reg.put_policy(policy("ApproximateBacklogSizePerInstance", 2, custom=True))
+        reg.is_async = lambda e: False                                         # ... a sync one later
+        assert await scaler.step() == {RID: 1}                                 # never below one instance
+        for rec in record(5):
+            rec.variant = "other"                                              # no target: not kept
+            scaler.observe(rec)
+        assert ("e", "other") not in scaler._seen
+        await reg.forget("e")                                                  # DeleteEndpoint
+        assert reg.targets == {} and reg.policies == {}
+        again = Registry(store, "123456789012", "us-east-1", reg.variants, reg.is_async)
+        await again.load()
+        assert again.targets == {}
+        await store.close()
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("req, member", [
+    ({"ServiceNamespace": "sagemaker", "ResourceIds": 5}, "ResourceIds"),
+    ({"ServiceNamespace": "sagemaker", "NextToken": "²"}, "NextToken"),
+    ({"ServiceNamespace": "sagemaker", "NextToken": "9" * 5000}, "NextToken"),
+])
+def test_describe_arguments_of_the_wrong_type_are_validation_errors(tmp_path, req, member):
+    async def go():
+        store, _, _, _, reg, _ = await setup(tmp_path)
+        with pytest.raises(Named, match=member):
+            reg.describe_targets(req)
+        await store.close()
+    asyncio.run(go())
+
+
+def test_policy_fields_are_typed(tmp_path):
+    async def go():
+        store, _, _, _, reg, _ = await setup(tmp_path)
+        await reg.register(dict(BASE, MinCapacity=1, MaxCapacity=2))
+        with pytest.raises(Named, match="DisableScaleIn"):
+            await reg.put_policy(policy("SageMakerVariantInvocationsPerInstance", 10, DisableScaleIn="false"))
+        with pytest.raises(Named, match="over 8192 bytes"):
+            await reg.put_policy(policy("SageMakerVariantInvocationsPerInstance", 10, Junk="x" * 9000))
+        with pytest.raises(Named, match="RoleARN"):
+            await reg.register(dict(BASE, RoleARN={"not": "a string"}))
+        with pytest.raises(Named) as info:
+            await reg.delete_policy(dict(BASE, PolicyName=[]))
+        assert info.value.code == "ObjectNotFoundException"
         await store.close()
     asyncio.run(go())

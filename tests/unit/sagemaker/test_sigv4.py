@@ -41,6 +41,8 @@ def test_application_auto_scaling_signs_for_its_own_service_and_only_that():
     with pytest.raises(sigv4.AuthError, match="'sagemaker'"):
         sigv4.verify("POST", "/", "", _botocore({"X-Amz-Target": "SageMaker.ListModels"}, "application-autoscaling"),
                      BODY, KEYS, "us-east-1", time.time())
+    with pytest.raises(sigv4.AuthError, match="'sagemaker'"):      # the runtime's paths are SageMaker's, whatever
+        sigv4.verify("POST", "/endpoints/x/invocations", "", h, BODY, KEYS, "us-east-1", time.time())
 
 
 def test_an_operation_that_was_not_signed_cannot_be_added_to_a_captured_request():
