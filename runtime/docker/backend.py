@@ -181,7 +181,7 @@ class DockerBackend(Backend):
         await asyncio.to_thread(shutil.rmtree, root, True)
 
     # --- stems ------------------------------------------------------------------------------------
-    def _create_container(self, root: Path, name: str, memory_mb: int):
+    def _create_container(self, root: Path, name: str, memory_mb: int, vcpus: float = 0.0):
         cfg = self.config
         (root / "model").mkdir(parents=True, exist_ok=True)
         run = root / "run"
@@ -192,7 +192,7 @@ class DockerBackend(Backend):
             name=name, detach=True, user=f"{SANDBOX_UID}:{SANDBOX_UID}", network_mode="none",
             mem_limit=f"{memory_mb}m", memswap_limit=f"{memory_mb}m",
             cpu_shares=max(2, cfg.cpu_shares_per_gb * memory_mb // 1024), pids_limit=cfg.pids_limit,
-            read_only=True, tmpfs={"/tmp": f"size={cfg.tmp_mb}m,mode=1777"},
+            **cpu_quota(vcpus), read_only=True, tmpfs={"/tmp": f"size={cfg.tmp_mb}m,mode=1777"},
             cap_drop=["ALL"], security_opt=["no-new-privileges"],
             volumes={str(root / "model"): {"bind": MODEL_DIR, "mode": "ro"},
                      str(run): {"bind": "/run/slimserve", "mode": "rw"}},
@@ -200,12 +200,14 @@ class DockerBackend(Backend):
             environment={"SM_MODEL_DIR": MODEL_DIR},
         )
 
-    async def _new_stem(self, memory_mb: int = 1024) -> Stem:
+    async def _new_stem(self, memory_mb: int = 1024, vcpus: float = 0.0) -> Stem:
+        """A container ready for a model: a paused stem's (no quota: it gets its tier's when handed
+        one), or a sandbox's started fresh, with its tier's CPU quota from the start."""
         t0 = time.perf_counter()
         sid = uuid.uuid4().hex[:12]
         root = Path(self.config.work_dir) / f"c-{sid}"
         container = await asyncio.to_thread(self._create_container, root, f"slimserve-{self.config.instance}-{sid}",
-                                            memory_mb)
+                                            memory_mb, vcpus)
         try:
             return await self._handshake(container, root, t0)
         except BaseException as exc:
@@ -283,7 +285,7 @@ class DockerBackend(Backend):
             await self.remove(candidate.container, candidate.root)
         if stem is None:
             path = "fresh"
-            stem = await self._new_stem(spec.memory_mb)         # removes its container if it fails
+            stem = await self._new_stem(spec.memory_mb, spec.vcpus)   # removes its container if it fails
         sb = None
         try:                                                     # from here on a failure removes the container
             if path == "stem":
