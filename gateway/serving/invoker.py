@@ -86,7 +86,8 @@ class Invoker:
                 f"Endpoint {inv.endpoint} is an asynchronous endpoint: use InvokeEndpointAsync." if not inv.asynchronous
                 else f"Endpoint {inv.endpoint} does not have an AsyncInferenceConfig: use InvokeEndpoint."))
         try:
-            variant = pick_variant(spec, inv.target_variant)
+            variant = pick_variant(spec, inv.target_variant,
+                                   can_serve=_has_instances if inv.asynchronous else None)
         except errors.Invalid as exc:
             return self.refused(request_id, exc)
         return await asyncio.shield(self._run(request_id, inv, variant))
@@ -152,6 +153,11 @@ class Invoker:
             start_path=lease.sandbox.facts.path if cold else None,
             init_detail=_phases(lease, model_ms) if cold else None, backlog_ms=round(inv.backlog_ms, 3),
         )
+
+
+def _has_instances(v: VariantSpec) -> bool:
+    """Whether a variant can take a request now (an instance variant scaled to zero cannot)."""
+    return v.max_concurrency > 0
 
 
 def _phases(lease, model_ms: float) -> dict[str, float]:

@@ -626,3 +626,22 @@ def metric_total(gw, name, labels):
     text = urllib.request.urlopen(gw.url + "/metrics", timeout=10).read().decode()
     m = re.search(rf'^slimserve_async_{name}{{{labels}}} (\S+)$', text, re.M)
     return float(m.group(1)) if m else None
+
+
+def test_requests_go_to_the_variant_that_has_instances(gw, s3):
+    sm, rt = sagemaker_clients(gw.url)
+    sm.create_model(ModelName="two-ways", PrimaryContainer={"ModelDataUrl": "s3://async-models/work/model.tar.gz"})
+    sm.create_endpoint_config(EndpointConfigName="two-ways", ProductionVariants=[
+        {"VariantName": name, "ModelName": "two-ways", "InstanceType": "ml.t2.medium", "InitialInstanceCount": 1,
+         "InitialVariantWeight": weight} for name, weight in (("heavy", 9.0), ("light", 1.0))],
+        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": f"s3://{OUT}/two-ways"}})
+    sm.create_endpoint(EndpointName="two-ways", EndpointConfigName="two-ways")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="two-ways", WaiterConfig={"Delay": 0.25})
+    sm.update_endpoint_weights_and_capacities(EndpointName="two-ways", DesiredWeightsAndCapacities=[
+        {"VariantName": "heavy", "DesiredInstanceCount": 0}])                  # most of the weight, no instance
+    sent = [rt.invoke_endpoint_async(EndpointName="two-ways", Body=str(i).encode(), ContentType="application/json")
+            for i in range(20)]
+    for i, r in enumerate(sent):
+        assert json.loads(fetch(s3, r["OutputLocation"])) == {"double": 2 * i}
+    usage = gw.client().usage(endpoint="two-ways")
+    assert {(u["variant"], u["status"]) for u in usage} == {("light", "ok")}    # none throttled on the way

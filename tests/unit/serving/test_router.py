@@ -34,3 +34,15 @@ def test_a_zero_weight_variant_gets_nothing_and_all_zero_falls_back_to_the_first
     assert {pick_variant(_spec(1.0, 0.0), None, rng).name for _ in range(2000)} == {"v0"}
     assert pick_variant(_spec(0.0, 0.0), None, rng).name == "v0"
     assert pick_variant(_spec(5.0), None, rng).name == "v0"
+
+
+def test_a_caller_may_leave_out_variants_that_cannot_serve_now():
+    spec = EndpointSpec(name="ep", variants=[VariantSpec(name="zero", weight=9.0, max_concurrency=0),
+                                             VariantSpec(name="one", weight=1.0, max_concurrency=1)])
+    rng = random.Random(3)
+    picks = {pick_variant(spec, None, rng, can_serve=lambda v: v.max_concurrency > 0).name for _ in range(200)}
+    assert picks == {"one"}
+    picks = {pick_variant(spec, None, rng).name for _ in range(200)}              # without: by weight alone
+    assert picks == {"zero", "one"}
+    nothing = EndpointSpec(name="ep", variants=[VariantSpec(name="zero", max_concurrency=0)])
+    assert pick_variant(nothing, None, rng, can_serve=lambda v: False).name == "zero"   # then all of them
