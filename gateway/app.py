@@ -24,6 +24,8 @@ from gateway.autoscaling.api import TARGET_PREFIX
 from gateway.autoscaling.api import operations as autoscaling_operations
 from gateway.autoscaling.scaler import AutoScaler
 from gateway.autoscaling.targets import Registry
+from gateway.batch.jobs import TransformJobs
+from gateway.batch.storage import JobStorage
 from gateway.clock import Clock
 from gateway.config import DRAIN_FACTOR, Settings
 from gateway.data.cache import ModelCache
@@ -32,6 +34,7 @@ from gateway.data.plane import DataPlane
 from gateway.data.s3 import S3, S3Config
 from gateway.http.admin import AdminApi, ensure_token
 from gateway.http.admin_async import AsyncAdminApi
+from gateway.http.admin_transform import TransformAdminApi
 from gateway.http.async_metrics import AsyncMetrics
 from gateway.http.async_runtime import AsyncRuntimeApi
 from gateway.http.body import BodyBudget
@@ -51,6 +54,7 @@ from gateway.pools.scaler import Scaler
 from gateway.sagemaker import credentials
 from gateway.sagemaker.api import SageMakerApi, auth_middleware
 from gateway.sagemaker.catalog import Catalog
+from gateway.sagemaker.transform_jobs import TransformJobsApi
 from gateway.serving.endpoints import EndpointService
 from gateway.serving.invoker import Invoker
 from gateway.store.sqlite import Store
@@ -198,7 +202,12 @@ class Gateway:
                                  self.body_budget)
         async_api = await self._start_async(stack)
         await self._start_autoscaling()
-        sagemaker = SageMakerApi(self.catalog, {TARGET_PREFIX: autoscaling_operations(self.scaling)})
+        self.transform = TransformJobs(s, self.store, self.catalog, JobStorage(self.data), self.invoker,
+                                       self.backend, self.manager)
+        await self.transform.load()
+        stack.push_async_callback(self.transform.close)      # running jobs stop (and resume next start) first
+        sagemaker = SageMakerApi(self.catalog, {TARGET_PREFIX: autoscaling_operations(self.scaling)},
+                                 extra=TransformJobsApi(self.transform).operations())
         middlewares = [_internal_errors, admin.middleware]
         if s.auth == "sigv4":
             middlewares.append(auth_middleware(self.access_keys, s.region, s.body_cap, s.account_id,
@@ -208,7 +217,8 @@ class Gateway:
                         s.host, s.port)
         app = web.Application(middlewares=middlewares)
         app.add_routes(runtime_api.routes() + async_api.routes() + admin.routes()
-                       + AsyncAdminApi(self.store, self.data.s3).routes() + sagemaker.routes()
+                       + AsyncAdminApi(self.store, self.data.s3).routes()
+                       + TransformAdminApi(self.transform).routes() + sagemaker.routes()
                        + [web.get("/metrics", self._metrics)])
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.invocation_timeout_s + 5,
                                     keepalive_timeout=s.idle_timeout_s)

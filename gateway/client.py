@@ -266,6 +266,24 @@ class Client:
         self._request("GET", f"/admin/async/{_q(request_id)}/output", query={"failure": "1" if failure else None},
                       sink=sink)
 
+    def transform_create(self, request: dict) -> dict:
+        """CreateTransformJob (the request members as the SageMaker API takes them)."""
+        return self._json("POST", "/admin/transform-jobs", body=json.dumps(request).encode(),
+                          headers={"Content-Type": "application/json"})
+
+    def transform_job(self, name: str) -> dict:
+        """DescribeTransformJob's answer, with "Progress" (objects and records done, what it waits for)."""
+        return self._json("GET", f"/admin/transform-jobs/{_q(name)}")
+
+    def transform_jobs(self) -> list[dict]:
+        return self._json("GET", "/admin/transform-jobs")["TransformJobs"]
+
+    def transform_stop(self, name: str) -> dict:
+        return self._json("POST", f"/admin/transform-jobs/{_q(name)}/stop")
+
+    def transform_logs(self, name: str) -> str:
+        return self._request("GET", f"/admin/transform-jobs/{_q(name)}/logs")[2].decode(errors="replace")
+
     def invoke(self, name: str, payload):
         """Send ``payload`` as JSON and decode a JSON answer."""
         hdrs, data = self.invoke_raw(name, json.dumps(payload).encode())

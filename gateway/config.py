@@ -118,5 +118,10 @@ class Settings:
         return self.state_dir / "async-spool"
 
     @property
+    def transform_dir(self) -> Path:
+        """Transform jobs' installed models and spooled objects, one directory per running job."""
+        return self.state_dir / "transform"
+
+    @property
     def sandboxes_dir(self) -> Path:
         return self.state_dir / "sandboxes"

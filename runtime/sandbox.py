@@ -51,6 +51,17 @@ DEAD_HANDLE = "dead"
 
 
 @dataclass(frozen=True)
+class SandboxGroup:
+    """Sandboxes that share one cap: a transform job's instance, whose ``members`` worker sandboxes
+    together get ``memory_mb`` and ``vcpus`` (a parent cgroup), each still running one invocation
+    at a time.  ``name``: lowercase letters, digits and hyphens, unique on this gateway."""
+    name: str
+    memory_mb: int
+    vcpus: float
+    members: int
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     sandbox_id: str
     endpoint: str
@@ -65,6 +76,7 @@ class SandboxSpec:
     check_only: bool = False      # a deploy's trial load: not traffic, so nothing is kept warm for it
     vcpus: float = 0.0            # CPU quota in CPUs' worth of time (0: none); thread pools follow it
     sample: "InvokeRequest | None" = None   # the request that caused this start (warm-up input)
+    group: SandboxGroup | None = None       # started inside this group's shared cap (``Backend.open_group``)
 
 
 @dataclass
@@ -230,6 +242,15 @@ class Backend(abc.ABC):
     def snapshot(self) -> dict:
         """What the backend keeps warm besides sandboxes (zygotes, stems), for ``/admin/zygotes``."""
         return {"enabled": False}
+
+    async def open_group(self, group: SandboxGroup) -> bool:
+        """Make ``group``'s shared cap; sandboxes whose spec names it start inside it.  False when
+        this backend cannot share one cap among sandboxes: the caller then gives each member its
+        share (memory and vCPUs divided by ``members``) instead."""
+        return False
+
+    async def close_group(self, group: SandboxGroup) -> None:  # noqa: B027 - optional hook
+        """Remove ``group``'s cap once its sandboxes are destroyed.  Idempotent."""
 
     async def release_bundle(self, bundle_dir: str) -> None:  # noqa: B027 - optional hook, no-op by default
         """No pool serves this bundle any more: drop what was kept warm for it (a model zygote)."""

@@ -77,6 +77,10 @@ class GatewayProcess:
             raise RuntimeError("the base zygote did not come up")
         return state
 
+    def cli_env(self) -> dict:
+        """The environment a ``slimserve`` command needs to reach this gateway."""
+        return dict(os.environ, PYTHONPATH=str(ROOT), SLIMSERVE_URL=self.url, SLIMSERVE_STATE_DIR=str(self.state_dir))
+
     def client(self):
         from gateway.client import Client
 

@@ -400,3 +400,20 @@ def async_work(x):
     if "fail" in x:
         raise ValueError(x["fail"])
     return {"double": x.get("n", 0) * 2}
+
+
+def csv_sums(text):
+    """The batch transform tests' model: each CSV line of numbers becomes their sum, one answer
+    line per input line; a line "boom" raises, a line "sleep S" sleeps S seconds first."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("boom"):
+            raise ValueError(f"cannot score {line!r}")
+        if line.startswith("sleep"):
+            time.sleep(float(line.split()[1]))
+            out.append("slept")
+            continue
+        out.append(repr(sum(float(v) for v in line.split(","))))
+    return "\n".join(out) + "\n"

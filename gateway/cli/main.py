@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.cli import async_command, serve
+from gateway.cli import async_command, serve, transform_command
 from gateway.cli.commands import (
     cmd_bill,
     cmd_credentials,
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--custom-attributes", default=None)
 
     async_command.add_parser(client_cmd)
+    transform_command.add_parsers(client_cmd)
 
     e = client_cmd("endpoints", "list endpoints", cmd_endpoints)
     e.add_argument("--format", choices=["table", "json"], default="table")

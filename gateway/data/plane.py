@@ -49,7 +49,7 @@ class DataPlane:
         if loc.scheme == "file":
             try:
                 real = Path(os.path.realpath(loc.path))
-                found = self._allowed(real) and real.exists()
+                found = self.allowed(real) and real.exists()
             except (OSError, ValueError):                          # a name too long, a loop of links
                 found = False
             if not found:                                          # one answer, so nothing learns what exists
@@ -60,7 +60,7 @@ class DataPlane:
             raise Invalid(f"Could not find model data at {text}: this gateway has no S3 access.")
         return loc
 
-    def _allowed(self, real: Path) -> bool:
+    def allowed(self, real: Path) -> bool:
         if self.state_dir is not None and (real == self.state_dir or self.state_dir in real.parents):
             return False
         return any(real == root or root in real.parents for root in self.roots)

@@ -27,6 +27,13 @@ def table(doc: dict) -> str:
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
     out = [line([h.upper() for h in heads])] + [line(r) for r in body] + [line(total)]
+    jobs = (doc.get("transform_jobs") or {}).get("rows") or []
+    if jobs:
+        out.append("")
+        out.append(f"{'TRANSFORM JOB':<32}  {'INSTANCE TYPE':<14}  {'COUNT':>5}  {'SECONDS':>12}  {'COST':>14}")
+        for r in jobs:
+            out.append(f"{r['job']:<32}  {r['instance_type']:<14}  {r['instance_count']:>5}  "
+                       f"{cell('seconds', float(r['seconds'])):>12}  {cell('cost', float(r['cost'])):>14}")
     out.append(f"cost in {doc['currency']} from {doc['prices']}"
                + (f" - {doc['prices_note']}" if doc["prices_note"] else ""))
     return "\n".join(out) + "\n"

@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.errors import Invalid
@@ -50,6 +50,7 @@ class Prices:
     provisioned_per_gb_s: float
     note: str = ""
     source: str = ""
+    instance_per_hour: dict[str, float] = field(default_factory=dict)    # instance type -> price per hour
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Prices":
@@ -62,6 +63,7 @@ class Prices:
                 data_per_gb=float(raw["data_per_gb"]),
                 provisioned_per_gb_s=float(raw["provisioned_per_gb_s"]),
                 note=str(raw.get("note", "")), source=str(path),
+                instance_per_hour={str(k): float(v) for k, v in (raw.get("instance_per_hour") or {}).items()},
             )
         except FileNotFoundError:
             raise BillingError(f"price table {path} not found") from None
@@ -69,9 +71,19 @@ class Prices:
             raise BillingError(f"price table {path} is malformed ({type(exc).__name__}: {exc}); it needs "
                                "compute_per_gb_s {{MB: price}}, data_per_gb and provisioned_per_gb_s") from None
         if any(v < 0 for v in prices.compute_per_gb_s.values()) or prices.data_per_gb < 0 \
-                or prices.provisioned_per_gb_s < 0:
+                or prices.provisioned_per_gb_s < 0 or any(v < 0 for v in prices.instance_per_hour.values()):
             raise BillingError(f"price table {path} has a negative price")
         return prices
+
+    def instance_hour(self, instance_type: str) -> float:
+        """An instance's price per hour: the table's ``instance_per_hour``, else (a price file
+        from before that section, or a type it leaves out) the instance's memory at the
+        provisioned-concurrency price."""
+        if instance_type in self.instance_per_hour:
+            return self.instance_per_hour[instance_type]
+        from gateway.sagemaker.instances import instance_memory_mb
+
+        return instance_memory_mb(instance_type) / 1024.0 * self.provisioned_per_gb_s * 3600.0
 
     def compute(self, memory_mb: int) -> float:
         if memory_mb in self.compute_per_gb_s:
@@ -200,10 +212,25 @@ def views(by: list[str], span: tuple[float | None, float | None]) -> dict[str, l
     return {"main": by, "time_by_endpoint": [step, "endpoint"], "tier": ["tier"], "endpoint": ["endpoint"]}
 
 
+def transform_bill(usage: list[dict], prices: Prices) -> dict:
+    """Transform jobs' own rows: each job's instance time (instances x wall time) and its cost
+    at the instance type's hourly price."""
+    rows = []
+    for u in usage:
+        seconds = u["billed_ms"] / 1000.0
+        rows.append({"job": u["job"], "instance_type": u["instance_type"], "instance_count": u["instance_count"],
+                     "seconds": round(seconds, 3), "cost": round(seconds / 3600.0 * prices.instance_hour(
+                         u["instance_type"]), 9)})
+    return {"rows": rows, "seconds": round(sum(r["seconds"] for r in rows), 3),
+            "cost": round(sum(r["cost"] for r in rows), 9)}
+
+
 async def bill(store, since: float | None, until: float | None, by: list[str], prices: Prices) -> dict:
-    """The bill, read from any ``Store``."""
+    """The bill, read from any ``Store``: the invocation ledger grouped ``by``, and transform jobs."""
     (base,), tags = await store.read_bills(since, until, [by])
-    return priced_bill(base, tags, since, until, by, prices)
+    doc = priced_bill(base, tags, since, until, by, prices)
+    doc["transform_jobs"] = transform_bill(await store.transform_usage(since, until), prices)
+    return doc
 
 
 async def bill_set(store, since: float | None, until: float | None, by: list[str],

@@ -27,8 +27,8 @@ log = logging.getLogger("slimserve.sagemaker")
 MAX_BODY_BYTES = 1 << 20
 
 
-def operations(catalog: Catalog) -> dict:
-    """Operation name -> handler, over one catalog's records."""
+def operations(catalog: Catalog, extra: dict | None = None) -> dict:
+    """Operation name -> handler, over one catalog's records (and ``extra``: transform jobs')."""
     m, c, e, t = Models(catalog), EndpointConfigs(catalog), Endpoints(catalog), Tags(catalog)
     return {
         "CreateModel": m.create_model, "DescribeModel": m.describe_model, "ListModels": m.list_models,
@@ -39,6 +39,7 @@ def operations(catalog: Catalog) -> dict:
         "ListEndpoints": e.list_endpoints, "UpdateEndpoint": e.update_endpoint,
         "UpdateEndpointWeightsAndCapacities": e.update_weights, "DeleteEndpoint": e.delete_endpoint,
         "AddTags": t.add_tags, "ListTags": t.list_tags, "DeleteTags": t.delete_tags,
+        **(extra or {}),
     }
 
 
@@ -46,9 +47,9 @@ class SageMakerApi:
     """``POST /`` for every AWS JSON 1.1 API the gateway serves, by the X-Amz-Target prefix:
     SageMaker's own, and the ones given in ``services`` (Application Auto Scaling's)."""
 
-    def __init__(self, catalog: Catalog, services: dict[str, dict] | None = None):
+    def __init__(self, catalog: Catalog, services: dict[str, dict] | None = None, extra: dict | None = None):
         self.catalog = catalog
-        self.services = {"SageMaker": operations(catalog), **(services or {})}
+        self.services = {"SageMaker": operations(catalog, extra), **(services or {})}
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/", self.handle)]

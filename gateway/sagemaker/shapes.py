@@ -81,7 +81,8 @@ def check_variant(pv, i: int) -> None:
                       "satisfy constraint: Member must have value greater than or equal to 0")
 
 
-def list_page(req: dict, docs: list[dict], name_key: str, result_key: str, summary, sort_keys) -> dict:
+def list_page(req: dict, docs: list[dict], name_key: str, result_key: str, summary, sort_keys,
+              status_key: str = "EndpointStatus") -> dict:
     sort_by = req.get("SortBy") or "CreationTime"
     order = req.get("SortOrder") or "Descending"
     if sort_by not in sort_keys:
@@ -100,7 +101,7 @@ def list_page(req: dict, docs: list[dict], name_key: str, result_key: str, summa
         if req.get(key) is not None:
             t = timestamp(req[key], key)
             docs = [d for d in docs if (d["CreationTime"] < t if op == "lt" else d["CreationTime"] > t)]
-    field = {"Name": name_key, "CreationTime": "CreationTime", "Status": "EndpointStatus"}[sort_by]
+    field = {"Name": name_key, "CreationTime": "CreationTime", "Status": status_key}[sort_by]
     docs.sort(key=lambda d: (d[field], d[name_key]), reverse=order == "Descending")
     size = req.get("MaxResults")
     size = 10 if size is None else size

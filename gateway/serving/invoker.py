@@ -1,4 +1,4 @@
-"""Serving one invocation, whichever API asked for it (runtime HTTP, the async queue; batch next).
+"""Serving one invocation, whichever API asked for it (runtime HTTP, the async queue, batch transform).
 
 route to a variant -> lease a sandbox from its pool (admission, maybe a cold start) -> invoke
 -> release -> commit the usage record -> the outcome.  Nothing here knows HTTP: the caller
@@ -97,15 +97,37 @@ class Invoker:
         t0 = clock.now()
         start_wall = clock.wall()
         pool = self.manager.pool(inv.endpoint, variant.name)
+        limit = inv.max_bytes or self.settings.payload_limit(serverless=not variant.instance_type)
+        if pool is None:
+            lease, result, error = None, None, errors.NotReady(f"endpoint {inv.endpoint} is being updated")
+        else:
+            lease, result, error = await self._call(pool, inv, limit)
+        rec = self._record(request_id, inv, variant, start_wall, (clock.now() - t0) * 1000.0, lease, result, error)
+        try:
+            await self.meter.record(rec)
+        except Exception as exc:  # noqa: BLE001 - without a durable record we must not answer "ok"
+            return Outcome(request_id, variant.name, error=errors.Internal(f"usage could not be recorded: {exc}"))
+        return Outcome(request_id, variant.name, result=result if error is None else None, error=error, record=rec)
+
+    async def invoke_on(self, pool, inv: Invocation, label: str) -> Outcome:
+        """One invocation on sandboxes a caller owns (a transform job's instances: ``pool`` leases
+        and takes back sandboxes as a variant's pool does): the same call and the same errors as an
+        endpoint's.  No usage record: a job is billed by its instances' time, not per invocation."""
+        request_id = inv.request_id or str(uuid.uuid4())
+        lease, result, error = await asyncio.shield(self._call(pool, inv, inv.max_bytes or self.settings.body_cap,
+                                                               log_stream=label))
+        return Outcome(request_id, label, result=result if error is None else None, error=error)
+
+    async def _call(self, pool, inv: Invocation, limit: int, log_stream: str | None = None):
+        """Lease a sandbox from ``pool``, invoke it, give it back: (lease, result, error), where
+        error is the SageMaker error the call ended in (None: the model answered)."""
         lease = None
         result: sbx.InvokeResult | None = None
         error: errors.SlimserveError | None = None
-        limit = inv.max_bytes or self.settings.payload_limit(serverless=not variant.instance_type)
+        stream = log_stream or self.log_stream(inv.endpoint)
         try:
             if inv.oversized or inv.size > limit:
                 raise errors.PayloadTooLarge(limit)
-            if pool is None:
-                raise errors.NotReady(f"endpoint {inv.endpoint} is being updated")
             req = sbx.InvokeRequest(body=inv.body, content_type=inv.content_type, accept=inv.accept,
                                     custom_attributes=inv.custom_attributes, max_response=limit,
                                     body_file=inv.body_file, response_file=inv.response_file)
@@ -114,8 +136,7 @@ class Invoker:
             if result.error_kind == sbx.DEAD_HANDLE:
                 raise errors.NotReady(result.message)
             if not result.ok:
-                error = errors.ModelFailed(result.error_kind, result.message, result.original_status,
-                                           self.log_stream(inv.endpoint))
+                error = errors.ModelFailed(result.error_kind, result.message, result.original_status, stream)
         except (errors.Throttled, errors.NotReady, errors.PayloadTooLarge) as exc:
             error = exc
         except sbx.StartError as exc:
@@ -123,19 +144,14 @@ class Invoker:
                 error = errors.Unavailable(exc.message)
             else:
                 kind = exc.kind if exc.kind == sbx.OUT_OF_MEMORY else sbx.LOAD_FAILED
-                error = errors.ModelFailed(kind, exc.message, 500, self.log_stream(inv.endpoint))
+                error = errors.ModelFailed(kind, exc.message, 500, stream)
         except Exception as exc:  # noqa: BLE001 - a gateway bug still gets a record and a 500
             log.exception("invocation of %s failed inside the gateway", inv.endpoint)
             error = errors.Internal(f"internal error: {type(exc).__name__}: {exc}")
         finally:
             if lease is not None:
                 await lease.pool.release(lease)
-        rec = self._record(request_id, inv, variant, start_wall, (clock.now() - t0) * 1000.0, lease, result, error)
-        try:
-            await self.meter.record(rec)
-        except Exception as exc:  # noqa: BLE001 - without a durable record we must not answer "ok"
-            return Outcome(request_id, variant.name, error=errors.Internal(f"usage could not be recorded: {exc}"))
-        return Outcome(request_id, variant.name, result=result if error is None else None, error=error, record=rec)
+        return lease, result, error
 
     @staticmethod
     def _record(request_id, inv, variant, start_wall, total_ms, lease, result, error) -> UsageRecord:

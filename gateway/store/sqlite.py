@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.domain import PROVISIONED_FIELDS, USAGE_FIELDS, EndpointSpec, ProvisionedRecord, QueuedRequest, UsageRecord
-from gateway.store import ledger, queue_sql, rollup
+from gateway.store import ledger, queue_sql, rollup, transform_sql
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
@@ -95,6 +95,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=5000")
     conn.executescript(SCHEMA)
     conn.executescript(queue_sql.SCHEMA)
+    conn.executescript(transform_sql.SCHEMA)
     _add_missing_columns(conn)
     _build_missing_rollups(conn)
     return conn
@@ -221,6 +222,43 @@ class Store:
 
     async def prune_async(self, before: float) -> int:
         return await self._run(queue_sql.prune, self._conn, before)
+
+    # --- transform jobs (``transform_sql``) ----------------------------------------------
+    async def insert_transform_job(self, name: str, doc: dict, now: float) -> bool:
+        return await self._run(transform_sql.insert_job, self._conn, name, doc, now)
+
+    async def get_transform_job(self, name: str) -> dict | None:
+        return await self._run(transform_sql.get_job, self._conn, name)
+
+    async def list_transform_jobs(self) -> list[dict]:
+        return await self._run(transform_sql.list_jobs, self._conn)
+
+    async def set_transform_status(self, name: str, status: str, now: float, reason: str | None = None,
+                                   only_from: tuple[str, ...] = ()) -> bool:
+        return await self._run(transform_sql.set_status, self._conn, name, status, now, reason, only_from)
+
+    async def mark_transform_started(self, name: str, now: float) -> None:
+        await self._run(transform_sql.mark_started, self._conn, name, now)
+
+    async def write_transform_plan(self, name: str, objects: list[tuple[str, str, int | None]]) -> None:
+        await self._run(transform_sql.write_plan, self._conn, name, objects)
+
+    async def transform_objects(self, name: str) -> list[dict]:
+        return await self._run(transform_sql.objects, self._conn, name)
+
+    async def finish_transform_object(self, name: str, seq: int, state: str, records: int, out_bytes: int,
+                                      now: float, error: str | None = None) -> None:
+        await self._run(transform_sql.finish_object, self._conn, name, seq, state, records, out_bytes, now, error)
+
+    async def transform_progress(self, name: str) -> dict:
+        return await self._run(transform_sql.progress, self._conn, name)
+
+    async def add_transform_usage(self, name: str, instance_type: str, instances: int, start: float,
+                                  end: float) -> int:
+        return await self._run(transform_sql.add_usage, self._conn, name, instance_type, instances, start, end)
+
+    async def transform_usage(self, since: float | None, until: float | None) -> list[dict]:
+        return await self._read(lambda conn: transform_sql.usage(conn, since, until))
 
     # --- usage ------------------------------------------------------------
     async def insert_usage(self, records: list[UsageRecord]) -> None:

@@ -55,6 +55,7 @@ from runtime.sandbox import (
     Backend,
     Listener,
     Sandbox,
+    SandboxGroup,
     SandboxSpec,
     StartError,
     StartFacts,
@@ -95,6 +96,7 @@ class ProcessBackend(Backend):
         self.listeners = list(listeners or []) + [self._on_event]
         self.cgroup_support = cgroups.detect(config.cgroup_mode, config.instance)
         self._sandboxes: dict[str, ProcessSandbox] = {}
+        self._groups: dict[str, cgroups.Cgroup] = {}        # open groups' shared cgroups, by group name
         self._background: list[asyncio.Task] = []
         self.subreaper = False
         self.uids = UidPool(*(config.uid_range or default_range(config.instance)))
@@ -160,6 +162,8 @@ class ProcessBackend(Backend):
         if spec.image:
             raise StartError(LOAD_FAILED, f"image {spec.image} brings its own model server: serve it with "
                                           "--backend docker")
+        if spec.group is not None:          # inside a shared cap: a fresh interpreter joins its cgroup first
+            return await self._start(spec, "fresh", None)
         key = (spec.bundle_dir, spec.memory_mb)
         if not spec.check_only:
             self.zygotes.note_cold_start(key)
@@ -185,7 +189,7 @@ class ProcessBackend(Backend):
         one of its sandboxes has answered a request, which its stems then replay to warm up (only a
         request that succeeded, so a request that kills its sandbox is never replayed; none with
         SLIMSERVE_WARMUP=0, for models whose calls have side effects)."""
-        if spec.check_only or self.zygotes.base is None or not self.zygotes.base.alive:
+        if spec.check_only or spec.group is not None or self.zygotes.base is None or not self.zygotes.base.alive:
             return
         warm = (spec.env.get(WARMUP_ENV, "1") != "0" and not request.body_file and not request.response_file
                 and len(request.body) <= MAX_SAMPLE_BYTES)
@@ -194,6 +198,22 @@ class ProcessBackend(Backend):
 
     def snapshot(self) -> dict:
         return self.zygotes.snapshot()
+
+    async def open_group(self, group: SandboxGroup) -> bool:
+        """A parent cgroup capped at the group's memory, vCPUs and (pids_max x members) processes;
+        its sandboxes' own cgroups go inside it.  Without cgroups the caller splits the caps."""
+        if self.cgroup_support.base is None:
+            return False
+        if group.name not in self._groups:
+            self._groups[group.name] = await asyncio.to_thread(
+                cgroups.Cgroup, self.cgroup_support, cgroups.group_name(group.name), group.memory_mb << 20,
+                self.config.pids_max * max(1, group.members), vcpus=group.vcpus, parent=True)
+        return True
+
+    async def close_group(self, group: SandboxGroup) -> None:
+        cg = self._groups.pop(group.name, None)
+        if cg is not None:
+            await asyncio.to_thread(cg.remove)
 
     async def release_bundle(self, bundle_dir: str) -> None:
         await self.zygotes.drop(bundle_dir)
@@ -251,7 +271,12 @@ class ProcessBackend(Backend):
         # a base zygote's stem brings its own.
         if self.cgroup_support.base is not None and zygote is None:
             t1 = time.perf_counter()
-            cgroup = await asyncio.to_thread(cgroups.Cgroup, self.cgroup_support, spec.sandbox_id,
+            name = spec.sandbox_id
+            if spec.group is not None:
+                if spec.group.name not in self._groups:
+                    raise StartError(SPAWN_FAILED, f"sandbox group {spec.group.name} is not open")
+                name = f"{self._groups[spec.group.name].name}/{spec.sandbox_id}"
+            cgroup = await asyncio.to_thread(cgroups.Cgroup, self.cgroup_support, name,
                                              spec.memory_mb << 20, self.config.pids_max, vcpus=spec.vcpus)
             gateway_ms["cgroup_make_ms"] = (time.perf_counter() - t1) * 1000.0
         setup = self.setup_for(spec, cgroup, tmp_dir, uid)

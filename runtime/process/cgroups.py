@@ -215,6 +215,19 @@ def make_and_join(support: CgroupSupport, name: str, pid: int | None = None) -> 
         (d / "cgroup.procs").write_text(str(os.getpid() if pid is None else pid))
 
 
+def _delegate(d: Path, version: str | None) -> None:
+    """Let a group's limits count its children: v2 children get the controllers only if the group
+    enables them for its subtree; v1 memory counts children only with use_hierarchy (the default,
+    and the only mode, on recent kernels)."""
+    if version == "v2":
+        have = (d / "cgroup.controllers").read_text().split()
+        wanted = [c for c in ("memory", "pids", "cpu") if c in have]
+        if wanted:
+            (d / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
+    else:
+        _write_optional(d / "memory.use_hierarchy", "1")
+
+
 def _write_optional(path: Path, value: str) -> None:
     try:
         path.write_text(value)
@@ -222,14 +235,30 @@ def _write_optional(path: Path, value: str) -> None:
         pass
 
 
+GROUP_PREFIX = "grp-"
+
+
+def group_name(group: str) -> str:
+    """The cgroup of a sandbox group (a transform job's instance); its sandboxes' go inside it."""
+    return GROUP_PREFIX + group
+
+
+def _check_name(name: str) -> None:
+    """A sandbox's cgroup, or one inside a group's (``grp-X/name``): never a path out of the base."""
+    parts = name.split("/")
+    if len(parts) > 2 or (len(parts) == 2 and not parts[0].startswith(GROUP_PREFIX)) \
+            or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"bad cgroup name {name!r}")
+
+
 class Cgroup:
-    """One sandbox's cgroup (a directory per hierarchy).  ``remove`` is idempotent."""
+    """One sandbox's cgroup (a directory per hierarchy), or with ``parent`` a group's, whose
+    limits cap the sandboxes made inside it together.  ``remove`` is idempotent."""
 
     def __init__(self, support: CgroupSupport, name: str, limit_bytes: int, pids_max: int = 0,
-                 create: bool = True, exclusive: bool = False, vcpus: float | None = None):
+                 create: bool = True, exclusive: bool = False, vcpus: float | None = None, parent: bool = False):
         assert support.base is not None
-        if "/" in name or name in ("", ".", ".."):
-            raise ValueError(f"bad cgroup name {name!r}")
+        _check_name(name)
         self.support = support
         self.version = support.version
         self.name = name
@@ -238,6 +267,8 @@ class Cgroup:
         if create:                              # exclusive: fail rather than take over an existing cgroup
             for d in support.dirs(name):
                 d.mkdir(exist_ok=not exclusive)
+                if parent:
+                    _delegate(d, support.version)
             set_limits(support, name, limit_bytes, pids_max, vcpus)
 
     @classmethod
@@ -317,6 +348,11 @@ def _kill_dir(d: Path) -> None:
 def _remove_dir(d: Path, wait_s: float) -> bool:
     """Kill what is in ``d`` until it can be removed; False if it still could not be."""
     deadline = time.monotonic() + wait_s
+    try:                                   # a group's: its sandboxes' cgroups go first
+        for child in [c for c in d.iterdir() if c.is_dir()]:
+            _remove_dir(child, wait_s)
+    except OSError:
+        pass
     while True:
         try:
             d.rmdir()

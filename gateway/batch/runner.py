@@ -1,0 +1,322 @@
+"""Running one transform job: its plan of input objects, cut into requests, through its own
+sandboxes, into one output object per input.
+
+    plan (once, in the store) -> for each object not done: fetch -> batches (records.py, in a
+    thread) -> a queue of requests -> MaxConcurrentTransforms x InstanceCount workers, each
+    calling ``serving.invoker`` on the job's compute -> answers written to the object's output
+    file in input order -> upload -> the object is done (in the store)
+
+Objects overlap: the next object is fetched and cut while the last requests of the one before
+are still running, so the sandboxes are not left idle between objects.  The first request that
+fails (after InvocationsMaxRetries) or the first object that cannot be read fails the job:
+what is in flight stops, the outputs of objects already done stay.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.batch import records
+from gateway.batch.compute import Compute
+from gateway.batch.spec import TransformSpec
+from gateway.batch.storage import InputObject, JobInputError, JobStorage
+from gateway.serving.invoker import Invocation
+
+log = logging.getLogger("slimserve.batch")
+CHECKPOINT_S = 10.0                 # instance time is written at least this often (a crash loses at most this)
+STORAGE_RETRIES = (1.0, 3.0, 10.0)  # an unreachable store is tried again after these pauses, then the job fails
+MIN_ANSWER_BYTES = 64 << 20
+
+
+class JobFailed(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class JobLog:
+    """The job's log (its sandboxes write their output to the same file)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, line: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(f"{stamp} {line}\n")
+
+
+@dataclass
+class ObjectRun:
+    """One input object in flight: answers arrive out of order and are written in order."""
+    seq: int
+    obj: InputObject
+    out_path: Path
+    batches: int | None = None            # known once the object has been cut to its end
+    written: int = 0
+    records: int = 0
+    answers: dict[int, tuple[Path, int]] = field(default_factory=dict)
+    content_type: str | None = None
+    finishing: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def complete(self) -> bool:
+        return self.batches is not None and self.written == self.batches
+
+
+class JobRunner:
+    def __init__(self, name: str, spec: TransformSpec, store, storage: JobStorage, invoker, compute: Compute,
+                 spool: Path, job_log: JobLog):
+        self.name, self.spec, self.store, self.storage = name, spec, store, storage
+        self.invoker, self.compute, self.spool, self.log = invoker, compute, spool, job_log
+        self.workers = spec.instance_count * spec.max_concurrent
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=2 * self.workers)
+        self.status_message = ""
+        self.records_done = 0                  # records of this run (objects done before it are in the store)
+        self.objects_done = 0
+        self._failure: str | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._finishing: set[asyncio.Task] = set()
+        self._failed = asyncio.Event()
+        self._billed_to: float | None = None
+
+    # --- the whole job ----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Returns when every object is done; raises JobFailed, or CancelledError when stopped."""
+        self.spool.mkdir(parents=True, exist_ok=True)
+        try:
+            objects = await self._plan()
+            pending = [(o["seq"], InputObject(o["url"], o["rel"], o["size"])) for o in objects if o["state"] != "done"]
+            if not pending:
+                return
+            await self._storage(self.storage.check_output, self.spec.output_path)
+            self.status_message = "starting instances"
+            try:
+                await self.compute.start(on_wait=self._waiting)
+            except Exception as exc:  # noqa: BLE001 - a model that cannot load fails the job, saying why
+                raise JobFailed(f"ClientError: the model could not be loaded: {getattr(exc, 'message', exc)}") \
+                    from None
+            finally:
+                self._billed_to = self.compute.started_at
+            self.status_message = ""
+            await self.store.mark_transform_started(self.name, time.time())
+            self.log.write(self.spec.settings_line())
+            self.log.write(f"{len(pending)} of {len(objects)} input objects to transform on "
+                           f"{self.spec.instance_count} x {self.spec.instance_type}")
+            await self._run_objects(pending)
+        finally:
+            await self._stop_tasks()
+            await asyncio.shield(self._end_compute())
+            await asyncio.to_thread(shutil.rmtree, self.spool, True)
+
+    def _waiting(self, message: str) -> None:
+        if message and message != self.status_message:
+            self.log.write(message)
+        self.status_message = message
+
+    async def _plan(self) -> list[dict]:
+        job = await self.store.get_transform_job(self.name)
+        if not job["planned"]:
+            found = await self._storage(self.storage.inputs, self.spec.input_uri, self.spec.data_type)
+            await self.store.write_transform_plan(self.name, [(o.url, o.rel, o.size) for o in found])
+        return await self.store.transform_objects(self.name)
+
+    async def _storage(self, fn, *args):
+        """A storage call; an unreachable store is retried, any other failure fails the job."""
+        for pause in (*STORAGE_RETRIES, None):
+            try:
+                return await fn(*args)
+            except JobInputError as exc:
+                if not exc.retry or pause is None:
+                    raise JobFailed(f"ClientError: {exc.message}") from None
+                self.log.write(f"storage unreachable ({exc.message}); trying again in {pause:g} s")
+                await asyncio.sleep(pause)
+
+    async def _run_objects(self, pending: list[tuple[int, InputObject]]) -> None:
+        billing = self._spawn(self._bill_loop())
+        producer = self._spawn(self._produce(pending))
+        workers = [self._spawn(self._work()) for _ in range(self.workers)]
+        failed = asyncio.ensure_future(self._failed.wait())
+        try:
+            await asyncio.wait([producer, failed], return_when=asyncio.FIRST_COMPLETED)
+            if not self._failed.is_set():
+                producer.result()                          # a bug in the producer: raised here
+                joined = asyncio.ensure_future(self.queue.join())
+                await asyncio.wait([joined, failed], return_when=asyncio.FIRST_COMPLETED)
+                joined.cancel()
+                while self._finishing and not self._failed.is_set():
+                    await asyncio.wait(self._finishing | {failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+            for t in [billing, producer, *workers]:
+                t.cancel()
+        if self._failure is not None:
+            raise JobFailed(self._failure)
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def fail(self, reason: str) -> None:
+        if self._failure is None:
+            self._failure = reason[:1024]
+            self.log.write(f"job failed: {reason}")
+            self._failed.set()
+
+    async def _stop_tasks(self) -> None:
+        tasks = list(self._tasks | self._finishing)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- reading and cutting ----------------------------------------------------------------
+    async def _produce(self, pending: list[tuple[int, InputObject]]) -> None:
+        for seq, obj in pending:
+            run = ObjectRun(seq, obj, self.spool / f"{seq}.out")
+            try:
+                await self._cut(run)
+            except records.BadInput as exc:
+                self.fail(f"ClientError: {obj.url}: {exc.message}")
+                return
+            except JobFailed as exc:
+                self.fail(exc.reason)
+                return
+            if run.batches == 0:             # an empty object: an empty output
+                await self._deliver(run, None, None, 0)
+
+    async def _cut(self, run: ObjectRun) -> None:
+        spooled = self.spool / f"{run.seq}.in"
+        size = await self._storage(self.storage.fetch, run.obj, spooled)
+        path = self.storage.path_of(run.obj, spooled)
+        self.log.write(f"transforming {run.obj.url} ({size} bytes)")
+        open(run.out_path, "wb").close()
+        fh = await asyncio.to_thread(open, path, "rb")
+        try:
+            gen = records.batches(records.chunks(fh, self.spec.compression == "Gzip"), self.spec.split_type,
+                                  self.spec.batch_strategy, self.spec.max_payload_bytes)
+            count = 0
+            while (batch := await asyncio.to_thread(next, gen, None)) is not None:
+                await self.queue.put((run, batch))
+                count += 1
+        finally:
+            fh.close()
+            if path == spooled:
+                spooled.unlink(missing_ok=True)
+        run.batches = count
+        if count and run.complete:           # every answer came in while the last batches were cut
+            self._finish(run)
+
+    # --- running requests ---------------------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            run, batch = await self.queue.get()
+            try:
+                if self._failure is None:
+                    await self._request(run, batch)
+            finally:
+                self.queue.task_done()
+
+    async def _request(self, run: ObjectRun, batch: records.Batch) -> None:
+        answer = self.spool / f"{run.seq}.{batch.seq}.ans"
+        inv = Invocation(endpoint=self.name, body=batch.data, content_type=self.spec.content_type,
+                         accept=self.spec.accept, request_id=str(uuid.uuid4()), response_file=str(answer),
+                         max_bytes=max(MIN_ANSWER_BYTES, 4 * self.spec.max_payload_bytes),
+                         timeout_s=float(self.spec.timeout_s))
+        label = f"/aws/sagemaker/TransformJobs/{self.name}"
+        outcome = None
+        for attempt in range(self.spec.max_retries + 1):
+            outcome = await self.invoker.invoke_on(self.compute, inv, label)
+            if outcome.ok:
+                break
+            self.log.write(f"{run.obj.url}: the request at byte offset {batch.offset} failed (attempt {attempt + 1} "
+                           f"of {self.spec.max_retries + 1}): {outcome.error.code}: {outcome.error.message}")
+        if not outcome.ok:
+            answer.unlink(missing_ok=True)
+            self.fail(f"ClientError: {run.obj.url}: the request at byte offset {batch.offset} ({batch.records} "
+                      f"records) failed: {outcome.error.code}: {outcome.error.message}")
+            return
+        if run.content_type is None:
+            run.content_type = outcome.result.content_type
+        await self._deliver(run, batch.seq, answer, batch.records)
+
+    async def _deliver(self, run: ObjectRun, seq: int | None, answer: Path | None, nrecords: int) -> None:
+        """Write the answers that are next in order to the object's output file."""
+        async with run.lock:
+            if seq is not None:
+                run.answers[seq] = (answer, nrecords)
+            ready = []
+            while run.written + len(ready) in run.answers:
+                ready.append(run.answers.pop(run.written + len(ready)))
+            if ready:
+                await asyncio.to_thread(_append, run.out_path, [p for p, _ in ready], self.spec.assemble_with)
+                run.written += len(ready)
+                run.records += sum(n for _, n in ready)
+                self.records_done += sum(n for _, n in ready)
+            if run.complete:
+                self._finish(run)
+
+    def _finish(self, run: ObjectRun) -> None:
+        if run.finishing:
+            return
+        run.finishing = True
+        task = asyncio.get_running_loop().create_task(self._upload(run))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _upload(self, run: ObjectRun) -> None:
+        dest = self.storage.output_location(self.spec.output_path, run.obj.rel)
+        try:
+            await self._storage(self.storage.put_output, dest, run.out_path,
+                                self.spec.accept or run.content_type)
+        except JobFailed as exc:
+            self.fail(exc.reason)
+            return
+        size = run.out_path.stat().st_size
+        run.out_path.unlink(missing_ok=True)
+        await self.store.finish_transform_object(self.name, run.seq, "done", run.records, size, time.time())
+        self.objects_done += 1
+        self.log.write(f"wrote {dest.text} ({run.records} records, {size} bytes)")
+
+    # --- instance time ------------------------------------------------------------------------
+    async def _bill_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_S)
+            await self._bill(time.time())
+
+    async def _bill(self, now: float) -> None:
+        if self._billed_to is None or now <= self._billed_to:
+            return
+        start, self._billed_to = self._billed_to, now
+        await self.store.add_transform_usage(self.name, self.spec.instance_type, self.spec.instance_count,
+                                             start, now)
+
+    async def _end_compute(self) -> None:
+        await self.compute.close()
+        with contextlib.suppress(Exception):
+            await self._bill(time.time())
+
+
+def _append(out_path: Path, answers: list[Path], assemble_with: str) -> None:
+    with open(out_path, "ab") as out:
+        for path in answers:
+            if path is None:
+                continue
+            with open(path, "rb") as fh:
+                last = b""
+                while block := fh.read(1 << 20):
+                    out.write(block)
+                    last = block[-1:]
+            if assemble_with == "Line" and last != b"\n":
+                out.write(b"\n")
+            os.unlink(path)
