@@ -43,6 +43,8 @@ from gateway.http.metrics import Metrics
 from gateway.http.runtime import RuntimeApi
 from gateway.http.wire import control_error, runtime_error
 from gateway.lifecycle import Supervisor
+from gateway.logs.api import TARGET_PREFIX as LOGS_TARGET_PREFIX
+from gateway.logs.api import LogsApi
 from gateway.metering.billing import Prices
 from gateway.metering.idle import IdleMeter
 from gateway.metering.meter import Meter
@@ -206,7 +208,10 @@ class Gateway:
                                        self.backend, self.manager)
         await self.transform.load()
         stack.push_async_callback(self.transform.close)      # running jobs stop (and resume next start) first
-        sagemaker = SageMakerApi(self.catalog, {TARGET_PREFIX: autoscaling_operations(self.scaling)},
+        logs = LogsApi(self._job_names, self.transform.log_path, lambda: self.endpoints.specs,
+                       self.manager.log_path)
+        sagemaker = SageMakerApi(self.catalog, {TARGET_PREFIX: autoscaling_operations(self.scaling),
+                                                LOGS_TARGET_PREFIX: logs.operations()},
                                  extra=TransformJobsApi(self.transform).operations())
         middlewares = [_internal_errors, admin.middleware]
         if s.auth == "sigv4":
@@ -282,6 +287,9 @@ class Gateway:
         self.meter.listeners.append(self.autoscaler.observe)
         self.async_workers.on_starved = self.autoscaler.wake
         self.loops.spawn("autoscaling", self.autoscaler.run)
+
+    async def _job_names(self) -> list[str]:
+        return [j["TransformJobName"] for j in await self.transform.summaries()]
 
     def _async_configs(self) -> dict[str, AsyncConfig]:
         out = {}

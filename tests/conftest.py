@@ -8,10 +8,12 @@ import pytest
 # instance metadata address) when the environment does not say; tests reach only loopback.
 # `serve` notes the user's current gateway under $XDG_CONFIG_HOME: the tests' own, not the home's.
 os.environ.setdefault("XDG_CONFIG_HOME", tempfile.mkdtemp(prefix="slimserve-test-config-"))
-# S3 and SNS calls of gateways and clients that are not pointed at a test's server go to a closed
-# loopback port (the discard port), never to AWS.
+# AWS calls of gateways and clients that are not pointed at a test's server (S3, SNS, CloudWatch
+# Logs, any other service: AWS_ENDPOINT_URL) go to a closed loopback port (the discard port),
+# never to AWS.
 for _key, _value in {"AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1",
                      "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9", "AWS_ENDPOINT_URL_SNS": "http://127.0.0.1:9",
+                     "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": "http://127.0.0.1:9", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
                      "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                      "SAGEMAKER_SUPPRESS_V2_WARNING": "1"}.items():
     os.environ.setdefault(_key, _value)

@@ -417,3 +417,12 @@ def csv_sums(text):
             continue
         out.append(repr(sum(float(v) for v in line.split(","))))
     return "\n".join(out) + "\n"
+
+
+def json_sums(body):
+    """The batch transform tests' JSON Lines model: each line a JSON array of numbers, answered
+    with its sum, one line per line."""
+    import json
+
+    text = body.decode() if isinstance(body, (bytes, bytearray)) else body
+    return "".join(f"{float(sum(json.loads(line)))}\n" for line in text.splitlines() if line.strip())

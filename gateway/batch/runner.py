@@ -27,6 +27,7 @@ from gateway.batch import records
 from gateway.batch.compute import Compute
 from gateway.batch.spec import TransformSpec
 from gateway.batch.storage import InputObject, JobInputError, JobStorage
+from gateway.logs.events import stamp
 from gateway.serving.invoker import Invocation
 
 log = logging.getLogger("slimserve.batch")
@@ -49,9 +50,8 @@ class JobLog:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, line: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(f"{stamp} {line}\n")
+            fh.write(f"{stamp()} {line}\n")
 
 
 @dataclass
@@ -79,6 +79,7 @@ class JobRunner:
         self.name, self.spec, self.store, self.storage = name, spec, store, storage
         self.invoker, self.compute, self.spool, self.log = invoker, compute, spool, job_log
         self.workers = spec.instance_count * spec.max_concurrent
+        self.processing = spec.processing            # None: records go to the model untouched
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=2 * self.workers)
         self.status_message = ""
         self.records_done = 0                  # records of this run (objects done before it are in the store)
@@ -206,8 +207,8 @@ class JobRunner:
             gen = records.batches(records.chunks(fh, self.spec.compression == "Gzip"), self.spec.split_type,
                                   self.spec.batch_strategy, self.spec.max_payload_bytes)
             count = 0
-            while (batch := await asyncio.to_thread(next, gen, None)) is not None:
-                await self.queue.put((run, batch))
+            while (item := await asyncio.to_thread(self._next, gen)) is not None:
+                await self.queue.put((run, *item))
                 count += 1
         finally:
             fh.close()
@@ -217,17 +218,25 @@ class JobRunner:
         if count and run.complete:           # every answer came in while the last batches were cut
             self._finish(run)
 
+    def _next(self, gen) -> tuple[records.Batch, list | None] | None:
+        """The next request of an object, its records filtered when the job asks (in a thread)."""
+        batch = next(gen, None)
+        if batch is None or self.processing is None:
+            return None if batch is None else (batch, None)
+        payload, parsed = self.processing.prepare(batch.data, batch.offset)
+        return records.Batch(batch.seq, batch.offset, payload, len(parsed)), parsed
+
     # --- running requests ---------------------------------------------------------------------
     async def _work(self) -> None:
         while True:
-            run, batch = await self.queue.get()
+            run, batch, parsed = await self.queue.get()
             try:
                 if self._failure is None:
-                    await self._request(run, batch)
+                    await self._request(run, batch, parsed)
             finally:
                 self.queue.task_done()
 
-    async def _request(self, run: ObjectRun, batch: records.Batch) -> None:
+    async def _request(self, run: ObjectRun, batch: records.Batch, parsed: list | None = None) -> None:
         answer = self.spool / f"{run.seq}.{batch.seq}.ans"
         inv = Invocation(endpoint=self.name, body=batch.data, content_type=self.spec.content_type,
                          accept=self.spec.accept, request_id=str(uuid.uuid4()), response_file=str(answer),
@@ -246,9 +255,19 @@ class JobRunner:
             self.fail(f"ClientError: {run.obj.url}: the request at byte offset {batch.offset} ({batch.records} "
                       f"records) failed: {outcome.error.code}: {outcome.error.message}")
             return
+        if parsed is not None:
+            try:
+                await asyncio.to_thread(self._joined, answer, parsed, batch.offset)
+            except records.BadInput as exc:
+                self.fail(f"ClientError: {run.obj.url}: {exc.message}")
+                return
         if run.content_type is None:
             run.content_type = outcome.result.content_type
         await self._deliver(run, batch.seq, answer, batch.records)
+
+    def _joined(self, answer: Path, parsed: list, offset: int) -> None:
+        """Replace a request's answer with its records' joined and filtered output lines."""
+        answer.write_bytes(self.processing.finish(answer.read_bytes(), parsed, offset))
 
     async def _deliver(self, run: ObjectRun, seq: int | None, answer: Path | None, nrecords: int) -> None:
         """Write the answers that are next in order to the object's output file."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from gateway.batch.processing import Processing
 from gateway.errors import Invalid
 from gateway.sagemaker.instances import UnknownInstanceType, instance_memory_mb, instance_vcpus
 from gateway.sagemaker.shapes import check_name, tags_of
@@ -53,6 +54,10 @@ class TransformSpec:
     instance_count: int
     data_processing: dict = field(default_factory=dict)
     data_capture: dict | None = None
+
+    @property
+    def processing(self) -> Processing | None:
+        return Processing.of(self.data_processing, self.content_type, self.accept, self.split_type)
 
     @property
     def max_payload_bytes(self) -> int:
@@ -215,10 +220,10 @@ def parse(req: dict, default_concurrency: int | None = None) -> TransformSpec:
     for key in ("InputFilter", "OutputFilter"):
         _text(dp, key, f"dataProcessing.{key[0].lower()}{key[1:]}", 63)
     _enum(dp, "JoinSource", "dataProcessing.joinSource", JOIN_SOURCES)
-    if dp.get("InputFilter") not in (None, "", "$") or dp.get("OutputFilter") not in (None, "", "$") \
-            or dp.get("JoinSource") == "Input":
-        raise Invalid("DataProcessing (InputFilter, OutputFilter, JoinSource Input) is not supported by this "
-                      "version of slimserve yet; leave it out, or use the filter '$'.")
+    try:
+        Processing.of(dp, tin.get("ContentType"), tout.get("Accept"), split)
+    except ValueError as exc:
+        raise Invalid(f"DataProcessing: {exc}") from None
     capture = req.get("DataCaptureConfig")
     if capture is not None:
         capture = _obj(req, "DataCaptureConfig", "dataCaptureConfig")

@@ -201,7 +201,8 @@ def cmd_credentials(args) -> int:
     # service's calls (STS, S3 ...) to the gateway too.
     values = [("AWS_ACCESS_KEY_ID", key.key_id), ("AWS_SECRET_ACCESS_KEY", key.secret),
               ("AWS_DEFAULT_REGION", args.region), ("AWS_ENDPOINT_URL_SAGEMAKER", url),
-              ("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", url), ("AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING", url)]
+              ("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", url), ("AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING", url),
+              ("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", url)]
     s3 = locate.s3_url(state)
     if s3:
         values.append(("AWS_ENDPOINT_URL_S3", s3))

@@ -105,7 +105,7 @@ def _action(request: web.Request) -> tuple[str, bool]:
     if request.path.startswith("/endpoints/"):
         return "sagemaker:InvokeEndpoint", True
     op = request.headers.get("X-Amz-Target", "").partition(".")[2] or "UnknownOperation"
-    return f"{service_of(request.headers, request.path)}:{op}", op.startswith(("Describe", "List"))
+    return f"{service_of(request.headers, request.path)}:{op}", op.startswith(("Describe", "List", "Get", "Filter"))
 
 
 def auth_middleware(keys: dict, region: str, max_body: int, account_id: str, clock=time.time,

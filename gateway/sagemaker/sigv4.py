@@ -26,6 +26,8 @@ from gateway.errors import Unauthorized
 SERVICE = "sagemaker"
 AUTOSCALING = "application-autoscaling"
 AUTOSCALING_TARGET = "AnyScaleFrontendService."
+LOGS = "logs"
+LOGS_TARGET = "Logs_20140328."
 MAX_SKEW_S = 15 * 60
 # Signed whenever present: what the request does (its operation) and when.  Content-Type is not
 # required: some clients' HTTP libraries add one after signing, and it does not choose the operation.
@@ -73,10 +75,13 @@ def _parse_authorization(value: str) -> dict[str, str]:
 
 
 def service_of(headers, path: str = "/") -> str:
-    """The signing name of the API a request addresses: Application Auto Scaling's operations
-    come to ``POST /`` with their X-Amz-Target; everything else is SageMaker's."""
-    if path == "/" and (headers.get("X-Amz-Target") or "").startswith(AUTOSCALING_TARGET):
+    """The signing name of the API a request addresses: Application Auto Scaling's and CloudWatch
+    Logs' operations come to ``POST /`` with their X-Amz-Target; everything else is SageMaker's."""
+    target = headers.get("X-Amz-Target") or "" if path == "/" else ""
+    if target.startswith(AUTOSCALING_TARGET):
         return AUTOSCALING
+    if target.startswith(LOGS_TARGET):
+        return LOGS
     return SERVICE
 
 

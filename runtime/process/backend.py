@@ -39,7 +39,7 @@ import psutil
 from runtime import protocol
 from runtime.process import cgroups, isolation, jail
 from runtime.process import protections as host_protections
-from runtime.process.logpipe import LogPipe
+from runtime.process.logpipe import LogPipe, log_stamp
 from runtime.process.sandbox import ProcessSandbox, verified_replica_protections
 from runtime.process.stems import replica_cgroup
 from runtime.process.templates import make_template
@@ -284,7 +284,8 @@ class ProcessBackend(Backend):
         fork_info = {}
         logs = LogPipe(spec.log_path)
         try:
-            logs.write(f"--- sandbox {spec.sandbox_id} starting ({spec.memory_mb} MB, {path}) ---\n".encode())
+            logs.write(f"{log_stamp()} --- sandbox {spec.sandbox_id} starting ({spec.memory_mb} MB, {path}) ---\n"
+                       .encode())
             if zygote is None:
                 proc = await self._spawn_fresh(setup, child_sock, parent_sock, logs.write_fd)
                 logs.handed_over()

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 ROTATE_BYTES = 16 << 20
 RATE_BYTES_S = 4 << 20
 CHUNK = 1 << 16
+
+
+def log_stamp(now: float | None = None) -> str:
+    """The time at the start of a line the gateway writes into a log (the Logs API reads it back
+    as the event's timestamp): ``2026-12-01T19:25:03.123Z``."""
+    now = time.time() if now is None else now
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
 
 
 class LogPipe:

@@ -70,7 +70,8 @@ def test_our_own_clients_sign_with_the_state_dirs_pair(closed):
     assert lines == {"AWS_ACCESS_KEY_ID": key.key_id, "AWS_SECRET_ACCESS_KEY": key.secret,
                      "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_SAGEMAKER": closed.url,
                      "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": closed.url,
-                     "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING": closed.url}
+                     "AWS_ENDPOINT_URL_APPLICATION_AUTO_SCALING": closed.url,
+                     "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": closed.url}
 
 
 def test_a_read_key_may_invoke_and_describe_but_not_change_anything(fresh_gateway):
@@ -96,6 +97,17 @@ def test_a_read_key_may_invoke_and_describe_but_not_change_anything(fresh_gatewa
         ServiceNamespace="sagemaker", ResourceId="endpoint/ro/variant/AllTraffic",
         ScalableDimension="sagemaker:variant:DesiredInstanceCount", MinCapacity=1, MaxCapacity=2)) == \
         "AccessDeniedException"
+    assert _code(lambda: sm.create_transform_job(
+        TransformJobName="ro-job", ModelName="ro", TransformInput={"DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": "s3://b/in/"}}}, TransformOutput={"S3OutputPath": "s3://b/out"},
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1})) == "AccessDeniedException"
+    assert _code(lambda: sm.stop_transform_job(TransformJobName="ro-job")) == "AccessDeniedException"
+    assert sm.list_transform_jobs()["TransformJobSummaries"] == []
+    logs = boto3.client("logs", endpoint_url=gw.url, region_name="us-east-1", aws_access_key_id="AKIDREADER",
+                        aws_secret_access_key="r-secret", config=Config(retries={"total_max_attempts": 1}))
+    assert logs.describe_log_streams(logGroupName="/aws/sagemaker/TransformJobs")["logStreams"] == []
+    assert logs.get_log_events(logGroupName="/aws/sagemaker/Endpoints/ro", logStreamName="AllTraffic/slimserve",
+                               startFromHead=True)["events"]
     writer, _ = _clients(gw.url, "AKIDWRITER", "w-secret")
     writer.delete_endpoint(EndpointName="ro")
     assert _code(lambda: sm.describe_endpoint(EndpointName="ro")) == "ValidationException"
