@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 
 from gateway.pools.pool import Lease
-from runtime.sandbox import Sandbox, SandboxGroup, SandboxSpec, StartError
+from runtime.sandbox import THREAD_ENV, Sandbox, SandboxGroup, SandboxSpec, StartError
 
 log = logging.getLogger("slimserve.batch")
 WAIT_POLL_S = 2.0
@@ -43,6 +43,13 @@ class Compute:
         self.memory_mb, self.vcpus = memory_mb, vcpus
         self.bundle, self.log_path = bundle, log_path
         self.env = dict(bundle.env, **env)
+        # Each worker's thread pools get its share of the instance's vCPUs (the model's own
+        # Environment may say otherwise): MaxConcurrentTransforms workers of a 2-vCPU instance
+        # that each spun up two BLAS threads would fight over the same cores.
+        share = str(max(1, int(vcpus // max(1, per_instance))))
+        for name in THREAD_ENV:
+            self.env.setdefault(name, share)
+        self.env.setdefault("SM_NUM_CPUS", str(int(vcpus)))
         tag = hashlib.sha1(job.encode()).hexdigest()[:10]
         self.groups = [SandboxGroup(f"tj-{tag}-{i}", memory_mb, vcpus, per_instance) for i in range(instances)]
         self._keys = [f"transform:{job}:{i}" for i in range(instances)]

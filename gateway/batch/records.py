@@ -100,20 +100,24 @@ def _whole(blocks: Iterable[bytes], max_bytes: int) -> Iterator[Batch]:
 
 
 def _lines_multi(blocks: Iterable[bytes], max_bytes: int) -> Iterator[Batch]:
-    buf, base, seq = bytearray(), 0, 0
+    """Batches cut at the last newline that fits, by offsets into the bytes read: each byte is
+    copied once into its batch (and once more where a read block is joined to what was left)."""
+    rest, base, seq = b"", 0, 0
     for block in blocks:
-        buf += block
-        while len(buf) > max_bytes:
-            cut = buf.rfind(b"\n", 0, max_bytes)
+        data = rest + block if rest else block
+        start = 0
+        while len(data) - start > max_bytes:
+            cut = data.rfind(b"\n", start, start + max_bytes)
             if cut < 0:
-                raise RecordTooLarge(base, None, max_bytes)
-            data = bytes(buf[:cut + 1])
-            del buf[:cut + 1]
-            yield Batch(seq, base, data, data.count(b"\n"))
-            base, seq = base + cut + 1, seq + 1
-    if buf:
-        data = bytes(buf)
-        yield Batch(seq, base, data, data.count(b"\n") + (0 if data.endswith(b"\n") else 1))
+                raise RecordTooLarge(base + start, None, max_bytes)
+            batch = data[start:cut + 1]
+            yield Batch(seq, base + start, batch, batch.count(b"\n"))
+            seq += 1
+            start = cut + 1
+        rest = data[start:]
+        base += start
+    if rest:
+        yield Batch(seq, base, rest, rest.count(b"\n") + (0 if rest.endswith(b"\n") else 1))
 
 
 def _lines_single(blocks: Iterable[bytes], max_bytes: int) -> Iterator[Batch]:

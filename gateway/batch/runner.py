@@ -101,6 +101,7 @@ class JobRunner:
                 return
             await self._storage(self.storage.check_output, self.spec.output_path)
             self.status_message = "starting instances"
+            first = self._spawn(self._fetch(*pending[0]))        # the first download overlaps the start
             try:
                 await self.compute.start(on_wait=self._waiting)
             except Exception as exc:  # noqa: BLE001 - a model that cannot load fails the job, saying why
@@ -113,7 +114,7 @@ class JobRunner:
             self.log.write(self.spec.settings_line())
             self.log.write(f"{len(pending)} of {len(objects)} input objects to transform on "
                            f"{self.spec.instance_count} x {self.spec.instance_type}")
-            await self._run_objects(pending)
+            await self._run_objects(pending, first)
         finally:
             await self._stop_tasks()
             await asyncio.shield(self._end_compute())
@@ -142,9 +143,9 @@ class JobRunner:
                 self.log.write(f"storage unreachable ({exc.message}); trying again in {pause:g} s")
                 await asyncio.sleep(pause)
 
-    async def _run_objects(self, pending: list[tuple[int, InputObject]]) -> None:
+    async def _run_objects(self, pending: list[tuple[int, InputObject]], first: asyncio.Task) -> None:
         billing = self._spawn(self._bill_loop())
-        producer = self._spawn(self._produce(pending))
+        producer = self._spawn(self._produce(pending, first))
         workers = [self._spawn(self._work()) for _ in range(self.workers)]
         failed = asyncio.ensure_future(self._failed.wait())
         try:
@@ -182,24 +183,38 @@ class JobRunner:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- reading and cutting ----------------------------------------------------------------
-    async def _produce(self, pending: list[tuple[int, InputObject]]) -> None:
-        for seq, obj in pending:
-            run = ObjectRun(seq, obj, self.spool / f"{seq}.out")
-            try:
-                await self._cut(run)
-            except records.BadInput as exc:
-                self.fail(f"ClientError: {obj.url}: {exc.message}")
-                return
-            except JobFailed as exc:
-                self.fail(exc.reason)
-                return
-            if run.batches == 0:             # an empty object: an empty output
-                await self._deliver(run, None, None, 0)
+    async def _produce(self, pending: list[tuple[int, InputObject]], first: asyncio.Task | None = None) -> None:
+        """Objects in order; each is fetched while the one before it is being cut and run, so
+        its download is off the sandboxes' critical path (``first``: the first object's fetch,
+        started while the instances came up).  At most two objects are spooled at once."""
+        fetches = {0: first} if first is not None else {}
+        try:
+            for i, (seq, obj) in enumerate(pending):
+                run = ObjectRun(seq, obj, self.spool / f"{seq}.out")
+                fetch = fetches.pop(i, None) or self._spawn(self._fetch(seq, obj))
+                if i + 1 < len(pending):
+                    fetches[i + 1] = self._spawn(self._fetch(*pending[i + 1]))
+                try:
+                    await self._cut(run, *await fetch)
+                except records.BadInput as exc:
+                    self.fail(f"ClientError: {obj.url}: {exc.message}")
+                    return
+                except JobFailed as exc:
+                    self.fail(exc.reason)
+                    return
+                if run.batches == 0:             # an empty object: an empty output
+                    await self._deliver(run, None, None, 0)
+        finally:
+            for t in fetches.values():
+                t.cancel()
 
-    async def _cut(self, run: ObjectRun) -> None:
-        spooled = self.spool / f"{run.seq}.in"
-        size = await self._storage(self.storage.fetch, run.obj, spooled)
-        path = self.storage.path_of(run.obj, spooled)
+    async def _fetch(self, seq: int, obj: InputObject) -> tuple[Path, Path, int]:
+        """(where the object can be read, the spool file to remove after, its size)."""
+        spooled = self.spool / f"{seq}.in"
+        size = await self._storage(self.storage.fetch, obj, spooled)
+        return self.storage.path_of(obj, spooled), spooled, size
+
+    async def _cut(self, run: ObjectRun, path: Path, spooled: Path, size: int) -> None:
         self.log.write(f"transforming {run.obj.url} ({size} bytes)")
         open(run.out_path, "wb").close()
         fh = await asyncio.to_thread(open, path, "rb")
