@@ -73,6 +73,7 @@ class Settings:
     autoscaling_interval_s: float = 10.0         # how often scaling policies are evaluated (and on any backlog)
     sns_endpoint_url: str | None = None          # where arn:aws:sns: topics are published (None: boto3's own)
     notify_allow: tuple[str, ...] = ()           # hosts http(s):// notification topics may be sent to (none: none)
+    transform_held_mb: int = 1024                # transform jobs' request bodies held in memory at once, all jobs
     extra: dict = field(default_factory=dict)
 
     @property

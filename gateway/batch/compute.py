@@ -67,13 +67,11 @@ class Compute:
     async def start(self, on_wait=lambda message: None) -> None:
         """Reserve every instance's memory (waiting while the host has no room), then start all
         sandboxes; raises StartError if none of an instance's sandboxes can load the model."""
-        for key in self._keys:
-            while not await self.manager.make_room(f"transform:{self.job}", key, self.memory_mb):
-                on_wait(f"waiting for host memory: each {self.instance_type} instance needs {self.memory_mb} MB "
-                        f"and the budget has {self.manager.budget.free_mb} MB free of "
-                        f"{self.manager.budget.capacity_mb} MB")
-                await asyncio.sleep(WAIT_POLL_S)
-            self._reserved.append(key)
+        while not await self._reserve_all():
+            on_wait(f"waiting for host memory: {self.instances} x {self.instance_type} need {self.memory_mb} MB "
+                    f"each and the budget has {self.manager.budget.free_mb} MB free of "
+                    f"{self.manager.budget.capacity_mb} MB")
+            await asyncio.sleep(WAIT_POLL_S)
         on_wait("")
         self.started_at = time.time()
         for group in self.groups:
@@ -84,6 +82,18 @@ class Compute:
         if len(failures) == len(results):
             first = failures[0]
             raise first if isinstance(first, StartError) else StartError("load_failed", str(first))
+
+    async def _reserve_all(self) -> bool:
+        """Every instance's memory, or none: a job holding part of the budget while it waits for
+        the rest could deadlock with another doing the same, and would block endpoints meanwhile."""
+        for key in self._keys:
+            if not await self.manager.make_room(f"transform:{self.job}", key, self.memory_mb):
+                for held in self._reserved:
+                    self.manager.budget.release(held)
+                self._reserved.clear()
+                return False
+            self._reserved.append(key)
+        return True
 
     def _spec(self, instance: int) -> SandboxSpec:
         group = self.groups[instance]

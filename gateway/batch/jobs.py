@@ -19,7 +19,7 @@ from pathlib import Path
 from gateway import errors
 from gateway.batch import model as models
 from gateway.batch.compute import Compute
-from gateway.batch.runner import JobFailed, JobLog, JobRunner
+from gateway.batch.runner import HeldBytes, JobFailed, JobLog, JobRunner
 from gateway.batch.spec import TransformSpec, parse
 from gateway.batch.storage import JobInputError, JobStorage
 from gateway.serving.bundles import Limits
@@ -41,6 +41,7 @@ class TransformJobs:
         self.invoker, self.backend, self.manager = invoker, backend, manager
         self.active: dict[str, Active] = {}
         self.closing = False
+        self.held = HeldBytes(settings.transform_held_mb << 20)
 
     def arn(self, name: str) -> str:
         return self.catalog.arn("transform-job", name)
@@ -50,13 +51,20 @@ class TransformJobs:
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def load(self) -> None:
-        """Resume the jobs an earlier run left InProgress, and settle those it was stopping."""
+        """Resume the jobs an earlier run left InProgress, settle those it was stopping, and remove
+        the work directories of every job that is not running any more."""
+        running = set()
         for job in await self.store.list_transform_jobs():
             if job["status"] == "Stopping":
                 await self.store.set_transform_status(job["name"], "Stopped", time.time())
             elif job["status"] == "InProgress":
                 log.info("resuming transform job %s", job["name"])
+                running.add(_dir_name(job["name"]))
                 self._launch(job["name"], self._spec(job["doc"]))
+        root = self.settings.transform_dir
+        for child in await asyncio.to_thread(lambda: list(root.iterdir()) if root.exists() else []):
+            if child.name not in running:
+                await asyncio.to_thread(shutil.rmtree, child, True)
 
     async def close(self) -> None:
         """Stop running jobs without ending them (they stay InProgress and resume next start)."""
@@ -109,12 +117,10 @@ class TransformJobs:
                "BatchStrategy": spec.batch_strategy,
                "ModelClientConfig": {"InvocationsTimeoutInSeconds": spec.timeout_s,
                                      "InvocationsMaxRetries": spec.max_retries},
-               "Environment": spec.environment, "TransformInput": req["TransformInput"],
-               "TransformOutput": req["TransformOutput"], "TransformResources": req["TransformResources"],
-               "CreationTime": job["created"]}
-        for key in ("DataCaptureConfig", "DataProcessing", "ExperimentConfig"):
-            if req.get(key) is not None:
-                out[key] = req[key]
+               "Environment": spec.environment, "CreationTime": job["created"]}
+        for key, members in KNOWN.items():          # what the shapes define, nothing a client added
+            if isinstance(req.get(key), dict):
+                out[key] = _known(req[key], members)
         if job["failure_reason"]:
             out["FailureReason"] = job["failure_reason"]
         if job["started"] is not None:
@@ -158,8 +164,10 @@ class TransformJobs:
         active = self.active.get(name)
         if active is not None:
             runner = active.runner
-            out["message"] = (runner.status_message if runner is not None else "") or active.message
+            out["message"] = runner.status_message if runner is not None else active.message
             out["sandboxes"] = runner.compute.sandboxes if runner is not None else 0
+            if runner is not None:
+                out["records_done"] += runner.records_in_flight
         return out
 
     # --- running ------------------------------------------------------------------------------
@@ -181,7 +189,7 @@ class TransformJobs:
                                   spec.max_concurrent, spec.instance_memory_mb, float(spec.instance_vcpus), bundle,
                                   str(job_log.path), dict(spec.environment, **spec.sandbox_env()))
                 runner = JobRunner(name, spec, self.store, self.storage, self.invoker, compute, work / "spool",
-                                   job_log)
+                                   job_log, self.held)
                 self.active[name].runner = runner
                 await runner.run()
             except JobFailed as exc:
@@ -210,6 +218,27 @@ class TransformJobs:
         await self.store.set_transform_status(name, status, time.time(), reason,
                                               only_from=("InProgress", "Stopping"))
         JobLog(self.log_path(name)).write(f"transform job {status.lower()}" + (f": {reason}" if reason else ""))
+
+
+KNOWN = {
+    "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": None, "S3Uri": None}}, "ContentType": None,
+                       "CompressionType": None, "SplitType": None},
+    "TransformOutput": {"S3OutputPath": None, "Accept": None, "AssembleWith": None, "KmsKeyId": None},
+    "TransformResources": {"InstanceType": None, "InstanceCount": None, "VolumeKmsKeyId": None,
+                           "TransformAmiVersion": None},
+    "DataCaptureConfig": {"DestinationS3Uri": None, "KmsKeyId": None, "GenerateInferenceId": None},
+    "DataProcessing": {"InputFilter": None, "OutputFilter": None, "JoinSource": None},
+    "ExperimentConfig": {"ExperimentName": None, "TrialName": None, "TrialComponentDisplayName": None,
+                         "RunName": None},
+}
+
+
+def _known(doc: dict, members: dict) -> dict:
+    out = {}
+    for key, inner in members.items():
+        if key in doc and doc[key] is not None:
+            out[key] = _known(doc[key], inner) if inner is not None and isinstance(doc[key], dict) else doc[key]
+    return out
 
 
 def _dir_name(name: str) -> str:

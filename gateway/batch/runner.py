@@ -33,13 +33,36 @@ from gateway.serving.invoker import Invocation
 log = logging.getLogger("slimserve.batch")
 CHECKPOINT_S = 10.0                 # instance time is written at least this often (a crash loses at most this)
 STORAGE_RETRIES = (1.0, 3.0, 10.0)  # an unreachable store is tried again after these pauses, then the job fails
-MIN_ANSWER_BYTES = 64 << 20
+MIN_ANSWER_BYTES = 64 << 20          # the largest answer to one request (4 x MaxPayloadInMB when larger)
+SPOOL_RESERVE = 512 << 20            # free disk a job leaves on the spool's file system
 
 
 class JobFailed(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class HeldBytes:
+    """Request bodies that transform jobs hold in the gateway's memory at once (cut and waiting,
+    or being sent), over all jobs: a job waits for room before it cuts its next request."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.held = max_bytes, 0
+        self._changed = asyncio.Condition()
+
+    async def take(self, n: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.held == 0 or self.held + n <= self.max_bytes)
+            self.held += n
+
+    def give(self, n: int) -> None:
+        self.held = max(0, self.held - n)
+        asyncio.get_running_loop().create_task(self._wake())
+
+    async def _wake(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
 
 class JobLog:
@@ -75,14 +98,16 @@ class ObjectRun:
 
 class JobRunner:
     def __init__(self, name: str, spec: TransformSpec, store, storage: JobStorage, invoker, compute: Compute,
-                 spool: Path, job_log: JobLog):
+                 spool: Path, job_log: JobLog, held: "HeldBytes"):
         self.name, self.spec, self.store, self.storage = name, spec, store, storage
         self.invoker, self.compute, self.spool, self.log = invoker, compute, spool, job_log
+        self.held = held
         self.workers = spec.instance_count * spec.max_concurrent
         self.processing = spec.processing            # None: records go to the model untouched
-        self.queue: asyncio.Queue = asyncio.Queue(maxsize=2 * self.workers)
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=self.workers)
         self.status_message = ""
-        self.records_done = 0                  # records of this run (objects done before it are in the store)
+        self.records_in_flight = 0             # answered records of objects not done yet (the store has the rest)
+        self._holding = 0                      # bytes of ``held`` this job holds
         self.objects_done = 0
         self._failure: str | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -181,6 +206,9 @@ class JobRunner:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._holding:                        # requests cut but never sent: their room goes back
+            self.held.give(self._holding)
+            self._holding = 0
 
     # --- reading and cutting ----------------------------------------------------------------
     async def _produce(self, pending: list[tuple[int, InputObject]], first: asyncio.Task | None = None) -> None:
@@ -211,6 +239,8 @@ class JobRunner:
     async def _fetch(self, seq: int, obj: InputObject) -> tuple[Path, Path, int]:
         """(where the object can be read, the spool file to remove after, its size)."""
         spooled = self.spool / f"{seq}.in"
+        if obj.url.startswith("s3://"):
+            self._room(obj.size or 0, obj.url)
         size = await self._storage(self.storage.fetch, obj, spooled)
         return self.storage.path_of(obj, spooled), spooled, size
 
@@ -223,6 +253,7 @@ class JobRunner:
                                   self.spec.batch_strategy, self.spec.max_payload_bytes)
             count = 0
             while (item := await asyncio.to_thread(self._next, gen)) is not None:
+                await self._take(len(item[0].data))         # the gateway's memory for bodies is bounded
                 await self.queue.put((run, *item))
                 count += 1
         finally:
@@ -232,6 +263,22 @@ class JobRunner:
         run.batches = count
         if count and run.complete:           # every answer came in while the last batches were cut
             self._finish(run)
+
+    async def _take(self, n: int) -> None:
+        await self.held.take(n)
+        self._holding += n
+
+    def _give(self, n: int) -> None:
+        self._holding -= n
+        self.held.give(n)
+
+    def _room(self, need: int, what: str) -> None:
+        """Fail the job, rather than fill the disk, when the spool has no room for ``need`` more
+        bytes and the reserve the store and the other jobs live on."""
+        free = shutil.disk_usage(self.spool).free
+        if free < need + SPOOL_RESERVE:
+            raise JobFailed(f"InternalServerError: the gateway's disk has {free >> 20} MB free, too little to "
+                            f"spool {what} ({need >> 20} MB) and keep {SPOOL_RESERVE >> 20} MB in reserve")
 
     def _next(self, gen) -> tuple[records.Batch, list | None] | None:
         """The next request of an object, its records filtered when the job asks (in a thread)."""
@@ -248,15 +295,24 @@ class JobRunner:
             try:
                 if self._failure is None:
                     await self._request(run, batch, parsed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever it was (a full disk), the job ends saying so
+                if not isinstance(exc, (OSError, JobFailed)):
+                    log.exception("transform job %s: a request failed inside the gateway", self.name)
+                self.fail(exc.reason if isinstance(exc, JobFailed) else
+                          f"InternalServerError: {run.obj.url}: {type(exc).__name__}: {exc}")
             finally:
+                self._give(len(batch.data))
                 self.queue.task_done()
 
     async def _request(self, run: ObjectRun, batch: records.Batch, parsed: list | None = None) -> None:
         answer = self.spool / f"{run.seq}.{batch.seq}.ans"
+        limit = max(MIN_ANSWER_BYTES, 4 * self.spec.max_payload_bytes)
+        self._room(limit, f"an answer to {run.obj.url}")
         inv = Invocation(endpoint=self.name, body=batch.data, content_type=self.spec.content_type,
                          accept=self.spec.accept, request_id=str(uuid.uuid4()), response_file=str(answer),
-                         max_bytes=max(MIN_ANSWER_BYTES, 4 * self.spec.max_payload_bytes),
-                         timeout_s=float(self.spec.timeout_s))
+                         max_bytes=limit, timeout_s=float(self.spec.timeout_s))
         label = f"/aws/sagemaker/TransformJobs/{self.name}"
         outcome = None
         for attempt in range(self.spec.max_retries + 1):
@@ -296,7 +352,7 @@ class JobRunner:
                 await asyncio.to_thread(_append, run.out_path, [p for p, _ in ready], self.spec.assemble_with)
                 run.written += len(ready)
                 run.records += sum(n for _, n in ready)
-                self.records_done += sum(n for _, n in ready)
+                self.records_in_flight += sum(n for _, n in ready)
             if run.complete:
                 self._finish(run)
 
@@ -319,6 +375,7 @@ class JobRunner:
         size = run.out_path.stat().st_size
         run.out_path.unlink(missing_ok=True)
         await self.store.finish_transform_object(self.name, run.seq, "done", run.records, size, time.time())
+        self.records_in_flight -= run.records
         self.objects_done += 1
         self.log.write(f"wrote {dest.text} ({run.records} records, {size} bytes)")
 

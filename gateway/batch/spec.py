@@ -27,7 +27,14 @@ DEFAULT_PAYLOAD_MB = 6
 DEFAULT_TIMEOUT_S = 600               # ModelClientConfig's defaults, as the service documents them
 DEFAULT_RETRIES = 3
 MAX_INSTANCES = 100                   # instances of one job at most (a host runs only what fits anyway)
-URI_RE = re.compile(r"^(https|s3|file)://([^/]*)/?(.*)$")
+URI_RE = re.compile(r"^(?:(https|s3)://([^/]+)|(file)://([^/]*))/?(.*)$")
+EXPERIMENT_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,119}$")
+AMI_RE = re.compile(r"^[a-zA-Z0-9]+(-[a-zA-Z0-9]+)*$")
+# The CPU types of botocore's TransformInstanceType enum that slimserve knows the size of.
+INSTANCE_TYPES = ("ml.m4.xlarge", "ml.m4.2xlarge", "ml.m4.4xlarge", "ml.c4.xlarge", "ml.c4.2xlarge",
+                  "ml.c5.xlarge", "ml.c5.2xlarge", "ml.c5.4xlarge", "ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge",
+                  "ml.m5.4xlarge", "ml.m6i.large", "ml.m6i.xlarge", "ml.m6i.2xlarge", "ml.c6i.large", "ml.c6i.xlarge",
+                  "ml.c6i.2xlarge")
 ENV_KEY_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,1023}$")
 KMS_RE = re.compile(r"^[a-zA-Z0-9:/_-]*$")
 
@@ -141,7 +148,7 @@ def _uri(doc: dict, key: str, at: str, local_ok: bool = True) -> str:
         raise Invalid(f"1 validation error detected: Value null at '{at}' failed to satisfy constraint: "
                       "Member must not be null")
     m = URI_RE.match(value)
-    if m is None or (m.group(1) == "file" and not local_ok):
+    if m is None or (m.group(3) == "file" and not local_ok):
         raise _v(value, at, "Member must satisfy regular expression pattern: (https|s3)://([^/]+)/?(.*)"
                  + (" (slimserve also reads file:// paths under a --model-root)" if local_ok else ""))
     return value
@@ -178,12 +185,18 @@ def parse(req: dict, default_concurrency: int | None = None) -> TransformSpec:
         instance_memory_mb(itype)
     except UnknownInstanceType as exc:
         raise _v(itype, "transformResources.instanceType", f"Member must satisfy enum value set ({exc})") from None
+    if itype not in INSTANCE_TYPES:
+        raise _v(itype, "transformResources.instanceType", "Member must satisfy enum value set: "
+                 f"[{', '.join(INSTANCE_TYPES)}] (the CPU transform instance types slimserve runs)")
     count = _int(res, "InstanceCount", "transformResources.instanceCount", 1, MAX_INSTANCES, None)
     if count is None:
         raise Invalid("1 validation error detected: Value null at 'transformResources.instanceCount' failed to "
                       "satisfy constraint: Member must not be null")
-    for key in ("VolumeKmsKeyId",):
-        _text(res, key, f"transformResources.{key[0].lower()}{key[1:]}", 2048, KMS_RE)
+    _text(res, "VolumeKmsKeyId", "transformResources.volumeKmsKeyId", 2048, KMS_RE)
+    _text(res, "TransformAmiVersion", "transformResources.transformAmiVersion", 63, AMI_RE)
+    experiment = _obj(req, "ExperimentConfig", "experimentConfig")
+    for key in ("ExperimentName", "TrialName", "TrialComponentDisplayName", "RunName"):
+        _text(experiment, key, f"experimentConfig.{key[0].lower()}{key[1:]}", 120, EXPERIMENT_RE)
     concurrent = _int(req, "MaxConcurrentTransforms", "maxConcurrentTransforms", 0, None, 0)
     payload = _int(req, "MaxPayloadInMB", "maxPayloadInMB", 0, None, DEFAULT_PAYLOAD_MB)
     if payload == 0:

@@ -10,8 +10,11 @@ retried by the caller.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,16 +78,29 @@ class JobStorage:
 
     # --- inputs ---------------------------------------------------------------------------
     async def inputs(self, uri: str, data_type: str) -> list[InputObject]:
+        """The job's input objects, in order.  The whole plan is built in a thread: a prefix or a
+        manifest of 100,000 objects is seconds of Python that must not hold the event loop."""
         loc = self.locate(uri, "TransformInput S3Uri")
+        return await asyncio.to_thread(self._inputs, loc, data_type)
+
+    def _inputs(self, loc: Location, data_type: str) -> list[InputObject]:
         if data_type == "ManifestFile":
-            return await self._manifest(loc)
-        found = await (self._list_local(loc) if loc.scheme == "file" else self._list_s3(loc))
+            return self._manifest(loc)
+        found = self._list_local(loc) if loc.scheme == "file" else self._list_s3(loc)
         if not found:
-            raise JobInputError(f"no objects were found under {uri}")
+            raise JobInputError(f"no objects were found under {loc.text}")
         return found
 
-    async def _list_s3(self, loc: Location) -> list[InputObject]:
-        listed = await self._s3(self.s3.list, loc, MAX_OBJECTS)
+    def _sync_s3(self, fn, *args):
+        try:
+            return fn(*args)
+        except s3mod.Unreachable as exc:
+            raise JobInputError(f"{exc.url}: {exc.reason}", retry=True) from None
+        except s3mod.S3Error as exc:
+            raise JobInputError(f"{exc.url}: {exc.reason}") from None
+
+    def _list_s3(self, loc: Location) -> list[InputObject]:
+        listed = self._sync_s3(self.s3.list, loc, MAX_OBJECTS)
         base = _base(loc.key)
         out = []
         for info in sorted(listed, key=lambda i: i.key):
@@ -93,25 +109,24 @@ class JobStorage:
             out.append(InputObject(info.url, _safe_rel(info.key[len(base):], loc.text), info.size))
         return out
 
-    async def _list_local(self, loc: Location) -> list[InputObject]:
-        def walk() -> list[InputObject]:
-            root = loc.path
-            if root.is_file():
-                return [InputObject(str(root), root.name, root.stat().st_size)]
-            out = []
-            for dirpath, dirnames, filenames in os.walk(root):      # links are not followed out of the root
-                dirnames.sort()
-                for f in sorted(filenames):
-                    p = Path(dirpath) / f
-                    if p.is_file() and not p.is_symlink():
-                        out.append(InputObject(str(p), p.relative_to(root).as_posix(), p.stat().st_size))
-                    if len(out) > MAX_OBJECTS:
-                        raise JobInputError(f"more than {MAX_OBJECTS} files under {loc.text}")
-            return out
-        return await asyncio.to_thread(walk)
+    def _list_local(self, loc: Location) -> list[InputObject]:
+        root = loc.path
+        if root.is_file():
+            return [InputObject(str(root), root.name, root.stat().st_size)]
+        out = []
+        for dirpath, dirnames, filenames in os.walk(root):          # links are not followed out of the root
+            here = Path(dirpath)
+            dirnames[:] = sorted(d for d in dirnames if self.data.allowed(Path(os.path.realpath(here / d))))
+            for f in sorted(filenames):                             # (the state dir is never listed)
+                p = here / f
+                if p.is_file() and not p.is_symlink():
+                    out.append(InputObject(str(p), p.relative_to(root).as_posix(), p.stat().st_size))
+                if len(out) > MAX_OBJECTS:
+                    raise JobInputError(f"more than {MAX_OBJECTS} files under {loc.text}")
+        return out
 
-    async def _manifest(self, loc: Location) -> list[InputObject]:
-        raw = await self.read_small(loc, MAX_MANIFEST_BYTES, "manifest")
+    def _manifest(self, loc: Location) -> list[InputObject]:
+        raw = self._read_small(loc, MAX_MANIFEST_BYTES, "manifest")
         try:
             doc = json.loads(raw)
         except (ValueError, RecursionError):
@@ -123,11 +138,14 @@ class JobStorage:
         if len(doc) - 1 > MAX_OBJECTS:
             raise JobInputError(f"the manifest {loc.text} lists more than {MAX_OBJECTS} objects")
         prefix = self.locate(doc[0]["prefix"], "manifest prefix")
-        out = []
+        out, seen = [], set()
         for i, rel in enumerate(doc[1:], start=1):
             if not isinstance(rel, str):
                 raise JobInputError(f"the manifest {loc.text}: element {i} is not a key")
             rel = _safe_rel(rel, f"the manifest {loc.text}")
+            if rel in seen:                       # two inputs would write one output
+                raise JobInputError(f"the manifest {loc.text} lists {rel[:200]!r} twice")
+            seen.add(rel)
             if prefix.scheme == "s3":
                 out.append(InputObject(f"s3://{prefix.bucket}/{prefix.key}{rel}", rel))
             else:
@@ -136,23 +154,22 @@ class JobStorage:
             raise JobInputError(f"the manifest {loc.text} lists no objects")
         return out
 
-    async def read_small(self, loc: Location, limit: int, what: str) -> bytes:
+    def _read_small(self, loc: Location, limit: int, what: str) -> bytes:
         if loc.scheme == "file":
-            def read() -> bytes:
-                with open(loc.path, "rb") as fh:
-                    data = fh.read(limit + 1)
-                if len(data) > limit:
-                    raise JobInputError(f"the {what} {loc.text} is over {limit} bytes")
-                return data
-            return await asyncio.to_thread(read)
-        info = await self._s3(self.s3.stat, loc)
-        if info.size > limit:
+            with open(loc.path, "rb") as fh:
+                data = fh.read(limit + 1)
+        else:
+            info = self._sync_s3(self.s3.stat, loc)
+            if info.size > limit:
+                raise JobInputError(f"the {what} {loc.text} is over {limit} bytes")
+            stream, _, _ = self._sync_s3(self.s3.open, loc)
+            try:
+                data = stream.read(limit + 1)
+            finally:
+                stream.close()
+        if len(data) > limit:
             raise JobInputError(f"the {what} {loc.text} is over {limit} bytes")
-        stream, _, _ = await self._s3(self.s3.open, loc)
-        try:
-            return await asyncio.to_thread(stream.read, limit + 1)
-        finally:
-            stream.close()
+        return data
 
     async def fetch(self, obj: InputObject, dest: Path) -> int:
         """The input object into ``dest`` (a local input is read where it is: ``dest`` is not
@@ -207,18 +224,28 @@ class JobStorage:
         if loc.scheme == "s3":
             await self._s3(self.s3.put, loc, path, content_type)
             return
+        try:
+            await asyncio.to_thread(self._write_local, Path(loc.path), path)
+        except OSError as exc:
+            raise JobInputError(f"writing {loc.text}: {exc.strerror or exc}") from None
 
-        def write() -> None:
-            dest = Path(loc.path)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.part")
-            with open(path, "rb") as src, open(tmp, "wb") as out:
-                while block := src.read(1 << 20):
-                    out.write(block)
+    def _write_local(self, dest: Path, source: Path) -> None:
+        """Copy ``source`` to ``dest`` whole (a temporary file renamed over it), but only where a
+        local output may go: the directory it lands in, resolved after it is made (links and all),
+        must be under a --model-root and not in the state dir."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        parent = Path(os.path.realpath(dest.parent))
+        if not self.data.allowed(parent):
+            raise JobInputError(f"local output {dest} resolves to {parent}, which is not under a --model-root of "
+                                "this gateway (or is in its state dir)")
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:100]}.", suffix=".part", dir=parent)   # O_EXCL: no link
+        try:
+            with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        try:
-            await asyncio.to_thread(write)
-        except OSError as exc:
-            raise JobInputError(f"writing {loc.text}: {exc.strerror}") from None
+            os.replace(tmp, parent / dest.name)           # a link at the name is replaced, not followed
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise

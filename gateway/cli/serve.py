@@ -71,6 +71,9 @@ def add_arguments(sub) -> None:
     s.add_argument("--async-s3-backoff", default=",".join(f"{x:g}" for x in d.async_s3_backoff_s), metavar="S,S,..",
                    help="delays before retrying an asynchronous request whose S3 input or output was unreachable; "
                         "after the last, it goes to the failure path (default %(default)s)")
+    s.add_argument("--transform-held-mb", type=int, default=d.transform_held_mb, metavar="MB",
+                   help="request bodies that transform jobs hold in the gateway's memory at once, all jobs together; "
+                        f"a job waits for room before it cuts its next request (default {d.transform_held_mb})")
     s.add_argument("--autoscaling-interval", type=float, default=d.autoscaling_interval_s, metavar="SECONDS",
                    help="how often Application Auto Scaling policies are evaluated; a backlog without an instance "
                         f"is acted on at once (default {d.autoscaling_interval_s:g})")
@@ -217,11 +220,12 @@ def cmd_serve(args) -> int:
     try:
         backoff = tuple(float(x) for x in args.async_s3_backoff.split(",") if x.strip())
         if (not backoff or any(not 0 <= x <= 3600 for x in backoff) or not 1 <= args.async_lease <= 3600
-                or not 0.1 <= args.autoscaling_interval <= 3600 or args.async_max_backlog < 1):
+                or not 0.1 <= args.autoscaling_interval <= 3600 or args.async_max_backlog < 1
+                or args.transform_held_mb < 1):
             raise ValueError
     except ValueError:
         print("slimserve: --async-s3-backoff takes delays of 0-3600 s separated by commas, --async-lease 1-3600 s, "
-              "--autoscaling-interval 0.1-3600 s, --async-max-backlog at least 1",
+              "--autoscaling-interval 0.1-3600 s, --async-max-backlog and --transform-held-mb at least 1",
               file=sys.stderr)
         return 2
     try:
@@ -254,7 +258,7 @@ def cmd_serve(args) -> int:
         auth=args.auth, model_roots=tuple(Path(p).resolve() for p in args.model_root),
         s3=args.s3, s3_endpoint_url=args.s3_endpoint_url, s3_port=args.s3_port, model_cache_mb=args.model_cache_mb,
         async_lease_s=args.async_lease, autoscaling_interval_s=args.autoscaling_interval,
-        async_max_backlog=args.async_max_backlog,
+        async_max_backlog=args.async_max_backlog, transform_held_mb=args.transform_held_mb,
         async_s3_backoff_s=backoff, sns_endpoint_url=args.sns_endpoint_url,
         notify_allow=tuple(h.lower() for h in args.notify_allow),
     )

@@ -352,3 +352,39 @@ def test_a_model_from_s3_runs_in_a_container(dgw, local_s3):
     r = rt.invoke_endpoint(EndpointName="from-s3", Body=b"5", ContentType="application/json")
     assert json.loads(r["Body"].read()) == {"echo": 5}
     sm.delete_endpoint(EndpointName="from-s3")
+
+
+def test_a_transform_job_runs_in_containers_that_split_the_instance(dgw, engine, local_s3):
+    """The docker backend cannot put containers under one shared cap: each of an instance's
+    workers gets its share (ml.m5.large, two workers: 4096 MB and one vCPU each)."""
+    from tests.integration.test_s3 import model_tar, s3_client
+
+    s3 = s3_client(local_s3.url)
+    for b in ("docker-tj-models", "docker-tj-in", "docker-tj-out"):
+        s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket="docker-tj-models", Key="sums/model.tar.gz", Body=model_tar(models.csv_sums))
+    s3.put_object(Bucket="docker-tj-in", Key="x/a.csv", Body=b"1,2\nsleep 3\n3,4\n")
+    sm, _ = sagemaker_clients(dgw.url)
+    sm.create_model(ModelName="docker-sums", PrimaryContainer={"ModelDataUrl": "s3://docker-tj-models/sums/model.tar.gz"})
+    sm.create_transform_job(
+        TransformJobName="docker-tj", ModelName="docker-sums", MaxConcurrentTransforms=2, BatchStrategy="SingleRecord",
+        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://docker-tj-in/x/"}},
+                        "ContentType": "text/csv", "SplitType": "Line"},
+        TransformOutput={"S3OutputPath": "s3://docker-tj-out/j", "AssembleWith": "Line"},
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1})
+
+    def shares():
+        found = set()
+        for x in _containers(engine, dgw.state_dir):
+            try:
+                hc = engine.containers.get(x.id).attrs["HostConfig"]
+            except Exception:  # noqa: BLE001 - gone meanwhile
+                continue
+            found.add((hc["Memory"] >> 20, hc["CpuQuota"]))
+        return (4096, 100000) in found
+    assert wait_until(shares, timeout=60)
+    sm.get_waiter("transform_job_completed_or_stopped").wait(TransformJobName="docker-tj",
+                                                              WaiterConfig={"Delay": 0.5, "MaxAttempts": 240})
+    d = sm.describe_transform_job(TransformJobName="docker-tj")
+    assert d["TransformJobStatus"] == "Completed", d
+    assert s3.get_object(Bucket="docker-tj-out", Key="j/a.csv.out")["Body"].read() == b"3.0\nslept\n7.0\n"

@@ -459,3 +459,95 @@ def test_the_sagemaker_sdk_transformer_runs_and_waits_with_its_logs(gw, s3, loca
 def sm_status(gw, name):
     sm, _ = sagemaker_clients(gw.url)
     return sm.describe_transform_job(TransformJobName=name)["TransformJobStatus"]
+
+
+def local_job(sm, name, model, src, out, **kw):
+    sm.create_transform_job(
+        TransformJobName=name, ModelName=model,
+        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": kw.pop("data_type", "S3Prefix"),
+                                                        "S3Uri": src}},
+                        "ContentType": "text/csv", "SplitType": "Line"},
+        TransformOutput={"S3OutputPath": out}, TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        **kw)
+
+
+def test_local_data_stays_under_the_model_root_and_out_of_the_state_dir(tmp_path):
+    """Inputs and outputs on this machine: under a --model-root only, never into the state dir
+    (even when it is under the root), never through a link, and the state dir is never listed."""
+    from gateway.client import pickle_model
+    from tests.helpers import GatewayProcess
+
+    root = tmp_path / "root"
+    state = root / "state"                                   # the default layout: ./.slimserve under the cwd
+    (root / "in" / "sub").mkdir(parents=True)
+    (root / "in" / "a.csv").write_bytes(b"1,2\n")
+    (root / "in" / "sub" / "b.csv").write_bytes(b"3,4\n")
+    (root / "model.pkl").write_bytes(pickle_model(models.csv_sums))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    gw = GatewayProcess(state, "--model-root", str(root), "--no-zygotes", *BUDGET).start()
+    try:
+        sm, _ = sagemaker_clients(gw.url)
+        sm.create_model(ModelName="m", PrimaryContainer={"ModelDataUrl": str(root / "model.pkl")})
+        local_job(sm, "local-ok", "m", f"file://{root}/in", f"file://{root}/out")
+        assert wait(sm, "local-ok")["TransformJobStatus"] == "Completed"
+        assert (root / "out" / "a.csv.out").read_bytes() == b"3.0\n"
+        assert (root / "out" / "sub" / "b.csv.out").read_bytes() == b"7.0\n"
+        # an input tree holding the state dir: the state dir is not walked, named or read
+        local_job(sm, "local-root", "m", f"file://{root}", f"file://{root}/out2")
+        d = wait(sm, "local-root")
+        assert "admin-token" not in json.dumps(d, default=str) and "credentials" not in json.dumps(d, default=str)
+        assert not any(p.name.endswith(".out") and "state" in p.parts for p in (root / "out2").rglob("*"))
+        # an output whose relative names lead into the state dir
+        (root / "evil" / "state").mkdir(parents=True)
+        (root / "evil" / "state" / "admin-token").write_bytes(b"1,1\n")       # -> <root>/state/admin-token.out
+        local_job(sm, "local-evil", "m", f"file://{root}/evil", f"file://{root}")
+        d = wait(sm, "local-evil")
+        assert d["TransformJobStatus"] == "Failed" and "not under a --model-root" in d["FailureReason"], d
+        assert not (state / "admin-token.out").exists()
+        # a link inside the output directory, to a place outside every root
+        (root / "linked").mkdir()
+        (root / "linked" / "sub").symlink_to(outside)
+        local_job(sm, "local-link", "m", f"file://{root}/in", f"file://{root}/linked")
+        d = wait(sm, "local-link")
+        assert d["TransformJobStatus"] == "Failed" and "not under a --model-root" in d["FailureReason"], d
+        assert list(outside.iterdir()) == []
+        with pytest.raises(sm.exceptions.ClientError):                         # refused when created
+            local_job(sm, "local-out", "m", f"file://{root}/in", f"file://{outside}")
+        # a manifest naming one object twice would write one output for two inputs
+        (root / "list.json").write_text(json.dumps([{"prefix": f"file://{root}/in/"}, "a.csv", "a.csv"]))
+        local_job(sm, "local-dup", "m", f"file://{root}/list.json", f"file://{root}/out3", data_type="ManifestFile")
+        d = wait(sm, "local-dup")
+        assert d["TransformJobStatus"] == "Failed" and "twice" in d["FailureReason"], d
+        assert not (state / "transform").exists() or list((state / "transform").iterdir()) == []
+    finally:
+        gw.stop()
+
+
+def test_a_model_that_fills_the_disk_fails_its_job_and_the_gateway_keeps_serving(tmp_path):
+    from gateway.client import pickle_model
+    from tests.helpers import GatewayProcess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700m", "tmpfs", str(mount)], check=True)
+    try:
+        data = tmp_path / "data"
+        data.mkdir()
+        (data / "model.pkl").write_bytes(pickle_model(models.big_answer))
+        (data / "in").mkdir()
+        (data / "in" / "a.csv").write_bytes(b"40\n" * 12)              # 12 answers of 40 MB: more than the disk
+        gw = GatewayProcess(mount / "state", "--model-root", str(data), "--no-zygotes", *BUDGET).start()
+        try:
+            sm, _ = sagemaker_clients(gw.url)
+            sm.create_model(ModelName="big", PrimaryContainer={"ModelDataUrl": str(data / "model.pkl")})
+            local_job(sm, "fills", "big", f"file://{data}/in", f"file://{data}/out", BatchStrategy="SingleRecord",
+                      MaxConcurrentTransforms=1)
+            d = wait(sm, "fills")
+            assert d["TransformJobStatus"] == "Failed" and "disk" in d["FailureReason"], d
+            assert sm.list_transform_jobs()["TransformJobSummaries"]              # the store still answers
+            assert not (data / "out").exists()
+        finally:
+            gw.stop()
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
