@@ -82,3 +82,34 @@ def timed_invocation(url: str, name: str, body: bytes, timeout: float = 300.0) -
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         resp.read()
     return (time.perf_counter() - t0) * 1000.0
+
+
+_S3_SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+from gateway.data.local_s3 import LocalS3, LocalS3Config
+from gateway.sagemaker.credentials import AccessKey
+
+async def main(root, key_id, secret):
+    root = Path(root)
+    server = LocalS3(LocalS3Config(root=root / "s3", log_path=root / "s3.log", keys=(AccessKey(key_id, secret),)))
+    url = await server.start()
+    print(f"listening on {url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def start_s3(root: Path) -> tuple[subprocess.Popen, str, object]:
+    """A SeaweedFS S3 server of its own (``serve --s3 local``'s, in a process of its own: its
+    forwarder's work is not the gateway's), and the access key it takes."""
+    from gateway.sagemaker import credentials
+
+    key = credentials.generate()
+    Path(root).mkdir(parents=True, exist_ok=True)
+    proc, url = start_server([sys.executable, "-c", _S3_SCRIPT, str(root), key.key_id, key.secret], timeout=120)
+    return proc, url, key

@@ -326,15 +326,28 @@ class JobRunner:
             self.fail(f"ClientError: {run.obj.url}: the request at byte offset {batch.offset} ({batch.records} "
                       f"records) failed: {outcome.error.code}: {outcome.error.message}")
             return
-        if parsed is not None:
-            try:
-                await asyncio.to_thread(self._joined, answer, parsed, batch.offset)
-            except records.BadInput as exc:
-                self.fail(f"ClientError: {run.obj.url}: {exc.message}")
-                return
         if run.content_type is None:
             run.content_type = outcome.result.content_type
-        await self._deliver(run, batch.seq, answer, batch.records)
+        # The answer is joined and written in order by a task of its own: this worker's sandbox
+        # takes its next request at once instead of waiting on the gateway's file work.
+        self._track(self._land(run, batch, answer, parsed))
+
+    def _track(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _land(self, run: ObjectRun, batch: records.Batch, answer: Path, parsed: list | None) -> None:
+        try:
+            if parsed is not None:
+                await asyncio.to_thread(self._joined, answer, parsed, batch.offset)
+            await self._deliver(run, batch.seq, answer, batch.records)
+        except records.BadInput as exc:
+            self.fail(f"ClientError: {run.obj.url}: {exc.message}")
+        except Exception as exc:  # noqa: BLE001 - a full disk, a bug: the job ends saying so
+            if not isinstance(exc, OSError):
+                log.exception("transform job %s: writing an answer failed inside the gateway", self.name)
+            self.fail(f"InternalServerError: {run.obj.url}: {type(exc).__name__}: {exc}")
 
     def _joined(self, answer: Path, parsed: list, offset: int) -> None:
         """Replace a request's answer with its records' joined and filtered output lines."""
@@ -360,9 +373,7 @@ class JobRunner:
         if run.finishing:
             return
         run.finishing = True
-        task = asyncio.get_running_loop().create_task(self._upload(run))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
+        self._track(self._upload(run))
 
     async def _upload(self, run: ObjectRun) -> None:
         dest = self.storage.output_location(self.spec.output_path, run.obj.rel)

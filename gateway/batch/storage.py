@@ -182,7 +182,7 @@ class JobStorage:
         bucket, _, key = obj.url[5:].partition("/")
         loc = Location("s3", obj.url, bucket=bucket, key=key)
         info = await self._s3(self.s3.stat, loc)
-        await self._s3(self.s3.download, info, dest)
+        await self._s3(self.s3.download, info, dest, None, False)      # read once, soon: not fsync'ed
         return info.size
 
     def path_of(self, obj: InputObject, spooled: Path) -> Path:

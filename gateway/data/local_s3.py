@@ -249,8 +249,13 @@ def _security(jwt: dict) -> str:
 
 
 def _child_env() -> dict:
-    """The child needs no AWS settings of the gateway's (it is the store, not a client)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    """The child needs no AWS settings of the gateway's (it is the store, not a client).  A bucket
+    is a SeaweedFS collection, which by default takes 7 volumes at its first write: with volumes
+    counted from the free disk (``-volume.max=0``), a few dozen GB allowed only a handful of
+    buckets.  One volume at a time (more as a bucket fills) lets there be as many buckets as volumes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.setdefault("WEED_MASTER_VOLUME_GROWTH_COPY_1", "1")
+    return env
 
 
 def _free(port: int) -> bool:

@@ -144,10 +144,11 @@ class S3:
             raise self._explain(loc, exc) from None
         return resp["Body"], resp.get("ContentType"), int(resp["ContentLength"])
 
-    def download(self, info: ObjectInfo, dest: Path, progress=None) -> None:
+    def download(self, info: ObjectInfo, dest: Path, progress=None, sync: bool = True) -> None:
         """The object as it was stat'ed (``If-Match`` its ETag) into ``dest``, streamed to disk in
         ranged parts; ``progress(nbytes)`` is called as bytes arrive.  Nothing is held in memory
-        beyond a read buffer per part."""
+        beyond a read buffer per part.  ``sync``: on disk (fsync'ed) before it returns -- what the
+        model cache keeps must be; a spool file read once need not."""
         loc = Location("s3", info.url, bucket=info.bucket, key=info.key)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
@@ -159,7 +160,8 @@ class S3:
                 with ThreadPoolExecutor(PARALLEL_PARTS, thread_name_prefix="s3-part") as pool:
                     for f in [pool.submit(self._get, loc, info, fd, r, progress) for r in ranges]:
                         f.result()
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
 

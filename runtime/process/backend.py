@@ -162,7 +162,16 @@ class ProcessBackend(Backend):
         if spec.image:
             raise StartError(LOAD_FAILED, f"image {spec.image} brings its own model server: serve it with "
                                           "--backend docker")
-        if spec.group is not None:          # inside a shared cap: a fresh interpreter joins its cgroup first
+        if spec.group is not None:          # inside a shared cap: a base-zygote stem moves into the group's
+            base = self.zygotes.base         # cgroup; a model zygote's replicas cannot (they are unprivileged)
+            if base is not None and base.alive and base.uid is None and spec.group.name in self._groups:
+                try:
+                    return await self._start(spec, "zygote", base)
+                except ZygoteUnavailable as exc:
+                    log.warning("%s; starting %s fresh", exc, spec.sandbox_id)
+                except StartError as exc:
+                    if exc.kind != EXITED:
+                        raise
             return await self._start(spec, "fresh", None)
         key = (spec.bundle_dir, spec.memory_mb)
         if not spec.check_only:
@@ -290,7 +299,9 @@ class ProcessBackend(Backend):
                 proc = await self._spawn_fresh(setup, child_sock, parent_sock, logs.write_fd)
                 logs.handed_over()
             else:
-                fork_info = await zygote.assign(dict(setup, role="sandbox", cgroup_by_gateway=replica),
+                extra = {"cgroup_parent": self._groups[spec.group.name].name} \
+                    if spec.group is not None and not replica else {}
+                fork_info = await zygote.assign(dict(setup, role="sandbox", cgroup_by_gateway=replica, **extra),
                                                 [child_sock.fileno(), logs.write_fd])
                 logs.handed_over()
                 if replica:
@@ -300,7 +311,10 @@ class ProcessBackend(Backend):
                     gateway_ms["cgroup_join_ms"] = (time.perf_counter() - t1) * 1000.0
                 proc = AdoptedProcess(fork_info["pid"])
                 if fork_info.get("cgroup") and not replica:      # named by a trusted (root) stem only
-                    cgroup = cgroups.Cgroup.adopt(self.cgroup_support, fork_info["cgroup"], spec.memory_mb << 20)
+                    name = fork_info["cgroup"]
+                    if extra:                                    # it moved itself into its group's cgroup
+                        name = f"{extra['cgroup_parent']}/{name}"
+                    cgroup = cgroups.Cgroup.adopt(self.cgroup_support, name, spec.memory_mb << 20)
         except BaseException:
             logs.close()
             parent_sock.close()

@@ -128,6 +128,16 @@ class StemSide:
         from runtime.worker import bundle_path, load_and_serve, protect
 
         t0 = time.perf_counter()
+        parent = setup.get("cgroup_parent")
+        if cgroup and parent:                        # a sandbox of a group (a transform job's instance): its cgroup
+            moved = f"{parent}/{cgroup}"             # goes inside the group's, whose cap it shares
+            cgroups.make_and_join(self.cgroups, moved)
+            for d in self.cgroups.dirs(cgroup):
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+            cgroup = moved
         if cgroup:                                   # the cap comes before anything else
             limit, vcpus = setup["memory_limit_bytes"], float(setup.get("vcpus") or 0.0)
             if setup.get("role") == "zygote":        # its stems warm up here before the gateway moves them:

@@ -344,3 +344,13 @@ def test_model_data_source_takes_an_uncompressed_prefix_or_object_and_pins_an_et
             "ModelDataUrl": "s3://models/raw/model.pkl",
             "ModelDataSource": {"S3DataSource": {"S3Uri": "s3://models/raw/model.pkl", "S3DataType": "S3Object",
                                                  "CompressionType": "None"}}})
+
+
+def test_the_local_s3_server_holds_many_buckets(local_s3):
+    """Each bucket is a SeaweedFS collection; by default one took 7 volumes at its first write,
+    so a disk of a few dozen GB held only about nine buckets (a full suite ran out)."""
+    c = s3_client(local_s3.url)
+    for i in range(15):
+        c.create_bucket(Bucket=f"many-{i:02d}")
+        c.put_object(Bucket=f"many-{i:02d}", Key="k", Body=b"v")
+    assert [c.get_object(Bucket=f"many-{i:02d}", Key="k")["Body"].read() for i in range(15)] == [b"v"] * 15

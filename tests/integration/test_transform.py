@@ -90,13 +90,15 @@ def test_a_prefix_job_writes_one_output_per_object_in_input_order(gw, s3):
     sm, _ = sagemaker_clients(gw.url)
     put(s3, "basic/a.csv", lines(200000))                     # ~1.5 MB: two requests of at most 1 MB
     put(s3, "basic/sub/b.csv", lines(10, 100))
+    capture = {"DestinationS3Uri": f"s3://{OUT}/capture", "GenerateInferenceId": True}
     arn = job(sm, "basic2", "basic/", MaxPayloadInMB=1, MaxConcurrentTransforms=2, BatchStrategy="MultiRecord",
-              assemble="Line")["TransformJobArn"]
+              assemble="Line", DataCaptureConfig=capture, Tags=[{"Key": "team", "Value": "risk"}])["TransformJobArn"]
     assert arn.endswith(":transform-job/basic2")
     d = wait(sm, "basic2")
     assert d["TransformJobStatus"] == "Completed", d
     assert d["TransformStartTime"] <= d["TransformEndTime"]
     assert (d["MaxConcurrentTransforms"], d["MaxPayloadInMB"], d["BatchStrategy"]) == (2, 1, "MultiRecord")
+    assert d["DataCaptureConfig"] == capture and d["TransformResources"]["InstanceType"] == "ml.m5.large"
     assert keys(s3, OUT, "basic2/") == ["basic2/a.csv.out", "basic2/sub/b.csv.out"]
     assert read(s3, OUT, "basic2/a.csv.out") == sums(200000)
     assert read(s3, OUT, "basic2/sub/b.csv.out") == sums(10, 100)

@@ -219,3 +219,29 @@ def test_client_pages_follow_the_cursor_in_any_header_case_and_a_broken_answer_i
             c._request("GET", "/broken")
     finally:
         server.shutdown()
+
+
+def test_transform_jobs_are_priced_by_instance_hour_and_old_price_files_still_load(tmp_path):
+    import json
+
+    from gateway.metering.billing import Prices, transform_bill
+
+    old = tmp_path / "old.json"                    # a price file from before the instance-hour section
+    old.write_text(json.dumps({"compute_per_gb_s": {"1024": 0.00002}, "data_per_gb": 0.016,
+                               "provisioned_per_gb_s": 0.000005}))
+    p = Prices.load(old)
+    assert p.instance_per_hour == {}
+    assert abs(p.instance_hour("ml.m5.large") - 8 * 0.000005 * 3600) < 1e-12      # its memory, provisioned price
+    new = Prices.load()
+    assert new.instance_hour("ml.m5.large") == 0.115
+    usage = [{"job": "j", "instance_type": "ml.m5.large", "instance_count": 2, "billed_ms": 7_200_000,
+              "start": 0.0, "end": 3600.0}]
+    doc = transform_bill(usage, new)
+    assert doc["rows"] == [{"job": "j", "instance_type": "ml.m5.large", "instance_count": 2, "seconds": 7200.0,
+                            "cost": 0.23}]
+    assert doc["seconds"] == 7200.0 and doc["cost"] == 0.23
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"compute_per_gb_s": {"1024": 1}, "data_per_gb": 0, "provisioned_per_gb_s": 0,
+                               "instance_per_hour": {"ml.m5.large": -1}}))
+    with pytest.raises(Exception, match="negative"):
+        Prices.load(bad)

@@ -63,3 +63,22 @@ def test_csv_edges_one_column_missing_fields_and_hostile_bodies():
     for hostile in (b"," * (4 << 20), b"1," * (2 << 20), b"a,b\n"):
         with pytest.raises(UnsupportedMediaType):
             decode_features(hostile, "text/csv")
+
+
+def test_the_fast_csv_path_writes_what_savetxt_writes():
+    """Numeric answers skip savetxt's per-row formatting; the text must not change."""
+    import io
+
+    def savetxt(value):
+        arr = np.asarray(value)
+        arr = arr.reshape(1, 1) if arr.ndim == 0 else arr.reshape(-1, 1) if arr.ndim == 1 else arr
+        buf = io.StringIO()
+        np.savetxt(buf, arr, delimiter=",", fmt="%s")
+        return buf.getvalue().encode()
+
+    for value in (np.array([1, 2, 3]), np.array([[1.5, 2.25], [3.0, 1e-300]]), np.array([True, False]),
+                  np.array(5), np.array([[0.1, float("nan"), float("inf"), -0.0, 1e20]]),
+                  np.array([1, 2], dtype=np.uint8), [1, 2, 3], [[1.0, 2], [3, 4]], np.float64(2.5),
+                  np.array([0.1], dtype=np.float32), np.array(["a", "b"]), np.arange(100_000) % 3):
+        assert codec.encode_result(value, "text/csv")[0] == savetxt(value), value
+    assert codec.encode_result(np.array([]), "text/csv")[0] == b""
