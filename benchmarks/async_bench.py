@@ -20,11 +20,9 @@ local S3 server (``serve --s3 local``), each figure beside a baseline taken in t
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shutil
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -33,9 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._servers import start_gateway, stop_server  # noqa: E402
+from benchmarks._servers import model_tar, start_gateway, stop_server  # noqa: E402
 from gateway import locate  # noqa: E402
-from gateway.client import pickle_model  # noqa: E402
 from gateway.reportkit.stats import percentile  # noqa: E402
 from gateway.sagemaker import credentials  # noqa: E402
 
@@ -48,16 +45,6 @@ def double(x):
 
 def echo(x):
     return x
-
-
-def model_tar(fn) -> bytes:
-    buf = io.BytesIO()
-    data = pickle_model(fn)
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("model.pkl")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 class Bench:

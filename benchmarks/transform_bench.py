@@ -33,17 +33,15 @@ import io  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
-import tarfile  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._servers import start_gateway, start_s3, stop_server  # noqa: E402
+from benchmarks._servers import model_tar, start_gateway, start_s3, stop_server  # noqa: E402
 from gateway import locate  # noqa: E402
 from gateway.batch import records  # noqa: E402
-from gateway.client import pickle_model  # noqa: E402
 from gateway.sagemaker import credentials  # noqa: E402
 from runtime import codec  # noqa: E402
 
@@ -92,16 +90,6 @@ def baseline(model, files: list[Path], strategy: str, limit_lines: int | None = 
                 if limit_lines is not None and n >= limit_lines:
                     return n, time.perf_counter() - t0
     return n, time.perf_counter() - t0
-
-
-def model_tar(model) -> bytes:
-    buf = io.BytesIO()
-    data = pickle_model(model)
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("model.pkl")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 class Bench:
