@@ -212,7 +212,8 @@ class Gateway:
                        self.manager.log_path)
         sagemaker = SageMakerApi(self.catalog, {TARGET_PREFIX: autoscaling_operations(self.scaling),
                                                 LOGS_TARGET_PREFIX: logs.operations()},
-                                 extra=TransformJobsApi(self.transform).operations())
+                                 extra=TransformJobsApi(self.transform).operations(),
+                                 taggable={"transform-job": self.transform})
         middlewares = [_internal_errors, admin.middleware]
         if s.auth == "sigv4":
             middlewares.append(auth_middleware(self.access_keys, s.region, s.body_cap, s.account_id,

@@ -22,6 +22,7 @@ from gateway.batch.compute import Compute
 from gateway.batch.runner import HeldBytes, JobFailed, JobLog, JobRunner
 from gateway.batch.spec import TransformSpec, parse
 from gateway.batch.storage import JobInputError, JobStorage
+from gateway.sagemaker.shapes import tags_of
 from gateway.serving.bundles import Limits
 
 log = logging.getLogger("slimserve.batch")
@@ -42,6 +43,7 @@ class TransformJobs:
         self.active: dict[str, Active] = {}
         self.closing = False
         self.held = HeldBytes(settings.transform_held_mb << 20)
+        self.tags: dict[str, list] = {}              # job -> its tags (AddTags/ListTags by ARN read them here)
 
     def arn(self, name: str) -> str:
         return self.catalog.arn("transform-job", name)
@@ -55,6 +57,7 @@ class TransformJobs:
         the work directories of every job that is not running any more."""
         running = set()
         for job in await self.store.list_transform_jobs():
+            self.tags[job["name"]] = list(job["doc"].get("Tags") or job["doc"]["Request"].get("Tags") or [])
             if job["status"] == "Stopping":
                 await self.store.set_transform_status(job["name"], "Stopped", time.time())
             elif job["status"] == "InProgress":
@@ -93,12 +96,24 @@ class TransformJobs:
             except JobInputError as exc:
                 raise errors.Invalid(exc.message) from None
         now = round(time.time(), 3)
-        doc = {"Request": req, "TransformJobArn": self.arn(spec.name)}
+        doc = {"Request": req, "TransformJobArn": self.arn(spec.name), "Tags": tags_of(req.get("Tags"))}
         if not await self.store.insert_transform_job(spec.name, doc, now):
             raise errors.Named(f'Job name must be unique within an AWS account and region, and a job with this name '
                                f'already exists ({self.arn(spec.name)})', "ResourceInUse")
+        self.tags[spec.name] = doc["Tags"]
         self._launch(spec.name, spec)
         return {"TransformJobArn": doc["TransformJobArn"]}
+
+    def find(self, lowered: str) -> tuple[str, list] | None:
+        """A job by its ARN's (lowercased) name: (name, tags)."""
+        name = next((n for n in self.tags if n.lower() == lowered), None)
+        return None if name is None else (name, self.tags[name])
+
+    async def set_tags(self, name: str, tags: list) -> None:
+        job = await self.get(name)
+        doc = dict(job["doc"], Tags=tags)
+        await self.store.set_transform_doc(name, doc)
+        self.tags[name] = tags
 
     async def get(self, name: str) -> dict:
         job = await self.store.get_transform_job(name) if isinstance(name, str) else None

@@ -27,9 +27,10 @@ log = logging.getLogger("slimserve.sagemaker")
 MAX_BODY_BYTES = 1 << 20
 
 
-def operations(catalog: Catalog, extra: dict | None = None) -> dict:
-    """Operation name -> handler, over one catalog's records (and ``extra``: transform jobs')."""
-    m, c, e, t = Models(catalog), EndpointConfigs(catalog), Endpoints(catalog), Tags(catalog)
+def operations(catalog: Catalog, extra: dict | None = None, taggable: dict | None = None) -> dict:
+    """Operation name -> handler, over one catalog's records (and ``extra``: transform jobs';
+    ``taggable``: further kinds of resource tags reach by ARN)."""
+    m, c, e, t = Models(catalog), EndpointConfigs(catalog), Endpoints(catalog), Tags(catalog, taggable)
     return {
         "CreateModel": m.create_model, "DescribeModel": m.describe_model, "ListModels": m.list_models,
         "DeleteModel": m.delete_model,
@@ -47,9 +48,10 @@ class SageMakerApi:
     """``POST /`` for every AWS JSON 1.1 API the gateway serves, by the X-Amz-Target prefix:
     SageMaker's own, and the ones given in ``services`` (Application Auto Scaling's)."""
 
-    def __init__(self, catalog: Catalog, services: dict[str, dict] | None = None, extra: dict | None = None):
+    def __init__(self, catalog: Catalog, services: dict[str, dict] | None = None, extra: dict | None = None,
+                 taggable: dict | None = None):
         self.catalog = catalog
-        self.services = {"SageMaker": operations(catalog, extra), **(services or {})}
+        self.services = {"SageMaker": operations(catalog, extra, taggable), **(services or {})}
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/", self.handle)]

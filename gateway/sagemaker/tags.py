@@ -9,19 +9,28 @@ from gateway.sagemaker.shapes import invalid, page_token, tag_dict, tags_of, tok
 
 
 class Tags:
-    def __init__(self, catalog: Catalog):
+    def __init__(self, catalog: Catalog, others: dict | None = None):
+        """``others``: further taggable kinds of resource (``transform-job``) -> an object with
+        ``find(lowercased name) -> (name, tags) | None`` and ``async set_tags(name, tags)``."""
         self.c = catalog
+        self.others = others or {}
 
     def _resource(self, req: dict) -> tuple[str, str, list]:
         arn = req.get("ResourceArn")
         if not isinstance(arn, str):
             arn = ""
+        kinds = "|".join(("model", "endpoint-config", "endpoint", *self.others))
         m = re.match(rf"^arn:aws[a-z-]*:sagemaker:{re.escape(self.c.region)}:{self.c.account_id}:"
-                     r"(model|endpoint-config|endpoint)/(.+)$", arn or "")
+                     rf"({kinds})/(.+)$", arn or "")
         if m is None:
-            raise invalid(f"Invalid ResourceArn {arn!r}: expected an ARN of a model, endpoint config or endpoint "
-                          f"in {self.c.region} of account {self.c.account_id}.")
+            raise invalid(f"Invalid ResourceArn {arn!r}: expected an ARN of a model, endpoint config, endpoint"
+                          f"{', '.join([''] + list(self.others))} in {self.c.region} of account {self.c.account_id}.")
         kind, lowered = m.group(1), m.group(2)
+        if kind in self.others:
+            found = self.others[kind].find(lowered)
+            if found is None:
+                raise invalid(f'Could not find {kind.replace("-", " ")} "{arn}".')
+            return kind, found[0], found[1]
         table = {"model": self.c.models, "endpoint-config": self.c.configs}.get(kind)
         if table is not None:
             name = next((n for n in table if n.lower() == lowered), None)
@@ -34,7 +43,9 @@ class Tags:
         return kind, name, self.c.endpoint_record(name)["Tags"]
 
     async def _set_tags(self, kind: str, name: str, tags: list) -> None:
-        if kind == "endpoint":
+        if kind in self.others:
+            await self.others[kind].set_tags(name, tags)
+        elif kind == "endpoint":
             if name in self.c.records:
                 self.c.records[name]["Tags"] = tags
                 await self.c.save("endpoint", name, self.c.records[name])

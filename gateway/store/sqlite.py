@@ -227,6 +227,9 @@ class Store:
     async def insert_transform_job(self, name: str, doc: dict, now: float) -> bool:
         return await self._run(transform_sql.insert_job, self._conn, name, doc, now)
 
+    async def set_transform_doc(self, name: str, doc: dict) -> None:
+        await self._run(transform_sql.set_doc, self._conn, name, doc)
+
     async def get_transform_job(self, name: str) -> dict | None:
         return await self._run(transform_sql.get_job, self._conn, name)
 

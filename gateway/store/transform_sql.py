@@ -64,6 +64,10 @@ def insert_job(conn: sqlite3.Connection, name: str, doc: dict, now: float) -> bo
     return True
 
 
+def set_doc(conn: sqlite3.Connection, name: str, doc: dict) -> None:
+    conn.execute("UPDATE transform_jobs SET doc = ? WHERE name = ?", (json.dumps(doc), name))
+
+
 def get_job(conn: sqlite3.Connection, name: str) -> dict | None:
     row = conn.execute(f"SELECT {JOB_COLS} FROM transform_jobs WHERE name = ?", (name,)).fetchone()
     return _job(row) if row else None

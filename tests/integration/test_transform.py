@@ -99,6 +99,13 @@ def test_a_prefix_job_writes_one_output_per_object_in_input_order(gw, s3):
     assert d["TransformStartTime"] <= d["TransformEndTime"]
     assert (d["MaxConcurrentTransforms"], d["MaxPayloadInMB"], d["BatchStrategy"]) == (2, 1, "MultiRecord")
     assert d["DataCaptureConfig"] == capture and d["TransformResources"]["InstanceType"] == "ml.m5.large"
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "risk"}]
+    sm.add_tags(ResourceArn=arn, Tags=[{"Key": "month", "Value": "march"}])
+    sm.delete_tags(ResourceArn=arn, TagKeys=["team"])
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "month", "Value": "march"}]
+    with pytest.raises(sm.exceptions.ClientError) as e:
+        sm.list_tags(ResourceArn=arn.replace("basic2", "nope"))
+    assert "Could not find transform job" in e.value.response["Error"]["Message"]
     assert keys(s3, OUT, "basic2/") == ["basic2/a.csv.out", "basic2/sub/b.csv.out"]
     assert read(s3, OUT, "basic2/a.csv.out") == sums(200000)
     assert read(s3, OUT, "basic2/sub/b.csv.out") == sums(10, 100)
