@@ -113,19 +113,3 @@ def start_s3(root: Path) -> tuple[subprocess.Popen, str, object]:
     Path(root).mkdir(parents=True, exist_ok=True)
     proc, url = start_server([sys.executable, "-c", _S3_SCRIPT, str(root), key.key_id, key.secret], timeout=120)
     return proc, url, key
-
-
-def model_tar(model) -> bytes:
-    """A model.tar.gz holding ``model`` (a callable or an estimator) pickled as model.pkl."""
-    import io
-    import tarfile
-
-    from gateway.client import pickle_model
-
-    buf = io.BytesIO()
-    data = pickle_model(model)
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("model.pkl")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()

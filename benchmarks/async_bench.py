@@ -31,8 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._servers import model_tar, start_gateway, stop_server  # noqa: E402
+from benchmarks._servers import start_gateway, stop_server  # noqa: E402
 from gateway import locate  # noqa: E402
+from gateway.client import model_tar  # noqa: E402
 from gateway.reportkit.stats import percentile  # noqa: E402
 from gateway.sagemaker import credentials  # noqa: E402
 

@@ -39,9 +39,10 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._servers import model_tar, start_gateway, start_s3, stop_server  # noqa: E402
+from benchmarks._servers import start_gateway, start_s3, stop_server  # noqa: E402
 from gateway import locate  # noqa: E402
 from gateway.batch import records  # noqa: E402
+from gateway.client import model_tar  # noqa: E402
 from gateway.sagemaker import credentials  # noqa: E402
 from runtime import codec  # noqa: E402
 

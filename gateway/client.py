@@ -81,6 +81,21 @@ def pickle_model(obj) -> bytes:
             cloudpickle.unregister_pickle_by_value(mod)
 
 
+def model_tar(model) -> bytes:
+    """A SageMaker-style model.tar.gz holding ``model`` (a callable or an estimator) pickled as
+    model.pkl: what CreateModel's ModelDataUrl points at once uploaded to S3."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    data = pickle_model(model)
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("model.pkl")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def bundle_bytes(model) -> bytes:
     if isinstance(model, (str, Path)):
         path = Path(model)
@@ -291,7 +306,7 @@ class Client:
         return json.loads(data) if ctype.startswith("application/json") else data
 
 
-__all__ = ["Client", "ClientError", "find_token", "pickle_model"]
+__all__ = ["Client", "ClientError", "find_token", "model_tar", "pickle_model"]
 
 
 def _remote(model) -> str | None:

@@ -14,21 +14,10 @@ import botocore
 import pytest
 from botocore.config import Config
 
-from gateway.client import pickle_model
+from gateway.client import model_tar, pickle_model
 from tests.helpers import ROOT, running_gateway, sagemaker_clients, serverless_endpoint
 
 pytestmark = pytest.mark.slow
-
-
-def model_tar(fn) -> bytes:
-    """A model.tar.gz holding ``fn`` pickled as model.pkl."""
-    buf = io.BytesIO()
-    data = pickle_model(fn)
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("model.pkl")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def s3_client(url, key=None, secret=None):
