@@ -118,7 +118,7 @@ class TransformJobs:
     async def get(self, name: str) -> dict:
         job = await self.store.get_transform_job(name) if isinstance(name, str) else None
         if job is None:
-            raise errors.Invalid(f"Could not find requested job with name {name}")
+            raise errors.NotFound(f"Could not find requested job with name {name}")
         return job
 
     async def describe(self, name: str) -> dict:

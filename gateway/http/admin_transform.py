@@ -21,10 +21,10 @@ MAX_REQUEST_BYTES = 1 << 20
 MAX_LOG_BYTES = 1 << 20
 
 
-def _error(exc: errors.SlimserveError) -> web.Response:
-    code = exc.code if isinstance(exc, errors.Named) else type(exc).__name__
-    status = 404 if "find requested job" in exc.message else 400
-    return web.json_response({"error": code, "message": exc.message}, status=status)
+def _named(exc: errors.Named) -> web.Response:
+    """ResourceInUse, ResourceLimitExceeded, ResourceNotFound: the service's own codes (the admin
+    middleware words the other refusals, NotFound as 404)."""
+    return web.json_response({"error": exc.code, "message": exc.message}, status=exc.status)
 
 
 class TransformAdminApi:
@@ -46,8 +46,8 @@ class TransformAdminApi:
             raise errors.Malformed("the request body must be a JSON object")
         try:
             return web.json_response(await self.jobs.create(req))
-        except (errors.Invalid, errors.Named) as exc:
-            return _error(exc)
+        except errors.Named as exc:
+            return _named(exc)
 
     async def list(self, request: web.Request) -> web.Response:
         out = []
@@ -57,10 +57,7 @@ class TransformAdminApi:
 
     async def describe(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        try:
-            doc = await self.jobs.describe(name)
-        except errors.Invalid as exc:
-            return _error(exc)
+        doc = await self.jobs.describe(name)
         doc["Progress"] = await self.jobs.progress(name)
         return web.json_response(doc)
 
@@ -68,15 +65,12 @@ class TransformAdminApi:
         try:
             await self.jobs.stop(request.match_info["name"])
         except errors.Named as exc:
-            return _error(exc)
+            return _named(exc)
         return web.json_response({})
 
     async def logs(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        try:
-            await self.jobs.get(name)
-        except errors.Invalid as exc:
-            return _error(exc)
+        await self.jobs.get(name)
 
         def tail() -> bytes:
             path = self.jobs.log_path(name)

@@ -17,7 +17,7 @@ from gateway.domain import EndpointSpec, VariantSpec
 from gateway.errors import Conflict, Invalid, NotFound, Unavailable
 from gateway.sagemaker.catalog import Catalog, ModelSource, now
 from gateway.sagemaker.instances import instance_memory_mb
-from gateway.sagemaker.shapes import ENDPOINT_STATUSES, check_name, invalid, list_page, tag_dict, tags_of, timestamp
+from gateway.sagemaker.shapes import ENDPOINT_STATUSES, check_name, invalid, list_page, tag_dict, tags_of
 
 log = logging.getLogger("slimserve.sagemaker")
 SETTLE_S = 2.0     # CreateEndpoint/UpdateEndpoint wait this long for a quick model to be InService already
@@ -202,14 +202,10 @@ class Endpoints:
         docs = [self.c.endpoint_record(n) for n in names]
         if status:
             docs = [d for d in docs if d["EndpointStatus"] == status]
-        for key, op in (("LastModifiedTimeBefore", "lt"), ("LastModifiedTimeAfter", "gt")):
-            if req.get(key) is not None:
-                t = timestamp(req[key], key)
-                docs = [d for d in docs if (d["LastModifiedTime"] < t if op == "lt" else d["LastModifiedTime"] > t)]
         return list_page(req, docs, "EndpointName", "Endpoints",
                           lambda d: {k: d[k] for k in ("EndpointName", "EndpointArn", "CreationTime",
                                                        "LastModifiedTime", "EndpointStatus")},
-                          ("Name", "CreationTime", "Status"))
+                          ("Name", "CreationTime", "Status"), modified=True)
 
     async def update_weights(self, req: dict) -> dict:
         name = check_name(req, "EndpointName")

@@ -82,7 +82,9 @@ def check_variant(pv, i: int) -> None:
 
 
 def list_page(req: dict, docs: list[dict], name_key: str, result_key: str, summary, sort_keys,
-              status_key: str = "EndpointStatus") -> dict:
+              status_key: str = "EndpointStatus", modified: bool = False) -> dict:
+    """One page of ``docs`` as List* answers: NameContains, CreationTime filters (and, where the
+    operation has them, ``modified``: LastModifiedTime filters), SortBy/SortOrder, MaxResults/NextToken."""
     sort_by = req.get("SortBy") or "CreationTime"
     order = req.get("SortOrder") or "Descending"
     if sort_by not in sort_keys:
@@ -97,10 +99,14 @@ def list_page(req: dict, docs: list[dict], name_key: str, result_key: str, summa
             raise invalid(f"1 validation error detected: Value '{contains}' at 'nameContains' failed to satisfy "
                           "constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9-]+")
         docs = [d for d in docs if contains.lower() in d[name_key].lower()]
-    for key, op in (("CreationTimeBefore", "lt"), ("CreationTimeAfter", "gt")):
+    times = [("CreationTimeBefore", "CreationTime", "lt"), ("CreationTimeAfter", "CreationTime", "gt")]
+    if modified:
+        times += [("LastModifiedTimeBefore", "LastModifiedTime", "lt"), ("LastModifiedTimeAfter", "LastModifiedTime",
+                                                                          "gt")]
+    for key, field, op in times:
         if req.get(key) is not None:
             t = timestamp(req[key], key)
-            docs = [d for d in docs if (d["CreationTime"] < t if op == "lt" else d["CreationTime"] > t)]
+            docs = [d for d in docs if (d[field] < t if op == "lt" else d[field] > t)]
     field = {"Name": name_key, "CreationTime": "CreationTime", "Status": status_key}[sort_by]
     docs.sort(key=lambda d: (d[field], d[name_key]), reverse=order == "Descending")
     size = req.get("MaxResults")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.batch.jobs import TransformJobs
 from gateway.batch.spec import check_status
-from gateway.sagemaker.shapes import check_name, list_page, timestamp
+from gateway.sagemaker.shapes import check_name, list_page
 
 
 class TransformJobsApi:
@@ -30,9 +30,5 @@ class TransformJobsApi:
         docs = await self.jobs.summaries()
         if status:
             docs = [d for d in docs if d["TransformJobStatus"] == status]
-        for key, op in (("LastModifiedTimeBefore", "lt"), ("LastModifiedTimeAfter", "gt")):
-            if req.get(key) is not None:
-                t = timestamp(req[key], key)
-                docs = [d for d in docs if (d["LastModifiedTime"] < t if op == "lt" else d["LastModifiedTime"] > t)]
         return list_page(req, docs, "TransformJobName", "TransformJobSummaries", lambda d: d,
-                         ("Name", "CreationTime", "Status"), status_key="TransformJobStatus")
+                         ("Name", "CreationTime", "Status"), status_key="TransformJobStatus", modified=True)
