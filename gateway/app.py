@@ -7,6 +7,7 @@ the last provisioned-concurrency checkpoint, then release sandboxes and state.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -49,6 +50,8 @@ from gateway.metering.billing import Prices
 from gateway.metering.idle import IdleMeter
 from gateway.metering.meter import Meter
 from gateway.metering.provisioned import ProvisionedMeter
+from gateway.multimodel.pool import MultiModels
+from gateway.multimodel.source import Archives
 from gateway.pools import policy as policies
 from gateway.pools.admission import HostBudget
 from gateway.pools.manager import PoolManager
@@ -171,8 +174,11 @@ class Gateway:
         self.budget = HostBudget(host_budget_mb(s))
         self.backend = make_backend(s)
         self.provisioned = ProvisionedMeter(self.clock)
+        archives = Archives(s.multi_model_dir, s.multi_model_archives_mb << 20)
+        await asyncio.to_thread(archives.open)
         self.manager = PoolManager(self.backend, self.budget, self.clock, s.logs_dir, self.provisioned.change,
-                                   self.policy, IdleMeter(self.clock), cpu_per_gb=s.cpu_per_gb)
+                                   self.policy, IdleMeter(self.clock), cpu_per_gb=s.cpu_per_gb,
+                                   multi_models=MultiModels(s, self.data, archives))
         self.backend.listeners.append(self.manager.on_sandbox_event)
         stack.push_async_callback(self.backend.close)
         await self.backend.open()

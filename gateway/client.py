@@ -166,9 +166,18 @@ class Client:
 
     # --- admin ----------------------------------------------------------------
     def deploy(self, name: str, model, memory_mb: int, max_concurrency: int | None = None,
-               provisioned: int | None = None, tags: dict | None = None, warmup: bool = True) -> dict:
+               provisioned: int | None = None, tags: dict | None = None, warmup: bool = True,
+               multi_model: bool = False, model_cache: bool = True) -> dict:
         """``model``: a callable or object (pickled here), a local path (uploaded), or an
-        ``s3://`` URL, which the gateway reads itself."""
+        ``s3://`` URL, which the gateway reads itself.  ``multi_model``: ``model`` is the prefix
+        (``s3://bucket/prefix/`` or a directory under one of the gateway's model roots) whose
+        models the endpoint serves by target path."""
+        if multi_model:
+            prefix = str(model) if _remote(model) else os.path.abspath(str(model))
+            return self._json("PUT", f"/admin/endpoints/{_q(name)}",
+                              query=dict(memory_mb=memory_mb, max_concurrency=max_concurrency,
+                                         provisioned=provisioned, tag=[f"{k}={v}" for k, v in (tags or {}).items()],
+                                         multi_model=prefix, model_cache=None if model_cache else "0"))
         remote = _remote(model)
         return self._json("PUT", f"/admin/endpoints/{_q(name)}", body=None if remote else bundle_bytes(model),
                           headers={"Content-Type": "application/octet-stream"},
@@ -193,6 +202,10 @@ class Client:
 
     def delete(self, name: str) -> dict:
         return self._json("DELETE", f"/admin/endpoints/{_q(name)}")
+
+    def models(self, name: str) -> dict:
+        """A multi-model endpoint's loaded models, per variant."""
+        return self._json("GET", f"/admin/endpoints/{_q(name)}/models")
 
     def logs(self, name: str, tail: int = 200) -> str:
         return self._request("GET", f"/admin/endpoints/{_q(name)}/logs", query={"tail": tail})[2].decode()
@@ -244,12 +257,15 @@ class Client:
 
     # --- runtime --------------------------------------------------------------
     def invoke_raw(self, name: str, body: bytes, content_type: str = "application/json",
-                   accept: str | None = None, custom_attributes: str | None = None) -> tuple[dict, bytes]:
+                   accept: str | None = None, custom_attributes: str | None = None,
+                   target_model: str | None = None) -> tuple[dict, bytes]:
         headers = {"Content-Type": content_type}
         if accept:
             headers["Accept"] = accept
         if custom_attributes:
             headers["X-Amzn-SageMaker-Custom-Attributes"] = custom_attributes
+        if target_model is not None:
+            headers["X-Amzn-SageMaker-Target-Model"] = target_model
         _, hdrs, data = self._request("POST", f"/endpoints/{_q(name)}/invocations", body=body,
                                       headers=headers, admin=False)
         return hdrs, data
@@ -299,9 +315,9 @@ class Client:
     def transform_logs(self, name: str) -> str:
         return self._request("GET", f"/admin/transform-jobs/{_q(name)}/logs")[2].decode(errors="replace")
 
-    def invoke(self, name: str, payload):
+    def invoke(self, name: str, payload, target_model: str | None = None):
         """Send ``payload`` as JSON and decode a JSON answer."""
-        hdrs, data = self.invoke_raw(name, json.dumps(payload).encode())
+        hdrs, data = self.invoke_raw(name, json.dumps(payload).encode(), target_model=target_model)
         ctype = {k.lower(): v for k, v in hdrs.items()}.get("content-type", "")
         return json.loads(data) if ctype.startswith("application/json") else data
 

@@ -74,6 +74,9 @@ class Settings:
     sns_endpoint_url: str | None = None          # where arn:aws:sns: topics are published (None: boto3's own)
     notify_allow: tuple[str, ...] = ()           # hosts http(s):// notification topics may be sent to (none: none)
     transform_held_mb: int = 1024                # transform jobs' request bodies held in memory at once, all jobs
+    model_load_wait_s: float = 60.0              # a multi-model request waits this long for its model's load (then 429)
+    multi_model_recheck_s: float = 1.0           # a target model's object is looked up again after this (new ETag?)
+    multi_model_archives_mb: int = 4096          # multi-model endpoints' prepared models kept on disk at most
     extra: dict = field(default_factory=dict)
 
     @property
@@ -122,6 +125,11 @@ class Settings:
     def transform_dir(self) -> Path:
         """Transform jobs' installed models and spooled objects, one directory per running job."""
         return self.state_dir / "transform"
+
+    @property
+    def multi_model_dir(self) -> Path:
+        """Multi-model endpoints' models, each prepared once (checked, unpacked, packed for a sandbox)."""
+        return self.state_dir / "multi-model"
 
     @property
     def sandboxes_dir(self) -> Path:

@@ -28,9 +28,16 @@ class VariantSpec:
     instance_type: str | None = None             # a real-time variant: this many always-on sandboxes ...
     model_name: str | None = None                # the SageMaker model it serves, when deployed through that API
     image: str | None = None                     # docker backend: the model's own SageMaker-contract image
+    model_prefix: str | None = None              # a multi-model variant: where its models are (S3 prefix or directory)
+    model_cache: bool = True                     # ... ModelCacheSetting (False: unload after each call)
 
     # What a sandbox is made of: variants equal in these can share sandboxes.
-    SANDBOX_FIELDS = ("memory_mb", "bundle_dir", "bundle_kind", "bundle_version", "env", "network_isolation", "image")
+    SANDBOX_FIELDS = ("memory_mb", "bundle_dir", "bundle_kind", "bundle_version", "env", "network_isolation", "image",
+                      "model_prefix", "model_cache")
+
+    @property
+    def multi_model(self) -> bool:
+        return self.model_prefix is not None
 
     def sandbox_spec(self, sandbox_id: str, endpoint: str, log_path: str, *, sample=None,
                      check_only: bool = False, vcpus: float = 0.0) -> SandboxSpec:
@@ -161,6 +168,7 @@ class UsageRecord:
     start_path: str | None = None   # cold starts: fresh, zygote or model-zygote
     init_detail: dict[str, float] | None = None  # cold starts: the phases of init_ms, in ms (JSON when stored)
     backlog_ms: float = 0.0      # asynchronous requests: time queued before this run began
+    target_model: str | None = None   # multi-model endpoints: the model the request named
 
     @staticmethod
     def bill(model_ms: float) -> int:

@@ -26,6 +26,7 @@ from runtime import codec
 
 PICKLE = "pickle"
 SAGEMAKER = "sagemaker"
+MULTI_MODEL = "multi-model"            # a sandbox that starts with no model and is given models to load
 PICKLE_FILE = "model.pkl"
 ENTRY_SCRIPT = "inference.py"          # the handler module of a SageMaker-layout bundle, in code/
 HANDLERS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
@@ -105,16 +106,20 @@ class PickleHandler:
 
 
 class SageMakerHandler:
-    def __init__(self, model_dir: Path):
+    """``module_name``: what the entry script is imported as (several models in one process each
+    need their own: ``runtime.multimodel``)."""
+
+    def __init__(self, model_dir: Path, module_name: str = "inference"):
         code_dir = model_dir / "code"
         script = code_dir / "inference.py"
         if not script.exists():
             raise BundleError("code/inference.py is missing from the model directory")
         check_requirements(model_dir)
-        sys.path.insert(0, str(code_dir))
-        spec = importlib.util.spec_from_file_location("inference", script)
+        self.code_dir = str(code_dir)
+        sys.path.insert(0, self.code_dir)
+        spec = importlib.util.spec_from_file_location(module_name, script)
         module = importlib.util.module_from_spec(spec)
-        sys.modules["inference"] = module
+        sys.modules[module_name] = module
         spec.loader.exec_module(module)
         if not hasattr(module, "model_fn"):
             raise BundleError("code/inference.py does not define model_fn(model_dir)")
@@ -150,12 +155,16 @@ def _normalise_output(out, accept: str | None) -> tuple[bytes, str]:
     return bytes(out), content_type or (accept if mt not in ("", "*/*") else codec.JSON)
 
 
-def load(bundle_dir: str | os.PathLike, kind: str):
+def load(bundle_dir: str | os.PathLike, kind: str, module_name: str = "inference"):
     bundle_dir = Path(bundle_dir)
     if kind == PICKLE:
         return PickleHandler(bundle_dir)
     if kind == SAGEMAKER:
-        return SageMakerHandler(bundle_dir)
+        return SageMakerHandler(bundle_dir, module_name)
+    if kind == MULTI_MODEL:
+        from runtime.multimodel import ModelHost
+
+        return ModelHost()
     raise BundleError(f"unknown bundle kind {kind!r}")
 
 

@@ -12,12 +12,15 @@ from runtime import protocol
 from runtime.sandbox import (
     BAD_OUTPUT,
     DEAD_HANDLE,
+    LOAD_FAILED,
     OUT_OF_MEMORY,
     TIMEOUT,
     InvokeRequest,
     InvokeResult,
+    LoadResult,
     Sandbox,
     State,
+    oom_message,
     too_large_message,
 )
 
@@ -71,6 +74,7 @@ class ChannelSandbox(Sandbox):
             "accept": request.accept,
             "custom_attributes": request.custom_attributes,
             "max_response": limit,
+            "model": request.model,
         }
         t0 = time.perf_counter()
         size = None
@@ -123,6 +127,54 @@ class ChannelSandbox(Sandbox):
             original_status=reply.get("original_status"),
             size=size,
         )
+
+    async def load_model(self, key: str, kind: str, archive: bytes, timeout_s: float) -> LoadResult:
+        before = self.memory_bytes()
+        reply, elapsed = await self._manage({"op": "load", "model": key, "kind": kind}, archive, timeout_s,
+                                            while_loading=True)
+        if reply.get("ok"):
+            return LoadResult(True, load_ms=elapsed, memory_bytes=max(0, self.memory_bytes() - before))
+        kind_ = reply.get("error_kind") or LOAD_FAILED
+        message = oom_message(self.spec.memory_mb, while_loading=True) if kind_ == OUT_OF_MEMORY \
+            else str(reply.get("message") or "the model failed to load")[:4096]
+        return LoadResult(False, load_ms=elapsed, error_kind=kind_, message=message)
+
+    async def unload_model(self, key: str, timeout_s: float) -> bool:
+        reply, _ = await self._manage({"op": "unload", "model": key}, b"", timeout_s)
+        return bool(reply.get("ok"))
+
+    async def _manage(self, header: dict, payload: bytes, timeout_s: float,
+                      while_loading: bool = False) -> tuple[dict, float]:
+        """One ``load`` or ``unload`` exchange: (the worker's reply, ms it took).  A sandbox that
+        does not answer in time, dies, or answers out of turn is destroyed (its reply: not ok)."""
+        if self.state is not State.IDLE:
+            return {"ok": False, "error_kind": DEAD_HANDLE, "message": f"sandbox {self.id} is {self.state.value}"}, 0.0
+        self._move(State.BUSY)
+        nonce = os.urandom(8).hex()
+        t0 = time.perf_counter()
+        try:
+            self._writer.write(protocol.encode(dict(header, id=nonce), payload))
+            await self._writer.drain()
+            reply, _ = await asyncio.wait_for(protocol.recv_async(self._reader, protocol.PEER_HEADER, 0), timeout_s)
+        except asyncio.TimeoutError:
+            await self.destroy(f"{header['op']} timed out")
+            return {"ok": False, "error_kind": TIMEOUT,
+                    "message": f"the model did not finish loading within {timeout_s:g} s"}, timeout_s * 1000.0
+        except (protocol.ProtocolError, ConnectionError, OSError):
+            kind, message = await self._death_cause()
+            await self.destroy(message)
+            if kind == OUT_OF_MEMORY:
+                message = oom_message(self.spec.memory_mb, while_loading=while_loading)
+            return {"ok": False, "error_kind": kind, "message": message}, (time.perf_counter() - t0) * 1000.0
+        elapsed = (time.perf_counter() - t0) * 1000.0
+        if reply.get("id") != nonce or reply.get("op") != "loaded":
+            await self.destroy("answered out of turn")
+            return {"ok": False, "error_kind": BAD_OUTPUT, "message": "the sandbox answered out of turn"}, elapsed
+        if reply.get("fatal"):
+            await self.destroy(reply.get("error_kind") or "fatal")
+        else:
+            self._move(State.IDLE)
+        return reply, elapsed
 
     async def _exchange_files(self, header: dict, request: InvokeRequest, limit: int) -> tuple[dict, int]:
         """Send the body (from ``body_file`` a read buffer at a time, read off the loop, or ``body``)

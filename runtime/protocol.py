@@ -9,7 +9,10 @@ Messages (the ``op`` field of the header):
                      ``failed``  {kind, message}            instead of ``ready``
                      ``result``  {ok, model_ms, content_type, custom_attributes,
                                   error_kind, message, original_status}
-  gateway -> worker  ``invoke``  {content_type, accept, custom_attributes}
+                     ``loaded``  {id, ok, load_ms, error_kind, message, fatal}   answers load and unload
+  gateway -> worker  ``invoke``  {content_type, accept, custom_attributes, model}
+                     ``load``    {id, model, kind} + the model's bundle as an uncompressed tar
+                     ``unload``  {id, model}          (``load``/``unload``: multi-model sandboxes only)
 """
 from __future__ import annotations
 

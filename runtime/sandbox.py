@@ -91,6 +91,7 @@ class InvokeRequest:
     # holds either in memory; the sandbox still reads the whole body into its own (capped) memory.
     body_file: str | None = None
     response_file: str | None = None
+    model: str | None = None          # a multi-model sandbox: the key of the loaded model to run
 
     @property
     def size(self) -> int:
@@ -112,6 +113,18 @@ class InvokeResult:
     @property
     def nbytes(self) -> int:
         return self.size if self.size is not None else len(self.body)
+
+
+@dataclass
+class LoadResult:
+    """What came of loading one model into a multi-model sandbox.  ``memory_bytes``: what the
+    sandbox holds more than before the load, as its cap counts it (measured by the backend, not
+    reported by the model's process)."""
+    ok: bool
+    load_ms: float = 0.0
+    memory_bytes: int = 0
+    error_kind: str | None = None
+    message: str = ""
 
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -221,6 +234,15 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     def memory_bytes(self) -> int:
         """Memory the sandbox holds now, as its cap counts it."""
+
+    async def load_model(self, key: str, kind: str, archive: bytes, timeout_s: float) -> LoadResult:
+        """Load one more model (``archive``: its bundle as an uncompressed tar) under ``key``, in a
+        sandbox started from a ``multi-model`` bundle.  Failures come back as a failed result."""
+        return LoadResult(False, error_kind=LOAD_FAILED, message="this sandbox cannot load models on demand")
+
+    async def unload_model(self, key: str, timeout_s: float) -> bool:
+        """Drop the model loaded under ``key``; False if the sandbox could not (it is then dead)."""
+        return False
 
 
 class Backend(abc.ABC):

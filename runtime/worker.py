@@ -164,11 +164,16 @@ def serve(sock: socket.socket, handler) -> None:
             header, body = protocol.recv_blocking(sock)
         except protocol.ProtocolError:
             return
+        if header.get("op") in ("load", "unload"):
+            protocol.send_blocking(sock, dict(_manage(handler, header, body), op="loaded", id=header.get("id")))
+            continue
         ctx = InvocationContext(
             content_type=header.get("content_type"),
             accept=header.get("accept"),
             custom_attributes=header.get("custom_attributes"),
         )
+        if header.get("model") is not None:
+            ctx.extra["model"] = header["model"]
         payload = b""
         t0 = time.perf_counter()
         try:
@@ -192,6 +197,17 @@ def serve(sock: socket.socket, handler) -> None:
                          message=too_large_message(len(payload), limit))
             payload = b""
         protocol.send_blocking(sock, reply, payload)
+
+
+def _manage(handler, header: dict, body: bytes) -> dict:
+    """A multi-model sandbox's ``load`` (the model's bundle as a tar in the payload) or ``unload``."""
+    from runtime.multimodel import ModelHost
+
+    if not isinstance(handler, ModelHost):
+        return {"ok": False, "error_kind": LOAD_FAILED, "message": "this sandbox serves one model"}
+    if header["op"] == "load":
+        return handler.load(str(header.get("model")), str(header.get("kind")), body)
+    return handler.unload(str(header.get("model")))
 
 
 def stem(listen_path: str, preload: list[str]) -> None:

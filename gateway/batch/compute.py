@@ -127,7 +127,7 @@ class Compute:
             self._changed.notify_all()
 
     # --- leasing (as a pool does) -------------------------------------------------------------
-    async def acquire(self, sample=None) -> Lease:
+    async def acquire(self, sample=None, target: str | None = None) -> Lease:
         async with self._changed:
             while True:
                 if self._idle:

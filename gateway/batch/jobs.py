@@ -85,6 +85,9 @@ class TransformJobs:
         spec = parse(req)
         if not models.known(self.catalog, spec.model_name):
             raise errors.Invalid(f'Could not find model "{self.catalog.arn("model", spec.model_name)}".')
+        if models.multi_model(self.catalog, spec.model_name):
+            raise errors.Invalid(f"Model {spec.model_name} is a multi-model model: batch transform runs one model "
+                                 "per job; create a model of the one you want to run.")
         need = spec.instance_count * spec.instance_memory_mb
         if need > self.manager.budget.capacity_mb:
             raise errors.Named(f"The job needs {spec.instance_count} x {spec.instance_type} ({need} MB), more than "

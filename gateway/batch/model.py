@@ -19,6 +19,11 @@ def known(catalog: Catalog, name: str) -> bool:
     return name in catalog.models or catalog.cli_endpoint(name) is not None
 
 
+def multi_model(catalog: Catalog, name: str) -> bool:
+    spec = catalog.cli_endpoint(name) if name not in catalog.models else None
+    return spec.variants[0].multi_model if spec is not None else catalog.is_multi_model(name)
+
+
 async def install_model(catalog: Catalog, name: str, dest: Path, limits: Limits) -> Bundle:
     spec = catalog.cli_endpoint(name) if name not in catalog.models else None
     if spec is not None:

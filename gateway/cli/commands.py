@@ -33,8 +33,22 @@ def _client(args) -> Client:
 def cmd_deploy(args) -> int:
     info = _client(args).deploy(args.name, args.bundle, memory_mb=args.memory,
                                 max_concurrency=args.max_concurrency, provisioned=args.provisioned,
-                                tags=parse_tags(args.tag), warmup=not args.no_warmup)
+                                tags=parse_tags(args.tag), warmup=not args.no_warmup,
+                                multi_model=args.multi_model, model_cache=not args.no_model_cache)
     _print_describe(info, args.format)
+    return 0
+
+
+def cmd_models(args) -> int:
+    doc = _client(args).models(args.name)
+    if args.format == "json":
+        print(json.dumps(doc, indent=2))
+        return 0
+    rows = [{"variant": v["variant"], "target_model": m["target_model"], "sandboxes": len(m["sandboxes"]),
+             "memory_mb": f"{m['memory_bytes'] / (1 << 20):.1f}", "stale": "yes" if m["stale"] else "",
+             "last_used": dt.datetime.fromtimestamp(m["last_used"], dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            for v in doc["variants"] for m in v["models"]]
+    print(_table(rows, list(rows[0])) if rows else f"endpoint {doc['endpoint']} has no model loaded")
     return 0
 
 
@@ -52,7 +66,7 @@ def cmd_invoke(args) -> int:
     else:
         body = (args.data or "").encode()
     hdrs, data = _client(args).invoke_raw(args.name, body, content_type=args.content_type, accept=args.accept,
-                                         custom_attributes=args.custom_attributes)
+                                         custom_attributes=args.custom_attributes, target_model=args.target_model)
     if data and not data.endswith(b"\n") and sys.stdout.isatty():
         data += b"\n"                         # a terminal gets a whole line; a pipe the exact bytes
     sys.stdout.flush()                         # nothing written as text may come after the answer ...

@@ -21,6 +21,7 @@ from gateway.cli.commands import (
     cmd_image,
     cmd_invoke,
     cmd_logs,
+    cmd_models,
     cmd_simulate,
     cmd_update,
     cmd_usage,
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = client_cmd("deploy", "deploy a bundle to a new endpoint", cmd_deploy)
     d.add_argument("name")
-    d.add_argument("bundle", help=".pkl file, model.tar.gz, or a model directory with code/inference.py")
+    d.add_argument("bundle", help=".pkl file, model.tar.gz, or a model directory with code/inference.py "
+                                  "(with --multi-model: the S3 prefix or directory holding the models)")
     d.add_argument("--memory", type=int, required=True, choices=MEMORY_TIERS_MB, metavar="MB",
                    help="memory size: " + ", ".join(map(str, MEMORY_TIERS_MB)))
     d.add_argument("--max-concurrency", type=int, default=None, help="1-200 (default 20)")
@@ -55,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-warmup", action="store_true",
                    help="never replay a request to warm up this endpoint's forked sandboxes (for models whose "
                         "calls have side effects)")
+    d.add_argument("--multi-model", action="store_true",
+                   help="a multi-model endpoint: BUNDLE is a prefix (s3://bucket/prefix/ or a directory under a "
+                        "--model-root of the gateway) whose models requests name with --target-model")
+    d.add_argument("--no-model-cache", action="store_true",
+                   help="with --multi-model: unload each model after its invocation (ModelCacheSetting Disabled)")
     d.add_argument("--format", choices=["table", "json"], default="table")
 
     u = client_cmd("update", "change an endpoint's bundle or settings without dropping requests", cmd_update)
@@ -74,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--content-type", default="application/json")
     i.add_argument("--accept", default=None)
     i.add_argument("--custom-attributes", default=None)
+    i.add_argument("--target-model", default=None, metavar="PATH",
+                   help="a multi-model endpoint's model: its path below the endpoint's prefix")
+
+    mm = client_cmd("models", "list the models a multi-model endpoint has loaded", cmd_models)
+    mm.add_argument("name")
+    mm.add_argument("--format", choices=["table", "json"], default="table")
 
     async_command.add_parser(client_cmd)
     transform_command.add_parsers(client_cmd)
@@ -98,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--since", default=None, help="ISO 8601 time, Unix seconds, or an age like 24h or 7d")
     bl.add_argument("--until", default=None, help="same forms as --since (default: now)")
     bl.add_argument("--by", default="endpoint",
-                    help="endpoint (default), variant, tier, tag:KEY, hour or day; comma-separated to nest")
+                    help="endpoint (default), variant, tier, tag:KEY, hour, day or target_model (a "
+                         "multi-model endpoint's models); comma-separated to nest")
     bl.add_argument("--format", choices=["table", "csv", "json", "html"], default="table")
     bl.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
     from gateway.load import command as loadtest

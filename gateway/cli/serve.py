@@ -74,6 +74,16 @@ def add_arguments(sub) -> None:
     s.add_argument("--transform-held-mb", type=int, default=d.transform_held_mb, metavar="MB",
                    help="request bodies that transform jobs hold in the gateway's memory at once, all jobs together; "
                         f"a job waits for room before it cuts its next request (default {d.transform_held_mb})")
+    s.add_argument("--model-load-wait", type=float, default=d.model_load_wait_s, metavar="SECONDS",
+                   help="a multi-model request waits this long for its model to load, then gets "
+                        f"ModelNotReadyException while the load goes on (default {d.model_load_wait_s:g})")
+    s.add_argument("--multi-model-recheck", type=float, default=d.multi_model_recheck_s, metavar="SECONDS",
+                   help="a multi-model endpoint looks a target model's data up again after this long, so a "
+                        f"replaced model is reloaded and a deleted one unloaded (default {d.multi_model_recheck_s:g}; "
+                        "0: on every request)")
+    s.add_argument("--multi-model-archives-mb", type=int, default=d.multi_model_archives_mb, metavar="MB",
+                   help="models of multi-model endpoints kept prepared on disk at most, least recently used out "
+                        f"first (default {d.multi_model_archives_mb})")
     s.add_argument("--autoscaling-interval", type=float, default=d.autoscaling_interval_s, metavar="SECONDS",
                    help="how often Application Auto Scaling policies are evaluated; a backlog without an instance "
                         f"is acted on at once (default {d.autoscaling_interval_s:g})")
@@ -221,11 +231,13 @@ def cmd_serve(args) -> int:
         backoff = tuple(float(x) for x in args.async_s3_backoff.split(",") if x.strip())
         if (not backoff or any(not 0 <= x <= 3600 for x in backoff) or not 1 <= args.async_lease <= 3600
                 or not 0.1 <= args.autoscaling_interval <= 3600 or args.async_max_backlog < 1
-                or args.transform_held_mb < 1):
+                or args.transform_held_mb < 1 or not 0 < args.model_load_wait <= 3600
+                or not 0 <= args.multi_model_recheck <= 86400 or args.multi_model_archives_mb < 1):
             raise ValueError
     except ValueError:
         print("slimserve: --async-s3-backoff takes delays of 0-3600 s separated by commas, --async-lease 1-3600 s, "
-              "--autoscaling-interval 0.1-3600 s, --async-max-backlog and --transform-held-mb at least 1",
+              "--autoscaling-interval 0.1-3600 s, --model-load-wait 0-3600 s, --multi-model-recheck 0-86400 s, "
+              "--async-max-backlog, --transform-held-mb and --multi-model-archives-mb at least 1",
               file=sys.stderr)
         return 2
     try:
@@ -261,6 +273,8 @@ def cmd_serve(args) -> int:
         async_max_backlog=args.async_max_backlog, transform_held_mb=args.transform_held_mb,
         async_s3_backoff_s=backoff, sns_endpoint_url=args.sns_endpoint_url,
         notify_allow=tuple(h.lower() for h in args.notify_allow),
+        model_load_wait_s=args.model_load_wait, multi_model_recheck_s=args.multi_model_recheck,
+        multi_model_archives_mb=args.multi_model_archives_mb,
     )
     from gateway.metering.billing import Prices
 

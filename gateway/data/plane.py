@@ -156,6 +156,14 @@ class DataPlane:
             except CacheFull as exc:
                 raise Invalid(f"Could not download {what} at {loc.text}: {exc}") from None
 
+    async def stat(self, loc: Location, what: str = "model data") -> s3mod.ObjectInfo:
+        """An S3 object's ETag and size; Invalid (worded for ``what``) when it is not there."""
+        return await self._call(self.s3.stat, loc, what=what)
+
+    async def objects(self, loc: Location, what: str = "model data") -> list[s3mod.ObjectInfo]:
+        """The objects under an S3 prefix (at most a bundle's entry limit)."""
+        return await self._call(self.s3.list, loc, what=what, max_keys=MAX_PREFIX_OBJECTS)
+
     async def _call(self, fn, loc: Location, what: str, **kw):
         try:
             return await asyncio.to_thread(fn, loc, **kw)

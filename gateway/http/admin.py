@@ -5,10 +5,12 @@ token the gateway wrote to ``<state-dir>/admin-token`` at first start.
 
   GET    /admin/endpoints                      list
   PUT    /admin/endpoints/{name}?memory_mb=..  deploy; body = .pkl or model.tar.gz
+                       (&multi_model=PREFIX[&model_cache=0]: a multi-model endpoint of the models under PREFIX)
   PATCH  /admin/endpoints/{name}?...           update settings and/or bundle (body optional)
   GET    /admin/endpoints/{name}               describe
   DELETE /admin/endpoints/{name}               delete
   GET    /admin/endpoints/{name}/logs?tail=N   sandbox stdout/stderr
+  GET    /admin/endpoints/{name}/models        a multi-model endpoint's loaded models
   POST   /admin/endpoints/{name}/scale-in      stop idle sandboxes now (down to the provisioned floor)
   GET    /admin/zygotes                        the zygotes that fork sandboxes, and their state
   GET    /admin/usage?endpoint=&since=&until=&limit=&kind=invocation|provisioned&format=json|csv
@@ -89,6 +91,7 @@ class AdminApi:
             web.get("/admin/endpoints/{name}", self.describe),
             web.delete("/admin/endpoints/{name}", self.delete),
             web.get("/admin/endpoints/{name}/logs", self.logs),
+            web.get("/admin/endpoints/{name}/models", self.models),
             web.post("/admin/endpoints/{name}/scale-in", self.scale_in),
             web.get("/admin/zygotes", self.zygotes),
             web.get("/admin/usage", self.usage),
@@ -142,10 +145,16 @@ class AdminApi:
             max_concurrency=_int_arg(q, "max_concurrency", DEFAULT_MAX_CONCURRENCY),
             provisioned=_int_arg(q, "provisioned", 0),
             env={WARMUP_ENV: "0"} if q.get("warmup", "1").lower() in ("0", "false", "no") else {},
+            model_prefix=q.get("multi_model") or None,
+            model_cache=q.get("model_cache", "1").lower() not in ("0", "false", "no", "disabled"),
         )
         name = request.match_info["name"]
         tags = parse_tags(q.getall("tag", []))
-        if q.get("model_data_url"):
+        if variant.multi_model:
+            if request.body_exists and request.content_length:
+                raise Invalid("a multi-model endpoint takes its models from its prefix: send no bundle")
+            await self.gw.endpoints.deploy(name, None, variant, tags)
+        elif q.get("model_data_url"):
             async with self._model_data(request) as source:
                 await self.gw.endpoints.deploy(name, source, variant, tags, copy=True)
         else:
@@ -183,6 +192,20 @@ class AdminApi:
         data = self.gw.data
         return data.local(data.locate(request.query["model_data_url"], "model_data_url"),
                           max_bytes=self.gw.settings.max_model_bytes)
+
+    async def models(self, request):
+        """Per variant of a multi-model endpoint: the models its sandboxes have loaded now."""
+        spec = self.gw.endpoints.get(request.match_info["name"])
+        out = []
+        for v in spec.variants:
+            pool = self.gw.manager.pool(spec.name, v.name)
+            if not v.multi_model:
+                continue
+            out.append({"variant": v.name, "prefix": v.model_prefix,
+                        "models": pool.loaded() if pool is not None else []})
+        if not out:
+            raise Invalid(f"Endpoint {spec.name} is not a multi-model endpoint.")
+        return web.json_response({"endpoint": spec.name, "variants": out})
 
     async def describe(self, request):
         return web.json_response(self.gw.endpoints.describe(request.match_info["name"]))

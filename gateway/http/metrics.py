@@ -4,7 +4,7 @@ scrape time, so they cannot drift from the pools themselves."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
 from gateway.domain import UsageRecord
 
@@ -99,7 +99,43 @@ class _PoolCollector:
                 cap.add_metric(list(key), c)
             budget.add_metric(["capacity"], mgr.budget.capacity_mb << 20)
             budget.add_metric(["reserved"], mgr.budget.used_mb << 20)
+            yield from _multi_model_metrics(mgr.snapshot() if pools is None else pools)
         yield from (sandboxes, used, cap, budget)
+
+
+# SageMaker's multi-model metrics (their names and units): (name, doc, stats count, stats sum)
+_MULTI_MODEL_SUMMARIES = (
+    ("slimserve_ModelCacheHit", "Requests whose model was loaded already (sum) of all (count): the average is the "
+                                "hit ratio", "requests", "hits"),
+    ("slimserve_ModelLoadingWaitTime_microseconds", "Time requests waited for their model to be downloaded and "
+                                                    "loaded", "waits", "wait_us"),
+    ("slimserve_ModelLoadingTime_microseconds", "Time a sandbox took to load a model", "loads", "load_us"),
+    ("slimserve_ModelUnloadingTime_microseconds", "Time a sandbox took to unload a model", "unloads", "unload_us"),
+    ("slimserve_ModelDownloadingTime_microseconds", "Time reading a model's data took", "downloads", "download_us"),
+)
+
+
+def _multi_model_metrics(pools: list[dict]):
+    """Per endpoint and variant, summed over its pools (an update's old one while it drains)."""
+    acc: dict[tuple[str, str], dict[str, float]] = {}
+    for pool in pools:
+        mm = pool.get("multi_model")
+        if mm is None:
+            continue
+        a = acc.setdefault((pool["endpoint"], pool["variant"]), {"loaded": 0})
+        a["loaded"] += mm["loaded_models"]
+        for k, v in mm["stats"].items():
+            a[k] = a.get(k, 0) + v
+    loaded = GaugeMetricFamily("slimserve_LoadedModelCount", "Models loaded in a multi-model endpoint's sandboxes",
+                               labels=["endpoint", "variant"])
+    families = [SummaryMetricFamily(name, doc, labels=["endpoint", "variant"])
+                for name, doc, _, _ in _MULTI_MODEL_SUMMARIES]
+    for key, a in sorted(acc.items()):
+        loaded.add_metric(list(key), a["loaded"])
+        for fam, (_, _, count, total) in zip(families, _MULTI_MODEL_SUMMARIES, strict=True):
+            fam.add_metric(list(key), count_value=a.get(count, 0), sum_value=a.get(total, 0.0))
+    yield loaded
+    yield from families
 
 
 class _CacheCollector:

@@ -16,6 +16,7 @@ from gateway.serving.invoker import Invocation, Invoker
 
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 TARGET_VARIANT = "X-Amzn-SageMaker-Target-Variant"
+TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
 INVOKED_VARIANT = "X-Amzn-Invoked-Production-Variant"
 
 
@@ -46,7 +47,7 @@ class RuntimeApi:
             endpoint=request.match_info["name"], body=body.data, oversized=body.size if body.over else 0,
             content_type=h.get("Content-Type"),
             accept=h.get("Accept"), custom_attributes=h.get(CUSTOM_ATTRIBUTES), target_variant=h.get(TARGET_VARIANT),
-            request_id=request_id))
+            target_model=h.get(TARGET_MODEL), request_id=request_id))
         headers = {"x-amzn-RequestId": request_id}
         if outcome.variant is not None:
             headers[INVOKED_VARIANT] = outcome.variant

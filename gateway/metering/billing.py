@@ -32,7 +32,7 @@ from gateway.errors import Invalid
 from gateway.store.ledger import SUM_INDEX, Base
 
 DEFAULT_PRICES = Path(__file__).with_name("prices.json")
-GROUPINGS = ("endpoint", "variant", "tier", "hour", "day")
+GROUPINGS = ("endpoint", "variant", "tier", "hour", "day", "target_model")
 ROW_FIELDS = ("invocations", "billed_ms", "gb_s", "cold_starts", "errors", "provisioned_gb_s",
               "data_in_bytes", "data_out_bytes", "idle_gb_s", "compute_cost", "data_cost",
               "provisioned_cost", "cost", "idle_cost")
@@ -122,13 +122,16 @@ def parse_by(text: str) -> list[str]:
     dims = [d.strip() for d in (text or "endpoint").split(",") if d.strip()]
     for d in dims:
         if d not in GROUPINGS and not (d.startswith("tag:") and len(d) > 4):
-            raise BillingError(f"cannot group by {d!r}: use endpoint, variant, tier, tag:KEY, hour or day "
+            raise BillingError(f"cannot group by {d!r}: use endpoint, variant, tier, tag:KEY, hour, day or "
+                               "target_model "
                                "(comma-separated for more than one)")
     return dims
 
 
 # --- grouping and pricing ----------------------------------------------------------------
-def _dim_value(dim: str, bucket: int, ep: str, var: str, mb: int, tags: dict) -> str | int:
+def _dim_value(dim: str, bucket: int, ep: str, var: str, mb: int, target: str, tags: dict) -> str | int:
+    if dim == "target_model":     # single-model endpoints' calls, and idle and provisioned time: no one model's
+        return target or "(none)"
     if dim == "endpoint":
         return ep
     if dim == "variant":
@@ -179,9 +182,9 @@ def _finish(acc: dict[str, float]) -> dict:
 def report(base: Base, by: list[str], prices: Prices, tags: dict[str, dict[str, str]]) -> dict:
     groups: dict[tuple, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     total: dict[str, float] = defaultdict(float)
-    for (bucket, ep, var, mb), values in base.sums.items():
+    for (bucket, ep, var, mb, target), values in base.sums.items():
         fig = priced(values, mb, prices)
-        key = tuple(_dim_value(d, bucket, ep, var, mb, tags) for d in by)
+        key = tuple(_dim_value(d, bucket, ep, var, mb, target, tags) for d in by)
         acc = groups[key]
         for k, v in fig.items():
             acc[k] += v

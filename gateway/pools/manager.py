@@ -22,9 +22,10 @@ class PoolManager:
     RELEASE_WAIT_S = 10.0      # how long a start waits for memory that draining pools are giving back
     def __init__(self, backend: Backend, budget: HostBudget, clock: Clock, logs_dir: Path,
                  on_provisioned=None, policy=None, idle_meter=None, cpu_per_gb: float = 0.0,
-                 host_cores: int | None = None):
+                 host_cores: int | None = None, multi_models=None):
         from gateway.pools.policy import FixedKeepAlive
 
+        self.multi_models = multi_models             # what multi-model pools share (gateway.multimodel.pool)
         self.cpu_per_gb = cpu_per_gb                 # vCPUs per GB of a tier (0: no CPU quotas)
         self.host_cores = host_cores or os.cpu_count() or 1
         self.policy = policy or FixedKeepAlive()
@@ -88,9 +89,16 @@ class PoolManager:
             if old is not None and old.spec.same_sandboxes(spec):
                 old.spec = spec            # only counts or weights changed: keep the warm sandboxes
                 continue
-            self.current[(endpoint, name)] = VariantPool(self, endpoint, spec, admission)
+            self.current[(endpoint, name)] = self._new_pool(endpoint, spec, admission)
             if old is not None:
                 await self._retire(old)
+
+    def _new_pool(self, endpoint: str, spec: VariantSpec, admission: Admission) -> VariantPool:
+        if spec.multi_model:
+            from gateway.multimodel.pool import MultiModelPool
+
+            return MultiModelPool(self, endpoint, spec, admission, self.multi_models)
+        return VariantPool(self, endpoint, spec, admission)
 
     async def remove(self, endpoint: str) -> None:
         for key in [k for k in self.current if k[0] == endpoint]:

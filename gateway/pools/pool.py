@@ -57,6 +57,7 @@ class Lease:
     pool: "VariantPool"
     cold: bool
     init_ms: float = 0.0
+    model: str | None = None        # a multi-model sandbox: the key of the model loaded for this request
 
 
 class VariantPool:
@@ -118,9 +119,10 @@ class VariantPool:
         return len(due)
 
     # --- the request path -------------------------------------------------
-    async def acquire(self, sample: InvokeRequest | None = None) -> Lease:
+    async def acquire(self, sample: InvokeRequest | None = None, target: str | None = None) -> Lease:
         """A sandbox for one request; ``sample`` is that request, which a cold start
-        may hand to the backend as a warm-up input for what it keeps warm."""
+        may hand to the backend as a warm-up input for what it keeps warm.  ``target``: the
+        model a multi-model pool loads (``gateway.multimodel.pool``); a single-model pool has one."""
         if self.draining:
             raise NotReady(f"endpoint {self.endpoint} is being updated or deleted; retry")
         adm = self.admission

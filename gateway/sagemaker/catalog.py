@@ -138,6 +138,36 @@ class Catalog:
             return None
         return ModelSource(self.data.locate(where, SUBMIT_ENV))
 
+    def is_multi_model(self, model_name: str) -> bool:
+        model = self.models.get(model_name) or {}
+        container = (model.get("Containers") or [model.get("PrimaryContainer") or {}])[0]
+        return container.get("Mode") == "MultiModel"
+
+    def multi_model(self, container: dict) -> tuple[str, bool] | None:
+        """A MultiModel container's (prefix, whether loaded models are cached); None for a single
+        model.  The prefix must be one this gateway may read: an S3 prefix, or a directory under
+        a --model-root."""
+        mode = container.get("Mode", "SingleModel")
+        if mode not in ("SingleModel", "MultiModel"):
+            raise invalid(f"1 validation error detected: Value '{mode}' at 'primaryContainer.mode' failed to satisfy "
+                          "constraint: Member must satisfy enum value set: [SingleModel, MultiModel]")
+        config = container.get("MultiModelConfig") or {}
+        setting = config.get("ModelCacheSetting", "Enabled") if isinstance(config, dict) else None
+        if setting not in ("Enabled", "Disabled"):
+            raise invalid(f"1 validation error detected: Value '{setting}' at 'primaryContainer.multiModelConfig."
+                          "modelCacheSetting' failed to satisfy constraint: Member must satisfy enum value set: "
+                          "[Enabled, Disabled]")
+        if mode == "SingleModel":
+            return None
+        url = container.get("ModelDataUrl")
+        if not isinstance(url, str) or container.get("ModelDataSource") is not None:
+            raise invalid("A MultiModel container needs ModelDataUrl: the S3 prefix (or local directory) of its "
+                          "models; ModelDataSource is not supported for multi-model endpoints.")
+        loc = self.data.locate(url if url.endswith("/") or not url.startswith(("s3://", "http")) else url + "/")
+        if loc.scheme == "file" and not loc.path.is_dir():
+            raise invalid(f"ModelDataUrl {url} of a MultiModel container must be a directory or an S3 prefix.")
+        return url, setting == "Enabled"
+
     def model_source(self, container: dict) -> ModelSource | None:
         """Where a container's model data is: ModelDataUrl (an object or a local path), or
         ModelDataSource.S3DataSource (an S3Object, compressed or not, or an uncompressed S3Prefix

@@ -25,6 +25,10 @@ class EndpointConfigs:
             check_variant(pv, i)
             if pv["ModelName"] not in self.c.models:           # as the service: the model must exist now
                 raise self.c.not_found("model", pv["ModelName"])
+            if pv.get("ServerlessConfig") and self.c.is_multi_model(pv["ModelName"]):
+                raise invalid(f"Model {pv['ModelName']} is a MultiModel model: serverless variants do not support "
+                              "multi-model endpoints; use an InstanceType (slimserve's CLI can deploy a serverless "
+                              "multi-model endpoint: slimserve deploy NAME PREFIX --multi-model).")
             if pv["VariantName"] in seen:
                 raise invalid(f"Variant name {pv['VariantName']} appears more than once in ProductionVariants.")
             seen.add(pv["VariantName"])

@@ -37,9 +37,14 @@ class Endpoints:
                 raise self.c.not_found("model", pv["ModelName"])
             container = (model.get("Containers") or [model.get("PrimaryContainer")])[0]
             image = container.get("Image")
-            own_server = bool(image and self.c.can_run_image and await asyncio.to_thread(self.c.can_run_image, image))
-            source = self.c.model_source(container)
-            if source is None and not own_server:
+            multi = self.c.multi_model(container)        # served by slimserve's own workers, whatever the image
+            if multi and pv.get("ServerlessConfig"):
+                raise invalid(f"Model {model['ModelName']} is a MultiModel model: serverless variants do not "
+                              "support multi-model endpoints; use an InstanceType.")
+            own_server = bool(not multi and image and self.c.can_run_image
+                              and await asyncio.to_thread(self.c.can_run_image, image))
+            source = None if multi else self.c.model_source(container)
+            if source is None and not own_server and not multi:
                 raise invalid(f"Model {model['ModelName']} has no ModelDataUrl and its Image is not a local image "
                               "the docker backend can run: slimserve serves model data (a model directory, "
                               "model.tar.gz or .pkl) or, with --backend docker, a SageMaker-contract image.")
@@ -58,6 +63,8 @@ class Endpoints:
                                 max_concurrency=count, provisioned=count, weight=weight, env=env,
                                 network_isolation=isolate, instance_type=pv["InstanceType"],
                                 model_name=model["ModelName"], image=image if own_server else None)
+            if multi:
+                v.model_prefix, v.model_cache = multi
             out.append((v, source, None if own_server else self.c.submit_directory(container)))
         return out
 

@@ -32,7 +32,8 @@ class Models:
         env = container.get("Environment") or {}
         if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise invalid("Environment must map strings to strings.")
-        source = self.c.model_source(container)                     # refuse what cannot be served now, not later
+        multi = self.c.multi_model(container)
+        source = None if multi else self.c.model_source(container)   # refuse what cannot be served now, not later
         if source is not None:
             await self.c.check_model_data(source, container.get("Image"))
         code = self.c.submit_directory(container)                   # the SDK's sourcedir.tar.gz

@@ -233,6 +233,18 @@ def install(source: Path, dest: Path, limits: Limits = NO_LIMITS, code: Path | N
         staged.unlink(missing_ok=True)
 
 
+def install_shared_code(dest: Path, code: Path | None, program: str | None, limits: Limits = NO_LIMITS) -> str:
+    """A multi-model variant's bundle: no model, only the code its models share (the SDK's
+    sourcedir.tar.gz, SAGEMAKER_SUBMIT_DIRECTORY), which each model gets in its code/."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        add_code(dest, code, program, limits)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return rb.MULTI_MODEL
+
+
 def copy_tree(source: Path, dest: Path, dirs_exist_ok: bool = False) -> None:
     """Copy a model directory that holds no symbolic links: a link could point anywhere on the
     host (the state dir's keys included), and the copy would carry what it points to into a

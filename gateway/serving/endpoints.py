@@ -17,7 +17,15 @@ from gateway.config import Settings
 from gateway.domain import EndpointSpec, VariantSpec
 from gateway.errors import BundleRejected, Conflict, Invalid, NotFound, Throttled
 from gateway.pools.manager import PoolManager
-from gateway.serving.bundles import Limits, install, install_artifacts, make_readable, off_loop, unpack
+from gateway.serving.bundles import (
+    Limits,
+    install,
+    install_artifacts,
+    install_shared_code,
+    make_readable,
+    off_loop,
+    unpack,
+)
 from gateway.store.base import Store
 from runtime.sandbox import StartError
 
@@ -66,7 +74,7 @@ class EndpointService:
         async with self._locked(name):
             if name in self.specs:
                 raise Conflict(f"endpoint {name} already exists; use update")
-            if upload is None:
+            if upload is None and not variant.multi_model:
                 raise Invalid("deploy needs a bundle")
             now = time.time()
             spec = EndpointSpec(name=name, variants=[replace(variant, bundle_version=1)],
@@ -190,7 +198,10 @@ class EndpointService:
         dest = self.settings.bundles_dir / name / f"v{variant.bundle_version}"
         await _remove(dest)
         limits = self.bundle_limits(variant)
-        if variant.image:                 # the container brings its own server: artifacts are copied as they are
+        if variant.multi_model:           # no model of its own: the shared code, if any; models come on demand
+            self.manager.multi_models.check(variant)
+            kind = await off_loop(install_shared_code, dest, code, variant.env.get(PROGRAM_ENV), limits)
+        elif variant.image:               # the container brings its own server: artifacts are copied as they are
             kind = await off_loop(install_artifacts, upload, dest, limits)
         else:
             program = variant.env.get(PROGRAM_ENV)
@@ -240,6 +251,7 @@ class EndpointService:
                     "name": v.name, "memory_mb": v.memory_mb, "max_concurrency": v.max_concurrency,
                     "provisioned": v.provisioned, "weight": v.weight, "bundle_kind": v.bundle_kind,
                     "bundle_version": v.bundle_version, "pool": pools.get(v.name),
+                    "model_prefix": v.model_prefix, "model_cache": v.model_cache if v.multi_model else None,
                 }
                 for v in spec.variants
             ],

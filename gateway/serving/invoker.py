@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from gateway import errors
 from gateway.domain import UsageRecord, VariantSpec
+from gateway.multimodel import targets
 from gateway.serving.router import pick_variant
 from runtime import sandbox as sbx
 
@@ -39,6 +40,7 @@ class Invocation:
     max_bytes: int | None = None
     timeout_s: float | None = None
     backlog_ms: float = 0.0
+    target_model: str | None = None  # X-Amzn-SageMaker-Target-Model: a multi-model endpoint's model to run
 
     @property
     def size(self) -> int:
@@ -90,6 +92,17 @@ class Invoker:
                                    can_serve=_has_instances if inv.asynchronous else None)
         except errors.Invalid as exc:
             return self.refused(request_id, exc)
+        if variant.multi_model != (inv.target_model is not None):
+            return self.refused(request_id, errors.Invalid(
+                f"Endpoint {inv.endpoint} is not a multi-model endpoint and does not support target model header."
+                if not variant.multi_model else
+                f"Request {request_id} is missing a target model header: endpoint {inv.endpoint} is a multi-model "
+                "endpoint; name the model in X-Amzn-SageMaker-Target-Model (TargetModel)."))
+        if inv.target_model is not None:
+            try:
+                targets.check(inv.target_model)
+            except errors.Invalid as exc:
+                return self.refused(request_id, exc)
         return await asyncio.shield(self._run(request_id, inv, variant))
 
     async def _run(self, request_id: str, inv: Invocation, variant: VariantSpec) -> Outcome:
@@ -131,13 +144,17 @@ class Invoker:
             req = sbx.InvokeRequest(body=inv.body, content_type=inv.content_type, accept=inv.accept,
                                     custom_attributes=inv.custom_attributes, max_response=limit,
                                     body_file=inv.body_file, response_file=inv.response_file)
-            lease = await pool.acquire(sample=None if inv.body_file else req)
+            lease = await pool.acquire(sample=None if inv.body_file else req, target=inv.target_model)
+            req.model = lease.model
             result = await lease.sandbox.invoke(req, inv.timeout_s or self.settings.invocation_timeout_s)
             if result.error_kind == sbx.DEAD_HANDLE:
                 raise errors.NotReady(result.message)
             if not result.ok:
                 error = errors.ModelFailed(result.error_kind, result.message, result.original_status, stream)
-        except (errors.Throttled, errors.NotReady, errors.PayloadTooLarge) as exc:
+        except (errors.Throttled, errors.NotReady, errors.Invalid) as exc:
+            error = exc                     # (Invalid: a multi-model endpoint's target is not there)
+        except errors.ModelFailed as exc:   # a multi-model endpoint's target did not load
+            exc.log_stream = exc.log_stream or stream
             error = exc
         except sbx.StartError as exc:
             if exc.kind == sbx.SPAWN_FAILED:
@@ -168,6 +185,7 @@ class Invoker:
             sandbox_id=lease.sandbox.id if lease is not None else None,
             start_path=lease.sandbox.facts.path if cold else None,
             init_detail=_phases(lease, model_ms) if cold else None, backlog_ms=round(inv.backlog_ms, 3),
+            target_model=inv.target_model,
         )
 
 

@@ -1,4 +1,5 @@
-"""The ledger's reads for bills, in SQL: sums per (bucket, endpoint, variant, memory size) over
+"""The ledger's reads for bills, in SQL: sums per (bucket, endpoint, variant, memory size, target
+model) over
 a period, whole hours from the hourly roll-ups and the partial hours at its edges from raw
 records (pro rata from the roll-up where raw records were pruned), plus endpoint tags.
 ``gateway.metering.billing`` prices what these return and runs no SQL of its own."""
@@ -22,20 +23,26 @@ class Shape:
     endpoint: bool
     variant: bool
     bucket: int
+    target: bool = False
 
     @classmethod
     def for_dims(cls, by: list[str]) -> "Shape":
         return cls(endpoint=any(d in ("endpoint", "variant") or d.startswith("tag:") for d in by),
                    variant="variant" in by,
-                   bucket=HOUR if "hour" in by else 86400 if "day" in by else 0)
+                   bucket=HOUR if "hour" in by else 86400 if "day" in by else 0,
+                   target="target_model" in by)
 
     def of_hour(self, hour: int) -> int:
         return hour - hour % self.bucket if self.bucket else 0
 
+    def columns(self, target_expr: str = "target_model") -> str:
+        """endpoint, variant, memory_mb, target model: the columns a grouping keeps ('' for the rest)."""
+        return ", ".join(["endpoint" if self.endpoint else "''", "variant" if self.variant else "''", "memory_mb",
+                          target_expr if self.target else "''"])
+
     def keys(self, hour_expr: str) -> str:
         bucket = f"({hour_expr}) - ({hour_expr}) % {self.bucket}" if self.bucket else "0"
-        return ", ".join([bucket, "endpoint" if self.endpoint else "''", "variant" if self.variant else "''",
-                          "memory_mb"])
+        return ", ".join([bucket, self.columns()])
 
 
 @dataclass
@@ -53,7 +60,7 @@ _SUM_SQL = ", ".join(f"SUM({c})" for c in SUMS)
 
 
 def read_base(conn: sqlite3.Connection, since: float | None, until: float | None, shape: Shape) -> Base:
-    """Sums per (bucket, endpoint, variant, memory_mb) over [since, until)."""
+    """Sums per (bucket, endpoint, variant, memory_mb, target_model) over [since, until)."""
     base = Base()
     lo = since if since is not None else float("-inf")
     hi = until if until is not None else float("inf")
@@ -63,9 +70,9 @@ def read_base(conn: sqlite3.Connection, since: float | None, until: float | None
     full_hi = hi if math.isinf(hi) else hour_of(hi)
     if full_lo < full_hi:
         sql = (f"SELECT {shape.keys('hour')}, {_SUM_SQL} FROM rollup_hourly WHERE hour >= ? AND hour < ? "
-               "GROUP BY 1, 2, 3, 4")
+               "GROUP BY 1, 2, 3, 4, 5")
         for row in conn.execute(sql, (max(full_lo, -1e18), min(full_hi, 1e18))):
-            base.add(tuple(row[:4]), row[4:])
+            base.add(tuple(row[:5]), row[5:])
         edges = [(lo, full_lo), (full_hi, hi)]
     else:
         edges = [(lo, hi)]
@@ -86,36 +93,37 @@ def _add_partial(conn: sqlite3.Connection, base: Base, a: float, b: float, shape
     idle time pro rata from the hour's roll-up (and everything pro rata where the raw
     records of that hour have been pruned)."""
     bucket = shape.of_hour(hour_of(a))
-    ep_col = "endpoint" if shape.endpoint else "''"
-    var_col = "variant" if shape.variant else "''"
+    cols = shape.columns()
+    usage_cols, provisioned_cols = shape.columns("COALESCE(target_model, '')"), shape.columns("''")
     if b <= raw_kept_from(conn):
         frac = (b - a) / HOUR
-        for row in conn.execute(f"SELECT {ep_col}, {var_col}, memory_mb, {_SUM_SQL} FROM rollup_hourly "
-                                "WHERE hour = ? GROUP BY 1, 2, 3", (hour_of(a),)):
-            base.add((bucket,) + tuple(row[:3]), [v * frac for v in row[3:]])
+        for row in conn.execute(f"SELECT {cols}, {_SUM_SQL} FROM rollup_hourly WHERE hour = ? GROUP BY 1, 2, 3, 4",
+                                (hour_of(a),)):
+            base.add((bucket,) + tuple(row[:4]), [v * frac for v in row[4:]])
         return
-    for ep, var, mb, n, billed, cold, err, b_in, b_out in conn.execute(
-            f"SELECT {ep_col}, {var_col}, memory_mb, COUNT(*), SUM(billed_ms), SUM(cold_start), SUM(status != 'ok'), "
-            "SUM(bytes_in), SUM(bytes_out) FROM usage WHERE start >= ? AND start < ? GROUP BY 1, 2, 3", (a, b)):
+    for ep, var, mb, target, n, billed, cold, err, b_in, b_out in conn.execute(
+            f"SELECT {usage_cols}, COUNT(*), SUM(billed_ms), SUM(cold_start), "
+            "SUM(status != 'ok'), SUM(bytes_in), SUM(bytes_out) FROM usage WHERE start >= ? AND start < ? "
+            "GROUP BY 1, 2, 3, 4", (a, b)):
         vals = [0.0] * len(SUMS)
         vals[SUM_INDEX["invocations"]], vals[SUM_INDEX["billed_ms"]], vals[SUM_INDEX["cold_starts"]] = n, billed, cold
         vals[SUM_INDEX["errors"]], vals[SUM_INDEX["bytes_in"]], vals[SUM_INDEX["bytes_out"]] = err, b_in, b_out
-        base.add((bucket, ep, var, mb), vals)
-    for ep, var, mb, start, end, ms in conn.execute(
-            f"SELECT {ep_col}, {var_col}, memory_mb, start, end, billed_ms FROM provisioned_usage "
+        base.add((bucket, ep, var, mb, target), vals)
+    for ep, var, mb, _target, start, end, ms in conn.execute(
+            f"SELECT {provisioned_cols}, start, end, billed_ms FROM provisioned_usage "
             "WHERE start < ? AND end > ? AND start >= ?", (b, a, a - 2 * HOUR)):
         span = end - start
         share = 1.0 if span <= 0 else max(0.0, min(end, b) - max(start, a)) / span
         vals = [0.0] * len(SUMS)
         vals[SUM_INDEX["provisioned_ms"]] = ms * share
-        base.add((bucket, ep, var, mb), vals)
+        base.add((bucket, ep, var, mb, ""), vals)
     frac = (b - a) / HOUR
-    for ep, var, mb, idle in conn.execute(
-            f"SELECT {ep_col}, {var_col}, memory_mb, SUM(idle_ms) FROM rollup_hourly WHERE hour = ? AND idle_ms > 0 "
-            "GROUP BY 1, 2, 3", (hour_of(a),)):
+    for ep, var, mb, target, idle in conn.execute(
+            f"SELECT {cols}, SUM(idle_ms) FROM rollup_hourly WHERE hour = ? AND idle_ms > 0 "
+            "GROUP BY 1, 2, 3, 4", (hour_of(a),)):
         vals = [0.0] * len(SUMS)
         vals[SUM_INDEX["idle_ms"]] = idle * frac
-        base.add((bucket, ep, var, mb), vals)
+        base.add((bucket, ep, var, mb, target), vals)
 
 
 def endpoint_tags(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:

@@ -1,6 +1,6 @@
 """Hourly roll-ups of the usage ledger, so that a bill over a month reads hours, not rows.
 
-One roll-up row per (hour, endpoint, variant, memory_mb) sums what billing
+One roll-up row per (hour, endpoint, variant, memory_mb, target_model) sums what billing
 needs: invocations, billed ms, cold starts, errors, bytes in and out,
 provisioned sandbox-ms and idle sandbox-ms.  The store writes a batch's deltas
 in the same transaction as its raw records, so roll-ups and ledger can never
@@ -13,7 +13,7 @@ from collections import defaultdict
 from typing import Iterable
 
 HOUR = 3600
-KEY = ("hour", "endpoint", "variant", "memory_mb")
+KEY = ("hour", "endpoint", "variant", "memory_mb", "target_model")   # target_model: '' unless multi-model
 SUMS = ("invocations", "billed_ms", "cold_starts", "errors", "bytes_in", "bytes_out", "provisioned_ms", "idle_ms")
 COLUMNS = KEY + SUMS
 
@@ -26,9 +26,9 @@ UPSERT_SQL = (
 REBUILD_SQL = [
     "DELETE FROM rollup_hourly",
     f"""INSERT INTO rollup_hourly ({', '.join(KEY)}, invocations, billed_ms, cold_starts, errors, bytes_in, bytes_out)
-        SELECT CAST(start / {HOUR} AS INTEGER) * {HOUR}, endpoint, variant, memory_mb, COUNT(*), SUM(billed_ms),
-               SUM(cold_start), SUM(status != 'ok'), SUM(bytes_in), SUM(bytes_out)
-        FROM usage GROUP BY 1, 2, 3, 4""",
+        SELECT CAST(start / {HOUR} AS INTEGER) * {HOUR}, endpoint, variant, memory_mb, COALESCE(target_model, ''),
+               COUNT(*), SUM(billed_ms), SUM(cold_start), SUM(status != 'ok'), SUM(bytes_in), SUM(bytes_out)
+        FROM usage GROUP BY 1, 2, 3, 4, 5""",
 ]
 
 
@@ -44,7 +44,7 @@ def usage_deltas(records: Iterable) -> dict[tuple, list[int]]:
     """Invocation records (UsageRecord-like) -> {key: sums}."""
     out: dict[tuple, list[int]] = defaultdict(_zero)
     for r in records:
-        d = out[(hour_of(r.start), r.endpoint, r.variant, r.memory_mb)]
+        d = out[(hour_of(r.start), r.endpoint, r.variant, r.memory_mb, r.target_model or "")]
         d[0] += 1
         d[1] += r.billed_ms
         d[2] += 1 if r.cold_start else 0
@@ -84,4 +84,6 @@ def provisioned_deltas(records: Iterable) -> dict[tuple, list[int]]:
 
 
 def rows(deltas: dict[tuple, list[int]]) -> list[tuple]:
-    return [key + tuple(sums) for key, sums in deltas.items()]
+    """Upsert rows; a key of (hour, endpoint, variant, memory_mb) -- idle and provisioned time,
+    which belong to no target model -- gets target_model ''."""
+    return [key + ("",) * (len(KEY) - len(key)) + tuple(sums) for key, sums in deltas.items()]

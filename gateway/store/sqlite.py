@@ -17,6 +17,25 @@ from pathlib import Path
 from gateway.domain import PROVISIONED_FIELDS, USAGE_FIELDS, EndpointSpec, ProvisionedRecord, QueuedRequest, UsageRecord
 from gateway.store import ledger, queue_sql, rollup, transform_sql
 
+_ROLLUP_TABLE = """
+CREATE TABLE IF NOT EXISTS rollup_hourly (
+    hour INTEGER NOT NULL,
+    endpoint TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    invocations INTEGER NOT NULL DEFAULT 0,
+    billed_ms INTEGER NOT NULL DEFAULT 0,
+    cold_starts INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    bytes_in INTEGER NOT NULL DEFAULT 0,
+    bytes_out INTEGER NOT NULL DEFAULT 0,
+    provisioned_ms INTEGER NOT NULL DEFAULT 0,
+    idle_ms INTEGER NOT NULL DEFAULT 0,
+    target_model TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (hour, endpoint, variant, memory_mb, target_model)
+) WITHOUT ROWID;
+"""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
     name TEXT PRIMARY KEY,
@@ -55,25 +74,12 @@ CREATE TABLE IF NOT EXISTS usage (
     sandbox_id TEXT,
     start_path TEXT,
     init_detail TEXT,
-    backlog_ms REAL NOT NULL DEFAULT 0
+    backlog_ms REAL NOT NULL DEFAULT 0,
+    target_model TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_endpoint_start ON usage (endpoint, start);
 CREATE INDEX IF NOT EXISTS usage_start ON usage (start);
-CREATE TABLE IF NOT EXISTS rollup_hourly (
-    hour INTEGER NOT NULL,
-    endpoint TEXT NOT NULL,
-    variant TEXT NOT NULL,
-    memory_mb INTEGER NOT NULL,
-    invocations INTEGER NOT NULL DEFAULT 0,
-    billed_ms INTEGER NOT NULL DEFAULT 0,
-    cold_starts INTEGER NOT NULL DEFAULT 0,
-    errors INTEGER NOT NULL DEFAULT 0,
-    bytes_in INTEGER NOT NULL DEFAULT 0,
-    bytes_out INTEGER NOT NULL DEFAULT 0,
-    provisioned_ms INTEGER NOT NULL DEFAULT 0,
-    idle_ms INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (hour, endpoint, variant, memory_mb)
-) WITHOUT ROWID;
+""" + _ROLLUP_TABLE + """
 CREATE TABLE IF NOT EXISTS provisioned_usage (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     endpoint TEXT NOT NULL,
@@ -97,8 +103,28 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.executescript(queue_sql.SCHEMA)
     conn.executescript(transform_sql.SCHEMA)
     _add_missing_columns(conn)
+    _key_rollups_by_target(conn)
     _build_missing_rollups(conn)
     return conn
+
+
+def _key_rollups_by_target(conn: sqlite3.Connection) -> None:
+    """Roll-ups written before multi-model endpoints gain target_model ('') in their key: the
+    table is rebuilt once (SQLite cannot change a primary key in place), in one transaction."""
+    if "target_model" in {row[1] for row in conn.execute("PRAGMA table_info(rollup_hourly)")}:
+        return
+    sums = ", ".join(rollup.SUMS)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE rollup_hourly RENAME TO rollup_hourly_v1")
+        conn.execute(_ROLLUP_TABLE)
+        conn.execute(f"INSERT INTO rollup_hourly (hour, endpoint, variant, memory_mb, target_model, {sums}) "
+                     f"SELECT hour, endpoint, variant, memory_mb, '', {sums} FROM rollup_hourly_v1")
+        conn.execute("DROP TABLE rollup_hourly_v1")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _build_missing_rollups(conn: sqlite3.Connection) -> None:
@@ -118,7 +144,8 @@ def _build_missing_rollups(conn: sqlite3.Connection) -> None:
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
     """Ledgers written by an older version gain the newer (nullable) columns."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(usage)")}
-    for col, decl in (("start_path", "TEXT"), ("init_detail", "TEXT"), ("backlog_ms", "REAL NOT NULL DEFAULT 0")):
+    for col, decl in (("start_path", "TEXT"), ("init_detail", "TEXT"), ("backlog_ms", "REAL NOT NULL DEFAULT 0"),
+                      ("target_model", "TEXT")):
         if col not in have:
             conn.execute(f"ALTER TABLE usage ADD COLUMN {col} {decl}")
 

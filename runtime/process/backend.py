@@ -37,6 +37,7 @@ from pathlib import Path
 import psutil
 
 from runtime import protocol
+from runtime.bundle import MULTI_MODEL
 from runtime.process import cgroups, isolation, jail
 from runtime.process import protections as host_protections
 from runtime.process.logpipe import LogPipe, log_stamp
@@ -329,7 +330,8 @@ class ProcessBackend(Backend):
         reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
         sb = ProcessSandbox(spec, self.listeners, proc, reader, writer, cgroup, tmp_dir, release,
                             self.config.max_response_bytes)
-        if path != "model-zygote":            # its first success makes the bundle a model zygote
+        if path != "model-zygote" and spec.bundle_kind != MULTI_MODEL:   # its first success makes the bundle
+            # a model zygote (a multi-model sandbox's models come and go: there is no one model to keep)
             sb.on_first_success = lambda request: self._want_template(spec, request)
         self._sandboxes[sb.id] = sb
         hello = await self._handshake(sb)

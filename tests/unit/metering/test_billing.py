@@ -13,7 +13,8 @@ from gateway.store import ledger as ledger_sql
 from gateway.store import rollup
 from gateway.store.sqlite import Store
 
-GROUPINGS = ["endpoint", "variant", "tier", "tag:team", "hour", "day", "tier,endpoint", "day,tag:team"]
+GROUPINGS = ["endpoint", "variant", "tier", "tag:team", "hour", "day", "tier,endpoint", "day,tag:team", "target_model",
+             "endpoint,target_model"]
 T0 = 1_790_000_000.0 - 1_790_000_000.0 % 3600      # an hour boundary
 
 
@@ -34,7 +35,8 @@ def _records(n: int, seed: int = 1, span_s: float = 3 * 86400):
             request_id=f"r{seed}-{i}", endpoint=ep, variant="AllTraffic" if i % 5 else "Canary", memory_mb=mb,
             start=T0 + rng.uniform(0, span_s), billed_ms=UsageRecord.bill(ms), model_ms=ms, overhead_ms=0.5,
             cold_start=rng.random() < 0.05, init_ms=0.0, status="ok" if rng.random() < 0.97 else "ModelError",
-            bytes_in=rng.randint(10, 5000), bytes_out=rng.randint(10, 5000)))
+            bytes_in=rng.randint(10, 5000), bytes_out=rng.randint(10, 5000),
+            target_model=f"states/{rng.choice('ABC')}.tar.gz" if ep == "search" else None))
     return out
 
 
@@ -245,3 +247,42 @@ def test_transform_jobs_are_priced_by_instance_hour_and_old_price_files_still_lo
                                "instance_per_hour": {"ml.m5.large": -1}}))
     with pytest.raises(Exception, match="negative"):
         Prices.load(bad)
+
+
+def test_a_multi_model_endpoints_calls_are_billed_by_target_model_to_the_millisecond(ledger):
+    conn, recs = ledger
+    doc = _bill(conn, None, None, ["endpoint", "target_model"], Prices.load())
+    rows = {(r["endpoint"], r["target_model"]): r for r in doc["rows"]}
+    for state in "ABC":
+        mine = [r for r in recs if r.target_model == f"states/{state}.tar.gz"]
+        row = rows[("search", f"states/{state}.tar.gz")]
+        assert row["invocations"] == len(mine) and row["billed_ms"] == sum(r.billed_ms for r in mine)
+    assert ("fraud", "(none)") in rows and ("search", "(none)") not in rows      # search is only multi-model here
+
+
+def test_roll_ups_written_before_target_models_are_rekeyed_once_and_keep_their_sums(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""CREATE TABLE rollup_hourly (hour INTEGER NOT NULL, endpoint TEXT NOT NULL,
+        variant TEXT NOT NULL, memory_mb INTEGER NOT NULL, invocations INTEGER NOT NULL DEFAULT 0,
+        billed_ms INTEGER NOT NULL DEFAULT 0, cold_starts INTEGER NOT NULL DEFAULT 0, errors INTEGER NOT NULL DEFAULT 0,
+        bytes_in INTEGER NOT NULL DEFAULT 0, bytes_out INTEGER NOT NULL DEFAULT 0,
+        provisioned_ms INTEGER NOT NULL DEFAULT 0, idle_ms INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (hour, endpoint, variant, memory_mb)) WITHOUT ROWID;""")
+    conn.execute("INSERT INTO rollup_hourly VALUES (?, 'fraud', 'AllTraffic', 2048, 7, 700, 1, 0, 10, 20, 0, 5)", (T0,))
+    conn.commit()
+    conn.close()
+
+    async def reopen():
+        store = Store(path)
+        await store.open()
+        await store.insert_usage([UsageRecord("r1", "fraud", "AllTraffic", 2048, T0 + 1, 3, 2.5, 0.1, False, 0.0,
+                                              "ok", target_model="a.pkl")])
+        await store.close()
+        store = Store(path)                                  # a second open changes nothing more
+        await store.open()
+        await store.close()
+    asyncio.run(reopen())
+    conn = sqlite3.connect(path)
+    got = sorted(conn.execute("SELECT target_model, invocations, billed_ms, idle_ms FROM rollup_hourly"))
+    assert got == [("", 7, 700, 5), ("a.pkl", 1, 3, 0)]
