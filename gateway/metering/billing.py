@@ -28,6 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.config import MEMORY_TIERS_MB
 from gateway.errors import Invalid
 from gateway.store.ledger import SUM_INDEX, Base
 
@@ -86,8 +87,13 @@ class Prices:
         return instance_memory_mb(instance_type) / 1024.0 * self.provisioned_per_gb_s * 3600.0
 
     def compute(self, memory_mb: int) -> float:
+        """The price of a GB-s of invocation time at a serverless memory size.  Any other size is an
+        instance variant's, whose instances are paid for by the hour (their provisioned time), not
+        per invocation: 0."""
         if memory_mb in self.compute_per_gb_s:
             return self.compute_per_gb_s[memory_mb]
+        if memory_mb not in MEMORY_TIERS_MB:
+            return 0.0
         raise BillingError(f"price table {self.source} has no compute price for {memory_mb} MB")
 
 
