@@ -268,7 +268,8 @@ def test_two_hundred_distinct_models_at_once_are_each_answered_or_throttled(gw, 
 def test_a_load_past_the_wait_answers_model_not_ready_while_it_goes_on(local_prefix):
     slow = local_prefix / "slow" / "code"
     slow.mkdir(parents=True, exist_ok=True)
-    (slow / "inference.py").write_text("import time\n\ndef model_fn(model_dir):\n    time.sleep(4)\n    return 'slow'\n\n"
+    (slow / "inference.py").write_text("import time\n\ndef model_fn(model_dir):\n    time.sleep(4)\n"
+                                       "    return 'slow'\n\n"
                                        "def predict_fn(data, model):\n    return {'model': model, 'got': data}\n")
     with running_gateway("--model-load-wait", "1", zygote=True) as gw:
         c = gw.client()
