@@ -79,6 +79,7 @@ class MultiModels:
 
 
 class MultiModelPool(VariantPool):
+    MIN_HOLDER_WAIT_S = 0.005      # a busy holder is waited for at least this long (a load costs a few ms)
     def __init__(self, manager, endpoint, spec, admission, models: MultiModels):
         super().__init__(manager, endpoint, spec, admission)
         self.models = models
@@ -94,6 +95,8 @@ class MultiModelPool(VariantPool):
         self.stale: set[str] = set()                    # version keys replaced or deleted at their source
         self.stats = Stats()
         self._loads: dict[str, asyncio.Future] = {}     # version key -> its load under way
+        self.load_s: dict[str, float] = {}              # version key -> seconds its last load took
+        self._freed = asyncio.Event()                   # set (and replaced) whenever a sandbox goes idle
 
     # --- the request path -------------------------------------------------
     async def acquire(self, sample=None, target: str | None = None) -> Lease:
@@ -130,6 +133,8 @@ class MultiModelPool(VariantPool):
             if version.key in self.too_big:
                 raise errors.ModelFailed(OUT_OF_MEMORY, self.too_big[version.key], 500)
             slot = self._idle_holder(version.key)
+            if slot is None and self._busy_holder(version.key):
+                slot = await self._wait_for_holder(version.key)
             if slot is not None:
                 self.stats.hits += 1
                 return Lease(slot.sandbox, self, cold=False, model=version.key)
@@ -161,6 +166,32 @@ class MultiModelPool(VariantPool):
         return errors.NotReady(f"Model {target} is still being downloaded or loaded into endpoint {self.endpoint} "
                                f"after {self.settings.model_load_wait_s:g} s; the load goes on: retry shortly.")
 
+    def _busy_holder(self, key: str) -> bool:
+        return any(key in held.models and sid in self.slots and self.slots[sid] not in self.idle
+                   for sid, held in self.held.items())
+
+    async def _wait_for_holder(self, key: str) -> Slot | None:
+        """A sandbox that holds ``key`` is busy: wait for it as long as loading the model into
+        another would take (its last load), so a model's requests stay where it is loaded unless
+        they arrive faster than one sandbox answers them."""
+        clock = self.manager.clock
+        budget = max(self.MIN_HOLDER_WAIT_S, self.load_s.get(key, 0.0))
+        until = clock.now() + budget
+        while (left := until - clock.now()) > 0:
+            freed = self._freed
+            try:
+                await asyncio.wait_for(freed.wait(), left)
+            except asyncio.TimeoutError:
+                return None
+            slot = self._idle_holder(key)
+            if slot is not None:
+                return slot
+        return None
+
+    def _tell_freed(self) -> None:
+        freed, self._freed = self._freed, asyncio.Event()
+        freed.set()
+
     def _idle_holder(self, key: str) -> Slot | None:
         holders = [s for s in self.idle if s.sandbox.state is State.IDLE and key in self._held(s.sandbox.id).models]
         if not holders:
@@ -191,6 +222,7 @@ class MultiModelPool(VariantPool):
             if sb.state is State.IDLE:
                 held.used_bytes = await asyncio.to_thread(sb.memory_bytes)
         await super().release(lease)
+        self._tell_freed()
 
     # --- loading ----------------------------------------------------------
     async def _load(self, version: Version) -> tuple[Slot, bool, float]:
@@ -242,11 +274,13 @@ class MultiModelPool(VariantPool):
                                                    now, now)
             held.used_bytes = await asyncio.to_thread(sb.memory_bytes)
             self.sizes[version.key] = res.memory_bytes
+            self.load_s[version.key] = res.load_ms / 1000.0
             self.stats.loads += 1
             self.stats.load_us += res.load_ms * 1000.0
             if len(self.sizes) > 100_000:
                 for k in list(self.sizes)[:10_000]:
                     del self.sizes[k]
+                    self.load_s.pop(k, None)
             return
         self.stats.load_failures += 1
         if res.error_kind == OUT_OF_MEMORY:
@@ -282,6 +316,7 @@ class MultiModelPool(VariantPool):
             slot.idle_since, slot.last_used = now, now
             slot.expire_at = self.manager.policy.plan(self.traffic, 0, now).expire_at
             self.idle.append(slot)
+            self._tell_freed()
         elif sb.alive and self.draining:
             asyncio.get_running_loop().create_task(sb.destroy("pool drained"))
 
