@@ -10,7 +10,8 @@ drawn from a Zipf distribution (s = 1.1) over the N, sent by C concurrent client
   its model's endpoint.
 
 The gateway's host memory budget is set far above what N sandboxes of 1 GB reserve
-(--memory-budget-mb), so the single-model side never throttles.  Printed per side: invocations,
+(--memory-budget-mb), and its sandbox uids to twice N (--sandbox-uids), so the single-model side
+never throttles.  Printed per side: invocations,
 errors, p50/p99 end-to-end latency, the cache hit ratio after warm-up (the multi-model side's
 ModelCacheHit; the single-model side's share of warm invocations), model loads or cold starts, and
 peak host memory: the summed RSS of the gateway and every process under it (zygotes, sandboxes),
@@ -182,7 +183,9 @@ def main() -> int:
     print(f"trained {args.models} models in {time.perf_counter() - t0:.1f} s", flush=True)
     seq = zipf_sequence(args.models, args.requests, args.zipf, args.seed)
     budget_mb = args.models * 1024 + 100_000
-    proc, url = start_gateway(work / "state", "--model-root", str(work), "--memory-budget-mb", str(budget_mb))
+    # one uid per live sandbox: the default 1,024 would run out with a sandbox per model (ServiceUnavailable)
+    proc, url = start_gateway(work / "state", "--model-root", str(work), "--memory-budget-mb", str(budget_mb),
+                              "--sandbox-uids", f"300000:{max(1024, 2 * args.models)}")
     try:
         client = Client(url, state_dir=work / "state")
         deadline = time.monotonic() + 120

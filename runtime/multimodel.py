@@ -50,6 +50,7 @@ class ModelHost:
             return {"ok": True}
         dest = self._dir(key)
         t0 = time.perf_counter()
+        self._forget_imports()                 # its `import helper` finds its own helper, not another model's
         try:
             shutil.rmtree(dest, ignore_errors=True)
             os.makedirs(dest)
@@ -89,6 +90,13 @@ class ModelHost:
             if name == f"inference_{key}" or where.startswith(dest + os.sep):
                 del sys.modules[name]
         shutil.rmtree(dest, ignore_errors=True)
+
+    def _forget_imports(self) -> None:
+        """Modules other models imported from their code directories leave ``sys.modules`` (the
+        models keep the module objects they hold), so a model's imports resolve in its own code."""
+        for name, mod in list(sys.modules.items()):
+            if (getattr(mod, "__file__", None) or "").startswith(self.root + os.sep):
+                del sys.modules[name]
 
     def invoke(self, body: bytes, ctx) -> tuple[bytes, str]:
         handler = self.models.get(ctx.extra.get("model"))

@@ -13,7 +13,9 @@ budget) is the single-model pool's.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +64,14 @@ class Stats:
     load_failures: int = 0
 
 
+class _Detached(Exception):
+    """A caller stopped waiting for a load that goes on (``error``: what the caller gets)."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
 class MultiModels:
     """What every multi-model pool of the gateway shares: the data plane, the prepared models
     on disk and the settings that bound a load."""
@@ -74,8 +84,24 @@ class MultiModels:
         ModelSource(self.plane, spec.model_prefix, None, 0.0)
 
     def source(self, spec, clock) -> ModelSource:
+        # Prepared models differ by the shared code they were given: its content names them (a
+        # re-created endpoint reuses the bundle directory's name, not its code).
         return ModelSource(self.plane, spec.model_prefix, clock, self.settings.multi_model_recheck_s,
-                           salt=f"{spec.bundle_dir}:{spec.bundle_version}:{spec.env.get('SAGEMAKER_PROGRAM', '')}")
+                           salt=f"{_tree_digest(spec.bundle_dir)}:{spec.env.get('SAGEMAKER_PROGRAM', '')}:"
+                                f"{self.settings.max_bundle_mb or spec.memory_mb}")
+
+
+def _tree_digest(root: str) -> str:
+    """A digest of a (small: code only) directory's file names and contents."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root or "/nonexistent"):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            h.update(os.path.relpath(path, root).encode("utf-8", "surrogatepass") + b"\0")
+            with open(path, "rb") as fh:
+                h.update(hashlib.sha256(fh.read()).digest())
+    return h.hexdigest()[:16]
 
 
 class MultiModelPool(VariantPool):
@@ -116,6 +142,8 @@ class MultiModelPool(VariantPool):
         self.stats.requests += 1
         try:
             return await self._lease_for(target, now)
+        except _Detached as exc:       # its load goes on and keeps this request's place until it lands
+            raise exc.error from None
         except BaseException:
             adm.in_flight -= 1
             raise
@@ -155,9 +183,8 @@ class MultiModelPool(VariantPool):
                 slot, cold, init_ms = await asyncio.wait_for(asyncio.shield(task), max(0.0, left))
             except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
                 task.add_done_callback(self._park_late)   # it lands in an idle sandbox for the next request
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                raise self._not_ready(target) from None
+                raise _Detached(exc if isinstance(exc, asyncio.CancelledError) else self._not_ready(target)) \
+                    from None
             self.stats.waits += 1
             self.stats.wait_us += (clock.now() - t0) * 1e6
             return Lease(slot.sandbox, self, cold=cold, init_ms=init_ms, model=version.key)
@@ -288,6 +315,8 @@ class MultiModelPool(VariantPool):
                 self.sizes[version.key] = self.cap_bytes
             else:
                 self.too_big[version.key] = oom_message(self.spec.memory_mb, while_loading=True)
+                if len(self.too_big) > 10_000:            # bounded: the oldest verdicts go first
+                    del self.too_big[next(iter(self.too_big))]
             raise errors.ModelFailed(OUT_OF_MEMORY, oom_message(self.spec.memory_mb, while_loading=True), 500)
         raise errors.ModelFailed(res.error_kind or LOAD_FAILED,
                                  f"Target model {version.target} failed to load: {res.message}", 500)
@@ -321,7 +350,9 @@ class MultiModelPool(VariantPool):
             asyncio.get_running_loop().create_task(sb.destroy("pool drained"))
 
     def _park_late(self, task: asyncio.Future) -> None:
-        """A load whose caller stopped waiting: its sandbox, model loaded, goes back to idle."""
+        """A load whose caller stopped waiting: its sandbox, model loaded, goes back to idle, and
+        the place in MaxConcurrency it held is free (so detached loads cannot pile up past it)."""
+        self.admission.in_flight -= 1
         if task.cancelled() or task.exception() is not None:
             return
         slot, _cold, _ms = task.result()

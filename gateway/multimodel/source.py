@@ -153,10 +153,13 @@ class ModelSource:
         return Version(target, tag, self._key(target, tag), st.st_size, str(real), False)
 
     def location(self, v: Version) -> Location:
+        """Where ``v`` is read from: for a local target, the real path its lookup checked, not
+        resolved again (a link swapped in since then is not followed: the data plane's snapshot
+        walks to it without following links)."""
         if self.prefix.scheme == "s3":
             key = v.url[len(f"s3://{self.prefix.bucket}/"):]
             return Location("s3", v.url, bucket=self.prefix.bucket, key=key)
-        return self.plane.locate(v.url, what="target model")
+        return Location("file", v.url, path=Path(v.url))
 
 
 class Archives:
@@ -179,9 +182,9 @@ class Archives:
             p = self._path(key, kind)
             try:
                 data = p.read_bytes()
-            except FileNotFoundError:
+                os.utime(p)                   # recently used: the last to go
+            except FileNotFoundError:         # trimmed meanwhile: made again
                 continue
-            os.utime(p)                       # recently used: the last to go
             return Archive(key, kind, data, 0.0, 0.0)
         return None
 
@@ -216,12 +219,18 @@ class Archives:
 
     def _trim(self) -> None:
         """Past its capacity, the least recently used archives go (they are made again if asked)."""
-        files = sorted(self.root.glob("m*.tar"), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in files)
-        for p in files:
+        files = []
+        for p in self.root.glob("m*.tar"):
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            files.append((st.st_mtime, st.st_size, p))
+        total = sum(size for _, size, _ in files)
+        for _, size, p in sorted(files):
             if total <= self.capacity:
                 break
-            total -= p.stat().st_size
+            total -= size
             p.unlink(missing_ok=True)
 
 

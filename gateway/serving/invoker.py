@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway import errors
 from gateway.domain import UsageRecord, VariantSpec
@@ -100,7 +100,7 @@ class Invoker:
                 "endpoint; name the model in X-Amzn-SageMaker-Target-Model (TargetModel)."))
         if inv.target_model is not None:
             try:
-                targets.check(inv.target_model)
+                inv = replace(inv, target_model=targets.check(inv.target_model))    # billed as it is served
             except errors.Invalid as exc:
                 return self.refused(request_id, exc)
         return await asyncio.shield(self._run(request_id, inv, variant))
@@ -185,7 +185,8 @@ class Invoker:
             sandbox_id=lease.sandbox.id if lease is not None else None,
             start_path=lease.sandbox.facts.path if cold else None,
             init_detail=_phases(lease, model_ms) if cold else None, backlog_ms=round(inv.backlog_ms, 3),
-            target_model=inv.target_model,
+            # a target that is not there is not a model's: not a bill row of its own
+            target_model=None if isinstance(error, errors.Invalid) else inv.target_model,
         )
 
 
