@@ -105,7 +105,7 @@ def _tree_digest(root: str) -> str:
 
 
 class MultiModelPool(VariantPool):
-    MIN_HOLDER_WAIT_S = 0.005      # a busy holder is waited for at least this long (a load costs a few ms)
+    HOLDER_WAIT_S = 0.05           # a busy holder is waited for at most this long (a request takes a few ms)
     def __init__(self, manager, endpoint, spec, admission, models: MultiModels):
         super().__init__(manager, endpoint, spec, admission)
         self.models = models
@@ -121,7 +121,7 @@ class MultiModelPool(VariantPool):
         self.stale: set[str] = set()                    # version keys replaced or deleted at their source
         self.stats = Stats()
         self._loads: dict[str, asyncio.Future] = {}     # version key -> its load under way
-        self.load_s: dict[str, float] = {}              # version key -> seconds its last load took
+        self._waiting: dict[str, int] = {}              # version key -> requests waiting for a busy holder
         self._freed = asyncio.Event()                   # set (and replaced) whenever a sandbox goes idle
 
     # --- the request path -------------------------------------------------
@@ -161,7 +161,7 @@ class MultiModelPool(VariantPool):
             if version.key in self.too_big:
                 raise errors.ModelFailed(OUT_OF_MEMORY, self.too_big[version.key], 500)
             slot = self._idle_holder(version.key)
-            if slot is None and self._busy_holder(version.key):
+            if slot is None and self._waiting.get(version.key, 0) < self._busy_holders(version.key):
                 slot = await self._wait_for_holder(version.key)
             if slot is not None:
                 self.stats.hits += 1
@@ -193,27 +193,32 @@ class MultiModelPool(VariantPool):
         return errors.NotReady(f"Model {target} is still being downloaded or loaded into endpoint {self.endpoint} "
                                f"after {self.settings.model_load_wait_s:g} s; the load goes on: retry shortly.")
 
-    def _busy_holder(self, key: str) -> bool:
-        return any(key in held.models and sid in self.slots and self.slots[sid] not in self.idle
-                   for sid, held in self.held.items())
+    def _busy_holders(self, key: str) -> int:
+        return sum(1 for sid, held in self.held.items()
+                   if key in held.models and sid in self.slots and self.slots[sid] not in self.idle)
 
     async def _wait_for_holder(self, key: str) -> Slot | None:
-        """A sandbox that holds ``key`` is busy: wait for it as long as loading the model into
-        another would take (its last load), so a model's requests stay where it is loaded unless
-        they arrive faster than one sandbox answers them."""
+        """Every sandbox that holds ``key`` is busy, and fewer requests wait for them than there
+        are: wait (at most ``HOLDER_WAIT_S``) for one rather than load the model again elsewhere.
+        A model whose requests queue up past its holders gets loaded into another sandbox."""
         clock = self.manager.clock
-        budget = max(self.MIN_HOLDER_WAIT_S, self.load_s.get(key, 0.0))
-        until = clock.now() + budget
-        while (left := until - clock.now()) > 0:
-            freed = self._freed
-            try:
-                await asyncio.wait_for(freed.wait(), left)
-            except asyncio.TimeoutError:
-                return None
-            slot = self._idle_holder(key)
-            if slot is not None:
-                return slot
-        return None
+        until = clock.now() + self.HOLDER_WAIT_S
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            while (left := until - clock.now()) > 0:
+                freed = self._freed
+                try:
+                    await asyncio.wait_for(freed.wait(), left)
+                except asyncio.TimeoutError:
+                    return None
+                slot = self._idle_holder(key)
+                if slot is not None:
+                    return slot
+            return None
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
 
     def _tell_freed(self) -> None:
         freed, self._freed = self._freed, asyncio.Event()
@@ -269,11 +274,27 @@ class MultiModelPool(VariantPool):
             self.stats.download_us += archive.download_ms * 1000.0
         t0 = clock.now()
         need = placement.estimate(len(archive.data), self.sizes.get(version.key))
-        choice = placement.choose([self._view(s) for s in self.idle if s.sandbox.state is State.IDLE],
-                                  version.key, need)
+        choice = self._choose(version.key, need)
+        if choice.sandbox_id is None and self.slots:
+            # Every sandbox is busy: one that frees up within what a start would take is better
+            # than a new one, which would start empty (and be let go with what it loaded).
+            until = clock.now() + self._start_s()
+            while choice.sandbox_id is None and (left := until - clock.now()) > 0:
+                freed = self._freed
+                try:
+                    await asyncio.wait_for(freed.wait(), left)
+                except asyncio.TimeoutError:
+                    break
+                choice = self._choose(version.key, need)
         cold = choice.sandbox_id is None
         if cold:
-            sb = await self._start_sandbox()
+            try:
+                sb = await self._start_sandbox()
+            except errors.Throttled:
+                # No memory for a sandbox of its own: a pre-warm already starting will do.
+                sb = await self._claim_prewarm() if self.prewarms_open > 0 else None
+                if sb is None:
+                    raise
             self.cold_starts += 1
             slot = self.slots[sb.id]
         else:
@@ -292,6 +313,14 @@ class MultiModelPool(VariantPool):
             raise
         return slot, cold, (clock.now() - t0) * 1000.0
 
+    def _choose(self, key: str, need: int) -> placement.Choice:
+        return placement.choose([self._view(s) for s in self.idle if s.sandbox.state is State.IDLE], key, need)
+
+    def _start_s(self) -> float:
+        """What starting a sandbox of this pool takes: its sandboxes' own start times (median)."""
+        starts = sorted(s.sandbox.facts.start_ms for s in self.slots.values() if s.sandbox.facts.start_ms)
+        return starts[len(starts) // 2] / 1000.0 if starts else 0.0
+
     async def _load_into(self, sb: Sandbox, held: Held, version: Version, archive: Archive) -> None:
         had_others = bool(held.models)
         res = await sb.load_model(version.key, archive.kind, archive.data, self.settings.start_timeout_s)
@@ -301,13 +330,11 @@ class MultiModelPool(VariantPool):
                                                    now, now)
             held.used_bytes = await asyncio.to_thread(sb.memory_bytes)
             self.sizes[version.key] = res.memory_bytes
-            self.load_s[version.key] = res.load_ms / 1000.0
             self.stats.loads += 1
             self.stats.load_us += res.load_ms * 1000.0
             if len(self.sizes) > 100_000:
                 for k in list(self.sizes)[:10_000]:
                     del self.sizes[k]
-                    self.load_s.pop(k, None)
             return
         self.stats.load_failures += 1
         if res.error_kind == OUT_OF_MEMORY:

@@ -293,3 +293,53 @@ def test_a_load_past_the_wait_answers_model_not_ready_while_it_goes_on(local_pre
         assert invoke(rt, "slow-mme", "slow") == {"model": "slow", "got": 1}
         assert 'slimserve_ModelLoadingTime_microseconds_count{endpoint="slow-mme",variant="AllTraffic"} 1.0' \
             in metrics(gw)                                  # three callers, one load
+
+
+def test_detached_loads_hold_their_place_in_max_concurrency(local_prefix):
+    for i in range(3):
+        code = local_prefix / f"sleepy{i}" / "code"
+        code.mkdir(parents=True, exist_ok=True)
+        (code / "inference.py").write_text("import time\n\ndef model_fn(d):\n    time.sleep(6)\n    return 1\n")
+    with running_gateway("--model-load-wait", "0.5", zygote=True) as gw:
+        c = gw.client()
+        c.deploy("cap-one", str(local_prefix), memory_mb=1024, multi_model=True, max_concurrency=1)
+        rt = gw.boto()
+        codes = []
+        for i in range(3):                               # one after another: one in flight at a time
+            try:
+                invoke(rt, "cap-one", f"sleepy{i}")
+            except botocore.exceptions.ClientError as exc:
+                codes.append(exc.response["Error"]["Code"])
+        assert codes == ["ModelNotReadyException", "ThrottlingException", "ThrottlingException"]
+        assert len(c.describe("cap-one")["variants"][0]["pool"]["sandboxes"]) == 1
+
+
+def _code_tar(path: Path, tag: str) -> None:
+    import io
+    import tarfile
+
+    src = f"def model_fn(d):\n    return None\n\ndef predict_fn(x, m):\n    return {{'code': {tag!r}}}\n".encode()
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("inference.py")
+        info.size = len(src)
+        tar.addfile(info, io.BytesIO(src))
+
+
+def test_a_re_created_endpoint_runs_its_own_shared_code_not_the_deleted_ones(gw, local_prefix):
+    sm, rt = sagemaker_clients(gw.url, "test", "test")
+    for tag in ("OLD", "NEW"):
+        _code_tar(local_prefix / f"{tag}.tar.gz", tag)
+        sm.create_model(ModelName=f"shared-{tag}", ExecutionRoleArn=ROLE, PrimaryContainer={
+            "Image": "local/mme:1", "Mode": "MultiModel", "ModelDataUrl": str(local_prefix),
+            "Environment": {"SAGEMAKER_PROGRAM": "inference.py",
+                            "SAGEMAKER_SUBMIT_DIRECTORY": str(local_prefix / f"{tag}.tar.gz")}})
+        sm.create_endpoint_config(EndpointConfigName=f"shared-{tag}", ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": f"shared-{tag}", "InitialInstanceCount": 1,
+             "InstanceType": "ml.t2.medium"}])
+        sm.create_endpoint(EndpointName="shared", EndpointConfigName=f"shared-{tag}")
+        sm.get_waiter("endpoint_in_service").wait(EndpointName="shared", WaiterConfig={"Delay": 0.2,
+                                                                                       "MaxAttempts": 300})
+        assert invoke(rt, "shared", "m003.pkl") == {"code": tag}
+        sm.delete_endpoint(EndpointName="shared")
+        wait_until(lambda: not [e for e in sm.list_endpoints()["Endpoints"] if e["EndpointName"] == "shared"],
+                   timeout=60)
