@@ -332,6 +332,7 @@ class MultiModelPool(VariantPool):
             self.sizes[version.key] = res.memory_bytes
             self.stats.loads += 1
             self.stats.load_us += res.load_ms * 1000.0
+            await self._shed(sb, held, keep=version.key)
             if len(self.sizes) > 100_000:
                 for k in list(self.sizes)[:10_000]:
                     del self.sizes[k]
@@ -347,6 +348,16 @@ class MultiModelPool(VariantPool):
             raise errors.ModelFailed(OUT_OF_MEMORY, oom_message(self.spec.memory_mb, while_loading=True), 500)
         raise errors.ModelFailed(res.error_kind or LOAD_FAILED,
                                  f"Target model {version.target} failed to load: {res.message}", 500)
+
+    async def _shed(self, sb: Sandbox, held: Held, keep: str) -> None:
+        """A load placed by an estimate may leave the sandbox past its headroom once measured:
+        its least recently used other models go until it is not."""
+        limit = self.cap_bytes - placement.headroom_for(self.cap_bytes)
+        while held.used_bytes > limit and sb.state is State.IDLE:
+            victim = next((k for k in held.models if k != keep), None)
+            if victim is None:
+                return
+            await self._unload(sb, held, victim)
 
     async def _unload(self, sb: Sandbox, held: Held, key: str) -> None:
         clock = self.manager.clock
