@@ -163,11 +163,15 @@ class ModelSource:
 
 
 class Archives:
-    """Prepared models on disk, shared by every multi-model endpoint of the gateway."""
+    """Prepared models on disk, shared by every multi-model endpoint of the gateway.  At most
+    ``PREPARING`` are made at once: each holds its model (up to its tier) in the gateway's memory
+    while it is packed, and its copies on disk."""
+    PREPARING = 2
 
     def __init__(self, root: Path, capacity_bytes: int):
         self.root, self.capacity = Path(root), capacity_bytes
         self._making: dict[str, asyncio.Future] = {}
+        self._slots = asyncio.Semaphore(self.PREPARING)
 
     def open(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -201,6 +205,10 @@ class Archives:
         return await asyncio.shield(fut)
 
     async def _make(self, source: ModelSource, v: Version, limits: Limits, code, program) -> Archive:
+        async with self._slots:
+            return await self._make_now(source, v, limits, code, program)
+
+    async def _make_now(self, source: ModelSource, v: Version, limits: Limits, code, program) -> Archive:
         t0 = time.perf_counter()
         stage = self.root / f".{v.key}-{os.urandom(4).hex()}"
         try:

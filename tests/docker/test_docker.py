@@ -388,3 +388,25 @@ def test_a_transform_job_runs_in_containers_that_split_the_instance(dgw, engine,
     d = sm.describe_transform_job(TransformJobName="docker-tj")
     assert d["TransformJobStatus"] == "Completed", d
     assert s3.get_object(Bucket="docker-tj-out", Key="j/a.csv.out")["Body"].read() == b"3.0\nslept\n7.0\n"
+
+
+def test_a_multi_model_endpoint_loads_its_models_into_containers(dgw, local_s3):
+    from gateway.client import pickle_model
+    from tests.integration.test_s3 import s3_client
+
+    s3 = s3_client(local_s3.url)
+    s3.create_bucket(Bucket="docker-mme")
+    for state in ("ny", "ca"):
+        s3.put_object(Bucket="docker-mme", Key=f"{state}.pkl", Body=pickle_model((lambda s: lambda x: {s: x})(state)))
+    c = dgw.client()
+    c.deploy("mme-docker", "s3://docker-mme/", memory_mb=1024, multi_model=True)
+    rt = dgw.boto()
+    for state, body in (("ny", b"1"), ("ca", b"2"), ("ny", b"3")):
+        r = rt.invoke_endpoint(EndpointName="mme-docker", Body=body, ContentType="application/json",
+                               TargetModel=f"{state}.pkl")
+        assert json.loads(r["Body"].read()) == {state: json.loads(body)}
+    loaded = c.models("mme-docker")["variants"][0]["models"]
+    assert sorted(m["target_model"] for m in loaded) == ["ca.pkl", "ny.pkl"]
+    pool = c.describe("mme-docker")["variants"][0]["pool"]
+    assert all(sb["start_path"] in ("stem", "container") for sb in pool["sandboxes"])
+    c.delete("mme-docker")
