@@ -112,6 +112,12 @@ def _print_describe(info: dict, fmt: str) -> None:
         cpu = pool.get("vcpus")
         print(f"  pool       in flight {pool.get('in_flight', 0)}, cold starts {pool.get('cold_starts', 0)},"
               f" states {pool.get('states', {})}, cpu " + (f"{cpu:g} vCPU" if cpu else "no quota"))
+        belief = pool.get("policy") or {}
+        if belief.get("cold_start_ms") is not None:
+            paths = ", ".join(f"{p} {ms:g} ms" for p, ms in belief["cold_start"]["by_path_ms"].items())
+            print(f"  policy     {belief.get('name')}: a cold start costs {belief['cold_start_ms']:g} ms "
+                  f"({belief['cold_start_from']}{'; ' + paths if paths else ''}), "
+                  f"break-even keep-alive {belief['break_even_s']:g} s")
         for sb in pool.get("sandboxes", []):
             prot = sb.get("protections") or {}
             print(f"  sandbox    {sb['id']} {sb['state']} pid {sb['pid']} path {sb['start_path']}"
@@ -275,7 +281,8 @@ def cmd_simulate(args) -> int:
     try:
         for spec in specs:
             simulate.parse(spec, args.cold_start_ms)      # a bad name fails before any run
-        results = [simulate.run(args.trace, spec, args.cold_start_ms) for spec in specs]
+        by_path = simulate.parse_by_path(args.cold_start_ms_by_path) if args.cold_start_ms_by_path else None
+        results = [simulate.run(args.trace, spec, args.cold_start_ms, by_path) for spec in specs]
     except ValueError as exc:                             # unknown policy, malformed trace
         print(f"slimserve: {exc}", file=sys.stderr)
         return 2
@@ -286,7 +293,9 @@ def cmd_simulate(args) -> int:
             print(json.dumps(r))
     else:
         print(f"trace {args.trace}: {results[0]['invocations']:,} invocations, "
-              f"{results[0]['endpoints']:,} endpoints, cold start {args.cold_start_ms:g} ms")
+              f"{results[0]['endpoints']:,} endpoints, cold start "
+              + (args.cold_start_ms_by_path + " ms by path" if args.cold_start_ms_by_path
+                 else f"{args.cold_start_ms:g} ms"))
         print(simulate.format_table(results), end="")
     return 0
 

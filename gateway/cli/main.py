@@ -142,7 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--policy", action="append", default=None, metavar="POLICY",
                     help="adaptive (default), adaptive:H, histogram, fixed:SECONDS or none; repeat to compare "
                          "(the table shows ratios to fixed:600 when it is one of them)")
-    sm.add_argument("--cold-start-ms", type=float, default=1000.0, help="cold-start latency (default 1000)")
+    sm.add_argument("--cold-start-ms", type=float, default=1000.0,
+                    help="cold-start latency, and the adaptive policy's prior (default 1000)")
+    sm.add_argument("--cold-start-ms-by-path", default=None, metavar="model=MS,base=MS,fresh=MS",
+                    help="per-path latencies: a start takes the model-zygote path while its endpoint's model "
+                         "zygote is kept (30 min after its last start), else base, else fresh")
     sm.add_argument("--format", choices=["table", "json"], default="table",
                     help="json: one object per run, one per line")
     sm.add_argument("--by-endpoint", action="store_true", help="json: include per-endpoint figures")

@@ -39,8 +39,8 @@ def add_arguments(sub) -> None:
                    help="warm-pool policy: adaptive (default), adaptive:H (H: GB-s of idle memory one second of cold "
                         "start is worth, default 2400), histogram, fixed (uses --keep-alive), fixed:SECONDS, none")
     s.add_argument("--policy-cold-start-ms", type=float, default=d.policy_cold_start_ms,
-                   help="cold-start latency the adaptive policy weighs against idle memory "
-                        f"(default {d.policy_cold_start_ms:g})")
+                   help="cold-start latency the adaptive policy weighs against idle memory until it has "
+                        f"measured an endpoint's own starts (the prior; default {d.policy_cold_start_ms:g})")
     s.add_argument("--keep-alive", type=float, default=d.keep_alive_s,
                    help=f"keep-alive of --policy fixed, seconds (default {d.keep_alive_s:g})")
     s.add_argument("--access-key", action="append", default=[], metavar="ID:SECRET[:read]",

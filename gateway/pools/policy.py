@@ -20,7 +20,9 @@ Policies:
   ``adaptive``    per level, choose the pre-warm point p and keep-alive end k
                   that minimise  E[idle seconds] + H * P(cold start)  over the
                   recent ITs, where H (seconds of idle memory that one cold start
-                  is worth) grows with the cold-start latency.  Until a level
+                  is worth) grows with the cold-start latency -- the endpoint's own,
+                  learned per start path from its measured starts (the prior,
+                  ``--policy-cold-start-ms``, until one is measured).  Until a level
                   has ITs, keep alive for H: the break-even ("ski rental") rule,
                   never worse than twice the best choice in hindsight.  Timers
                   (recent ITs that repeat) get a pre-warm window instead of a
@@ -49,6 +51,10 @@ class Plan:
 class _NoScaleOut:
     def scale_out(self, traffic: "Traffic", now: float, alive: int) -> tuple[int, float]:
         return 0, 0.0
+
+    def belief(self, traffic: "Traffic") -> dict:
+        """What the policy believes about this endpoint (``describe`` shows it)."""
+        return {"cold_start": traffic.start_view()}
 
 
 class NoKeepAlive(_NoScaleOut):
@@ -163,13 +169,29 @@ class AdaptivePolicy:
         h = self.HARM_GB_S_PER_COLD_S
         return "adaptive" if h == type(self).HARM_GB_S_PER_COLD_S else f"adaptive:{h:g}"
 
+    def cold_s_of(self, traffic: Traffic) -> float:
+        """What this endpoint's next cold start costs, in seconds: what starts on the path its
+        last start took have been taking (learned, ``Traffic.started``), else the prior
+        (``--policy-cold-start-ms``) until one has been measured."""
+        ms = traffic.start_ms()
+        return self.cold_s if ms is None else ms / 1000.0
+
     def harm_s(self, traffic: Traffic) -> float:
         """H: seconds of this endpoint's idle sandbox that one cold start is worth."""
-        return max(self.MIN_HARM_S, self.HARM_GB_S_PER_COLD_S * self.cold_s / traffic.memory_gb)
+        return max(self.MIN_HARM_S, self.HARM_GB_S_PER_COLD_S * self.cold_s_of(traffic) / traffic.memory_gb)
+
+    def belief(self, traffic: Traffic) -> dict:
+        ms = traffic.start_ms()
+        return {"cold_start": traffic.start_view(),
+                "cold_start_ms": round(self.cold_s_of(traffic) * 1000.0, 3),
+                "cold_start_from": "prior (--policy-cold-start-ms)" if ms is None
+                else f"measured starts on path {traffic.last_path}",
+                "break_even_s": round(self.harm_s(traffic), 3)}
 
     # --- per level, when a sandbox goes idle ---------------------------------------------
-    def periodic_window(self, its) -> tuple[float, float] | None:
+    def periodic_window(self, its, cold_s: float | None = None) -> tuple[float, float] | None:
         """A pre-warm window around the next IT if the recent ones repeat (a timer)."""
+        cold_s = self.cold_s if cold_s is None else cold_s
         if len(its) < self.PERIODIC_SAMPLES:
             return None
         recent = list(its)[-4:]
@@ -179,7 +201,7 @@ class AdaptivePolicy:
             return None
         margin = 0.01 * mid + 1.0 + (hi - lo)
         p, k = lo - margin, hi + margin
-        if p <= self.cold_s + margin:                    # too soon to let it go and come back
+        if p <= cold_s + margin:                         # too soon to let it go and come back
             return None
         return p, k
 
@@ -208,7 +230,8 @@ class AdaptivePolicy:
                 best_k, best = k, c
         return best_k, best
 
-    def window_cost(self, its, hist: list[float] | None, window: tuple[float, float], harm_s: float) -> float:
+    def window_cost(self, its, hist: list[float] | None, window: tuple[float, float], harm_s: float,
+                    cold_s: float | None = None) -> float:
         """Expected cost per idle period of letting the sandbox go and pre-warming for
         ``window``: the window's idle memory (and the start before it) plus H for every
         IT that fell outside it (a skipped or late tick of the timer): the recent ITs, and
@@ -219,18 +242,21 @@ class AdaptivePolicy:
             total = sum(hist)
             far = sum(m for mid, m in zip(_MIDS, hist, strict=False) if mid < 0.8 * p or mid > 1.25 * k)
             miss = max(miss, far / total if total > 0 else 0.0)
-        return (k - p) / 2 + self.cold_s + miss * harm_s
+        return (k - p) / 2 + (self.cold_s if cold_s is None else cold_s) + miss * harm_s
 
     def plan(self, traffic: Traffic, level: int, now: float) -> Plan:
         slot = min(level, LEVELS)
+        cold = self.cold_s_of(traffic)
         harm = self.harm_s(traffic)
         cached = traffic.memo.get(slot)
-        if cached is None or traffic.fresh[slot] >= self.RECOMPUTE_EVERY:
-            cached = traffic.memo[slot] = self.keep_alive_cost(traffic.hist[slot], harm)
+        # recomputed after RECOMPUTE_EVERY new ITs, or when the learned cold start moved H by 10 %
+        if cached is None or traffic.fresh[slot] >= self.RECOMPUTE_EVERY or abs(cached[2] - harm) > 0.1 * harm:
+            cached = traffic.memo[slot] = (*self.keep_alive_cost(traffic.hist[slot], harm), harm)
             traffic.fresh[slot] = 0
-        cached, keep_cost = cached
-        window = self.periodic_window(traffic.its[slot])
-        if window is not None and self.window_cost(traffic.its[slot], traffic.hist[slot], window, harm) <= keep_cost:
+        cached, keep_cost, _ = cached
+        window = self.periodic_window(traffic.its[slot], cold)
+        if window is not None and \
+                self.window_cost(traffic.its[slot], traffic.hist[slot], window, harm, cold) <= keep_cost:
             p, k = window
             return Plan(expire_at=now, prewarm_at=now + p, prewarm_until=now + k)
         its = traffic.its[slot]
@@ -239,7 +265,7 @@ class AdaptivePolicy:
             # pre-warm around it costs a few seconds of memory and catches the repeat.
             last = its[-1]
             margin = self.HEDGE_SPREAD * last + 1.0
-            if last - margin > cached + self.cold_s:
+            if last - margin > cached + cold:
                 return Plan(expire_at=now + cached, prewarm_at=now + last - margin, prewarm_until=now + last + margin)
         return Plan(expire_at=now + cached)
 
@@ -263,14 +289,15 @@ class AdaptivePolicy:
         if traffic.new_episode and len(traffic.peaks) >= 2:
             peak = sorted(traffic.peaks)[len(traffic.peaks) // 2]
             duration = sorted(traffic.durations)[len(traffic.durations) // 2]
-            return max(0, peak - alive - 1), self.cold_s + duration + EPISODE_GAP_S / 2
+            return max(0, peak - alive - 1), self.cold_s_of(traffic) + duration + EPISODE_GAP_S / 2
         if traffic.in_flight > alive and len(traffic.recent) >= 4:
             short = sum(1 for t in traffic.recent if now - t <= self.PANIC_WINDOW_S) / self.PANIC_WINDOW_S
             span = min(self.STABLE_WINDOW_S, max(self.PANIC_WINDOW_S, now - traffic.recent[0]))
             stable = len(traffic.recent) / span
             if short >= self.PANIC_RATE_RATIO * stable or span < self.STABLE_WINDOW_S and short * span >= 4:
                 want = math.ceil(self.PANIC_HEADROOM * traffic.in_flight)
-                return max(0, want - alive - 1), self.cold_s + min(self.PANIC_KEEP_S, self.harm_s(traffic))
+                return max(0, want - alive - 1), self.cold_s_of(traffic) + min(self.PANIC_KEEP_S,
+                                                                                self.harm_s(traffic))
         return 0, 0.0
 
 

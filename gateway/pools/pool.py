@@ -210,6 +210,8 @@ class VariantPool:
             self._start_ended()
         if not sb.alive:     # died between ready and here
             raise StartError(EXITED, sb.death_reason or "sandbox died after start")
+        if sb.facts.start_ms is not None:       # what a cold start costs here: the policy's H learns it
+            self.traffic.started(sb.facts.path or "unknown", sb.facts.start_ms, mgr.clock.now())
         self.slots[sid] = Slot(sb)
         self.last_failure = None
         return sb
@@ -384,4 +386,5 @@ class VariantPool:
             "provisioned": self.spec.provisioned, "cold_starts": self.cold_starts,
             "states": states, "sandboxes": sandboxes, "last_failure": self.last_failure,
             "prewarm_windows": [(round(a - now, 3), round(b - now, 3)) for a, b in self.prewarm_windows],
+            "policy": dict(self.manager.policy.belief(self.traffic), name=self.manager.policy.name),
         }

@@ -12,7 +12,8 @@ compare across implementations:
 * a pre-warmed sandbox starts (cold-start latency) so as to be ready at the
   policy's pre-warm time, and is reaped at the window's end unless used.
 
-Reported: ``invocations``, ``cold_starts``, ``cold_start_pct``,
+Reported: ``invocations``, ``cold_starts``, ``cold_start_pct``, ``cold_start_delay_s`` (seconds
+requests waited for cold starts),
 ``endpoint_cold_start_pct_p75`` (75th percentile, linear interpolation, of
 each endpoint's cold-start percentage), ``idle_gb_s`` (memory x time of
 sandboxes alive and not serving, starting pre-warms included, up to the end of
@@ -44,7 +45,8 @@ class _Sandbox:
 
 
 class _Endpoint:
-    __slots__ = ("mem_gb", "stack", "traffic", "invocations", "cold", "idle_gb_s", "alive")
+    __slots__ = ("mem_gb", "stack", "traffic", "invocations", "cold", "idle_gb_s", "alive", "zygote_until",
+                 "cold_s_total")
 
     def __init__(self, memory_mb: int, name: str = ""):
         self.mem_gb = memory_mb / 1024.0
@@ -54,6 +56,8 @@ class _Endpoint:
         self.cold = 0
         self.idle_gb_s = 0.0
         self.alive = 0                          # sandboxes starting, idle or busy
+        self.zygote_until: float | None = None  # its model zygote is kept until then (by-path latencies)
+        self.cold_s_total = 0.0                 # seconds requests waited for cold starts
 
 
 def read_trace(path: str | Path):
@@ -78,7 +82,34 @@ def read_trace(path: str | Path):
             yield start, ep, dur / 1000.0, mem
 
 
-def simulate(rows, policy, cold_start_ms: float = 1000.0) -> dict:
+MODEL_ZYGOTE_IDLE_S = 1800.0     # a model zygote not forked from this long is closed (ZygoteConfig.model_idle_s)
+PATHS = ("model", "base", "fresh")
+
+
+def parse_by_path(text: str) -> dict[str, float]:
+    """``model=10,base=40,fresh=1000`` -> {path: ms}; ValueError naming what is wrong."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in (text or "").split(",") if p.strip()):
+        name, sep, value = part.partition("=")
+        try:
+            ms = float(value)
+        except ValueError:
+            ms = -1.0
+        if not sep or name not in PATHS or not ms >= 0:
+            raise ValueError(f"--cold-start-ms-by-path takes PATH=MS pairs (paths: {', '.join(PATHS)}), "
+                             f"not {part!r}")
+        out[name] = ms
+    if not out:
+        raise ValueError("--cold-start-ms-by-path needs at least one PATH=MS")
+    return out
+
+
+def simulate(rows, policy, cold_start_ms: float = 1000.0, by_path: dict[str, float] | None = None) -> dict:
+    """``by_path`` ({"model", "base", "fresh"} -> ms): each start takes the model-zygote path while
+    its endpoint's model zygote is kept (from its first start until it has not started a sandbox
+    for ``MODEL_ZYGOTE_IDLE_S``), else the base zygote's, else a fresh interpreter's, whichever of
+    these are given; without it every start takes ``cold_start_ms``.  The policy learns each
+    endpoint's start latencies from the starts it sees, as it does live."""
     cold_s = cold_start_ms / 1000.0
     eps: dict[str, _Endpoint] = {}
     heap: list = []
@@ -91,6 +122,23 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0) -> dict:
         nonlocal seq
         seq += 1
         heapq.heappush(heap, (t, seq, kind, a, b, c))
+
+    def start_sandbox(ep: _Endpoint, t: float) -> float:
+        """A sandbox of ``ep`` starts at ``t``: its latency in seconds, which the policy learns."""
+        if by_path is None:
+            path, ms = "fixed", cold_start_ms
+        else:
+            zygote = ep.zygote_until is not None and t < ep.zygote_until
+            path = next((p for p in (("model",) if zygote else ()) + ("base", "fresh") if p in by_path),
+                        next(iter(by_path)))
+            ms = by_path[path]
+            ep.zygote_until = t + MODEL_ZYGOTE_IDLE_S
+        ep.traffic.started(path, ms, t)
+        return ms / 1000.0
+
+    def expected_s(ep: _Endpoint) -> float:
+        ms = ep.traffic.start_ms()
+        return cold_s if ms is None else ms / 1000.0
 
     def take_idle(ep: _Endpoint, t: float) -> bool:
         while ep.stack:
@@ -111,8 +159,8 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0) -> dict:
             level = ep.traffic.depart(t)
             plan = policy.plan(ep.traffic, level, t)
             if plan.prewarm_at is not None:
-                start = max(t, plan.prewarm_at - cold_s)
-                push(start, PREWARM, ep, plan.prewarm_until)
+                at = max(t, plan.prewarm_at - expected_s(ep))
+                push(at, PREWARM, ep, plan.prewarm_until)
             if plan.expire_at > t:
                 sb = b
                 sb.idle, sb.idle_since = True, t
@@ -130,7 +178,7 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0) -> dict:
         elif kind == PREWARM:                # a: endpoint, b: until
             sb = _Sandbox(t)                 # alive (starting) from now: its memory counts as idle
             a.alive += 1
-            push(t + cold_s, READY, a, sb, b)
+            push(t + start_sandbox(a, t), READY, a, sb, b)
         elif kind == READY:                  # a: endpoint, b: sandbox, c: until
             if c > t:
                 b.idle = True
@@ -161,7 +209,9 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0) -> dict:
             ep.cold += 1
             ep.alive += 1
             sb = _Sandbox(start)
-            run_at = start + cold_s
+            wait = start_sandbox(ep, start)
+            ep.cold_s_total += wait
+            run_at = start + wait
         pending[0] += 1
         push(run_at + dur, END, ep, sb)
     while heap and pending[0]:                   # until the last invocation has ended
@@ -185,14 +235,17 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0) -> dict:
         "endpoint_cold_start_pct_p75": round(percentile(per_ep, 75), 4) if per_ep else 0.0,
         "idle_gb_s": round(idle_gb_s, 3),
         "billed_gb_s": round(billed_gb_s, 3),
+        "cold_start_delay_s": round(sum(e.cold_s_total for e in eps.values()), 3),
+        "cold_start_ms_by_path": dict(by_path) if by_path else None,
         "by_endpoint": {name: {"invocations": e.invocations, "cold_starts": e.cold,
                                "idle_gb_s": round(e.idle_gb_s, 3)} for name, e in eps.items()},
     }
 
 
-def run(trace: str | Path, policy_spec: str, cold_start_ms: float = 1000.0) -> dict:
+def run(trace: str | Path, policy_spec: str, cold_start_ms: float = 1000.0,
+        by_path: dict[str, float] | None = None) -> dict:
     t0 = time.perf_counter()
-    result = simulate(read_trace(trace), parse(policy_spec, cold_start_ms), cold_start_ms)
+    result = simulate(read_trace(trace), parse(policy_spec, cold_start_ms), cold_start_ms, by_path)
     result["trace"] = str(trace)
     result["sim_seconds"] = round(time.perf_counter() - t0, 3)
     return result
@@ -200,10 +253,11 @@ def run(trace: str | Path, policy_spec: str, cold_start_ms: float = 1000.0) -> d
 
 def format_table(results: list[dict]) -> str:
     cols = ["policy", "invocations", "cold_starts", "cold_start_pct", "endpoint_cold_start_pct_p75",
-            "idle_gb_s", "billed_gb_s", "sim_seconds"]
+            "idle_gb_s", "billed_gb_s", "cold_start_delay_s", "sim_seconds"]
     base = next((r for r in results if r["policy"] == "fixed:600"), None)
     out = io.StringIO()
-    heads = ["policy", "invocations", "cold", "cold %", "ep cold % p75", "idle GB-s", "billed GB-s", "sim s"]
+    heads = ["policy", "invocations", "cold", "cold %", "ep cold % p75", "idle GB-s", "billed GB-s", "cold delay s",
+             "sim s"]
     if base:
         heads += ["cold/fixed", "p75/fixed", "idle/fixed"]
     out.write("  ".join(f"{h:>13}" for h in heads) + "\n")

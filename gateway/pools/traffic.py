@@ -26,6 +26,7 @@ HIST_HALF_LIFE_S = 3600.0  # an idle time observed this long ago counts half as 
 EPISODE_GAP_S = 60.0      # idle longer than this ends an episode of activity
 EPISODES = 8              # episodes remembered (peak concurrency, duration)
 RECENT_ARRIVALS = 64      # arrival times remembered, for the panic window
+START_PATHS = 8           # start paths whose latency is learned, at most
 _EDGES = [HIST_MIN_S * 10 ** (i / BINS_PER_DECADE) for i in range(HIST_BINS + 1)]
 _MIDS = [math.sqrt(a * b) for a, b in pairwise(_EDGES)]
 
@@ -41,7 +42,7 @@ class Traffic:
 
     __slots__ = ("in_flight", "its", "hist", "weight", "drops", "arrivals", "last_arrival", "fresh",
                  "app_drop", "memo", "episode_start", "episode_peak", "peaks", "durations", "new_episode",
-                 "memory_gb", "recent", "name")
+                 "memory_gb", "recent", "name", "starts", "last_path")
 
     def __init__(self, memory_mb: int = 1024, name: str = "") -> None:
         self.name = name                          # the endpoint's, for diagnostics and offline analysis
@@ -62,6 +63,8 @@ class Traffic:
         self.fresh = [0] * (LEVELS + 1)           # ITs added per level since a policy last looked
         self.app_drop: float | None = None
         self.memo: dict = {}                      # a policy's own small derived state (cached choices)
+        self.starts: dict[str, list[float]] = {}  # start path -> [decayed sum of ms, decayed count, when]
+        self.last_path: str | None = None         # the path the last start took (the next is likely the same)
 
     def arrive(self, t: float) -> None:
         self.new_episode = self.in_flight == 0 and (self.app_drop is None or t - self.app_drop >= EPISODE_GAP_S)
@@ -97,6 +100,32 @@ class Traffic:
             self.weight[slot] = t
             w = 1.0
         h[_bin(it)] += w
+
+    def started(self, path: str, ms: float, t: float) -> None:
+        """A sandbox of this endpoint started on ``path`` (model-zygote, zygote, fresh, stem, ...)
+        in ``ms``.  Each path's latency is a mean in which a start counts half as much
+        ``HIST_HALF_LIFE_S`` later, as idle times do; a few paths at most are kept."""
+        if not (ms >= 0 and math.isfinite(ms)):
+            return
+        s = self.starts.get(path)
+        if s is None:
+            if len(self.starts) >= START_PATHS:
+                del self.starts[min(self.starts, key=lambda p: self.starts[p][2])]
+            s = self.starts[path] = [0.0, 0.0, t]
+        decay = 2.0 ** (-(t - s[2]) / HIST_HALF_LIFE_S) if t > s[2] else 1.0
+        s[0], s[1], s[2] = s[0] * decay + ms, s[1] * decay + 1.0, max(t, s[2])
+        self.last_path = path
+
+    def start_ms(self, path: str | None = None) -> float | None:
+        """What a start on ``path`` (default: the path the last start took) has been taking, in
+        ms; None before any was seen."""
+        s = self.starts.get(path or self.last_path or "")
+        return s[0] / s[1] if s and s[1] > 0 else None
+
+    def start_view(self) -> dict:
+        """Each path's learned latency (ms) and the path the next start is expected to take."""
+        return {"by_path_ms": {p: round(v[0] / v[1], 3) for p, v in self.starts.items() if v[1] > 0},
+                "expected_path": self.last_path}
 
     def depart(self, t: float) -> int:
         """A request finished; returns the level its sandbox goes idle at."""

@@ -1,0 +1,98 @@
+"""The real cost of a cold start (#20, part 2): each endpoint's start latency learned per path from
+its measured starts, decayed by time, replacing the prior in the adaptive policy's H; the pool
+feeding it under a fake clock; the simulator's per-path latencies."""
+import asyncio
+
+import pytest
+
+from gateway.clock import FakeClock
+from gateway.domain import VariantSpec
+from gateway.pools import simulate
+from gateway.pools.admission import HostBudget
+from gateway.pools.manager import PoolManager
+from gateway.pools.policy import AdaptivePolicy
+from gateway.pools.traffic import HIST_HALF_LIFE_S, Traffic
+from tests.fakes import FakeBackend, FakeSandbox
+
+
+def test_a_paths_latency_is_a_mean_in_which_older_starts_count_less():
+    t = Traffic()
+    assert t.start_ms() is None
+    t.started("zygote", 40.0, 0.0)
+    t.started("model-zygote", 10.0, 1.0)
+    assert t.last_path == "model-zygote" and t.start_ms() == 10.0 and t.start_ms("zygote") == 40.0
+    t.started("model-zygote", 30.0, 1.0 + HIST_HALF_LIFE_S)      # the first now counts half
+    assert t.start_ms() == pytest.approx((10.0 * 0.5 + 30.0) / 1.5)
+    t.started("model-zygote", float("nan"), 2.0 + HIST_HALF_LIFE_S)   # not a measurement
+    assert t.start_view()["expected_path"] == "model-zygote"
+    for i in range(20):
+        t.started(f"path-{i}", 1.0, 10_000.0 + i)
+    assert len(t.starts) == 8                                   # bounded
+
+
+def test_the_adaptive_policy_starts_from_the_prior_and_then_believes_the_measurements():
+    p = AdaptivePolicy(cold_start_ms=1000)
+    t = Traffic(memory_mb=2048)
+    assert p.harm_s(t) == pytest.approx(2400 * 1.0 / 2)         # the prior: 1 s at 2 GB
+    assert p.belief(t)["cold_start_from"].startswith("prior")
+    t.started("model-zygote", 20.0, 1.0)
+    assert p.harm_s(t) == pytest.approx(2400 * 0.02 / 2)        # 24 s
+    assert p.belief(t) == {"cold_start": {"by_path_ms": {"model-zygote": 20.0}, "expected_path": "model-zygote"},
+                           "cold_start_ms": 20.0, "cold_start_from": "measured starts on path model-zygote",
+                           "break_even_s": 24.0}
+
+
+    def keep_alive(learned: bool) -> float:
+        """The keep-alive of an endpoint with no idle times yet: break even at H."""
+        traffic = Traffic(memory_mb=2048)
+        if learned:
+            traffic.started("model-zygote", 20.0, 0.0)
+        traffic.arrive(0.0)
+        return p.plan(traffic, traffic.depart(0.5), 0.5).expire_at - 0.5
+    assert keep_alive(learned=False) == pytest.approx(1200.0)
+    assert keep_alive(learned=True) == pytest.approx(24.0)
+
+
+class TimedSandbox(FakeSandbox):
+    def __init__(self, spec, listeners):
+        super().__init__(spec, listeners)
+        self.facts.path, self.facts.start_ms = "zygote", 35.0
+
+
+class TimedBackend(FakeBackend):
+    async def start(self, spec):
+        sb = TimedSandbox(spec, self.listeners)
+        self.started.append(sb)
+        return sb
+
+
+def test_a_pool_teaches_its_policy_what_its_starts_take_and_describe_shows_it(tmp_path):
+    async def go():
+        clock = FakeClock()
+        backend = TimedBackend()
+        manager = PoolManager(backend, HostBudget(8192), clock, tmp_path, policy=AdaptivePolicy(1000))
+        backend.listeners.append(manager.on_sandbox_event)
+        await manager.configure("ep", [VariantSpec(memory_mb=1024)])
+        pool = manager.pool("ep", "AllTraffic")
+        lease = await pool.acquire()
+        assert lease.cold
+        await pool.release(lease)
+        belief = pool.snapshot(measure=False)["policy"]
+        assert belief["cold_start_ms"] == 35.0 and belief["break_even_s"] == pytest.approx(2400 * 0.035)
+        assert belief["name"] == "adaptive"
+        idle = pool.idle[0]
+        assert idle.expire_at == pytest.approx(clock.now() + 2400 * 0.035)
+    asyncio.run(go())
+
+
+def test_the_simulator_takes_the_model_zygote_path_while_the_zygote_is_kept():
+    rows = [(0.0, "a", 0.1, 1024), (100.0, "a", 0.1, 1024), (5000.0, "a", 0.1, 1024)]
+    r = simulate.simulate(rows, simulate.parse("none"), 1000.0, {"model": 10.0, "base": 40.0, "fresh": 1000.0})
+    assert r["cold_starts"] == 3
+    assert r["cold_start_delay_s"] == pytest.approx(0.040 + 0.010 + 0.040)   # base, model, base (zygote closed)
+    r = simulate.simulate(rows, simulate.parse("none"), 250.0)
+    assert r["cold_start_delay_s"] == pytest.approx(0.75) and r["cold_start_ms_by_path"] is None
+    assert simulate.parse_by_path("model=10, fresh=900") == {"model": 10.0, "fresh": 900.0}
+    for bad in ("model", "gpu=3", "base=-1", "model=x", ""):
+        with pytest.raises(ValueError, match="cold-start-ms-by-path"):
+            simulate.parse_by_path(bad)
