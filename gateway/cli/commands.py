@@ -282,7 +282,9 @@ def cmd_simulate(args) -> int:
         for spec in specs:
             simulate.parse(spec, args.cold_start_ms)      # a bad name fails before any run
         by_path = simulate.parse_by_path(args.cold_start_ms_by_path) if args.cold_start_ms_by_path else None
-        results = [simulate.run(args.trace, spec, args.cold_start_ms, by_path) for spec in specs]
+        if not args.zygote_mb >= 0:
+            raise ValueError("--zygote-mb takes a size of 0 MB or more")
+        results = [simulate.run(args.trace, spec, args.cold_start_ms, by_path, args.zygote_mb) for spec in specs]
     except ValueError as exc:                             # unknown policy, malformed trace
         print(f"slimserve: {exc}", file=sys.stderr)
         return 2

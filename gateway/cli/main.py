@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--cold-start-ms-by-path", default=None, metavar="model=MS,base=MS,fresh=MS",
                     help="per-path latencies: a start takes the model-zygote path while its endpoint's model "
                          "zygote is kept (30 min after its last start), else base, else fresh")
+    sm.add_argument("--zygote-mb", type=float, default=16.0, metavar="MB",
+                    help="with a model= latency: what each model zygote holds while it is kept (default 16)")
     sm.add_argument("--format", choices=["table", "json"], default="table",
                     help="json: one object per run, one per line")
     sm.add_argument("--by-endpoint", action="store_true", help="json: include per-endpoint figures")

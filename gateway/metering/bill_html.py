@@ -140,6 +140,7 @@ def render(docs: dict[str, dict]) -> str:
         ("cost", f"{total['cost']:,.6f} {cur}"),
         ("idle GB-s of warm pools (operator)",
          f"{total['idle_gb_s']:,.3f} ({total['idle_cost']:,.6f} {cur} at compute prices)"),
+        ("model zygotes' GB-s (operator)", f"{total['zygote_gb_s']:,.3f}"),
     ]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', "<title>slimserve bill</title>",

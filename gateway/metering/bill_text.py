@@ -7,7 +7,7 @@ import io
 from gateway.metering.billing import ROW_FIELDS
 
 TABLE_FIELDS = ("invocations", "billed_ms", "gb_s", "cold_starts", "provisioned_gb_s", "data_in_bytes",
-                "data_out_bytes", "idle_gb_s", "cost")
+                "data_out_bytes", "idle_gb_s", "zygote_gb_s", "cost")
 
 
 def cell(key: str, v, cost_digits: int = 7) -> str:

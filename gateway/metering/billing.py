@@ -35,7 +35,7 @@ from gateway.store.ledger import SUM_INDEX, Base
 DEFAULT_PRICES = Path(__file__).with_name("prices.json")
 GROUPINGS = ("endpoint", "variant", "tier", "hour", "day", "target_model")
 ROW_FIELDS = ("invocations", "billed_ms", "gb_s", "cold_starts", "errors", "provisioned_gb_s",
-              "data_in_bytes", "data_out_bytes", "idle_gb_s", "compute_cost", "data_cost",
+              "data_in_bytes", "data_out_bytes", "idle_gb_s", "zygote_gb_s", "compute_cost", "data_cost",
               "provisioned_cost", "cost", "idle_cost")
 
 
@@ -165,6 +165,7 @@ def priced(values, mb: int, prices: Prices) -> dict[str, float]:
         "provisioned_gb_s": prov_gb_s,
         "data_in_bytes": values[SUM_INDEX["bytes_in"]], "data_out_bytes": values[SUM_INDEX["bytes_out"]],
         "idle_gb_s": values[SUM_INDEX["idle_ms"]] / 1000.0 * gb,
+        "zygote_gb_s": values[SUM_INDEX["zygote_mb_ms"]] / 1000.0 / 1024.0,    # at what they hold, not the tier
         "compute_cost": compute_cost, "data_cost": data_cost, "provisioned_cost": prov_cost,
         "cost": compute_cost + data_cost + prov_cost,
         # the operator's side: idle memory priced as if it had served (not part of the customer's cost)

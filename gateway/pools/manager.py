@@ -38,6 +38,7 @@ class PoolManager:
         self.retired: set[VariantPool] = set()
         self.owner: dict[str, VariantPool] = {}      # sandbox id -> pool, for lifecycle events
         self._released = asyncio.Event()            # set whenever a sandbox's memory goes back to the budget
+        self._zygotes_seen: dict[tuple[str, int], float] = {}   # model zygote (bundle, tier) -> last booked
         # told (key, count, memory_mb) whenever a variant's provisioned concurrency starts, changes or ends
         self.on_provisioned = on_provisioned or (lambda key, count, mb: None)
 
@@ -154,6 +155,24 @@ class PoolManager:
         for sb in doomed:
             await sb.destroy("evicted for host memory")
         return ok
+
+    def book_zygotes(self, now: float) -> None:
+        """Model zygotes' memory-time, per endpoint (operator's side, beside idle time): each one
+        alive now is booked at what it holds since it was last seen (a call every scaler tick),
+        to the variant whose bundle it keeps."""
+        seen, self._zygotes_seen = self._zygotes_seen, {}
+        if self.idle_meter is None:
+            return
+        for m in self.backend.snapshot().get("models") or []:
+            if not m.get("alive"):
+                continue
+            key = (m["bundle"], m["memory_mb"])
+            self._zygotes_seen[key] = now
+            pool = next((p for p in [*self.current.values(), *self.retired]
+                         if (p.spec.bundle_dir, p.spec.memory_mb) == key), None)
+            if pool is not None and key in seen:
+                self.idle_meter.book_zygote(pool.endpoint, pool.spec.name, pool.spec.memory_mb,
+                                            float(m.get("own_memory_mb") or 0), seen[key], now)
 
     def vcpus(self, variant: VariantSpec) -> float:
         """The CPU quota of this variant's sandboxes (0: none)."""

@@ -47,6 +47,7 @@ class Scaler:
                     await self.manager.backend.release_bundle(pool.spec.bundle_dir)
             pool.due_prewarms(now)
             pool.keep_floor()
+        self.manager.book_zygotes(now)
         if now - self._last_checkpoint >= self.checkpoint_s:
             await self.checkpoint()
 

@@ -13,7 +13,8 @@ compare across implementations:
   policy's pre-warm time, and is reaped at the window's end unless used.
 
 Reported: ``invocations``, ``cold_starts``, ``cold_start_pct``, ``cold_start_delay_s`` (seconds
-requests waited for cold starts),
+requests waited for cold starts), with per-path latencies ``zygote_gb_s`` (model zygotes' memory x
+time: the zygote level) and ``reserved_idle_gb_s`` (idle sandboxes at their tier plus zygotes),
 ``endpoint_cold_start_pct_p75`` (75th percentile, linear interpolation, of
 each endpoint's cold-start percentage), ``idle_gb_s`` (memory x time of
 sandboxes alive and not serving, starting pre-warms included, up to the end of
@@ -46,7 +47,7 @@ class _Sandbox:
 
 class _Endpoint:
     __slots__ = ("mem_gb", "stack", "traffic", "invocations", "cold", "idle_gb_s", "alive", "zygote_until",
-                 "cold_s_total")
+                 "cold_s_total", "zygote_since", "zygote_gb_s")
 
     def __init__(self, memory_mb: int, name: str = ""):
         self.mem_gb = memory_mb / 1024.0
@@ -58,6 +59,8 @@ class _Endpoint:
         self.alive = 0                          # sandboxes starting, idle or busy
         self.zygote_until: float | None = None  # its model zygote is kept until then (by-path latencies)
         self.cold_s_total = 0.0                 # seconds requests waited for cold starts
+        self.zygote_since: float | None = None  # its model zygote was made then (and is kept)
+        self.zygote_gb_s = 0.0                  # memory x time its model zygotes held
 
 
 def read_trace(path: str | Path):
@@ -83,6 +86,7 @@ def read_trace(path: str | Path):
 
 
 MODEL_ZYGOTE_IDLE_S = 1800.0     # a model zygote not forked from this long is closed (ZygoteConfig.model_idle_s)
+ZYGOTE_MB = 16.0                 # what a model zygote holds: a small scikit-learn model's measured PSS (13-14 MB)
 PATHS = ("model", "base", "fresh")
 
 
@@ -104,13 +108,17 @@ def parse_by_path(text: str) -> dict[str, float]:
     return out
 
 
-def simulate(rows, policy, cold_start_ms: float = 1000.0, by_path: dict[str, float] | None = None) -> dict:
+def simulate(rows, policy, cold_start_ms: float = 1000.0, by_path: dict[str, float] | None = None,
+             zygote_mb: float = ZYGOTE_MB) -> dict:
     """``by_path`` ({"model", "base", "fresh"} -> ms): each start takes the model-zygote path while
-    its endpoint's model zygote is kept (from its first start until it has not started a sandbox
-    for ``MODEL_ZYGOTE_IDLE_S``), else the base zygote's, else a fresh interpreter's, whichever of
-    these are given; without it every start takes ``cold_start_ms``.  The policy learns each
-    endpoint's start latencies from the starts it sees, as it does live."""
+    its endpoint's model zygote is kept, else the base zygote's, else a fresh interpreter's,
+    whichever of these are given.  As live, a model zygote is made at a start and kept while the
+    endpoint has a sandbox (a pool that went cold releases it) and for at most
+    ``MODEL_ZYGOTE_IDLE_S`` after its last start; without it every start takes ``cold_start_ms``.
+    The policy learns each endpoint's start latencies from the starts it sees, as it does live.  With a "model" path,
+    each model zygote holds ``zygote_mb`` while it is kept (``zygote_gb_s``)."""
     cold_s = cold_start_ms / 1000.0
+    zygote_gb = zygote_mb / 1024.0
     eps: dict[str, _Endpoint] = {}
     heap: list = []
     seq = 0
@@ -132,9 +140,24 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0, by_path: dict[str, flo
             path = next((p for p in (("model",) if zygote else ()) + ("base", "fresh") if p in by_path),
                         next(iter(by_path)))
             ms = by_path[path]
+            if "model" in by_path:           # the zygote level: one is made at a start (see gone)
+                if ep.zygote_since is not None and not zygote:
+                    ep.zygote_gb_s += (ep.zygote_until - ep.zygote_since) * zygote_gb      # closed back then
+                    ep.zygote_since = None
+                if ep.zygote_since is None:
+                    ep.zygote_since = t
             ep.zygote_until = t + MODEL_ZYGOTE_IDLE_S
         ep.traffic.started(path, ms, t)
         return ms / 1000.0
+
+    def gone(ep: _Endpoint, t: float) -> None:
+        """A sandbox of ``ep`` is gone; with none left, its model zygote goes too (as live: a pool
+        that went cold releases its bundle's model zygote)."""
+        ep.alive -= 1
+        if ep.alive == 0 and ep.zygote_since is not None:
+            end = min(t, ep.zygote_until)
+            ep.zygote_gb_s += max(0.0, end - ep.zygote_since) * zygote_gb
+            ep.zygote_since, ep.zygote_until = None, None
 
     def expected_s(ep: _Endpoint) -> float:
         ms = ep.traffic.start_ms()
@@ -167,14 +190,14 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0, by_path: dict[str, flo
                 ep.stack.append(sb)
                 push(plan.expire_at, EXPIRE, ep, sb, sb.epoch)
             else:
-                ep.alive -= 1
+                gone(ep, t)
         elif kind == EXPIRE:                 # a: endpoint, b: sandbox, c: epoch
             sb = b
             if sb.idle and sb.epoch == c:
                 sb.idle = False
                 a.idle_gb_s += (t - sb.idle_since) * a.mem_gb
                 a.stack.remove(sb)
-                a.alive -= 1
+                gone(a, t)
         elif kind == PREWARM:                # a: endpoint, b: until
             sb = _Sandbox(t)                 # alive (starting) from now: its memory counts as idle
             a.alive += 1
@@ -186,7 +209,7 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0, by_path: dict[str, flo
                 push(c, EXPIRE, a, b, b.epoch)
             else:
                 a.idle_gb_s += (t - b.idle_since) * a.mem_gb
-                a.alive -= 1
+                gone(a, t)
 
     invocations = 0
     for start, name, dur, mem in rows:
@@ -222,7 +245,11 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0, by_path: dict[str, flo
     for _t, _, kind, a, b, _c in heap:
         if kind == READY:
             a.idle_gb_s += max(0.0, horizon - b.idle_since) * a.mem_gb
+    for ep in eps.values():                      # model zygotes kept at the horizon count until then
+        if ep.zygote_since is not None:
+            ep.zygote_gb_s += max(0.0, min(ep.zygote_until, horizon) - ep.zygote_since) * zygote_gb
     idle_gb_s = sum(e.idle_gb_s for e in eps.values())
+    zygote_gb_s = sum(e.zygote_gb_s for e in eps.values())
     cold = sum(e.cold for e in eps.values())
     per_ep = [100.0 * e.cold / e.invocations for e in eps.values() if e.invocations]
     return {
@@ -237,27 +264,32 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0, by_path: dict[str, flo
         "billed_gb_s": round(billed_gb_s, 3),
         "cold_start_delay_s": round(sum(e.cold_s_total for e in eps.values()), 3),
         "cold_start_ms_by_path": dict(by_path) if by_path else None,
+        "zygote_gb_s": round(zygote_gb_s, 3),
+        "reserved_idle_gb_s": round(idle_gb_s + zygote_gb_s, 3),
         "by_endpoint": {name: {"invocations": e.invocations, "cold_starts": e.cold,
-                               "idle_gb_s": round(e.idle_gb_s, 3)} for name, e in eps.items()},
+                               "idle_gb_s": round(e.idle_gb_s, 3), "zygote_gb_s": round(e.zygote_gb_s, 3)}
+                        for name, e in eps.items()},
     }
 
 
 def run(trace: str | Path, policy_spec: str, cold_start_ms: float = 1000.0,
-        by_path: dict[str, float] | None = None) -> dict:
+        by_path: dict[str, float] | None = None, zygote_mb: float = ZYGOTE_MB) -> dict:
     t0 = time.perf_counter()
-    result = simulate(read_trace(trace), parse(policy_spec, cold_start_ms), cold_start_ms, by_path)
+    result = simulate(read_trace(trace), parse(policy_spec, cold_start_ms), cold_start_ms, by_path, zygote_mb)
     result["trace"] = str(trace)
     result["sim_seconds"] = round(time.perf_counter() - t0, 3)
     return result
 
 
 def format_table(results: list[dict]) -> str:
+    zygotes = any(r.get("zygote_gb_s") for r in results)
     cols = ["policy", "invocations", "cold_starts", "cold_start_pct", "endpoint_cold_start_pct_p75",
-            "idle_gb_s", "billed_gb_s", "cold_start_delay_s", "sim_seconds"]
+            "idle_gb_s"] + (["zygote_gb_s", "reserved_idle_gb_s"] if zygotes else []) + [
+            "billed_gb_s", "cold_start_delay_s", "sim_seconds"]
     base = next((r for r in results if r["policy"] == "fixed:600"), None)
     out = io.StringIO()
-    heads = ["policy", "invocations", "cold", "cold %", "ep cold % p75", "idle GB-s", "billed GB-s", "cold delay s",
-             "sim s"]
+    heads = ["policy", "invocations", "cold", "cold %", "ep cold % p75", "idle GB-s"] + (
+        ["zygote GB-s", "reserved GB-s"] if zygotes else []) + ["billed GB-s", "cold delay s", "sim s"]
     if base:
         heads += ["cold/fixed", "p75/fixed", "idle/fixed"]
     out.write("  ".join(f"{h:>13}" for h in heads) + "\n")

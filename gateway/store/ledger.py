@@ -90,7 +90,7 @@ def raw_kept_from(conn: sqlite3.Connection) -> float:
 
 def _add_partial(conn: sqlite3.Connection, base: Base, a: float, b: float, shape: Shape) -> None:
     """[a, b) lies within one hour: invocations and provisioned time from raw records,
-    idle time pro rata from the hour's roll-up (and everything pro rata where the raw
+    idle and model-zygote time pro rata from the hour's roll-up (and everything pro rata where the raw
     records of that hour have been pruned)."""
     bucket = shape.of_hour(hour_of(a))
     cols = shape.columns()
@@ -118,11 +118,12 @@ def _add_partial(conn: sqlite3.Connection, base: Base, a: float, b: float, shape
         vals[SUM_INDEX["provisioned_ms"]] = ms * share
         base.add((bucket, ep, var, mb, ""), vals)
     frac = (b - a) / HOUR
-    for ep, var, mb, target, idle in conn.execute(
-            f"SELECT {cols}, SUM(idle_ms) FROM rollup_hourly WHERE hour = ? AND idle_ms > 0 "
-            "GROUP BY 1, 2, 3, 4", (hour_of(a),)):
+    for ep, var, mb, target, idle, zygote in conn.execute(
+            f"SELECT {cols}, SUM(idle_ms), SUM(zygote_mb_ms) FROM rollup_hourly WHERE hour = ? "
+            "AND (idle_ms > 0 OR zygote_mb_ms > 0) GROUP BY 1, 2, 3, 4", (hour_of(a),)):
         vals = [0.0] * len(SUMS)
         vals[SUM_INDEX["idle_ms"]] = idle * frac
+        vals[SUM_INDEX["zygote_mb_ms"]] = zygote * frac
         base.add((bucket, ep, var, mb, target), vals)
 
 

@@ -2,7 +2,7 @@
 
 One roll-up row per (hour, endpoint, variant, memory_mb, target_model) sums what billing
 needs: invocations, billed ms, cold starts, errors, bytes in and out,
-provisioned sandbox-ms and idle sandbox-ms.  The store writes a batch's deltas
+provisioned sandbox-ms, idle sandbox-ms and model zygotes' MB-ms.  The store writes a batch's deltas
 in the same transaction as its raw records, so roll-ups and ledger can never
 disagree; ``REBUILD_SQL`` derives them from raw records for ledgers written
 before roll-ups existed.  Pure functions: records in, deltas out.
@@ -14,7 +14,8 @@ from typing import Iterable
 
 HOUR = 3600
 KEY = ("hour", "endpoint", "variant", "memory_mb", "target_model")   # target_model: '' unless multi-model
-SUMS = ("invocations", "billed_ms", "cold_starts", "errors", "bytes_in", "bytes_out", "provisioned_ms", "idle_ms")
+SUMS = ("invocations", "billed_ms", "cold_starts", "errors", "bytes_in", "bytes_out", "provisioned_ms", "idle_ms",
+        "zygote_mb_ms")        # zygote_mb_ms: model zygotes' memory (their own MB, not the tier) x time
 COLUMNS = KEY + SUMS
 
 UPSERT_SQL = (

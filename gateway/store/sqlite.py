@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS rollup_hourly (
     provisioned_ms INTEGER NOT NULL DEFAULT 0,
     idle_ms INTEGER NOT NULL DEFAULT 0,
     target_model TEXT NOT NULL DEFAULT '',
+    zygote_mb_ms INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (hour, endpoint, variant, memory_mb, target_model)
 ) WITHOUT ROWID;
 """
@@ -111,9 +112,12 @@ def connect(path: Path) -> sqlite3.Connection:
 def _key_rollups_by_target(conn: sqlite3.Connection) -> None:
     """Roll-ups written before multi-model endpoints gain target_model ('') in their key: the
     table is rebuilt once (SQLite cannot change a primary key in place), in one transaction."""
-    if "target_model" in {row[1] for row in conn.execute("PRAGMA table_info(rollup_hourly)")}:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(rollup_hourly)")}
+    if "target_model" in have:
+        if "zygote_mb_ms" not in have:          # keyed already, from before model zygotes were metered
+            conn.execute("ALTER TABLE rollup_hourly ADD COLUMN zygote_mb_ms INTEGER NOT NULL DEFAULT 0")
         return
-    sums = ", ".join(rollup.SUMS)
+    sums = ", ".join(c for c in rollup.SUMS if c in have)
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute("ALTER TABLE rollup_hourly RENAME TO rollup_hourly_v1")

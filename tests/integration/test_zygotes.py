@@ -287,3 +287,18 @@ def test_the_base_zygote_writes_its_log_through_the_rotating_pipe(gateway):
     assert os.readlink(f"/proc/{zpid}/fd/1").startswith("pipe:")
     assert os.readlink(f"/proc/{zpid}/fd/2").startswith("pipe:")
     assert (gateway.state_dir / "logs" / "_zygotes.log").exists()
+
+
+def test_a_model_zygotes_memory_time_is_billed_to_its_endpoint_beside_idle_time(fresh_gateway):
+    gw = fresh_gateway()
+    gw.wait_for_zygote()
+    c = gw.client()
+    c.deploy("zm-bill", models.echo, memory_mb=1024)
+    assert c.invoke("zm-bill", 1) == {"echo": 1}
+    assert wait_until(lambda: _model_zygote_ready(c, "zm-bill"), timeout=30)
+    held_mb = next(m["own_memory_mb"] for m in c.zygotes()["models"] if "/zm-bill/" in m["bundle"])
+    time.sleep(3)
+    gw.stop()                                   # the last checkpoint books what was held until then
+    row = next(r for r in fresh_gateway().client().bill(by="endpoint")["rows"] if r["endpoint"] == "zm-bill")
+    assert row["zygote_gb_s"] >= held_mb / 1024 * 2.0
+    assert row["zygote_gb_s"] < held_mb / 1024 * 120.0

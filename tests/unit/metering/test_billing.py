@@ -52,8 +52,9 @@ def ledger(tmp_path):
         await store.insert_provisioned([
             ProvisionedRecord("fraud", "AllTraffic", 2048, T0 + 3000, T0 + 4200, 2, 2_400_000),
             ProvisionedRecord("chat", "AllTraffic", 4096, T0 + 7100, T0 + 7300, 1, 200_000)])
-        await store.add_idle({(T0, "fraud", "AllTraffic", 2048): [0] * 7 + [3_600_000],
-                              (T0 + 3600, "vision", "AllTraffic", 6144): [0] * 7 + [1_800_000]})
+        await store.add_idle({(T0, "fraud", "AllTraffic", 2048): [0] * 7 + [3_600_000, 0],
+                              (T0 + 3600, "vision", "AllTraffic", 6144): [0] * 7 + [1_800_000, 0],
+                              (T0, "search", "AllTraffic", 1024): [0] * 8 + [3_600_000 * 64]})   # 64 MB, 1 h
         await store.close()
         return recs
     recs = asyncio.run(fill())
@@ -257,7 +258,8 @@ def test_a_multi_model_endpoints_calls_are_billed_by_target_model_to_the_millise
         mine = [r for r in recs if r.target_model == f"states/{state}.tar.gz"]
         row = rows[("search", f"states/{state}.tar.gz")]
         assert row["invocations"] == len(mine) and row["billed_ms"] == sum(r.billed_ms for r in mine)
-    assert ("fraud", "(none)") in rows and ("search", "(none)") not in rows      # search is only multi-model here
+    assert ("fraud", "(none)") in rows                               # search's calls are all multi-model:
+    assert rows[("search", "(none)")]["invocations"] == 0           # its (none) row is its model zygote's time
 
 
 def test_roll_ups_written_before_target_models_are_rekeyed_once_and_keep_their_sums(tmp_path):
@@ -286,3 +288,13 @@ def test_roll_ups_written_before_target_models_are_rekeyed_once_and_keep_their_s
     conn = sqlite3.connect(path)
     got = sorted(conn.execute("SELECT target_model, invocations, billed_ms, idle_ms FROM rollup_hourly"))
     assert got == [("", 7, 700, 5), ("a.pkl", 1, 3, 0)]
+
+
+def test_model_zygotes_are_booked_at_what_they_hold_in_their_own_column(ledger):
+    conn, _ = ledger
+    doc = _bill(conn, None, None, ["endpoint"], Prices.load())
+    rows = {r["endpoint"]: r for r in doc["rows"]}
+    assert rows["search"]["zygote_gb_s"] == pytest.approx(64 / 1024 * 3600)      # not at the 1 GB tier
+    assert rows["fraud"]["zygote_gb_s"] == 0 and doc["total"]["zygote_gb_s"] == pytest.approx(225.0)
+    half = _bill(conn, T0, T0 + 1800, ["endpoint"], Prices.load())               # pro rata within the hour
+    assert {r["endpoint"]: r for r in half["rows"]}["search"]["zygote_gb_s"] == pytest.approx(112.5)

@@ -85,14 +85,65 @@ def test_a_pool_teaches_its_policy_what_its_starts_take_and_describe_shows_it(tm
     asyncio.run(go())
 
 
-def test_the_simulator_takes_the_model_zygote_path_while_the_zygote_is_kept():
+def test_the_simulator_takes_the_model_zygote_path_while_the_endpoint_keeps_its_model_zygote():
+    by_path = {"model": 10.0, "base": 40.0, "fresh": 1000.0}
+    # no keep-alive: each sandbox goes after its request, and the model zygote with it (as live)
     rows = [(0.0, "a", 0.1, 1024), (100.0, "a", 0.1, 1024), (5000.0, "a", 0.1, 1024)]
-    r = simulate.simulate(rows, simulate.parse("none"), 1000.0, {"model": 10.0, "base": 40.0, "fresh": 1000.0})
-    assert r["cold_starts"] == 3
-    assert r["cold_start_delay_s"] == pytest.approx(0.040 + 0.010 + 0.040)   # base, model, base (zygote closed)
+    r = simulate.simulate(rows, simulate.parse("none"), 1000.0, by_path)
+    assert r["cold_starts"] == 3 and r["cold_start_delay_s"] == pytest.approx(3 * 0.040)
+    # sandboxes started while the first is alive fork from the model zygote
+    rows = [(0.0, "a", 10.0, 1024), (1.0, "a", 1.0, 1024), (2.0, "a", 5.0, 1024)]
+    r = simulate.simulate(rows, simulate.parse("fixed:600"), 1000.0, by_path)
+    assert r["cold_starts"] == 3 and r["cold_start_delay_s"] == pytest.approx(0.040 + 0.010 + 0.010)
     r = simulate.simulate(rows, simulate.parse("none"), 250.0)
-    assert r["cold_start_delay_s"] == pytest.approx(0.75) and r["cold_start_ms_by_path"] is None
+    assert r["cold_start_delay_s"] == pytest.approx(3 * 0.25) and r["cold_start_ms_by_path"] is None
     assert simulate.parse_by_path("model=10, fresh=900") == {"model": 10.0, "fresh": 900.0}
     for bad in ("model", "gpu=3", "base=-1", "model=x", ""):
         with pytest.raises(ValueError, match="cold-start-ms-by-path"):
             simulate.parse_by_path(bad)
+
+
+def test_the_simulators_zygote_level_books_what_model_zygotes_hold_while_kept():
+    # fixed:600: a sandbox from 0.04 until 600.14 after its request; the zygote made at 0 goes with it;
+    # a new one at 5000 (a start on the base path again) is held until the horizon
+    rows = [(0.0, "a", 0.1, 1024), (5000.0, "a", 0.1, 1024)]
+    r = simulate.simulate(rows, simulate.parse("fixed:600"), 1000.0, {"model": 10.0, "base": 40.0}, zygote_mb=512)
+    assert r["cold_start_delay_s"] == pytest.approx(0.080)
+    assert r["zygote_gb_s"] == pytest.approx(0.5 * 600.14 + 0.5 * 0.14, rel=1e-6)
+    assert r["reserved_idle_gb_s"] == pytest.approx(r["idle_gb_s"] + r["zygote_gb_s"])
+    assert simulate.simulate(rows, simulate.parse("none"), 1000.0, {"base": 40.0})["zygote_gb_s"] == 0
+
+
+class ZygoteBackend(FakeBackend):
+    """Reports one model zygote for the bundle of the endpoint "ep", holding 48 MB."""
+
+    def __init__(self):
+        super().__init__()
+        self.models = []
+
+    def snapshot(self) -> dict:
+        return {"models": self.models}
+
+
+def test_model_zygotes_are_metered_per_endpoint_at_what_they_hold(tmp_path):
+    from gateway.metering.idle import IdleMeter
+    from gateway.store.rollup import SUMS
+
+    async def go():
+        clock = FakeClock()
+        backend = ZygoteBackend()
+        manager = PoolManager(backend, HostBudget(8192), clock, tmp_path, idle_meter=IdleMeter(clock))
+        spec = VariantSpec(memory_mb=2048, bundle_dir=str(tmp_path / "ep" / "v1"))
+        await manager.configure("ep", [spec])
+        backend.models = [{"bundle": spec.bundle_dir, "memory_mb": 2048, "alive": True, "own_memory_mb": 48}]
+        manager.book_zygotes(clock.now())               # first seen: booked from now on
+        clock.advance(10.0)
+        manager.book_zygotes(clock.now())
+        backend.models[0]["alive"] = False              # closed: nothing more
+        clock.advance(10.0)
+        manager.book_zygotes(clock.now())
+        rows = manager.idle_meter.take()
+        assert [k[1:] for k in rows] == [("ep", "AllTraffic", 2048)]
+        assert sum(v[SUMS.index("zygote_mb_ms")] for v in rows.values()) == 48 * 10_000
+        assert sum(v[SUMS.index("idle_ms")] for v in rows.values()) == 0
+    asyncio.run(go())

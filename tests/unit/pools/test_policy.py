@@ -198,6 +198,7 @@ async def test_a_request_waiting_for_a_prewarm_is_answered_when_it_breaks(tmp_pa
 
 async def test_idle_of_the_provisioned_floor_is_not_the_pools_cost(rig, tmp_path):
     from gateway.metering.idle import IdleMeter
+    from gateway.store.rollup import SUMS
 
     clock, backend, manager, scaler, _ = rig
     manager.idle_meter = IdleMeter(clock)
@@ -208,7 +209,7 @@ async def test_idle_of_the_provisioned_floor_is_not_the_pools_cost(rig, tmp_path
         await pool.release(lease)
     clock.advance(3600)
     pool.cut_idle(clock.now())
-    idle_ms = sum(v[-1] for v in manager.idle_meter.take().values())
+    idle_ms = sum(v[SUMS.index("idle_ms")] for v in manager.idle_meter.take().values())
     assert idle_ms == pytest.approx(3600 * 1000, rel=0.01)     # one spare sandbox-hour, not three
 
 
