@@ -46,6 +46,7 @@ class Plan:
     expire_at: float                      # reap it then (== now: at once)
     prewarm_at: float | None = None       # have one warm again from then ...
     prewarm_until: float | None = None    # ... until then (unless a request takes it)
+    zygote_until: float | None = None     # once the endpoint has no sandbox, keep its model zygote until then
 
 
 class _NoScaleOut:
@@ -180,6 +181,52 @@ class AdaptivePolicy:
         """H: seconds of this endpoint's idle sandbox that one cold start is worth."""
         return max(self.MIN_HARM_S, self.HARM_GB_S_PER_COLD_S * self.cold_s_of(traffic) / traffic.memory_gb)
 
+    # --- the model zygote, once the last sandbox has gone ------------------------------------
+    MODEL_PATH, BASE_PATH = "model-zygote", "zygote"
+    MODEL_SHARE = 0.32            # a model-zygote start, until one is measured: this share of a base-zygote one
+    ZYGOTE_MB = 16.0              # what a model zygote holds, until its own size is known
+    ZYGOTE_MAX_S = 1800.0         # the model zygotes' own idle limit (ZygoteConfig.model_idle_s)
+
+    def path_harms(self, traffic: Traffic) -> tuple[float, float]:
+        """(H of a start from the model zygote, H of one from the base zygote), in seconds of this
+        endpoint's idle sandbox: learned latencies, else the prior and the measured ratio."""
+        base = traffic.start_ms(self.BASE_PATH)
+        model = traffic.start_ms(self.MODEL_PATH)
+        base_s = base / 1000.0 if base is not None else (model / 1000.0 / self.MODEL_SHARE if model is not None
+                                                         else self.cold_s)
+        model_s = model / 1000.0 if model is not None else base_s * self.MODEL_SHARE
+        scale = self.HARM_GB_S_PER_COLD_S / traffic.memory_gb
+        return max(self.MIN_HARM_S, scale * model_s), max(self.MIN_HARM_S, scale * base_s)
+
+    def zygote_keep(self, traffic: Traffic, hist: list[float] | None, k: float) -> float:
+        """Seconds after the sandbox goes (its keep-alive ``k``) to keep the endpoint's model
+        zygote: the ``kz`` that minimises, over the idle times longer than ``k``, its memory until
+        the next request or ``kz`` plus that request's start (from the zygote if it came by ``kz``,
+        else from the base zygote), all in seconds of idle sandbox; 0: let it go with the sandbox.
+        With nothing learnt: break even, as long as the start it saves is worth."""
+        h_model, h_base = self.path_harms(traffic)
+        saving = h_base - h_model
+        if saving <= 0:
+            return 0.0
+        z = (traffic.zygote_mb or self.ZYGOTE_MB) / (traffic.memory_gb * 1024.0)
+        if not hist or sum(hist) <= 0:
+            return min(self.ZYGOTE_MAX_S, saving / z)
+        above = [(mid, m) for mid, m in zip(_MIDS, hist, strict=False) if mid > k and m > 0]
+        mass = sum(m for _, m in above)
+        if mass <= 0:
+            return min(self.ZYGOTE_MAX_S, saving / z)
+        best_kz, best = 0.0, h_base                      # let it go: every return starts from the base
+        for edge in _EDGES[1:]:
+            kz = edge - k
+            if kz <= 0:
+                continue
+            if kz > self.ZYGOTE_MAX_S:
+                break
+            c = sum(m * (z * (min(mid - k, kz)) + (h_model if mid - k <= kz else h_base)) for mid, m in above) / mass
+            if c < best:
+                best_kz, best = kz, c
+        return best_kz
+
     def belief(self, traffic: Traffic) -> dict:
         ms = traffic.start_ms()
         return {"cold_start": traffic.start_view(),
@@ -245,6 +292,18 @@ class AdaptivePolicy:
         return (k - p) / 2 + (self.cold_s if cold_s is None else cold_s) + miss * harm_s
 
     def plan(self, traffic: Traffic, level: int, now: float) -> Plan:
+        plan = self._plan(traffic, level, now)
+        if level != 1:                                   # other sandboxes stay: so does the zygote
+            return plan
+        k = plan.expire_at - now
+        basis = traffic.memo.get(1)                      # recomputed with the level's keep-alive, not per plan
+        cached = traffic.memo.get("zygote")
+        if cached is None or cached[0] is not basis or cached[1] != k:
+            cached = traffic.memo["zygote"] = (basis, k, self.zygote_keep(traffic, traffic.hist[1], k))
+        kz = cached[2]
+        return Plan(plan.expire_at, plan.prewarm_at, plan.prewarm_until, plan.expire_at + kz if kz > 0 else None)
+
+    def _plan(self, traffic: Traffic, level: int, now: float) -> Plan:
         slot = min(level, LEVELS)
         cold = self.cold_s_of(traffic)
         harm = self.harm_s(traffic)

@@ -76,6 +76,8 @@ class VariantPool:
         self.prewarms_open = 0                    # pre-warms starting that no request has claimed yet
         self._claims: deque[asyncio.Future] = deque()   # requests waiting for one of them
         self.draining = False
+        self.zygote_until: float | None = None   # once empty, its model zygote is kept until then (the plan's)
+        self.zygote_released = True              # its bundle's model zygote was let go since its last start
         self.cold_starts = 0
         self.last_failure: str | None = None
         self._background: set[asyncio.Task] = set()
@@ -166,7 +168,10 @@ class VariantPool:
         slot = self.slots.get(sb.id)            # None: it died during the request and was forgotten
         if slot is not None:
             slot.last_used = now
-        plan: Plan = self.manager.policy.plan(self.traffic, self.traffic.depart(now), now)
+        level = self.traffic.depart(now)
+        plan: Plan = self.manager.policy.plan(self.traffic, level, now)
+        if level == 1:                               # the last busy sandbox: once it goes, the model
+            self.zygote_until = plan.zygote_until    # zygote is kept until then (None: with it)
         if plan.prewarm_at is not None:
             self.prewarm_windows.append((plan.prewarm_at, plan.prewarm_until))
             del self.prewarm_windows[:-self.MAX_PREWARM_WINDOWS]      # bounded: the latest plans win
@@ -212,6 +217,7 @@ class VariantPool:
             raise StartError(EXITED, sb.death_reason or "sandbox died after start")
         if sb.facts.start_ms is not None:       # what a cold start costs here: the policy's H learns it
             self.traffic.started(sb.facts.path or "unknown", sb.facts.start_ms, mgr.clock.now())
+        self.zygote_released = False
         self.slots[sid] = Slot(sb)
         self.last_failure = None
         return sb
@@ -332,6 +338,11 @@ class VariantPool:
         now = self.manager.clock.now()
         self.idle.insert(0, slot)
         slot.idle_since, slot.expire_at, slot.last_used = now, until, now
+
+    def zygote_due(self, now: float) -> bool:
+        """Whether this pool, empty, should let its bundle's model zygote go now (once)."""
+        return (self.empty and not self.zygote_released
+                and (self.zygote_until is None or now >= self.zygote_until))
 
     def evictable(self) -> list[Candidate]:
         """Idle sandboxes beyond the provisioned floor, as eviction candidates."""

@@ -43,8 +43,9 @@ class Scaler:
             ids = select_reaps(pool.idle_view(), pool.live_count, pool.spec.provisioned, until)
             if ids:
                 self.reaped += await pool.reap(ids)
-                if pool.empty:    # the pool went cold: so does its model zygote
-                    await self.manager.backend.release_bundle(pool.spec.bundle_dir)
+            if pool.zygote_due(now):   # the pool went cold: so does its model zygote, when the plan says
+                pool.zygote_released = True
+                await self.manager.backend.release_bundle(pool.spec.bundle_dir)
             pool.due_prewarms(now)
             pool.keep_floor()
         self.manager.book_zygotes(now)

@@ -47,7 +47,7 @@ class _Sandbox:
 
 class _Endpoint:
     __slots__ = ("mem_gb", "stack", "traffic", "invocations", "cold", "idle_gb_s", "alive", "zygote_until",
-                 "cold_s_total", "zygote_since", "zygote_gb_s")
+                 "cold_s_total", "zygote_since", "zygote_gb_s", "keep_zygote")
 
     def __init__(self, memory_mb: int, name: str = ""):
         self.mem_gb = memory_mb / 1024.0
@@ -61,6 +61,7 @@ class _Endpoint:
         self.cold_s_total = 0.0                 # seconds requests waited for cold starts
         self.zygote_since: float | None = None  # its model zygote was made then (and is kept)
         self.zygote_gb_s = 0.0                  # memory x time its model zygotes held
+        self.keep_zygote: float | None = None   # the last plan's: keep the zygote until then with no sandbox
 
 
 def read_trace(path: str | Path):
@@ -88,6 +89,7 @@ def read_trace(path: str | Path):
 MODEL_ZYGOTE_IDLE_S = 1800.0     # a model zygote not forked from this long is closed (ZygoteConfig.model_idle_s)
 ZYGOTE_MB = 16.0                 # what a model zygote holds: a small scikit-learn model's measured PSS (13-14 MB)
 PATHS = ("model", "base", "fresh")
+LIVE_PATHS = {"model": "model-zygote", "base": "zygote"}     # what the backend calls them (start facts)
 
 
 def parse_by_path(text: str) -> dict[str, float]:
@@ -147,17 +149,19 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0, by_path: dict[str, flo
                 if ep.zygote_since is None:
                     ep.zygote_since = t
             ep.zygote_until = t + MODEL_ZYGOTE_IDLE_S
-        ep.traffic.started(path, ms, t)
+        ep.traffic.started(LIVE_PATHS.get(path, path), ms, t)
         return ms / 1000.0
 
     def gone(ep: _Endpoint, t: float) -> None:
         """A sandbox of ``ep`` is gone; with none left, its model zygote goes too (as live: a pool
-        that went cold releases its bundle's model zygote)."""
+        that went cold releases its bundle's model zygote), or at the plan's ``zygote_until``."""
         ep.alive -= 1
         if ep.alive == 0 and ep.zygote_since is not None:
-            end = min(t, ep.zygote_until)
-            ep.zygote_gb_s += max(0.0, end - ep.zygote_since) * zygote_gb
-            ep.zygote_since, ep.zygote_until = None, None
+            keep = ep.keep_zygote if ep.keep_zygote is not None and ep.keep_zygote > t else t
+            ep.zygote_until = min(keep, ep.zygote_until)
+            if ep.zygote_until <= t:
+                ep.zygote_gb_s += max(0.0, ep.zygote_until - ep.zygote_since) * zygote_gb
+                ep.zygote_since, ep.zygote_until = None, None
 
     def expected_s(ep: _Endpoint) -> float:
         ms = ep.traffic.start_ms()
@@ -181,6 +185,7 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0, by_path: dict[str, flo
             horizon = max(horizon, t)
             level = ep.traffic.depart(t)
             plan = policy.plan(ep.traffic, level, t)
+            ep.keep_zygote = plan.zygote_until
             if plan.prewarm_at is not None:
                 at = max(t, plan.prewarm_at - expected_s(ep))
                 push(at, PREWARM, ep, plan.prewarm_until)

@@ -42,7 +42,7 @@ class Traffic:
 
     __slots__ = ("in_flight", "its", "hist", "weight", "drops", "arrivals", "last_arrival", "fresh",
                  "app_drop", "memo", "episode_start", "episode_peak", "peaks", "durations", "new_episode",
-                 "memory_gb", "recent", "name", "starts", "last_path")
+                 "memory_gb", "recent", "name", "starts", "last_path", "zygote_mb")
 
     def __init__(self, memory_mb: int = 1024, name: str = "") -> None:
         self.name = name                          # the endpoint's, for diagnostics and offline analysis
@@ -65,6 +65,7 @@ class Traffic:
         self.memo: dict = {}                      # a policy's own small derived state (cached choices)
         self.starts: dict[str, list[float]] = {}  # start path -> [decayed sum of ms, decayed count, when]
         self.last_path: str | None = None         # the path the last start took (the next is likely the same)
+        self.zygote_mb: float | None = None       # what its model zygote holds, once measured
 
     def arrive(self, t: float) -> None:
         self.new_episode = self.in_flight == 0 and (self.app_drop is None or t - self.app_drop >= EPISODE_GAP_S)

@@ -147,3 +147,75 @@ def test_model_zygotes_are_metered_per_endpoint_at_what_they_hold(tmp_path):
         assert sum(v[SUMS.index("zygote_mb_ms")] for v in rows.values()) == 48 * 10_000
         assert sum(v[SUMS.index("idle_ms")] for v in rows.values()) == 0
     asyncio.run(go())
+
+
+# --- keep a sandbox, keep only the model zygote, or keep neither -------------------------------
+
+def test_the_model_zygote_is_kept_after_the_sandbox_while_a_return_is_likely_enough():
+    p = AdaptivePolicy(cold_start_ms=1000)
+    t = Traffic(memory_mb=1024)
+    t.started("zygote", 20.0, 0.0)
+    t.started("model-zygote", 6.0, 0.0)
+    h_model, h_base = p.path_harms(t)
+    assert (h_model, h_base) == (pytest.approx(2400 * 0.006), pytest.approx(2400 * 0.020))
+    z = 16 / 1024
+    assert p.zygote_keep(t, None, 10.0) == pytest.approx(min(1800, (h_base - h_model) / z))   # nothing learnt
+    t.arrive(0.0)
+    for i in range(20):                                  # returns every 300 s: beyond the sandbox's keep-alive
+        t.depart(300.0 * i + 1)
+        t.arrive(300.0 * (i + 1))
+    kz = p.zygote_keep(t, t.hist[1], p.keep_alive(t.hist[1], p.harm_s(t)))
+    assert 299 <= kz + p.keep_alive(t.hist[1], p.harm_s(t)) <= 400      # just past the return
+    t.zygote_mb = 1e9                                    # a zygote as large as it gets: not worth keeping
+    assert p.zygote_keep(t, t.hist[1], 0.0) == 0.0
+
+
+def test_unmeasured_model_zygote_starts_are_a_share_of_base_ones_and_no_saving_keeps_nothing():
+    p = AdaptivePolicy(cold_start_ms=1000)
+    t = Traffic()
+    assert p.path_harms(t) == (pytest.approx(2400 * 0.32), pytest.approx(2400.0))          # the prior
+    t.started("model-zygote", 300.0, 0.0)               # a model-zygote start no faster than a base one's
+    t.started("zygote", 300.0, 0.0)
+    assert p.zygote_keep(t, None, 0.0) == 0.0           # nothing to save: let it go with the sandbox
+
+
+def test_an_empty_pool_keeps_its_model_zygote_until_the_plan_says_then_lets_it_go_once(tmp_path):
+    from gateway.metering.provisioned import ProvisionedMeter
+    from gateway.pools.scaler import Scaler
+
+    class Releasing(TimedBackend):
+        def __init__(self):
+            super().__init__()
+            self.released = []
+
+        async def release_bundle(self, bundle_dir):
+            self.released.append(bundle_dir)
+
+    class Meter:
+        async def record_provisioned(self, recs):
+            pass
+
+        async def record_idle(self, deltas):
+            pass
+
+    async def go():
+        clock = FakeClock()
+        backend = Releasing()
+        manager = PoolManager(backend, HostBudget(8192), clock, tmp_path, policy=AdaptivePolicy(1000))
+        backend.listeners.append(manager.on_sandbox_event)
+        scaler = Scaler(manager, Meter(), clock, 1.0, 60.0, ProvisionedMeter(clock))
+        await manager.configure("ep", [VariantSpec(memory_mb=1024, bundle_dir="/b/ep/v1")])
+        pool = manager.pool("ep", "AllTraffic")
+        lease = await pool.acquire()
+        await pool.release(lease)
+        keep_sandbox = pool.idle[0].expire_at - clock.now()
+        keep_zygote = pool.zygote_until - clock.now()
+        assert 0 < keep_sandbox < keep_zygote <= keep_sandbox + 1800
+        clock.advance(keep_sandbox + 0.5)
+        await scaler.tick()
+        assert pool.empty and backend.released == []               # the sandbox went, the zygote stays
+        clock.advance(keep_zygote - keep_sandbox)
+        await scaler.tick()
+        await scaler.tick()
+        assert backend.released == ["/b/ep/v1"]                      # then it goes, once
+    asyncio.run(go())
