@@ -82,23 +82,21 @@ class MemorySampler:
     def tree(self) -> list[psutil.Process]:
         return [self.root, *self.root.children(recursive=True)]
 
-    def rss(self) -> int:
+    def _summed(self, read) -> int:
         total = 0
         for p in self.tree():
             try:
-                total += p.memory_info().rss
-            except psutil.Error:
+                total += read(p)
+            except psutil.Error:              # gone meanwhile
                 pass
         return total
 
+    def rss(self) -> int:
+        return self._summed(lambda p: p.memory_info().rss)
+
     def pss(self) -> int:
-        total = 0
-        for p in self.tree():
-            try:
-                total += p.memory_full_info().pss
-            except psutil.Error:
-                pass
-        return total
+        """Proportional set sizes (reads every process's smaps: slower, so only at the end)."""
+        return self._summed(lambda p: p.memory_full_info().pss)
 
     def _run(self) -> None:
         while not self._stop.is_set():
