@@ -22,7 +22,7 @@ from pathlib import Path
 
 from gateway import errors
 from gateway.multimodel import placement, targets
-from gateway.multimodel.source import Archive, Archives, ModelSource, Version
+from gateway.multimodel.source import Archive, Archives, ModelSource, Version, locate_prefix
 from gateway.pools.pool import Lease, Slot, VariantPool
 from gateway.serving.bundles import Limits
 from runtime.sandbox import LOAD_FAILED, OUT_OF_MEMORY, Sandbox, State, oom_message
@@ -81,7 +81,7 @@ class MultiModels:
 
     def check(self, spec) -> None:
         """Refuse now a prefix this gateway could never read (Invalid)."""
-        ModelSource(self.plane, spec.model_prefix, None, 0.0)
+        locate_prefix(self.plane, spec.model_prefix)
 
     def source(self, spec, clock) -> ModelSource:
         # Prepared models differ by the shared code they were given: its content names them (a

@@ -54,14 +54,21 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()
 
 
+def locate_prefix(plane: DataPlane, url: str) -> Location:
+    """A multi-model endpoint's ModelDataUrl as the prefix it names (an S3 URL gains its trailing
+    slash); Invalid unless this gateway may read it and, when local, it is a directory."""
+    loc = plane.locate(url if url.endswith("/") or not url.startswith(("s3://", "http")) else url + "/",
+                       what="ModelDataUrl")
+    if loc.scheme == "file" and not loc.path.is_dir():
+        raise Invalid(f"ModelDataUrl {url} of a multi-model endpoint must be a directory or an S3 prefix.")
+    return loc
+
+
 class ModelSource:
     def __init__(self, plane: DataPlane, prefix: str, clock, recheck_s: float, salt: str = ""):
         self.plane, self.clock, self.recheck_s = plane, clock, recheck_s
         self.salt = salt                      # what else makes a prepared model differ (the shared code)
-        self.prefix = plane.locate(prefix if prefix.endswith("/") or not prefix.startswith(("s3://", "http"))
-                                   else prefix + "/", what="ModelDataUrl")
-        if self.prefix.scheme == "file" and not self.prefix.path.is_dir():
-            raise Invalid(f"ModelDataUrl {prefix} of a multi-model endpoint must be a directory (or an S3 prefix).")
+        self.prefix = locate_prefix(plane, prefix)
         self._known: dict[str, tuple[Version, float]] = {}
         self._looking: dict[str, asyncio.Future] = {}
 
@@ -176,7 +183,10 @@ class Archives:
     def open(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         for p in self.root.glob(".*"):         # a preparation cut short by a stop
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
     def _path(self, key: str, kind: str) -> Path:
         return self.root / f"{key}.{kind}.tar"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from gateway.data.locations import Location
 from gateway.data.plane import DataPlane
 from gateway.errors import BundleRejected, Conflict, NotFound
+from gateway.multimodel.source import locate_prefix
 from gateway.sagemaker import synthesized
 from gateway.sagemaker.shapes import invalid
 from gateway.serving.bundles import Limits, off_loop, verify_model_data
@@ -163,9 +164,7 @@ class Catalog:
         if not isinstance(url, str) or container.get("ModelDataSource") is not None:
             raise invalid("A MultiModel container needs ModelDataUrl: the S3 prefix (or local directory) of its "
                           "models; ModelDataSource is not supported for multi-model endpoints.")
-        loc = self.data.locate(url if url.endswith("/") or not url.startswith(("s3://", "http")) else url + "/")
-        if loc.scheme == "file" and not loc.path.is_dir():
-            raise invalid(f"ModelDataUrl {url} of a MultiModel container must be a directory or an S3 prefix.")
+        locate_prefix(self.data, url)
         return url, setting == "Enabled"
 
     def model_source(self, container: dict) -> ModelSource | None:
