@@ -229,13 +229,8 @@ class MultiModelPool(VariantPool):
         if not holders:
             return None
         slot = max(holders, key=lambda s: self._held(s.sandbox.id).models[key].last_used)
-        self._take(slot)
+        self.take(slot)
         return slot
-
-    def _take(self, slot: Slot) -> None:
-        self.idle.remove(slot)
-        self.idle_ended(slot)
-        slot.expire_at = None
 
     def _held(self, sid: str) -> Held:
         held = self.held.get(sid)
@@ -299,7 +294,7 @@ class MultiModelPool(VariantPool):
             slot = self.slots[sb.id]
         else:
             slot = self.slots[choice.sandbox_id]
-            self._take(slot)
+            self.take(slot)
         try:
             if choice.hit:                        # another load put it here meanwhile
                 return slot, cold, (clock.now() - t0) * 1000.0
@@ -417,7 +412,7 @@ class MultiModelPool(VariantPool):
             doomed = [k for k in held.models if k in self.stale]
             if not doomed or slot not in self.idle:
                 continue
-            self._take(slot)
+            self.take(slot)
             try:
                 for k in doomed:
                     if slot.sandbox.state is State.IDLE:

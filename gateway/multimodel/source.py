@@ -32,7 +32,6 @@ class Version:
     target: str          # the client's path, checked
     tag: str             # what identifies this version: an ETag, or a digest of a listing or a stat
     key: str             # the gateway's name for it, in sandboxes and on disk ("m" + hex)
-    size: int            # bytes of its data as stored
     url: str             # where it was found
     directory: bool      # a model directory (a prefix of objects, or a local directory)
 
@@ -43,7 +42,6 @@ class Archive:
     kind: str            # runtime.bundle.PICKLE or SAGEMAKER
     data: bytes          # the bundle as an uncompressed tar
     download_ms: float   # what reading the model data took when it was prepared (0: prepared before)
-    prepare_ms: float
 
 
 def _digest(*parts: str) -> str:
@@ -122,7 +120,7 @@ class ModelSource:
                 info = await self.plane.stat(loc, what="target model")
             except Invalid:
                 raise self._missing(target) from None
-            return Version(target, info.etag, self._key(target, info.etag), info.size, loc.url, False)
+            return Version(target, info.etag, self._key(target, info.etag), loc.url, False)
         loc = Location("s3", f"s3://{p.bucket}/{p.key}{target}/", bucket=p.bucket, key=p.key + target + "/")
         try:
             objects = [o for o in await self.plane.objects(loc, what="target model") if not o.key.endswith("/")]
@@ -132,7 +130,7 @@ class ModelSource:
             raise self._missing(target)
         listing = sorted((relative_key(loc, o.key, "target model"), o.etag) for o in objects)
         tag = _digest(*(f"{k}={e}" for k, e in listing))
-        return Version(target, tag, self._key(target, tag), sum(o.size for o in objects), loc.url, True)
+        return Version(target, tag, self._key(target, tag), loc.url, True)
 
     def _look_up_local(self, target: str) -> Version:
         root = self.prefix.path
@@ -145,19 +143,18 @@ class ModelSource:
             raise self._missing(target)       # a link out of the prefix reads as nothing there
         st = real.stat()
         if real.is_dir():
-            entries, total = [], 0
+            entries = []
             for dirpath, dirnames, filenames in os.walk(real):
                 for name in dirnames + filenames:
                     full = os.path.join(dirpath, name)
                     s = os.lstat(full)
                     entries.append(f"{os.path.relpath(full, real)}:{s.st_size}:{s.st_mtime_ns}:{s.st_mode}")
-                    total += s.st_size
                     if len(entries) > MAX_ENTRIES:
                         raise Invalid(f"Target model {target} holds more than {MAX_ENTRIES} files.")
             tag = _digest(*sorted(entries))
-            return Version(target, tag, self._key(target, tag), total, str(real), True)
+            return Version(target, tag, self._key(target, tag), str(real), True)
         tag = f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
-        return Version(target, tag, self._key(target, tag), st.st_size, str(real), False)
+        return Version(target, tag, self._key(target, tag), str(real), False)
 
     def location(self, v: Version) -> Location:
         """Where ``v`` is read from: for a local target, the real path its lookup checked, not
@@ -199,7 +196,7 @@ class Archives:
                 os.utime(p)                   # recently used: the last to go
             except FileNotFoundError:         # trimmed meanwhile: made again
                 continue
-            return Archive(key, kind, data, 0.0, 0.0)
+            return Archive(key, kind, data, 0.0)
         return None
 
     async def prepared(self, source: ModelSource, v: Version, limits: Limits, code: Path | None,
@@ -233,7 +230,7 @@ class Archives:
         finally:
             await asyncio.to_thread(shutil.rmtree, stage, True)
         await off_loop(self._trim)
-        return Archive(v.key, kind, data, (t1 - t0) * 1000.0, (time.perf_counter() - t0) * 1000.0)
+        return Archive(v.key, kind, data, (t1 - t0) * 1000.0)
 
     def _trim(self) -> None:
         """Past its capacity, the least recently used archives go (they are made again if asked)."""

@@ -262,14 +262,18 @@ class VariantPool:
         if slot in self.idle:
             self.idle.remove(slot)
 
+    def take(self, slot: Slot) -> None:
+        """This idle sandbox stops being idle (a caller has it now): its idle time is booked."""
+        self.idle.remove(slot)
+        self.idle_ended(slot)
+        slot.expire_at = None
+
     def take_idle(self, ids: list[str]) -> list[Sandbox]:
         """Remove these idle sandboxes from the pool so no request can take them."""
         wanted = set(ids)
         taken = [slot for slot in self.idle if slot.sandbox.id in wanted]
         for slot in taken:
-            self.idle.remove(slot)
-            self.idle_ended(slot)
-            slot.expire_at = None
+            self.take(slot)
         return [slot.sandbox for slot in taken]
 
     async def reap(self, ids: list[str], reason: str = "keep-alive expired") -> int:

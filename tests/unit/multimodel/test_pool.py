@@ -62,7 +62,7 @@ class FakeSource:
         if target not in self.objects:
             raise errors.Invalid(f"Could not find target model {target}")
         tag, _ = self.objects[target]
-        return Version(target, tag, f"m{abs(hash((target, tag))):x}"[:20], 1, f"s3://fake/{target}", False)
+        return Version(target, tag, f"m{abs(hash((target, tag))):x}"[:20], f"s3://fake/{target}", False)
 
 
 class FakeArchives:
@@ -71,7 +71,7 @@ class FakeArchives:
 
     async def prepared(self, source, v, limits, code, program):
         size = self.source.objects[v.target][1]
-        return Archive(v.key, "pickle", b"OOM" if size < 0 else str(size).encode(), 0.0, 0.0)
+        return Archive(v.key, "pickle", b"OOM" if size < 0 else str(size).encode(), 0.0)
 
 
 class FakeModels:
