@@ -33,9 +33,11 @@ Policies:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
+from gateway.pools.ticks import fit_ticks
 from gateway.pools.traffic import _EDGES, _MIDS, EPISODE_GAP_S, LEVELS, Traffic
 
 
@@ -47,6 +49,8 @@ class Plan:
     prewarm_at: float | None = None       # have one warm again from then ...
     prewarm_until: float | None = None    # ... until then (unless a request takes it)
     zygote_until: float | None = None     # once the endpoint has no sandbox, keep its model zygote until then
+    prewarm_every: float = 0.0            # a timer's period: while no request comes, open the window again ...
+    prewarm_repeats: int = 0              # ... this many more times, one period apart (a skipped tick)
 
 
 class _NoScaleOut:
@@ -156,6 +160,7 @@ class AdaptivePolicy:
     PERIODIC_SAMPLES = 2
     HEDGE = True                  # also pre-warm narrowly around a repeat of the last idle time
     HEDGE_SPREAD = 0.01
+    HEDGE_LEVEL1 = True           # hedge only for the first sandbox (higher levels rarely repeat)
     RECOMPUTE_EVERY = 8           # recompute a level's keep-alive after this many new ITs
 
     def __init__(self, cold_start_ms: float = 1000.0, harm_gb_s_per_cold_s: float | None = None):
@@ -252,22 +257,53 @@ class AdaptivePolicy:
             return None
         return p, k
 
-    @staticmethod
-    def keep_alive(hist: list[float] | None, harm_s: float) -> float:
+    @classmethod
+    def keep_alive(cls, hist: list[float] | None, harm_s: float, samples: float | None = None) -> float:
         """argmin over k of E[min(IT, k)] + H * P(IT > k), on the decayed histogram."""
-        return AdaptivePolicy.keep_alive_cost(hist, harm_s)[0]
+        return cls.keep_alive_cost(hist, harm_s, samples)[0]
 
-    @staticmethod
-    def keep_alive_cost(hist: list[float] | None, harm_s: float) -> tuple[float, float]:
-        """(k, expected cost per idle period in seconds of idle memory) of the best keep-alive."""
+    EXCESS_MAX_CV = 1.5           # the IT excess over the median is read as exponential up to this spread / mean
+
+    @classmethod
+    def keep_alive_cost(cls, hist: list[float] | None, harm_s: float,
+                        samples: float | None = None) -> tuple[float, float]:
+        """(k, expected cost per idle period in seconds of idle memory) of the best keep-alive.
+
+        Below the median idle time the histogram is read as it is.  Above it, given ``samples``
+        (how many ITs the histogram holds, decayed), the ITs are modelled as the median plus an
+        exponential excess whose mean (mu) is the ITs' mean excess over the median: one
+        statistic instead of a few noisy bins, and a tail beyond the longest IT seen.  Then
+        keeping on past the median pays exactly while mu < H (a Poisson endpoint whose mean IT
+        is under H is kept until its next request, however long that takes), and does not
+        once mu >= H; a k past the median is chosen where the excess has a chance of
+        1/(samples + 1)^2 left."""
         if hist is None:
             return harm_s, harm_s                        # nothing known: break even (ski rental)
         total = sum(hist)
         if total <= 0:
             return harm_s, harm_s
+        median_bin = len(hist) - 1
+        mu = 0.0
+        if samples is not None and samples > 0:
+            i, acc = 0, hist[0]
+            while acc < total / 2:
+                i += 1
+                acc += hist[i]
+            upper = total - acc
+            if i < len(hist) - 1 and upper > 0:
+                q = _EDGES[i + 1]
+                mu = sum(m * (_MIDS[j] - q) for j, m in enumerate(hist) if j > i) / upper
+                second = sum(m * (_MIDS[j] - q) ** 2 for j, m in enumerate(hist) if j > i) / upper
+                # an exponential excess has a spread equal to its mean; bursts (many short ITs
+                # and a few hours-long ones) or heavy tails have far more: read those as they are
+                if mu > 0 and second - mu * mu <= (cls.EXCESS_MAX_CV * mu) ** 2:
+                    median_bin = i
+                else:
+                    mu = 0.0
         best_k, best = 0.0, harm_s                       # k = 0: every request after a gap is cold
         below_mass = below_idle = 0.0
-        for i, m in enumerate(hist):
+        for i in range(median_bin + 1):
+            m = hist[i]
             below_mass += m
             below_idle += m * _MIDS[i]
             k = _EDGES[i + 1]
@@ -275,6 +311,15 @@ class AdaptivePolicy:
             c = (below_idle + above * (k + harm_s)) / total
             if c < best:
                 best_k, best = k, c
+        upper = total - below_mass
+        if mu > 0 and upper > 0:
+            q = _EDGES[median_bin + 1]
+            if mu < harm_s:
+                d = 2.0 * mu * math.log(samples + 1.0)
+                left = math.exp(-d / mu)
+                c = (below_idle + upper * (q + mu * (1.0 - left) + left * harm_s)) / total
+                if c < best:
+                    best_k, best = q + d, c
         return best_k, best
 
     def window_cost(self, its, hist: list[float] | None, window: tuple[float, float], harm_s: float,
@@ -301,7 +346,7 @@ class AdaptivePolicy:
         if cached is None or cached[0] is not basis or cached[1] != k:
             cached = traffic.memo["zygote"] = (basis, k, self.zygote_keep(traffic, traffic.hist[1], k))
         kz = cached[2]
-        return Plan(plan.expire_at, plan.prewarm_at, plan.prewarm_until, plan.expire_at + kz if kz > 0 else None)
+        return dataclasses.replace(plan, zygote_until=plan.expire_at + kz if kz > 0 else None)
 
     def _plan(self, traffic: Traffic, level: int, now: float) -> Plan:
         slot = min(level, LEVELS)
@@ -310,16 +355,21 @@ class AdaptivePolicy:
         cached = traffic.memo.get(slot)
         # recomputed after RECOMPUTE_EVERY new ITs, or when the learned cold start moved H by 10 %
         if cached is None or traffic.fresh[slot] >= self.RECOMPUTE_EVERY or abs(cached[2] - harm) > 0.1 * harm:
-            cached = traffic.memo[slot] = (*self.keep_alive_cost(traffic.hist[slot], harm), harm)
+            cached = traffic.memo[slot] = (*self.keep_alive_cost(traffic.hist[slot], harm,
+                                                                 traffic.samples(slot)), harm)
             traffic.fresh[slot] = 0
         cached, keep_cost, _ = cached
-        window = self.periodic_window(traffic.its[slot], cold)
+        if slot == 1 and traffic.in_flight == 0:
+            ticks = self.tick_plan(traffic, now, cold, harm, keep_cost)
+            if ticks is not None:
+                return ticks
+        window = self.periodic_window(traffic.its[slot], cold) if slot > 1 else None
         if window is not None and \
                 self.window_cost(traffic.its[slot], traffic.hist[slot], window, harm, cold) <= keep_cost:
             p, k = window
             return Plan(expire_at=now, prewarm_at=now + p, prewarm_until=now + k)
         its = traffic.its[slot]
-        if self.HEDGE and its:
+        if self.HEDGE and its and (slot == 1 or not self.HEDGE_LEVEL1):
             # Hedge: the last idle time may repeat (a timer not yet confirmed).  A narrow
             # pre-warm around it costs a few seconds of memory and catches the repeat.
             last = its[-1]
@@ -328,12 +378,80 @@ class AdaptivePolicy:
                 return Plan(expire_at=now + cached, prewarm_at=now + last - margin, prewarm_until=now + last + margin)
         return Plan(expire_at=now + cached)
 
+    # --- a timer: pre-warm for its next tick ---------------------------------------------------
+    TICK_MARGIN_SHARE = 0.25      # widen the window by this share of the recent ticks' spread each side ...
+    TICK_MARGIN_S = 0.5           # ... plus this, and 0.5 % of the period
+    TICK_REPEATS = 2              # windows opened again for skipped ticks, at most
+    TICK_MEMORY = 256             # predictions the measured hit rate remembers (about)
+
+    def tick_plan(self, traffic: Traffic, now: float, cold: float, harm: float, keep_cost: float) -> Plan | None:
+        """Let the sandbox go and have one warm for the next tick, if the endpoint's arrivals fit
+        a timer (``gateway.pools.ticks``) and that costs less than the best keep-alive
+        (``keep_cost``, per idle period).  Per tick, in seconds of idle memory, a window costs
+        its memory until the tick (and the start before it), a wasted window for every skipped
+        tick, and a wasted window and a cold start (H) for every tick that misses it: a share
+        measured on this endpoint's own predictions, each scored when the next request comes,
+        whether or not its window was used."""
+        memo = traffic.memo
+        pred = memo.pop("tick_pred", None)
+        if pred is not None and traffic.last_arrival is not None and traffic.last_arrival > pred[0]:
+            made, lo, hi, period = pred
+            first = next(t for t in traffic.recent if t > made)        # the first request after it
+            hit = any(lo + i * period <= first <= hi + i * period for i in range(self.TICK_REPEATS + 1))
+            score = memo.get("tick_score", (0.0, 0.0))
+            keep = 1.0 - 1.0 / self.TICK_MEMORY
+            memo["tick_score"] = (score[0] * keep + hit, score[1] * keep + 1.0)
+        fit = fit_ticks(traffic.recent, min_period=cold)
+        if fit is None:
+            return None
+        margin = self.TICK_MARGIN_SHARE * (fit.late - fit.early) + self.TICK_MARGIN_S + 0.005 * fit.period
+        lo, hi = fit.next_at + fit.early - margin, fit.next_at + fit.late + margin
+        if lo - now <= cold:                              # too soon to let it go and come back
+            return None
+        memo["tick_pred"] = (now, lo, hi, fit.period)
+        hits, n = memo.get("tick_score", (0.0, 0.0))
+        miss = (n - hits + 1.0) / (n + 2.0)               # Laplace's rule: unknown until measured
+        window = hi - lo + cold
+        cost = (1.0 - miss) * (fit.next_at - lo + cold) + fit.skipped * window + miss * (window + harm)
+        if cost >= keep_cost:
+            return None
+        return Plan(expire_at=now, prewarm_at=lo, prewarm_until=hi, prewarm_every=fit.period,
+                    prewarm_repeats=self.TICK_REPEATS)
+
     # --- per endpoint, when a request arrives -------------------------------------------------
+    EPISODES_ON = True
+    PANIC_ON = True
     PANIC_WINDOW_S = 2.0          # Knative's panic window: a short look at the arrival rate ...
     STABLE_WINDOW_S = 60.0        # ... against a long one
     PANIC_RATE_RATIO = 2.0        # panic when the short-window rate is this many times the long one
+    PANIC_MIN = 4                 # arrivals in the panic window, at least
+    PANIC_SURPRISE = 0.001        # and no likelier than this from the minute's rate
     PANIC_HEADROOM = 2.0          # and aim for this many times the concurrency in flight
     PANIC_KEEP_S = 60.0           # (or break-even H, if shorter: cheap cold starts need no long stay)
+
+    def panics(self, traffic: Traffic, now: float) -> bool:
+        """Arrivals in the last ``PANIC_WINDOW_S`` run at ``PANIC_RATE_RATIO`` times the rate of the
+        minute before or more, and at least ``PANIC_MIN`` of them, more than the minute's rate
+        makes likely by chance (Poisson, ``PANIC_SURPRISE``): a steady stream's fluctuations
+        are no burst."""
+        recent = traffic.recent
+        short = sum(1 for t in recent if now - t <= self.PANIC_WINDOW_S)
+        if short < self.PANIC_MIN:
+            return False
+        # the minute before the short window (as far back as the remembered arrivals go)
+        span = min(self.STABLE_WINDOW_S, now - recent[0]) - self.PANIC_WINDOW_S
+        before = sum(1 for t in recent if self.PANIC_WINDOW_S < now - t <= self.STABLE_WINDOW_S)
+        if span <= 0 or before == 0:
+            return True                                   # nothing came before: a burst from nothing
+        expected = before / span * self.PANIC_WINDOW_S
+        if short < self.PANIC_RATE_RATIO * expected:
+            return False
+        # P(Poisson(expected) >= short)
+        term = cdf = math.exp(-expected)
+        for i in range(1, short):
+            term *= expected / i
+            cdf += term
+        return 1.0 - cdf < self.PANIC_SURPRISE
 
     def scale_out(self, traffic: Traffic, now: float, alive: int) -> tuple[int, float]:
         """(sandboxes to start now, seconds to keep them), on two occasions:
@@ -341,22 +459,18 @@ class AdaptivePolicy:
         * an episode of activity starts: up to the median peak concurrency of recent
           episodes, kept for their median length;
         * panic (as Knative): every sandbox is busy and arrivals over the last 2 s run at
-          twice the rate of the last minute or more: up to twice the concurrency in flight.
+          twice the rate of the minute before or more, beyond chance (``panics``): up to
+          twice the concurrency in flight.
 
         ``alive`` counts the endpoint's sandboxes, not the one this request is about to get.
         """
-        if traffic.new_episode and len(traffic.peaks) >= 2:
+        if self.EPISODES_ON and traffic.new_episode and len(traffic.peaks) >= 2:
             peak = sorted(traffic.peaks)[len(traffic.peaks) // 2]
             duration = sorted(traffic.durations)[len(traffic.durations) // 2]
             return max(0, peak - alive - 1), self.cold_s_of(traffic) + duration + EPISODE_GAP_S / 2
-        if traffic.in_flight > alive and len(traffic.recent) >= 4:
-            short = sum(1 for t in traffic.recent if now - t <= self.PANIC_WINDOW_S) / self.PANIC_WINDOW_S
-            span = min(self.STABLE_WINDOW_S, max(self.PANIC_WINDOW_S, now - traffic.recent[0]))
-            stable = len(traffic.recent) / span
-            if short >= self.PANIC_RATE_RATIO * stable or span < self.STABLE_WINDOW_S and short * span >= 4:
-                want = math.ceil(self.PANIC_HEADROOM * traffic.in_flight)
-                return max(0, want - alive - 1), self.cold_s_of(traffic) + min(self.PANIC_KEEP_S,
-                                                                                self.harm_s(traffic))
+        if self.PANIC_ON and traffic.in_flight > alive and len(traffic.recent) >= 4 and self.panics(traffic, now):
+            want = math.ceil(self.PANIC_HEADROOM * traffic.in_flight)
+            return max(0, want - alive - 1), self.cold_s_of(traffic) + min(self.PANIC_KEEP_S, self.harm_s(traffic))
         return 0, 0.0
 
 

@@ -72,7 +72,8 @@ class VariantPool:
         self.idle: list[Slot] = []                # the idle ones, most recently used last
         self.starting = 0
         self.traffic = Traffic(spec.memory_mb, f"{endpoint}/{spec.name}")   # what the policy learns from
-        self.prewarm_windows: list[tuple[float, float]] = []   # (from, until): one sandbox warm then
+        # (from, until, unless): one sandbox warm then, unless a request came after ``unless``
+        self.prewarm_windows: list[tuple[float, float, float | None]] = []
         self.prewarms_open = 0                    # pre-warms starting that no request has claimed yet
         self._claims: deque[asyncio.Future] = deque()   # requests waiting for one of them
         self.draining = False
@@ -115,8 +116,9 @@ class VariantPool:
         """Pre-warm windows that have opened: each wants one sandbox now (and is consumed)."""
         due = [w for w in self.prewarm_windows if w[0] <= now]
         self.prewarm_windows = [w for w in self.prewarm_windows if w[0] > now]
-        for _, until in due:
-            if until > now:
+        last = self.traffic.last_arrival
+        for _, until, unless in due:
+            if until > now and (unless is None or last is None or last <= unless):
                 self.prewarm(1, until)
         return len(due)
 
@@ -173,7 +175,9 @@ class VariantPool:
         if level == 1:                               # the last busy sandbox: once it goes, the model
             self.zygote_until = plan.zygote_until    # zygote is kept until then (None: with it)
         if plan.prewarm_at is not None:
-            self.prewarm_windows.append((plan.prewarm_at, plan.prewarm_until))
+            for i in range(plan.prewarm_repeats + 1):     # a timer's skipped ticks: only while none came
+                shift = i * plan.prewarm_every
+                self.prewarm_windows.append((plan.prewarm_at + shift, plan.prewarm_until + shift, now if i else None))
             del self.prewarm_windows[:-self.MAX_PREWARM_WINDOWS]      # bounded: the latest plans win
         if slot is not None and sb.state is State.IDLE and not self.draining:
             self.idle.append(slot)
@@ -400,6 +404,6 @@ class VariantPool:
             "in_flight": self.admission.in_flight, "max_concurrency": self.admission.max_concurrency,
             "provisioned": self.spec.provisioned, "cold_starts": self.cold_starts,
             "states": states, "sandboxes": sandboxes, "last_failure": self.last_failure,
-            "prewarm_windows": [(round(a - now, 3), round(b - now, 3)) for a, b in self.prewarm_windows],
+            "prewarm_windows": [(round(a - now, 3), round(b - now, 3)) for a, b, _ in self.prewarm_windows],
             "policy": dict(self.manager.policy.belief(self.traffic), name=self.manager.policy.name),
         }

@@ -187,8 +187,11 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0, by_path: dict[str, flo
             plan = policy.plan(ep.traffic, level, t)
             ep.keep_zygote = plan.zygote_until
             if plan.prewarm_at is not None:
-                at = max(t, plan.prewarm_at - expected_s(ep))
-                push(at, PREWARM, ep, plan.prewarm_until)
+                lead = expected_s(ep)
+                for i in range(plan.prewarm_repeats + 1):     # repeats: only while no request has come
+                    shift = i * plan.prewarm_every
+                    push(max(t, plan.prewarm_at + shift - lead), PREWARM, ep, plan.prewarm_until + shift,
+                         t if i else None)
             if plan.expire_at > t:
                 sb = b
                 sb.idle, sb.idle_since = True, t
@@ -203,7 +206,9 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0, by_path: dict[str, flo
                 a.idle_gb_s += (t - sb.idle_since) * a.mem_gb
                 a.stack.remove(sb)
                 gone(a, t)
-        elif kind == PREWARM:                # a: endpoint, b: until
+        elif kind == PREWARM:                # a: endpoint, b: until, c: unless a request came after then
+            if c is not None and a.traffic.last_arrival is not None and a.traffic.last_arrival > c:
+                return
             sb = _Sandbox(t)                 # alive (starting) from now: its memory counts as idle
             a.alive += 1
             push(t + start_sandbox(a, t), READY, a, sb, b)

@@ -22,7 +22,8 @@ SAMPLES = 16        # most recent idle times remembered per level (periodicity)
 BINS_PER_DECADE = 10
 HIST_MIN_S = 0.1
 HIST_BINS = 68      # 0.1 s .. about a week, ratio 10^(1/10) a bin; longer ITs fall in the last
-HIST_HALF_LIFE_S = 3600.0  # an idle time observed this long ago counts half as much
+HIST_HALF_LIFE_S = 3600.0  # an idle time observed this long ago counts half as much ...
+HIST_HALF_LIFE_ITS = 32    # ... unless fewer idle times than this have come since
 EPISODE_GAP_S = 60.0      # idle longer than this ends an episode of activity
 EPISODES = 8              # episodes remembered (peak concurrency, duration)
 RECENT_ARRIVALS = 64      # arrival times remembered, for the panic window
@@ -40,7 +41,7 @@ def _bin(it: float) -> int:
 class Traffic:
     """Bounded record of one endpoint's demand: in-flight count and per-level idle times."""
 
-    __slots__ = ("in_flight", "its", "hist", "weight", "drops", "arrivals", "last_arrival", "fresh",
+    __slots__ = ("in_flight", "its", "hist", "weight", "seen", "drops", "arrivals", "last_arrival", "fresh",
                  "app_drop", "memo", "episode_start", "episode_peak", "peaks", "durations", "new_episode",
                  "memory_gb", "recent", "name", "starts", "last_path", "zygote_mb")
 
@@ -50,7 +51,8 @@ class Traffic:
         self.in_flight = 0
         self.its = [deque(maxlen=SAMPLES) for _ in range(LEVELS + 1)]   # index = level (0 unused)
         self.hist: list[list[float] | None] = [None] * (LEVELS + 1)      # decayed long-term IT histograms
-        self.weight = [0.0] * (LEVELS + 1)        # per slot: the time at which a new IT weighs 1
+        self.weight = [0.0] * (LEVELS + 1)        # per slot: log2 of the weight a new IT gets
+        self.seen = [0.0] * (LEVELS + 1)          # per slot: when its last IT was observed
         self.episode_start: float | None = None
         self.episode_peak = 0
         self.peaks: deque[int] = deque(maxlen=EPISODES)
@@ -85,22 +87,30 @@ class Traffic:
             self._observe(min(level, LEVELS), t - dropped, t)
 
     def _observe(self, slot: int, it: float, t: float) -> None:
-        """Add an IT to the slot's histogram.  Older ITs count less by *time* (half-life
-        HIST_HALF_LIFE_S): new ones are added with a weight that grows with the clock, and
-        the histogram is renormalised now and then, so a quiet night soon outweighs the
-        busy day before it, however few its observations."""
+        """Add an IT to the slot's histogram.  Older ITs count less: half as much an hour
+        (HIST_HALF_LIFE_S) later or ``HIST_HALF_LIFE_ITS`` ITs later, whichever comes last, so
+        a quiet night soon outweighs the busy day before it, however few its observations,
+        while an endpoint called every few minutes still remembers enough of them to know
+        its rate.  New ITs are added with a weight that grows (``weight``: its log2) and the
+        histogram is renormalised now and then."""
         self.its[slot].append(it)
         self.fresh[slot] += 1
         h = self.hist[slot]
         if h is None:
             h = self.hist[slot] = [0.0] * HIST_BINS
-            self.weight[slot] = t                     # reference time of weight 1
-        w = 2.0 ** ((t - self.weight[slot]) / HIST_HALF_LIFE_S)
-        if w > 1e6:
-            h[:] = [v / w for v in h]
-            self.weight[slot] = t
-            w = 1.0
-        h[_bin(it)] += w
+            self.weight[slot], self.seen[slot] = 0.0, t
+        self.weight[slot] += min((t - self.seen[slot]) / HIST_HALF_LIFE_S, 1.0 / HIST_HALF_LIFE_ITS)
+        self.seen[slot] = t
+        if self.weight[slot] > 20.0:
+            scale = 2.0 ** -self.weight[slot]
+            h[:] = [v * scale for v in h]
+            self.weight[slot] = 0.0
+        h[_bin(it)] += 2.0 ** self.weight[slot]
+
+    def samples(self, slot: int) -> float:
+        """How many idle times the slot's histogram holds, each counted by its decayed weight."""
+        h = self.hist[slot]
+        return sum(h) / 2.0 ** self.weight[slot] if h is not None else 0.0
 
     def started(self, path: str, ms: float, t: float) -> None:
         """A sandbox of this endpoint started on ``path`` (model-zygote, zygote, fresh, stem, ...)
