@@ -24,12 +24,18 @@ Policies:
                   learned per start path from its measured starts (the prior,
                   ``--policy-cold-start-ms``, until one is measured).  Until a level
                   has ITs, keep alive for H: the break-even ("ski rental") rule,
-                  never worse than twice the best choice in hindsight.  Timers
-                  (recent ITs that repeat) get a pre-warm window instead of a
-                  keep-alive when that costs less, counting every tick that
-                  missed the window (a skip, a late run) as a cold start; a
-                  single IT gets a narrow hedging pre-warm beyond the keep-alive;
-                  bursts scale out (episode peaks, Knative-style panic window).
+                  never worse than twice the best choice in hindsight.  Above the
+                  median, ITs are read as an exponential excess when their spread
+                  says so (a Poisson endpoint under break-even is kept until its
+                  next request).  Timers (arrivals on a grid of ticks,
+                  ``gateway.pools.ticks``) get a pre-warm window for the next
+                  tick instead of a keep-alive when that costs less at the miss
+                  rate their own predictions have had, opened again a period
+                  later after a skipped tick; higher levels whose recent ITs
+                  repeat get one too.  The last IT gets a narrow hedging pre-warm
+                  beyond the keep-alive; bursts scale out (episode peaks, a
+                  Knative-style panic window that a steady stream's noise does
+                  not trip).
 """
 from __future__ import annotations
 
@@ -160,7 +166,6 @@ class AdaptivePolicy:
     PERIODIC_SAMPLES = 2
     HEDGE = True                  # also pre-warm narrowly around a repeat of the last idle time
     HEDGE_SPREAD = 0.01
-    HEDGE_LEVEL1 = True           # hedge only for the first sandbox (higher levels rarely repeat)
     RECOMPUTE_EVERY = 8           # recompute a level's keep-alive after this many new ITs
 
     def __init__(self, cold_start_ms: float = 1000.0, harm_gb_s_per_cold_s: float | None = None):
@@ -369,7 +374,7 @@ class AdaptivePolicy:
             p, k = window
             return Plan(expire_at=now, prewarm_at=now + p, prewarm_until=now + k)
         its = traffic.its[slot]
-        if self.HEDGE and its and (slot == 1 or not self.HEDGE_LEVEL1):
+        if self.HEDGE and its and slot == 1:        # higher levels' long ITs rarely repeat
             # Hedge: the last idle time may repeat (a timer not yet confirmed).  A narrow
             # pre-warm around it costs a few seconds of memory and catches the repeat.
             last = its[-1]
@@ -419,8 +424,6 @@ class AdaptivePolicy:
                     prewarm_repeats=self.TICK_REPEATS)
 
     # --- per endpoint, when a request arrives -------------------------------------------------
-    EPISODES_ON = True
-    PANIC_ON = True
     PANIC_WINDOW_S = 2.0          # Knative's panic window: a short look at the arrival rate ...
     STABLE_WINDOW_S = 60.0        # ... against a long one
     PANIC_RATE_RATIO = 2.0        # panic when the short-window rate is this many times the long one
@@ -464,11 +467,11 @@ class AdaptivePolicy:
 
         ``alive`` counts the endpoint's sandboxes, not the one this request is about to get.
         """
-        if self.EPISODES_ON and traffic.new_episode and len(traffic.peaks) >= 2:
+        if traffic.new_episode and len(traffic.peaks) >= 2:
             peak = sorted(traffic.peaks)[len(traffic.peaks) // 2]
             duration = sorted(traffic.durations)[len(traffic.durations) // 2]
             return max(0, peak - alive - 1), self.cold_s_of(traffic) + duration + EPISODE_GAP_S / 2
-        if self.PANIC_ON and traffic.in_flight > alive and len(traffic.recent) >= 4 and self.panics(traffic, now):
+        if traffic.in_flight > alive and len(traffic.recent) >= 4 and self.panics(traffic, now):
             want = math.ceil(self.PANIC_HEADROOM * traffic.in_flight)
             return max(0, want - alive - 1), self.cold_s_of(traffic) + min(self.PANIC_KEEP_S, self.harm_s(traffic))
         return 0, 0.0

@@ -66,19 +66,46 @@ def test_adaptive_learns_a_timer_and_prewarms_it():
     assert adaptive["idle_gb_s"] < fixed["idle_gb_s"] / 10
 
 
-def test_a_timer_that_skips_ticks_is_kept_warm_rather_than_prewarmed():
+def test_a_timer_that_skips_ticks_is_prewarmed_again_one_period_after_a_skip():
     import random
 
     rng = random.Random(3)
     ticks = [i * 30.0 for i in range(2000) if rng.random() > 0.1]     # every 30 s, one tick in ten skipped
     rows = trace(*[(t, 0.2) for t in ticks])
     adaptive = simulate.simulate(rows, AdaptivePolicy(1000))
-    # Pre-warming for the next tick whenever the last few ticks came on time went cold 118 times
-    # here (one skip in ten); counting the misses the idle-time history remembers makes the
-    # window dearer than keeping the sandbox through a tick, so it stays warm.
+    # Its arrivals fit a grid of ticks (gateway.pools.ticks); a window a skipped tick left unused
+    # opens again a period later, so skips cost a window, not a cold start, and the sandbox is
+    # not kept warm through the 30 s between ticks (which would hold 1 GB for 60,000 s).
     assert adaptive["cold_starts"] < 10
+    assert adaptive["idle_gb_s"] < 0.2 * 2000 * 30
+    # the same timer with +-2 s of jitter and durations of 0.2-1.2 s: the window widens, still no keep-warm
+    jitter = random.Random(4)
+    noisy = trace(*[(t + jitter.uniform(-2, 2), 0.2 + jitter.random()) for t in ticks])
+    r = simulate.simulate(noisy, AdaptivePolicy(1000))
+    assert r["cold_starts"] < 20 and r["idle_gb_s"] < 0.6 * 2000 * 30
     regular = trace(*[(i * 900.0, 0.2) for i in range(96)])           # a clean 15-minute timer: windows win
     assert simulate.simulate(regular, AdaptivePolicy(1000))["idle_gb_s"] < 96 * 60
+
+
+def test_a_repeat_window_opens_only_while_no_request_has_come():
+    class Ticker:
+        """Lets each sandbox go and asks for a 10 s window at 100 s, repeated twice a period of 100 s."""
+        name = "ticker"
+
+        def plan(self, traffic, level, now):
+            return policy.Plan(expire_at=now, prewarm_at=now + 95, prewarm_until=now + 105,
+                               prewarm_every=100.0, prewarm_repeats=2)
+
+        def scale_out(self, traffic, now, alive):
+            return 0, 0.0
+
+    # the first call is cold (1 s) and ends at 1.5; the tick at 100 takes the window's sandbox (starting
+    # from 95.5, ready at 96.5); the repeats at 196.5 and 296.5 never open, and the books close at 100.5
+    took = simulate.simulate(trace((0.0, 0.5), (100.0, 0.5)), Ticker(), cold_start_ms=1000)
+    assert took["cold_starts"] == 1 and took["idle_gb_s"] == pytest.approx(100.0 - 95.5)
+    # no tick comes: all three windows open, 11 s each with their starts; the call at 400 is cold
+    idle = simulate.simulate(trace((0.0, 0.5), (400.0, 0.5)), Ticker(), cold_start_ms=1000)
+    assert idle["cold_starts"] == 2 and idle["idle_gb_s"] == pytest.approx(3 * 11.0)
 
 
 def test_histogram_policy_prewarms_once_its_histogram_is_representative():
