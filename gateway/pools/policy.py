@@ -166,7 +166,8 @@ class AdaptivePolicy:
     PERIODIC_SAMPLES = 2
     HEDGE = True                  # also pre-warm narrowly around a repeat of the last idle time
     HEDGE_SPREAD = 0.01
-    RECOMPUTE_EVERY = 8           # recompute a level's keep-alive after this many new ITs
+    RECOMPUTE_EVERY = 8           # recompute a level's keep-alive after this many new ITs ...
+    RECOMPUTE_AFTER_S = 60.0      # ... or after one, once this long has passed since the last time
 
     def __init__(self, cold_start_ms: float = 1000.0, harm_gb_s_per_cold_s: float | None = None):
         self.cold_s = cold_start_ms / 1000.0
@@ -358,12 +359,15 @@ class AdaptivePolicy:
         cold = self.cold_s_of(traffic)
         harm = self.harm_s(traffic)
         cached = traffic.memo.get(slot)
-        # recomputed after RECOMPUTE_EVERY new ITs, or when the learned cold start moved H by 10 %
-        if cached is None or traffic.fresh[slot] >= self.RECOMPUTE_EVERY or abs(cached[2] - harm) > 0.1 * harm:
+        # recomputed after RECOMPUTE_EVERY new ITs, or after one once RECOMPUTE_AFTER_S have passed (a
+        # level whose ITs come minutes apart learns from each), or when the learned cold start moved H by 10 %
+        fresh = traffic.fresh[slot]
+        if cached is None or fresh >= self.RECOMPUTE_EVERY or fresh and now - cached[3] >= self.RECOMPUTE_AFTER_S \
+                or abs(cached[2] - harm) > 0.1 * harm:
             cached = traffic.memo[slot] = (*self.keep_alive_cost(traffic.hist[slot], harm,
-                                                                 traffic.samples(slot)), harm)
+                                                                 traffic.samples(slot)), harm, now)
             traffic.fresh[slot] = 0
-        cached, keep_cost, _ = cached
+        cached, keep_cost, _, _ = cached
         if slot == 1 and traffic.in_flight == 0:
             ticks = self.tick_plan(traffic, now, cold, harm, keep_cost)
             if ticks is not None:

@@ -167,8 +167,8 @@ def test_state_per_endpoint_stays_bounded():
 
 
 def test_adaptive_dominates_fixed_keep_alives_on_a_generated_trace(tmp_path):
-    """On a trace it was not tuned on, adaptive has fewer cold starts and less idle memory than
-    fixed:600 (the frontier goal is ``benchmarks/warm_pool_goal.py``'s, on day-long traces)."""
+    """On a trace it was not tuned on, adaptive's trade beats every fixed keep-alive's (the frontier
+    goal is ``benchmarks/warm_pool_goal.py``'s, on day-long traces)."""
     path = tmp_path / "t.csv.gz"
     tracegen.write(tracegen.generate(hours=6, endpoints=40, seed=2026), path)
     rows = list(simulate.read_trace(path))              # durations in seconds, as the simulator takes them
@@ -177,11 +177,14 @@ def test_adaptive_dominates_fixed_keep_alives_on_a_generated_trace(tmp_path):
     adaptive = simulate.simulate(iter(rows), AdaptivePolicy(1000))
     assert adaptive["invocations"] == runs[600]["invocations"] == len(rows)
     assert adaptive["billed_gb_s"] == pytest.approx(runs[600]["billed_gb_s"])
-    # six hours leave little to learn from: fewer cold starts and less idle memory than fixed:600,
-    # and far less idle memory than the keep-alive that buys fewer cold starts by holding on
-    assert adaptive["cold_starts"] < runs[600]["cold_starts"]
-    assert adaptive["idle_gb_s"] < runs[600]["idle_gb_s"]
-    assert adaptive["idle_gb_s"] < 0.7 * runs[2400]["idle_gb_s"]
+    # What adaptive minimises, idle GB-s + 2,400 GB-s per (1 s) cold start, is lower than every fixed
+    # keep-alive's: six hours leave little to learn from, so by less than on day-long traces.
+    def cost(r):
+        return r["idle_gb_s"] + 2400.0 * r["cold_starts"]
+    for s in (60, 1200):
+        runs[s] = simulate.simulate(iter(rows), FixedKeepAlive(s))
+    assert all(cost(adaptive) < 0.95 * cost(r) for r in runs.values())
+    assert adaptive["idle_gb_s"] < runs[600]["idle_gb_s"] < runs[2400]["idle_gb_s"]
 
 
 def _cli(*args):
