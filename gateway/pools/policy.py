@@ -268,7 +268,8 @@ class AdaptivePolicy:
         """argmin over k of E[min(IT, k)] + H * P(IT > k), on the decayed histogram."""
         return cls.keep_alive_cost(hist, harm_s, samples)[0]
 
-    EXCESS_MAX_CV = 1.5           # the IT excess over the median is read as exponential up to this spread / mean
+    EXCESS_TAIL = 2.0             # ... and kept on until the excess has a chance of 1/(samples + 1)^this left
+    EXCESS_MAX_CV = 1.25          # the IT excess over the median is read as exponential up to this spread / mean
 
     @classmethod
     def keep_alive_cost(cls, hist: list[float] | None, harm_s: float,
@@ -321,7 +322,7 @@ class AdaptivePolicy:
         if mu > 0 and upper > 0:
             q = _EDGES[median_bin + 1]
             if mu < harm_s:
-                d = 2.0 * mu * math.log(samples + 1.0)
+                d = cls.EXCESS_TAIL * mu * math.log(samples + 1.0)
                 left = math.exp(-d / mu)
                 c = (below_idle + upper * (q + mu * (1.0 - left) + left * harm_s)) / total
                 if c < best:
