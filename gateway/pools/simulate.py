@@ -10,7 +10,9 @@ compare across implementations:
   the cold-start latency;
 * a sandbox is reaped the moment its keep-alive runs out;
 * a pre-warmed sandbox starts (cold-start latency) so as to be ready at the
-  policy's pre-warm time, and is reaped at the window's end unless used.
+  policy's pre-warm time, and is reaped at the window's end unless used; a
+  timer's repeat windows (``Plan.prewarm_repeats``) open only while no request
+  has come since the plan.
 
 Reported: ``invocations``, ``cold_starts``, ``cold_start_pct``, ``cold_start_delay_s`` (seconds
 requests waited for cold starts), with per-path latencies ``zygote_gb_s`` (model zygotes' memory x
