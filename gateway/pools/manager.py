@@ -170,11 +170,13 @@ class PoolManager:
             self._zygotes_seen[key] = now
             pool = next((p for p in [*self.current.values(), *self.retired]
                          if (p.spec.bundle_dir, p.spec.memory_mb) == key), None)
-            if pool is not None:
-                pool.traffic.zygote_mb = float(m.get("own_memory_mb") or 0) or None   # what its policy weighs
-            if pool is not None and key in seen:
-                self.idle_meter.book_zygote(pool.endpoint, pool.spec.name, pool.spec.memory_mb,
-                                            float(m.get("own_memory_mb") or 0), seen[key], now)
+            if pool is None:
+                continue
+            own_mb = float(m.get("own_memory_mb") or 0)
+            pool.traffic.zygote_mb = own_mb or None                   # what its policy weighs
+            if key in seen:
+                self.idle_meter.book_zygote(pool.endpoint, pool.spec.name, pool.spec.memory_mb, own_mb,
+                                            seen[key], now)
 
     def vcpus(self, variant: VariantSpec) -> float:
         """The CPU quota of this variant's sandboxes (0: none)."""

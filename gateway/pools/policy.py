@@ -58,6 +58,14 @@ class Plan:
     prewarm_every: float = 0.0            # a timer's period: while no request comes, open the window again ...
     prewarm_repeats: int = 0              # ... this many more times, one period apart (a skipped tick)
 
+    def windows(self, now: float) -> list[tuple[float, float, float | None]]:
+        """The pre-warm windows this plan (made at ``now``) asks for: (from, until, unless), each
+        to be opened unless a request came after ``unless`` (None: opened anyway)."""
+        if self.prewarm_at is None:
+            return []
+        return [(self.prewarm_at + i * self.prewarm_every, self.prewarm_until + i * self.prewarm_every,
+                 now if i else None) for i in range(self.prewarm_repeats + 1)]
+
 
 class _NoScaleOut:
     def scale_out(self, traffic: "Traffic", now: float, alive: int) -> tuple[int, float]:
@@ -289,8 +297,7 @@ class AdaptivePolicy:
         total = sum(hist)
         if total <= 0:
             return harm_s, harm_s
-        median_bin = len(hist) - 1
-        mu = 0.0
+        last_bin, tail = len(hist) - 1, None       # tail: (median q, mean excess mu, mass above q)
         if samples is not None and samples > 0:
             i, acc = 0, hist[0]
             while acc < total / 2:
@@ -304,12 +311,10 @@ class AdaptivePolicy:
                 # an exponential excess has a spread equal to its mean; bursts (many short ITs
                 # and a few hours-long ones) or heavy tails have far more: read those as they are
                 if mu > 0 and second - mu * mu <= (cls.EXCESS_MAX_CV * mu) ** 2:
-                    median_bin = i
-                else:
-                    mu = 0.0
+                    last_bin, tail = i, (q, mu, upper)
         best_k, best = 0.0, harm_s                       # k = 0: every request after a gap is cold
         below_mass = below_idle = 0.0
-        for i in range(median_bin + 1):
+        for i in range(last_bin + 1):
             m = hist[i]
             below_mass += m
             below_idle += m * _MIDS[i]
@@ -318,15 +323,13 @@ class AdaptivePolicy:
             c = (below_idle + above * (k + harm_s)) / total
             if c < best:
                 best_k, best = k, c
-        upper = total - below_mass
-        if mu > 0 and upper > 0:
-            q = _EDGES[median_bin + 1]
-            if mu < harm_s:
-                d = cls.EXCESS_TAIL * mu * math.log(samples + 1.0)
-                left = math.exp(-d / mu)
-                c = (below_idle + upper * (q + mu * (1.0 - left) + left * harm_s)) / total
-                if c < best:
-                    best_k, best = q + d, c
+        if tail is not None and tail[1] < harm_s:
+            q, mu, upper = tail
+            d = cls.EXCESS_TAIL * mu * math.log(samples + 1.0)
+            left = math.exp(-d / mu)
+            c = (below_idle + upper * (q + mu * (1.0 - left) + left * harm_s)) / total
+            if c < best:
+                best_k, best = q + d, c
         return best_k, best
 
     def window_cost(self, its, hist: list[float] | None, window: tuple[float, float], harm_s: float,

@@ -175,9 +175,7 @@ class VariantPool:
         if level == 1:                               # the last busy sandbox: once it goes, the model
             self.zygote_until = plan.zygote_until    # zygote is kept until then (None: with it)
         if plan.prewarm_at is not None:
-            for i in range(plan.prewarm_repeats + 1):     # a timer's skipped ticks: only while none came
-                shift = i * plan.prewarm_every
-                self.prewarm_windows.append((plan.prewarm_at + shift, plan.prewarm_until + shift, now if i else None))
+            self.prewarm_windows.extend(plan.windows(now))
             del self.prewarm_windows[:-self.MAX_PREWARM_WINDOWS]      # bounded: the latest plans win
         if slot is not None and sb.state is State.IDLE and not self.draining:
             self.idle.append(slot)

@@ -190,10 +190,8 @@ def simulate(rows, policy, cold_start_ms: float = 1000.0, by_path: dict[str, flo
             ep.keep_zygote = plan.zygote_until
             if plan.prewarm_at is not None:
                 lead = expected_s(ep)
-                for i in range(plan.prewarm_repeats + 1):     # repeats: only while no request has come
-                    shift = i * plan.prewarm_every
-                    push(max(t, plan.prewarm_at + shift - lead), PREWARM, ep, plan.prewarm_until + shift,
-                         t if i else None)
+                for start, until, unless in plan.windows(t):
+                    push(max(t, start - lead), PREWARM, ep, until, unless)
             if plan.expire_at > t:
                 sb = b
                 sb.idle, sb.idle_since = True, t
