@@ -28,6 +28,7 @@ import csv
 import gzip
 import heapq
 import io
+import math
 import time
 from pathlib import Path
 
@@ -82,6 +83,9 @@ def read_trace(path: str | Path):
                 ep, start, dur, mem = row[0], float(row[1]), float(row[2]), int(row[3])
             except (ValueError, IndexError):
                 raise ValueError(f"{path}:{n}: malformed row {row!r}") from None
+            if not (0 <= start < math.inf and 0 <= dur < math.inf and mem > 0):      # nan fails these too
+                raise ValueError(f"{path}:{n}: start_s and duration_ms must be finite numbers >= 0 and "
+                                 f"memory_mb > 0, not {row!r}")
             if start < last:
                 raise ValueError(f"{path}:{n}: rows must be sorted by start_s ({start} after {last})")
             last = start

@@ -218,5 +218,10 @@ def test_simulate_cli_refuses_bad_input_clearly(tmp_path):
     with gzip.open(header, "wt") as fh:
         fh.write("name,t\nx,1\n")
     assert "header" in _cli("--trace", str(header)).stderr
+    for row in ("a,nan,5,1024", "a,inf,5,1024", "a,1,-5,1024", "a,1,nan,1024", "a,1,5,0"):
+        odd = tmp_path / "odd.csv"
+        odd.write_text(f"endpoint,start_s,duration_ms,memory_mb\na,0,5,1024\n{row}\n")
+        refused = _cli("--trace", str(odd))
+        assert refused.returncode == 2 and ":3" in refused.stderr and "finite" in refused.stderr, row
     policy_err = _cli("--trace", str(path), "--policy", "sometimes")
     assert policy_err.returncode == 2 and "unknown policy" in policy_err.stderr
